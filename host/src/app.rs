@@ -1,0 +1,135 @@
+//! Assembling a running enrichd from a [`Config`]: the data store, the CRM
+//! seed, the compiled plugins and the routes that use them.
+//!
+//! Everything that can fail does so here, at start, with a message naming
+//! the file or plugin at fault — never later, on a delivery.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::auth::Secret;
+use crate::chain::{ChainEntry, DEFAULT_DELIVERY_BUDGET};
+use crate::config::Config;
+use crate::crm::{CrmError, CrmStore};
+use crate::plugin::{LoadError, PluginEngine, Services};
+
+/// Why enrichd could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory or its store could not be opened.
+    #[error("cannot open the data store in {path}: {source}")]
+    Store {
+        /// Directory.
+        path: String,
+        /// What sled said (e.g. another enrichd holds the lock).
+        source: sled::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// Directory.
+        path: String,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// The CRM seed could not be loaded.
+    #[error("CRM seed: {0}")]
+    Crm(#[from] CrmError),
+    /// A plugin could not be loaded.
+    #[error(transparent)]
+    Plugin(#[from] LoadError),
+}
+
+/// One Emailgistics webhook route, ready to serve.
+pub struct Route {
+    /// Request path.
+    pub path: String,
+    /// Accepted secrets.
+    pub secrets: Vec<Secret>,
+    /// Plugins in order.
+    pub chain: Vec<ChainEntry>,
+}
+
+/// A running enrichd's state, shared by all connections.
+pub struct App {
+    /// Routes by path.
+    pub routes: Vec<Route>,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Time allowed per delivery.
+    pub delivery_budget: std::time::Duration,
+    /// Services lent to plugins.
+    pub services: Services,
+    // Kept alive for the plugins: dropping it stops the epoch ticker.
+    _engine: PluginEngine,
+    _db: sled::Db,
+}
+
+impl App {
+    /// Open the store, seed the CRM, compile every plugin.
+    pub fn build(config: &Config) -> Result<App, StartError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let db = sled::open(dir.join("enrichd.sled")).map_err(|source| StartError::Store {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let crm = CrmStore::open(&db)?;
+        if let Some(seed) = &config.crm_seed {
+            let n = crm.import_jsonl(seed)?;
+            tracing::info!(seed = %seed.display(), records = n, total = crm.len(), "CRM seed loaded");
+        }
+
+        let engine = PluginEngine::new()?;
+        let started = Instant::now();
+        let plugins = config
+            .plugins
+            .iter()
+            .map(|spec| engine.load(spec).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::info!(
+            plugins = plugins.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "plugins compiled"
+        );
+
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                if r.secrets.is_empty() {
+                    tracing::warn!(route = %r.path, "no secret configured: every request is accepted");
+                }
+                Route {
+                    path: r.path.clone(),
+                    secrets: r.secrets.clone(),
+                    chain: r
+                        .chain
+                        .iter()
+                        .map(|e| ChainEntry {
+                            plugin: plugins[e.plugin].clone(),
+                            mailboxes: e.mailboxes.clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+
+        Ok(App {
+            routes,
+            max_body_bytes: config.max_body_bytes,
+            delivery_budget: DEFAULT_DELIVERY_BUDGET,
+            services: Services { crm: Some(crm) },
+            _engine: engine,
+            _db: db,
+        })
+    }
+
+    /// The route serving `path`, if any.
+    pub fn route(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.path == path)
+    }
+}

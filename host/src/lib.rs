@@ -1,0 +1,33 @@
+//! # enrichd
+//!
+//! An Emailgistics webhook endpoint that enriches incoming messages with
+//! third-party plugins compiled to WebAssembly. A delivery is authenticated,
+//! parsed, handed to the route's plugin chain (each plugin sandboxed in its
+//! own fresh instance), and the plugins' actions are validated and merged,
+//! in order, into the response envelope.
+//!
+//! # Layout
+//!
+//! - [`cli`]: command-line arguments.
+//! - [`config`]: the TOML config, validated into a resolved [`config::Config`].
+//! - [`app`]: builds a running enrichd from a config (store, CRM, plugins, routes).
+//! - [`server`]: the hyper server: routing, body limits, status codes, shutdown.
+//! - [`auth`]: constant-time bearer-secret checks.
+//! - [`payload`]: parsing Emailgistics delivery payloads.
+//! - [`plugin`]: the wasmtime runtime: engine, bindings, host imports, sandbox.
+//! - [`chain`]: running a route's chain, merging actions, the envelope and record.
+//! - [`actions`]: the Emailgistics action types as serialized in the envelope.
+//! - [`validate`]: per-action validation against the Emailgistics reference.
+//! - [`crm`]: the embedded (sled) CRM store behind the `crm` import.
+
+pub mod actions;
+pub mod app;
+pub mod auth;
+pub mod chain;
+pub mod cli;
+pub mod config;
+pub mod crm;
+pub mod payload;
+pub mod plugin;
+pub mod server;
+pub mod validate;

@@ -1,0 +1,106 @@
+//! Conversions between the host's types and the WIT bindings: a parsed
+//! delivery into the `delivery` record, a plugin's `action` records into the
+//! host's [`Action`]s.
+
+use super::bindings::types as wit;
+use crate::actions::{
+    Action, ActionKind, Assign, AssignmentSpec, BodyType, EmailAddress, ForwardMessage,
+    InlineAsset, SendMessage, Tag,
+};
+use crate::payload::{Address, Delivery};
+
+fn wit_address(a: &Address) -> wit::EmailAddress {
+    wit::EmailAddress {
+        name: a.name.clone(),
+        address: a.address.clone(),
+    }
+}
+
+/// The WIT record for a delivery. Built once per delivery and lent to every
+/// plugin of the chain.
+pub fn delivery(d: &Delivery) -> wit::Delivery {
+    wit::Delivery {
+        id: d.id.clone(),
+        event: d.event.clone(),
+        internet_message_id: d.internet_message_id.clone(),
+        received: d.received.clone(),
+        mailbox: d.mailbox.clone(),
+        sender: wit_address(&d.sender),
+        from: wit_address(&d.from),
+        to: d.to.iter().map(wit_address).collect(),
+        cc: d.cc.iter().map(wit_address).collect(),
+        subject: d.subject.clone(),
+        has_attachments: d.has_attachments,
+        timestamp: d.timestamp.clone(),
+        conversation_id: d.conversation_id.clone(),
+        body_text: d.body_text.clone(),
+        custom_fields: d
+            .custom_fields
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        raw_json: d.raw_json.clone(),
+    }
+}
+
+fn address(a: wit::EmailAddress) -> EmailAddress {
+    EmailAddress {
+        name: a.name,
+        address: a.address,
+    }
+}
+
+fn addresses(list: Vec<wit::EmailAddress>) -> Vec<EmailAddress> {
+    list.into_iter().map(address).collect()
+}
+
+fn spec(s: wit::AssignmentSpec) -> AssignmentSpec {
+    AssignmentSpec {
+        users: s.users,
+        assign_to_any_user: s.assign_to_any_user,
+        ignore_availability: s.ignore_availability,
+        ignore_max_messages: s.ignore_max_messages,
+        assign_if_user_available_within_minutes: s.assign_if_user_available_within_minutes,
+        aa_method: s.aa_method,
+    }
+}
+
+/// A plugin's action as a host action (not yet validated).
+pub fn action(a: wit::Action) -> Action {
+    let kind = match a.value {
+        wit::ActionValue::Assign(v) => ActionKind::Assign(Assign {
+            main_assignment: spec(v.main_assignment),
+            backup_assignments: v
+                .backup_assignments
+                .map(|b| b.into_iter().map(spec).collect()),
+        }),
+        wit::ActionValue::Tag(v) => ActionKind::Tag(Tag { tags: v.tags }),
+        wit::ActionValue::SetCustomFields(v) => ActionKind::SetCustomFields(v),
+        wit::ActionValue::SendMessage(v) => ActionKind::SendMessage(SendMessage {
+            template_name: v.template_name,
+            body: v.body,
+            body_type: v.body_type.map(|t| match t {
+                wit::BodyType::Html => BodyType::Html,
+                wit::BodyType::Text => BodyType::Text,
+            }),
+            subject: v.subject,
+            to_addresses: addresses(v.to_addresses),
+            cc_addresses: v.cc_addresses.map(addresses),
+            bcc_addresses: v.bcc_addresses.map(addresses),
+            inline_assets: v.inline_assets.map(|list| {
+                list.into_iter()
+                    .map(|x| InlineAsset {
+                        id: x.id,
+                        filename: x.filename,
+                        content_type: x.content_type,
+                        base64_content: x.base64_content,
+                    })
+                    .collect()
+            }),
+        }),
+        wit::ActionValue::ForwardMessage(v) => ActionKind::ForwardMessage(ForwardMessage {
+            to_addresses: addresses(v.to_addresses),
+            comment: v.comment,
+        }),
+    };
+    Action { name: a.name, kind }
+}

@@ -1,0 +1,118 @@
+//! # crm-enrich
+//!
+//! An enrichd delivery plugin that follows the Emailgistics guide "Enrich a
+//! conversation from a webhook": it looks the message's sender up in the CRM
+//! and writes the customer's record onto the conversation as custom fields,
+//! tagging VIP customers.
+//!
+//! ## Flow
+//!
+//! 1. `crm::lookup-email(from.address)`; if there is no record and
+//!    `sender.address` differs (send-on-behalf), `crm::lookup-email(sender.address)`.
+//! 2. Record found:
+//!    - one `set-custom-fields` action named "Apply CRM context" with the
+//!      configured record keys (default `claimNumber`, `policyNumber`,
+//!      `region`) that the record has, in the configured order (omitted when
+//!      the record has none of them);
+//!    - then, when the record's `tier` is one of the VIP tiers (compared
+//!      case-insensitively), one `tag` action named "Tag VIP customers" with
+//!      the VIP tag.
+//!
+//!    Message: `enriched from CRM record for <email>`.
+//! 3. No record: no actions; message `no CRM record for <email>` (or
+//!    `no CRM record for <from> or <sender>` when both were tried).
+//!
+//! ## Capabilities
+//!
+//! - `crm` (required): denied or failing lookups make the plugin return
+//!   `plugin-error::dependency("crm lookup of <email> failed: <kind>: <host's reason>")`.
+//! - `config` (optional): when denied, every setting takes its default. Other
+//!   config failures (`unavailable`, `invalid`) are `dependency` errors.
+//! - `log` (optional): debug lines about the lookups; log errors (e.g.
+//!   denied) are ignored.
+//!
+//! ## Config keys (`[plugin.config]`), all optional
+//!
+//! | key         | meaning                                         | default                            |
+//! |-------------|-------------------------------------------------|------------------------------------|
+//! | `vip-tiers` | comma-separated tiers that earn the VIP tag     | `vip,gold,platinum`                |
+//! | `vip-tag`   | the tag applied to VIP customers (not empty)    | `VIP`                              |
+//! | `fields`    | comma-separated record keys copied, in order    | `claimNumber,policyNumber,region`  |
+//!
+//! List items are trimmed and empty items dropped; an empty `vip-tiers`
+//! disables VIP tagging.
+//!
+//! A delivery with neither a from nor a sender address is an
+//! `invalid-delivery` error.
+//!
+//! The decisions live in [`logic`], which does not depend on the generated
+//! bindings and is unit-tested on the host target.
+
+pub mod logic;
+
+wit_bindgen::generate!({
+    world: "delivery-plugin",
+    path: "../../wit",
+});
+
+use enrichd::plugin::log::Level;
+use enrichd::plugin::types::{Action, ActionValue, Delivery, HostError, PluginError, PluginOutput};
+use enrichd::plugin::{config, crm, log};
+use exports::enrichd::plugin::handler::Guest;
+use logic::{Failure, HostFailure, Planned};
+
+/// The plugin; exported as the `handler` interface.
+struct CrmEnrich;
+
+impl Guest for CrmEnrich {
+    fn handle(delivery: Delivery) -> Result<PluginOutput, PluginError> {
+        let settings = logic::read_settings(|key| config::get(key).map_err(host_failure))
+            .map_err(plugin_error)?;
+        let plan = logic::enrich(
+            &delivery.from.address,
+            &delivery.sender.address,
+            &settings,
+            |email| crm::lookup_email(email).map_err(host_failure),
+            |line| {
+                // Logging is best effort: a denied `log` capability is fine.
+                let _ = log::log(Level::Debug, line);
+            },
+        )
+        .map_err(plugin_error)?;
+        let actions = plan
+            .actions
+            .into_iter()
+            .map(|planned| match planned {
+                Planned::SetCustomFields(fields) => Action {
+                    name: Some(logic::FIELDS_ACTION_NAME.to_string()),
+                    value: ActionValue::SetCustomFields(fields),
+                },
+                Planned::Tag(tags) => Action {
+                    name: Some(logic::TAG_ACTION_NAME.to_string()),
+                    value: ActionValue::Tag(enrichd::plugin::types::TagAction { tags }),
+                },
+            })
+            .collect();
+        Ok(PluginOutput {
+            actions,
+            message: Some(plan.message),
+        })
+    }
+}
+
+fn host_failure(e: HostError) -> HostFailure {
+    match e {
+        HostError::Denied(r) => HostFailure::Denied(r),
+        HostError::Unavailable(r) => HostFailure::Unavailable(r),
+        HostError::Invalid(r) => HostFailure::Invalid(r),
+    }
+}
+
+fn plugin_error(f: Failure) -> PluginError {
+    match f {
+        Failure::InvalidDelivery(m) => PluginError::InvalidDelivery(m),
+        Failure::Dependency(m) => PluginError::Dependency(m),
+    }
+}
+
+export!(CrmEnrich);

@@ -1,0 +1,544 @@
+//! The plugin's decisions, in plain Rust with no dependency on the generated
+//! bindings, so that they can be unit-tested on the host target.
+//!
+//! Host calls are passed in as closures; their failures are described by
+//! [`HostFailure`], a mirror of the WIT `host-error`.
+
+/// Default for the `vip-tiers` config key.
+pub const DEFAULT_VIP_TIERS: &str = "vip,gold,platinum";
+/// Default for the `vip-tag` config key.
+pub const DEFAULT_VIP_TAG: &str = "VIP";
+/// Default for the `fields` config key.
+pub const DEFAULT_FIELDS: &str = "claimNumber,policyNumber,region";
+
+/// Name of the `set-custom-fields` action.
+pub const FIELDS_ACTION_NAME: &str = "Apply CRM context";
+/// Name of the `tag` action.
+pub const TAG_ACTION_NAME: &str = "Tag VIP customers";
+/// The record key holding the customer's tier.
+pub const TIER_KEY: &str = "tier";
+
+/// A flat CRM record or custom-field map, in order.
+pub type Pairs = Vec<(String, String)>;
+
+/// Why a host import call failed (mirror of the WIT `host-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostFailure {
+    /// The capability was not granted to this plugin.
+    Denied(String),
+    /// The backend could not answer.
+    Unavailable(String),
+    /// The request was not acceptable.
+    Invalid(String),
+}
+
+impl HostFailure {
+    /// `kind: reason`, for error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            HostFailure::Denied(r) => format!("denied: {r}"),
+            HostFailure::Unavailable(r) => format!("unavailable: {r}"),
+            HostFailure::Invalid(r) => format!("invalid: {r}"),
+        }
+    }
+}
+
+/// Why the plugin could not handle a delivery (mirror of the WIT
+/// `plugin-error` cases this plugin uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The delivery has neither a from nor a sender address.
+    InvalidDelivery(String),
+    /// The `crm` or `config` import failed, or the config is unusable.
+    Dependency(String),
+}
+
+/// The plugin's settings, read from its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Tiers (lower-cased) that earn the VIP tag.
+    pub vip_tiers: Vec<String>,
+    /// The tag applied to VIP customers.
+    pub vip_tag: String,
+    /// Record keys copied into custom fields, in order.
+    pub fields: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            vip_tiers: split_list(DEFAULT_VIP_TIERS)
+                .into_iter()
+                .map(|t| t.to_lowercase())
+                .collect(),
+            vip_tag: DEFAULT_VIP_TAG.to_string(),
+            fields: split_list(DEFAULT_FIELDS),
+        }
+    }
+}
+
+/// Splits a comma-separated list, trimming items and dropping empty ones.
+pub fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Reads the settings through `get` (the `config::get` import).
+///
+/// Unset keys take their default. If the `config` capability is denied, all
+/// defaults are used; any other config failure, or an empty `vip-tag`, is a
+/// dependency error. An explicitly empty `vip-tiers` disables VIP tagging; an
+/// explicitly empty `fields` copies no fields.
+pub fn read_settings(
+    mut get: impl FnMut(&str) -> Result<Option<String>, HostFailure>,
+) -> Result<Settings, Failure> {
+    let mut settings = Settings::default();
+    for key in ["vip-tiers", "vip-tag", "fields"] {
+        let value = match get(key) {
+            Ok(Some(value)) => value,
+            Ok(None) => continue,
+            Err(HostFailure::Denied(_)) => return Ok(Settings::default()),
+            Err(e) => {
+                return Err(Failure::Dependency(format!(
+                    "crm-enrich config: cannot read `{key}`: {}",
+                    e.describe()
+                )))
+            }
+        };
+        match key {
+            "vip-tiers" => {
+                settings.vip_tiers = split_list(&value)
+                    .into_iter()
+                    .map(|t| t.to_lowercase())
+                    .collect()
+            }
+            "vip-tag" => {
+                let tag = value.trim();
+                if tag.is_empty() {
+                    return Err(Failure::Dependency(
+                        "crm-enrich config: `vip-tag` is empty".to_string(),
+                    ));
+                }
+                settings.vip_tag = tag.to_string();
+            }
+            _ => settings.fields = split_list(&value),
+        }
+    }
+    Ok(settings)
+}
+
+/// The addresses to look up, in order: `from`, then `sender` when it differs
+/// (case-insensitively, as the CRM matches). Empty addresses are skipped.
+pub fn candidate_emails(from: &str, sender: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let from = from.trim();
+    let sender = sender.trim();
+    if !from.is_empty() {
+        out.push(from.to_string());
+    }
+    if !sender.is_empty() && !sender.eq_ignore_ascii_case(from) {
+        out.push(sender.to_string());
+    }
+    out
+}
+
+/// The value of `key` in a record (first occurrence, exact key).
+pub fn record_value<'a>(record: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    record
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The custom fields to set: the configured keys present in the record, in
+/// the configured order (each key at most once).
+pub fn custom_fields(record: &[(String, String)], fields: &[String]) -> Pairs {
+    let mut out: Pairs = Vec::new();
+    for key in fields {
+        if out.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        if let Some(value) = record_value(record, key) {
+            out.push((key.clone(), value.to_string()));
+        }
+    }
+    out
+}
+
+/// Whether the record's `tier` is one of `vip_tiers` (case-insensitive).
+pub fn is_vip(record: &[(String, String)], vip_tiers: &[String]) -> bool {
+    match record_value(record, TIER_KEY) {
+        Some(tier) => {
+            let tier = tier.trim().to_lowercase();
+            !tier.is_empty() && vip_tiers.iter().any(|t| t.to_lowercase() == tier)
+        }
+        None => false,
+    }
+}
+
+/// One action the plugin returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planned {
+    /// `set-custom-fields` named [`FIELDS_ACTION_NAME`].
+    SetCustomFields(Pairs),
+    /// `tag` named [`TAG_ACTION_NAME`].
+    Tag(Vec<String>),
+}
+
+/// The plugin's answer for one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Actions, in order.
+    pub actions: Vec<Planned>,
+    /// The note for the delivery record.
+    pub message: String,
+}
+
+/// The whole flow: look the sender up (from, then sender), and turn the
+/// record into actions.
+///
+/// `lookup` is the `crm::lookup-email` import; `debug` writes a debug log
+/// line (best effort).
+pub fn enrich(
+    from: &str,
+    sender: &str,
+    settings: &Settings,
+    mut lookup: impl FnMut(&str) -> Result<Option<Pairs>, HostFailure>,
+    mut debug: impl FnMut(&str),
+) -> Result<Plan, Failure> {
+    let candidates = candidate_emails(from, sender);
+    if candidates.is_empty() {
+        return Err(Failure::InvalidDelivery(
+            "delivery has neither a from nor a sender address".to_string(),
+        ));
+    }
+    for email in &candidates {
+        debug(&format!("looking up {email} in the CRM"));
+        let record = match lookup(email) {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                debug(&format!("no CRM record for {email}"));
+                continue;
+            }
+            Err(e) => {
+                return Err(Failure::Dependency(format!(
+                    "crm lookup of {email} failed: {}",
+                    e.describe()
+                )))
+            }
+        };
+        let mut actions = Vec::new();
+        let fields = custom_fields(&record, &settings.fields);
+        if !fields.is_empty() {
+            actions.push(Planned::SetCustomFields(fields));
+        }
+        let vip = is_vip(&record, &settings.vip_tiers);
+        if vip {
+            actions.push(Planned::Tag(vec![settings.vip_tag.clone()]));
+        }
+        debug(&format!(
+            "CRM record for {email}: {} action(s), vip={vip}",
+            actions.len()
+        ));
+        return Ok(Plan {
+            actions,
+            message: format!("enriched from CRM record for {email}"),
+        });
+    }
+    Ok(Plan {
+        actions: Vec::new(),
+        message: format!("no CRM record for {}", candidates.join(" or ")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Pairs {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn full_record() -> Pairs {
+        pairs(&[
+            ("tier", "Gold"),
+            ("region", "EMEA"),
+            ("policyNumber", "POL-889900"),
+            ("claimNumber", "CLM-556677"),
+            ("name", "Rob Storrie"),
+        ])
+    }
+
+    fn no_log(_: &str) {}
+
+    #[test]
+    fn split_list_trims_and_drops_empty() {
+        assert_eq!(split_list(" a, b ,,c ,"), vec!["a", "b", "c"]);
+        assert!(split_list("  ").is_empty());
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::default();
+        assert_eq!(s.vip_tiers, vec!["vip", "gold", "platinum"]);
+        assert_eq!(s.vip_tag, "VIP");
+        assert_eq!(s.fields, vec!["claimNumber", "policyNumber", "region"]);
+    }
+
+    #[test]
+    fn settings_unset_keys_use_defaults() {
+        let s = read_settings(|_| Ok(None)).unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn settings_from_config() {
+        let s = read_settings(|key| {
+            Ok(match key {
+                "vip-tiers" => Some(" Diamond , PLATINUM".to_string()),
+                "vip-tag" => Some(" Priority ".to_string()),
+                "fields" => Some("region, accountId".to_string()),
+                _ => None,
+            })
+        })
+        .unwrap();
+        assert_eq!(s.vip_tiers, vec!["diamond", "platinum"]);
+        assert_eq!(s.vip_tag, "Priority");
+        assert_eq!(s.fields, vec!["region", "accountId"]);
+    }
+
+    #[test]
+    fn settings_denied_config_uses_defaults() {
+        let s = read_settings(|_| Err(HostFailure::Denied("no config".into()))).unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn settings_unavailable_config_is_dependency_error() {
+        let err = read_settings(|_| Err(HostFailure::Unavailable("down".into()))).unwrap_err();
+        assert_eq!(
+            err,
+            Failure::Dependency(
+                "crm-enrich config: cannot read `vip-tiers`: unavailable: down".into()
+            )
+        );
+    }
+
+    #[test]
+    fn settings_empty_vip_tag_is_rejected() {
+        let err = read_settings(|k| Ok((k == "vip-tag").then(|| " ".to_string()))).unwrap_err();
+        assert!(matches!(err, Failure::Dependency(m) if m.contains("vip-tag")));
+    }
+
+    #[test]
+    fn candidates() {
+        assert_eq!(candidate_emails("a@x.com", "a@x.com"), vec!["a@x.com"]);
+        assert_eq!(candidate_emails("a@x.com", "A@X.com"), vec!["a@x.com"]);
+        assert_eq!(
+            candidate_emails("a@x.com", "b@x.com"),
+            vec!["a@x.com", "b@x.com"]
+        );
+        assert_eq!(candidate_emails("", "b@x.com"), vec!["b@x.com"]);
+        assert!(candidate_emails(" ", "").is_empty());
+    }
+
+    #[test]
+    fn custom_fields_keep_configured_order_and_skip_missing() {
+        let fields = split_list(DEFAULT_FIELDS);
+        assert_eq!(
+            custom_fields(&full_record(), &fields),
+            pairs(&[
+                ("claimNumber", "CLM-556677"),
+                ("policyNumber", "POL-889900"),
+                ("region", "EMEA"),
+            ])
+        );
+        let partial = pairs(&[("region", "APAC"), ("claimNumber", "CLM-1")]);
+        assert_eq!(
+            custom_fields(&partial, &fields),
+            pairs(&[("claimNumber", "CLM-1"), ("region", "APAC")])
+        );
+        let dup = split_list("region,region");
+        assert_eq!(custom_fields(&partial, &dup), pairs(&[("region", "APAC")]));
+    }
+
+    #[test]
+    fn vip_detection_is_case_insensitive() {
+        let tiers = Settings::default().vip_tiers;
+        assert!(is_vip(&pairs(&[("tier", "GOLD")]), &tiers));
+        assert!(is_vip(&pairs(&[("tier", " Platinum ")]), &tiers));
+        assert!(!is_vip(&pairs(&[("tier", "silver")]), &tiers));
+        assert!(!is_vip(&pairs(&[("tier", "")]), &tiers));
+        assert!(!is_vip(&pairs(&[("region", "EMEA")]), &tiers));
+        assert!(!is_vip(&pairs(&[("tier", "gold")]), &[]));
+    }
+
+    #[test]
+    fn enrich_vip_record_from_address() {
+        let mut looked_up = Vec::new();
+        let plan = enrich(
+            "rstorrie@pinnilly.com",
+            "rstorrie@pinnilly.com",
+            &Settings::default(),
+            |email| {
+                looked_up.push(email.to_string());
+                Ok(Some(full_record()))
+            },
+            no_log,
+        )
+        .unwrap();
+        assert_eq!(looked_up, vec!["rstorrie@pinnilly.com"]);
+        assert_eq!(
+            plan.actions,
+            vec![
+                Planned::SetCustomFields(pairs(&[
+                    ("claimNumber", "CLM-556677"),
+                    ("policyNumber", "POL-889900"),
+                    ("region", "EMEA"),
+                ])),
+                Planned::Tag(vec!["VIP".to_string()]),
+            ]
+        );
+        assert_eq!(
+            plan.message,
+            "enriched from CRM record for rstorrie@pinnilly.com"
+        );
+    }
+
+    #[test]
+    fn enrich_non_vip_record_has_no_tag() {
+        let record = pairs(&[("claimNumber", "CLM-1"), ("tier", "bronze")]);
+        let plan = enrich(
+            "a@x.com",
+            "a@x.com",
+            &Settings::default(),
+            |_| Ok(Some(record.clone())),
+            no_log,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.actions,
+            vec![Planned::SetCustomFields(pairs(&[("claimNumber", "CLM-1")]))]
+        );
+    }
+
+    #[test]
+    fn enrich_falls_back_to_sender() {
+        let mut looked_up = Vec::new();
+        let plan = enrich(
+            "assistant@x.com",
+            "boss@x.com",
+            &Settings::default(),
+            |email| {
+                looked_up.push(email.to_string());
+                Ok((email == "boss@x.com").then(|| pairs(&[("region", "NA"), ("tier", "vip")])))
+            },
+            no_log,
+        )
+        .unwrap();
+        assert_eq!(looked_up, vec!["assistant@x.com", "boss@x.com"]);
+        assert_eq!(plan.message, "enriched from CRM record for boss@x.com");
+        assert_eq!(
+            plan.actions,
+            vec![
+                Planned::SetCustomFields(pairs(&[("region", "NA")])),
+                Planned::Tag(vec!["VIP".to_string()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn enrich_no_record() {
+        let plan = enrich(
+            "a@x.com",
+            "a@x.com",
+            &Settings::default(),
+            |_| Ok(None),
+            no_log,
+        )
+        .unwrap();
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.message, "no CRM record for a@x.com");
+
+        let plan = enrich(
+            "a@x.com",
+            "b@x.com",
+            &Settings::default(),
+            |_| Ok(None),
+            no_log,
+        )
+        .unwrap();
+        assert_eq!(plan.message, "no CRM record for a@x.com or b@x.com");
+    }
+
+    #[test]
+    fn enrich_record_without_configured_fields_only_tags() {
+        let plan = enrich(
+            "a@x.com",
+            "a@x.com",
+            &Settings::default(),
+            |_| Ok(Some(pairs(&[("tier", "Platinum")]))),
+            no_log,
+        )
+        .unwrap();
+        assert_eq!(plan.actions, vec![Planned::Tag(vec!["VIP".to_string()])]);
+    }
+
+    #[test]
+    fn enrich_crm_errors_are_dependency_errors() {
+        for (failure, text) in [
+            (
+                HostFailure::Denied("crm not granted".into()),
+                "denied: crm not granted",
+            ),
+            (
+                HostFailure::Unavailable("timeout".into()),
+                "unavailable: timeout",
+            ),
+            (
+                HostFailure::Invalid("bad email".into()),
+                "invalid: bad email",
+            ),
+        ] {
+            let err = enrich(
+                "a@x.com",
+                "b@x.com",
+                &Settings::default(),
+                |_| Err(failure.clone()),
+                no_log,
+            )
+            .unwrap_err();
+            assert_eq!(
+                err,
+                Failure::Dependency(format!("crm lookup of a@x.com failed: {text}"))
+            );
+        }
+    }
+
+    #[test]
+    fn enrich_without_addresses_is_invalid_delivery() {
+        let err = enrich("", " ", &Settings::default(), |_| Ok(None), no_log).unwrap_err();
+        assert!(matches!(err, Failure::InvalidDelivery(_)));
+    }
+
+    #[test]
+    fn enrich_logs_at_least_the_lookup() {
+        let mut lines = Vec::new();
+        enrich(
+            "a@x.com",
+            "a@x.com",
+            &Settings::default(),
+            |_| Ok(None),
+            |line| lines.push(line.to_string()),
+        )
+        .unwrap();
+        assert!(lines.iter().any(|l| l.contains("looking up a@x.com")));
+    }
+}

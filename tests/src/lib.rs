@@ -9,8 +9,17 @@
 //!
 //! All of them land in [`PLUGIN_DIR`]; use [`plugin_path`] to find one by its
 //! package name.
+//!
+//! [`TestServer`] runs a real enrichd (real config file, real sled store in a
+//! temp dir, real plugins) on `127.0.0.1:0`, and speaks raw HTTP/1.1 to it so
+//! tests control every byte (a body larger than declared, a missing header).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// The directory holding the built plugin components
 /// (`<root>/target/wasm-plugins/wasm32-wasip2/release`).
@@ -33,4 +42,224 @@ pub fn plugin_path(name: &str) -> PathBuf {
         );
     }
     path
+}
+
+/// The secret the test configs accept, from the Emailgistics example.
+pub const SECRET: &str = "f72jip905bn85.23po0xY1aQ7bL";
+
+/// The seed payload from the Emailgistics request-payload documentation.
+pub fn seed_payload() -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed-payload.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("examples/seed-payload.json"))
+        .expect("seed payload is JSON")
+}
+
+/// The sample CRM data set of `examples/`.
+pub fn crm_sample() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/crm-sample.jsonl"
+    ))
+}
+
+/// A `[[plugin]]` table for a built plugin.
+pub fn plugin_toml(name: &str, capabilities: &[&str], extra: &str) -> String {
+    let caps: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
+    format!(
+        "[[plugin]]\nname = {name:?}\npath = {:?}\ncapabilities = [{}]\n{extra}\n",
+        plugin_path(name),
+        caps.join(", ")
+    )
+}
+
+/// An HTTP response as the tests see it.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The body as JSON.
+    ///
+    /// # Panics
+    /// When the body is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not JSON ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A running enrichd on loopback, with its own temp dir for config and data.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    // Config file and data directory; `None` only after `stop`.
+    dir: Option<tempfile::TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Write `config` (TOML, without `listen`) to a temp dir and serve it.
+    ///
+    /// # Panics
+    /// When the config is refused or the server cannot start.
+    pub async fn start(config: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, config).await
+    }
+
+    /// Like [`TestServer::start`], in an existing directory (to reopen a data dir).
+    ///
+    /// # Panics
+    /// When the config is refused or the server cannot start.
+    pub async fn start_in(dir: tempfile::TempDir, config: &str) -> TestServer {
+        let path = dir.path().join("enrichd.toml");
+        std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{config}")).expect("write config");
+        let config = enrichd::config::Config::load(&path).expect("config is valid");
+        let app = tokio::task::spawn_blocking(move || enrichd::app::App::build(&config))
+            .await
+            .expect("build task")
+            .expect("enrichd starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(enrichd::server::run(listener, Arc::new(app), async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            dir: Some(dir),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// The directory holding the config file and the data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.as_ref().expect("server not stopped").path()
+    }
+
+    /// Stop accepting, wait for the server to finish, and hand back the dir.
+    ///
+    /// # Panics
+    /// When the server task failed.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server ran");
+        }
+        self.dir.take().expect("stopped once")
+    }
+
+    /// POST a delivery with the test secret.
+    pub async fn deliver(&self, path: &str, body: &serde_json::Value) -> Response {
+        let auth = format!("Bearer {SECRET}");
+        self.post(
+            path,
+            &[("Authorization", &auth)],
+            body.to_string().as_bytes(),
+        )
+        .await
+    }
+
+    /// POST `body` with extra headers.
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.addr,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(body);
+        self.raw(&raw).await
+    }
+
+    /// Send raw bytes and read the response until the server closes.
+    /// Write errors are ignored: the server may answer (413) and close
+    /// before the client has sent everything.
+    pub async fn raw(&self, request: &[u8]) -> Response {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        let _ = stream.write_all(request).await;
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            stream.read_to_end(&mut buf),
+        )
+        .await;
+        if !matches!(read, Ok(Ok(_))) && buf.is_empty() {
+            panic!("no response: {read:?}");
+        }
+        parse_response(&buf)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Parse an HTTP/1.1 response with a Content-Length body (what enrichd sends).
+///
+/// # Panics
+/// When the bytes are not such a response.
+pub fn parse_response(buf: &[u8]) -> Response {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(buf)));
+    let head = std::str::from_utf8(&buf[..split]).expect("ASCII head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = buf[split + 4..].to_vec();
+    if let Some(len) = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        body.truncate(len);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
 }

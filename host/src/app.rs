@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::Secret;
-use crate::chain::{ChainEntry, DEFAULT_DELIVERY_BUDGET};
+use crate::chain::ChainEntry;
 use crate::config::Config;
 use crate::crm::{CrmError, CrmStore};
-use crate::plugin::{LoadError, PluginEngine, Services};
+use crate::plugin::{EngineOptions, LoadError, PluginEngine, Services};
 
 /// Why enrichd could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +60,8 @@ pub struct App {
     pub delivery_budget: std::time::Duration,
     /// Services lent to plugins.
     pub services: Services,
-    // Kept alive for the plugins: dropping it stops the epoch ticker.
-    _engine: PluginEngine,
+    /// The wasm engine; dropping it stops the epoch ticker.
+    pub engine: PluginEngine,
     _db: sled::Db,
 }
 
@@ -83,7 +83,17 @@ impl App {
             tracing::info!(seed = %seed.display(), records = n, total = crm.len(), "CRM seed loaded");
         }
 
-        let engine = PluginEngine::new()?;
+        let engine = PluginEngine::new(EngineOptions {
+            allocator: config.allocator,
+            fuel: config.plugins.iter().any(|p| p.limits.fuel.is_some()),
+            max_memory_bytes: config
+                .plugins
+                .iter()
+                .map(|p| p.limits.max_memory_bytes)
+                .max()
+                .unwrap_or(crate::config::DEFAULT_MAX_MEMORY_BYTES),
+            cache_dir: Some(config.cache_dir.clone()),
+        })?;
         let started = Instant::now();
         let plugins = config
             .plugins
@@ -121,9 +131,9 @@ impl App {
         Ok(App {
             routes,
             max_body_bytes: config.max_body_bytes,
-            delivery_budget: DEFAULT_DELIVERY_BUDGET,
+            delivery_budget: config.delivery_budget,
             services: Services { crm: Some(crm) },
-            _engine: engine,
+            engine,
             _db: db,
         })
     }

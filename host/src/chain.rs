@@ -13,13 +13,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::actions::Action;
-use crate::plugin::{Failure, Plugin, Services, WitDelivery};
+use crate::config::OnError;
+use crate::plugin::{CallLimit, Failure, Plugin, Services, WitDelivery};
 use crate::validate;
-
-/// The whole time enrichd allows itself per delivery. Emailgistics gives up
-/// after 100 s; answering at 90 s at the latest leaves room for the network
-/// and for a slow TLS terminator in front of enrichd.
-pub const DEFAULT_DELIVERY_BUDGET: Duration = Duration::from_secs(90);
 
 /// Longest envelope `message`: it is shown in a single line in Emailgistics
 /// Admin, and the full detail is in the log anyway.
@@ -41,6 +37,16 @@ impl ChainEntry {
             Some(list) => list.iter().any(|m| m.eq_ignore_ascii_case(mailbox.trim())),
         }
     }
+}
+
+/// How the delivery is to be answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// HTTP 200 with this envelope.
+    Answer(Envelope),
+    /// HTTP 503 so that Emailgistics retries: a plugin with
+    /// `on_error = "retry"` failed. The reason is for the log.
+    Retry(String),
 }
 
 /// The response envelope.
@@ -98,8 +104,11 @@ pub enum Outcome {
     Applied,
     /// The plugin failed; its output was discarded.
     Failed,
-    /// The plugin did not run (mailbox filter, or no time left).
+    /// The plugin did not run (mailbox filter, no time left, or an earlier
+    /// plugin's failure decided the answer).
     Skipped,
+    /// The delivery's budget ran out while the plugin ran.
+    OutOfTime,
 }
 
 /// The record of one plugin for one delivery.
@@ -144,39 +153,63 @@ impl PluginRecord {
     }
 }
 
+/// Why a chain entry did not run.
+const SKIP_MAILBOX: &str = "mailbox not in this entry's filter";
+const SKIP_NO_TIME: &str = "delivery budget exhausted before it could run";
+const SKIP_DECIDED: &str = "an earlier plugin's failure policy decided the answer";
+
 /// Run `chain` for one delivery that arrived at `arrived`, within `budget`.
+/// Each plugin gets min(its timeout, what is left of the budget).
 pub async fn run(
     chain: &[ChainEntry],
     delivery: &WitDelivery,
     services: &Services,
     arrived: Instant,
     budget: Duration,
-) -> (Envelope, Vec<PluginRecord>) {
+) -> (Verdict, Vec<PluginRecord>) {
+    let budget_end = arrived + budget;
     let mut records = Vec::with_capacity(chain.len());
+    let mut decided: Option<Verdict> = None;
     for entry in chain {
         let info = entry.plugin.info();
-        if !entry.applies_to(&delivery.mailbox) {
+        let skip = if decided.is_some() {
+            Some(SKIP_DECIDED)
+        } else if !entry.applies_to(&delivery.mailbox) {
+            Some(SKIP_MAILBOX)
+        } else if Instant::now() >= budget_end {
+            Some(SKIP_NO_TIME)
+        } else {
+            None
+        };
+        if let Some(reason) = skip {
             let mut r = PluginRecord::new(&info.name, Outcome::Skipped);
-            r.skipped = Some("mailbox not in this entry's filter".into());
-            records.push(r);
-            continue;
-        }
-        let left = budget.saturating_sub(arrived.elapsed());
-        if left.is_zero() {
-            let mut r = PluginRecord::new(&info.name, Outcome::Skipped);
-            r.skipped = Some("delivery budget exhausted".into());
+            r.skipped = Some(reason.into());
             records.push(r);
             continue;
         }
         let started = Instant::now();
-        let result = entry
-            .plugin
-            .call(delivery, services, info.timeout.min(left))
-            .await;
-        let mut r = match result {
+        let own_end = started + info.timeout;
+        let limit = CallLimit {
+            deadline: own_end.min(budget_end),
+            budget_bound: budget_end < own_end,
+        };
+        let mut r = match entry.plugin.call(delivery, services, limit).await {
             Ok(output) => merge_output(&info.name, output),
             Err(failure) => {
-                let mut r = PluginRecord::new(&info.name, Outcome::Failed);
+                let out_of_time = matches!(failure, Failure::OutOfTime(_));
+                let mut r = PluginRecord::new(
+                    &info.name,
+                    if out_of_time {
+                        Outcome::OutOfTime
+                    } else {
+                        Outcome::Failed
+                    },
+                );
+                // Running out of the delivery's time is not the plugin's
+                // failure: the answer carries what was merged so far.
+                if !out_of_time {
+                    decided = policy_verdict(info.on_error, &info.name, &failure);
+                }
                 r.failure = Some(failure);
                 r
             }
@@ -184,12 +217,29 @@ pub async fn run(
         r.elapsed_us = started.elapsed().as_micros() as u64;
         records.push(r);
     }
-    let envelope = Envelope {
-        status: Status::Success,
-        message: summarize(&records),
-        actions: records.iter().flat_map(|r| r.actions.clone()).collect(),
-    };
-    (envelope, records)
+    let verdict = decided.unwrap_or_else(|| {
+        Verdict::Answer(Envelope {
+            status: Status::Success,
+            message: summarize(&records),
+            actions: records.iter().flat_map(|r| r.actions.clone()).collect(),
+        })
+    });
+    (verdict, records)
+}
+
+/// What a failure means for the delivery under the plugin's policy; `None`
+/// when the chain goes on.
+fn policy_verdict(policy: OnError, plugin: &str, failure: &Failure) -> Option<Verdict> {
+    let reason = format!("plugin {plugin} failed ({}): {failure}", failure.kind());
+    match policy {
+        OnError::Skip => None,
+        OnError::Error => Some(Verdict::Answer(Envelope {
+            status: Status::Error,
+            message: bounded(reason),
+            actions: Vec::new(),
+        })),
+        OnError::Retry => Some(Verdict::Retry(reason)),
+    }
 }
 
 /// Validate a plugin's output into its record.
@@ -243,6 +293,7 @@ pub fn summarize(records: &[PluginRecord]) -> String {
     }
     let failed: Vec<String> = records
         .iter()
+        .filter(|r| r.outcome == Outcome::Failed)
         .filter_map(|r| {
             r.failure
                 .as_ref()
@@ -252,15 +303,27 @@ pub fn summarize(records: &[PluginRecord]) -> String {
     if !failed.is_empty() {
         parts.push(format!("failed: {}", failed.join(", ")));
     }
+    let cut: Vec<&str> = records
+        .iter()
+        .filter(|r| r.outcome == Outcome::OutOfTime)
+        .map(|r| r.plugin.as_str())
+        .collect();
+    if !cut.is_empty() {
+        parts.push(format!("out of time in: {}", cut.join(", ")));
+    }
     let late: Vec<&str> = records
         .iter()
-        .filter(|r| r.skipped.as_deref() == Some("delivery budget exhausted"))
+        .filter(|r| r.skipped.as_deref() == Some(SKIP_NO_TIME))
         .map(|r| r.plugin.as_str())
         .collect();
     if !late.is_empty() {
         parts.push(format!("not run, out of time: {}", late.join(", ")));
     }
-    let line = parts.join("; ");
+    bounded(parts.join("; "))
+}
+
+/// Cut a message to [`MAX_MESSAGE_CHARS`].
+fn bounded(line: String) -> String {
     match line.char_indices().nth(MAX_MESSAGE_CHARS) {
         Some((cut, _)) => format!("{}…", &line[..cut]),
         None => line,
@@ -303,6 +366,35 @@ mod tests {
         );
         assert_eq!(summarize(&[record("a", 0)]), "no actions");
         assert_eq!(summarize(&[record("a", 1)]), "1 action from a (1)");
+    }
+
+    #[test]
+    fn summary_names_plugins_cut_or_skipped_by_the_budget() {
+        let mut cut = PluginRecord::new("slow", Outcome::OutOfTime);
+        cut.failure = Some(Failure::OutOfTime(1000));
+        let mut late = PluginRecord::new("later", Outcome::Skipped);
+        late.skipped = Some(SKIP_NO_TIME.into());
+        assert_eq!(
+            summarize(&[record("a", 1), cut, late]),
+            "1 action from a (1); out of time in: slow; not run, out of time: later"
+        );
+    }
+
+    #[test]
+    fn policies_decide_the_answer() {
+        let f = Failure::Trap("unreachable".into());
+        assert_eq!(policy_verdict(OnError::Skip, "p", &f), None);
+        match policy_verdict(OnError::Error, "p", &f) {
+            Some(Verdict::Answer(env)) => {
+                assert_eq!(env.status, Status::Error);
+                assert_eq!(env.message, "plugin p failed (trap): trap: unreachable");
+                assert!(env.actions.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(policy_verdict(OnError::Retry, "p", &f), Some(Verdict::Retry(r)) if r.contains("plugin p failed (trap)"))
+        );
     }
 
     #[test]

@@ -32,6 +32,26 @@ pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default data directory, relative to the config file.
 pub const DEFAULT_DATA_DIR: &str = "data";
+/// The whole time enrichd allows itself per delivery, from the moment the
+/// request arrives. Emailgistics gives up after 100 s; answering by 90 s
+/// leaves room for the network and a TLS terminator in front of enrichd.
+pub const DEFAULT_DELIVERY_BUDGET: Duration = Duration::from_secs(90);
+/// Emailgistics' own timeout: a budget at or above it would let enrichd
+/// answer after the sender stopped listening, so it is refused.
+pub const SENDER_TIMEOUT: Duration = Duration::from_secs(100);
+/// Linear memory one plugin instance may grow to. Enrichment plugins need a
+/// few MiB; 64 MiB stops a memory bomb long before it hurts the host.
+pub const DEFAULT_MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+/// Upper bound for `max_memory_bytes`: the pooling allocator reserves this
+/// much address space per slot, and 4 GiB is all a 32-bit wasm memory has.
+pub const MAX_MAX_MEMORY_BYTES: usize = 4 * 1024 * 1024 * 1024;
+/// Actions one plugin may return. A real enrichment returns a handful;
+/// Emailgistics applies them one by one, so hundreds would be a bug or an
+/// attack, and the plugin's whole output is refused.
+pub const DEFAULT_MAX_ACTIONS: usize = 100;
+/// Bytes of actions (as JSON) one plugin may return. Leaves room for a
+/// sendMessage with an inline image or two (base64), refuses floods.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +91,14 @@ pub struct RawConfig {
     pub data_dir: Option<PathBuf>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: Option<usize>,
+    /// Time allowed per delivery, from arrival, in milliseconds.
+    pub delivery_budget_ms: Option<u64>,
+    /// Instance allocator: `auto` (pooling if the machine allows it),
+    /// `pooling` or `on-demand`.
+    pub allocator: Option<Allocator>,
+    /// Where precompiled components are kept, relative to the config file
+    /// (default: `component-cache` in the data directory).
+    pub cache_dir: Option<PathBuf>,
     /// CRM data.
     #[serde(default)]
     pub crm: RawCrm,
@@ -107,6 +135,45 @@ pub struct RawPlugin {
     pub config: BTreeMap<String, String>,
     /// Wall-clock limit per call, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Fuel (roughly, wasm instructions) per call: a deterministic CPU limit.
+    pub fuel: Option<u64>,
+    /// Linear memory limit, in bytes.
+    pub max_memory_bytes: Option<usize>,
+    /// Most actions the plugin may return.
+    pub max_actions: Option<usize>,
+    /// Most bytes (JSON) of actions the plugin may return.
+    pub max_output_bytes: Option<usize>,
+    /// What a failure of this plugin does to the delivery.
+    pub on_error: Option<OnError>,
+    /// Expected SHA-256 of the component file (hex); a mismatch refuses start.
+    pub sha256: Option<String>,
+}
+
+/// How pooled or on-demand instance memory is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocator {
+    /// Pooling when the machine allows it, else on-demand (logged).
+    #[default]
+    Auto,
+    /// Pooling, or refuse to start.
+    Pooling,
+    /// On-demand.
+    OnDemand,
+}
+
+/// What a plugin's failure (timeout, memory, trap, output limit, guest
+/// error) does to the delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Drop this plugin's output, record why, continue the chain.
+    #[default]
+    Skip,
+    /// Answer `status: "error"` with the reason; Emailgistics won't retry.
+    Error,
+    /// Answer 503 so Emailgistics retries the delivery.
+    Retry,
 }
 
 /// `[[route]]`
@@ -189,6 +256,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Largest accepted body.
     pub max_body_bytes: usize,
+    /// Time allowed per delivery.
+    pub delivery_budget: Duration,
+    /// Instance allocator.
+    pub allocator: Allocator,
+    /// Precompiled component cache.
+    pub cache_dir: PathBuf,
     /// CRM seed file.
     pub crm_seed: Option<PathBuf>,
     /// Plugins, in file order.
@@ -210,6 +283,36 @@ pub struct PluginSpec {
     pub config: Arc<BTreeMap<String, String>>,
     /// Wall-clock limit per call.
     pub timeout: Duration,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Failure policy.
+    pub on_error: OnError,
+    /// Expected SHA-256 of the component.
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// The sandbox limits of one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel per call; `None`: not metered.
+    pub fuel: Option<u64>,
+    /// Linear memory, bytes.
+    pub max_memory_bytes: usize,
+    /// Actions per call.
+    pub max_actions: usize,
+    /// JSON bytes of actions per call.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: None,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            max_actions: DEFAULT_MAX_ACTIONS,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
 }
 
 /// A validated `[[route]]`.
@@ -269,6 +372,22 @@ impl RawConfig {
             )));
         }
         let data_dir = base.join(self.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+        let delivery_budget = self
+            .delivery_budget_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_DELIVERY_BUDGET);
+        if delivery_budget.is_zero() || delivery_budget >= SENDER_TIMEOUT {
+            return Err(invalid(format!(
+                "delivery_budget_ms = {}: must be above 0 and below {} (Emailgistics stops waiting at {} s)",
+                delivery_budget.as_millis(),
+                SENDER_TIMEOUT.as_millis(),
+                SENDER_TIMEOUT.as_secs()
+            )));
+        }
+        let cache_dir = match self.cache_dir {
+            Some(dir) => base.join(dir),
+            None => data_dir.join("component-cache"),
+        };
 
         let mut plugins = Vec::with_capacity(self.plugin.len());
         for p in self.plugin {
@@ -297,12 +416,30 @@ impl RawConfig {
                 Some(ms) => Duration::from_millis(ms),
                 None => DEFAULT_PLUGIN_TIMEOUT,
             };
+            let limits = plugin_limits(&p)?;
+            let sha256 = p
+                .sha256
+                .as_deref()
+                .map(|hex_digest| {
+                    let mut digest = [0u8; 32];
+                    hex::decode_to_slice(hex_digest.trim(), &mut digest).map(|()| digest)
+                })
+                .transpose()
+                .map_err(|e| {
+                    invalid(format!(
+                        "plugin {:?}: sha256 is not 64 hex digits: {e}",
+                        p.name
+                    ))
+                })?;
             plugins.push(PluginSpec {
                 path: base.join(&p.path),
-                name: p.name,
                 grants: Grants::new(caps),
                 config: Arc::new(p.config),
                 timeout,
+                limits,
+                on_error: p.on_error.unwrap_or_default(),
+                sha256,
+                name: p.name,
             });
         }
 
@@ -371,11 +508,40 @@ impl RawConfig {
             listen,
             data_dir,
             max_body_bytes,
+            delivery_budget,
+            allocator: self.allocator.unwrap_or_default(),
+            cache_dir,
             crm_seed: self.crm.seed.map(|p| base.join(p)),
             plugins,
             routes,
         })
     }
+}
+
+fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
+    let name = &p.name;
+    let d = Limits::default();
+    let limits = Limits {
+        fuel: p.fuel,
+        max_memory_bytes: p.max_memory_bytes.unwrap_or(d.max_memory_bytes),
+        max_actions: p.max_actions.unwrap_or(d.max_actions),
+        max_output_bytes: p.max_output_bytes.unwrap_or(d.max_output_bytes),
+    };
+    if limits.fuel == Some(0) {
+        return Err(invalid(format!("plugin {name:?}: fuel must be > 0")));
+    }
+    // Below 1 MiB not even a minimal Rust component instantiates.
+    if !(1024 * 1024..=MAX_MAX_MEMORY_BYTES).contains(&limits.max_memory_bytes) {
+        return Err(invalid(format!(
+            "plugin {name:?}: max_memory_bytes must be between 1 MiB and {MAX_MAX_MEMORY_BYTES}"
+        )));
+    }
+    if limits.max_actions == 0 || limits.max_output_bytes == 0 {
+        return Err(invalid(format!(
+            "plugin {name:?}: max_actions and max_output_bytes must be > 0"
+        )));
+    }
+    Ok(limits)
 }
 
 #[cfg(test)]
@@ -463,6 +629,69 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no [[route]]"));
+    }
+
+    #[test]
+    fn sandbox_settings_have_defaults_and_are_checked() {
+        let c = resolve(MINIMAL).unwrap();
+        assert_eq!(c.delivery_budget, DEFAULT_DELIVERY_BUDGET);
+        assert_eq!(c.allocator, Allocator::Auto);
+        assert_eq!(c.cache_dir, Path::new("/etc/enrichd/data/component-cache"));
+        let p = &c.plugins[0];
+        assert_eq!(p.limits, Limits::default());
+        assert_eq!(p.on_error, OnError::Skip);
+        assert_eq!(p.sha256, None);
+
+        let c = resolve(&format!(
+            "delivery_budget_ms = 99999\nallocator = \"on-demand\"\n{}",
+            MINIMAL.replace(
+                "capabilities",
+                "fuel = 5000\nmax_memory_bytes = 2097152\nmax_actions = 3\nmax_output_bytes = 100\non_error = \"retry\"\n\
+                 sha256 = \"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855\"\ncapabilities"
+            )
+        ))
+        .unwrap();
+        assert_eq!(c.delivery_budget, Duration::from_millis(99_999));
+        assert_eq!(c.allocator, Allocator::OnDemand);
+        let p = &c.plugins[0];
+        assert_eq!(
+            p.limits,
+            Limits {
+                fuel: Some(5000),
+                max_memory_bytes: 2 << 20,
+                max_actions: 3,
+                max_output_bytes: 100
+            }
+        );
+        assert_eq!(p.on_error, OnError::Retry);
+        assert_eq!(p.sha256.unwrap()[..2], [0xe3, 0xb0]);
+
+        for (setting, needle) in [
+            ("delivery_budget_ms = 100000\n", "below 100000"),
+            ("delivery_budget_ms = 0\n", "above 0"),
+            ("allocator = \"magic\"\n", "unknown variant"),
+        ] {
+            let err = resolve(&format!("{setting}{MINIMAL}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{setting}: {err}");
+        }
+        for (setting, needle) in [
+            ("fuel = 0", "fuel must be > 0"),
+            (
+                "max_memory_bytes = 1000",
+                "max_memory_bytes must be between",
+            ),
+            ("max_actions = 0", "must be > 0"),
+            ("on_error = \"ignore\"", "unknown variant"),
+            ("sha256 = \"abc\"", "sha256 is not 64 hex digits"),
+        ] {
+            let err =
+                resolve(&MINIMAL.replace("capabilities", &format!("{setting}\ncapabilities")))
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains(needle), "{setting}: {err}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::app::{App, Route};
-use crate::chain::{self, Envelope};
+use crate::chain::{self, Envelope, Verdict};
 use crate::payload::{self, Parsed};
 use crate::plugin;
 
@@ -30,14 +30,12 @@ pub const HEALTHZ_PATH: &str = "/healthz";
 /// Time a client gets to send the request head; stops idle or slow-loris
 /// connections from holding sockets.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// After a shutdown signal, how long in-flight deliveries may finish. Equal
-/// to the delivery budget, so no accepted delivery is cut short.
-pub const SHUTDOWN_GRACE: Duration = chain::DEFAULT_DELIVERY_BUDGET;
 
 type Body = Full<Bytes>;
 
 /// Serve `app` on `listener` until `shutdown` resolves, then stop accepting
-/// and let in-flight requests finish (up to [`SHUTDOWN_GRACE`]).
+/// and let in-flight requests finish, for up to the delivery budget (so no
+/// accepted delivery is cut short).
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
@@ -79,7 +77,7 @@ pub async fn run(
     tracing::info!("shutting down: waiting for in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("grace period over; closing remaining connections"),
+        () = tokio::time::sleep(app.delivery_budget) => tracing::warn!("grace period over; closing remaining connections"),
     }
     Ok(())
 }
@@ -162,7 +160,7 @@ async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Res
         }
     };
     let wit = plugin::wit_delivery(&delivery);
-    let (env, records) = chain::run(
+    let (verdict, records) = chain::run(
         &route.chain,
         &wit,
         &app.services,
@@ -170,18 +168,25 @@ async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Res
         app.delivery_budget,
     )
     .await;
+    let (status, message) = match &verdict {
+        Verdict::Answer(env) => (serde_json::json!(env.status), env.message.as_str()),
+        Verdict::Retry(reason) => (serde_json::json!("retry"), reason.as_str()),
+    };
     let record = serde_json::json!({
         "route": route.path,
         "delivery": delivery.id,
         "mailbox": delivery.mailbox,
         "conversationId": delivery.conversation_id,
         "elapsedMs": arrived.elapsed().as_millis() as u64,
-        "status": env.status,
-        "message": env.message,
+        "status": status,
+        "message": message,
         "plugins": records,
     });
-    tracing::info!(target: "enrichd::delivery", route = %route.path, delivery = %delivery.id, record = %record, "{}", env.message);
-    envelope(&env)
+    tracing::info!(target: "enrichd::delivery", route = %route.path, delivery = %delivery.id, record = %record, "{message}");
+    match verdict {
+        Verdict::Answer(env) => envelope(&env),
+        Verdict::Retry(reason) => error(StatusCode::SERVICE_UNAVAILABLE, &reason),
+    }
 }
 
 fn envelope(env: &Envelope) -> Response<Body> {

@@ -44,6 +44,12 @@ pub fn plugin_path(name: &str) -> PathBuf {
     path
 }
 
+/// The precompiled-component cache shared by all tests.
+pub const SHARED_CACHE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/test-component-cache"
+);
+
 /// The secret the test configs accept, from the Emailgistics example.
 pub const SECRET: &str = "f72jip905bn85.23po0xY1aQ7bL";
 
@@ -133,7 +139,15 @@ impl TestServer {
     /// When the config is refused or the server cannot start.
     pub async fn start_in(dir: tempfile::TempDir, config: &str) -> TestServer {
         let path = dir.path().join("enrichd.toml");
-        std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{config}")).expect("write config");
+        // Tests share one component cache, so a plugin is compiled once per
+        // build rather than once per test (debug-build compiles take seconds).
+        let cache = if config.contains("cache_dir") {
+            String::new()
+        } else {
+            format!("cache_dir = {SHARED_CACHE:?}\n")
+        };
+        std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{cache}{config}"))
+            .expect("write config");
         let config = enrichd::config::Config::load(&path).expect("config is valid");
         let app = tokio::task::spawn_blocking(move || enrichd::app::App::build(&config))
             .await

@@ -7,11 +7,13 @@
 
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::enrichd::plugin::{config, crm, log, types};
+use super::limits::Limiter;
 use super::stdio::Capture;
 use super::PluginInfo;
 use crate::config::Capability;
@@ -32,10 +34,13 @@ pub struct Services {
 pub struct HostState {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    pub(super) limiter: Limiter,
     pub(super) plugin: Arc<PluginInfo>,
     pub(super) services: Services,
     pub(super) delivery_id: String,
+    /// When the call must be over: host work done for the guest (backend
+    /// lookups) must finish by then too.
+    pub(super) deadline: Instant,
     pub(super) stdout: Capture,
     pub(super) stderr: Capture,
 }
@@ -136,6 +141,12 @@ impl crm::Host for HostState {
         }
         if email.trim().is_empty() {
             return Ok(Err(types::HostError::Invalid("empty email address".into())));
+        }
+        // Host work on the guest's behalf must not outlive the call.
+        if Instant::now() >= self.deadline {
+            return Ok(Err(types::HostError::Unavailable(
+                "the delivery's deadline has passed".into(),
+            )));
         }
         let Some(store) = &self.services.crm else {
             return Ok(Err(types::HostError::Unavailable(

@@ -1,50 +1,38 @@
-//! The plugin runtime: one wasmtime [`Engine`] for the process, each plugin
-//! compiled once into an `InstancePre`, and a fresh [`Store`] (fresh
+//! The plugin runtime: one wasmtime engine for the process ([`engine`]), each
+//! plugin compiled once into an `InstancePre`, and a fresh store (fresh
 //! instance, fresh WASI context, fresh limits) for every call.
 //!
 //! Sandboxing: a guest gets an empty WASI context (no files, environment,
 //! arguments or sockets; stdout/stderr captured, see [`stdio`]) and only the
 //! imports its config grants ([`host`]). Time is bounded with epoch
-//! interruption: a ticker thread advances the epoch every [`EPOCH_TICK`],
-//! guests yield to tokio at each tick, and the caller's timeout drops the
-//! call's future, which ends the instance wherever it was.
+//! interruption: guests yield to tokio at every epoch tick, and the caller's
+//! timeout drops the call's future, ending the instance wherever it was —
+//! host calls it made included. Memory, fuel and output are bounded per call
+//! ([`limits`], [`Plugin::call`]).
 
 mod bindings;
 mod convert;
+mod engine;
 mod host;
+mod limits;
 mod stdio;
 
 use std::collections::BTreeMap;
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store, StoreLimitsBuilder};
+use wasmtime::Store;
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::actions::Action;
-use crate::config::{Grants, PluginSpec};
+use crate::config::{Grants, Limits, OnError};
 pub use bindings::types::Delivery as WitDelivery;
 pub use convert::delivery as wit_delivery;
+pub use engine::{AllocatorKind, EngineOptions, PluginEngine, EPOCH_TICK, MAX_CONCURRENT_CALLS};
 use host::HostState;
 pub use host::Services;
+use limits::{LimitHit, Limiter};
 pub use stdio::MAX_CAPTURED_BYTES;
-
-/// How often the epoch advances. A guest yields to the async runtime at
-/// every tick, so this bounds both how late a timeout can fire and how long
-/// a busy guest can hold a tokio worker; 10 ms keeps the overhead of the
-/// yields far below 1% while a 2 s timeout is enforced within ~1%.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// Linear memory a plugin instance may grow to. Enrichment plugins need a
-/// few MiB; 64 MiB stops a memory bomb long before it hurts the host.
-pub const DEFAULT_MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
-/// Instances, tables and memories per store. A Rust or C guest uses one or
-/// two of each; componentize-py guests need more than 8.
-const MAX_INSTANCES: usize = 64;
-const MAX_TABLES: usize = 64;
-const MAX_MEMORIES: usize = 16;
 
 /// What the rest of the host needs to know about a plugin.
 #[derive(Debug)]
@@ -57,6 +45,10 @@ pub struct PluginInfo {
     pub config: Arc<BTreeMap<String, String>>,
     /// Wall-clock limit per call.
     pub timeout: Duration,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Failure policy.
+    pub on_error: OnError,
 }
 
 /// Why a plugin could not be loaded at start.
@@ -75,6 +67,18 @@ pub enum LoadError {
         /// I/O error.
         source: std::io::Error,
     },
+    /// The file is not the one the config pins.
+    #[error("plugin {name:?}: {path} has sha256 {actual}, but the config pins {expected}; refusing to start")]
+    PinMismatch {
+        /// Plugin name.
+        name: String,
+        /// Path.
+        path: String,
+        /// Pinned digest (hex).
+        expected: String,
+        /// Digest of the file (hex).
+        actual: String,
+    },
     /// The file is not a valid component, or does not fit the
     /// `delivery-plugin` world (missing export, unknown imports).
     #[error("plugin {name:?}: {reason}")]
@@ -90,15 +94,37 @@ pub enum LoadError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
 #[serde(tag = "kind", content = "detail", rename_all = "kebab-case")]
 pub enum Failure {
-    /// The call did not finish within its time.
+    /// The plugin's own timeout ran out.
     #[error("timeout after {0} ms")]
-    Timeout(u128),
-    /// The guest trapped (panic, unreachable, out of bounds, …).
+    Timeout(u64),
+    /// The delivery's budget ran out while the plugin ran.
+    #[error("delivery budget ran out after {0} ms in this plugin")]
+    OutOfTime(u64),
+    /// The fuel budget ran out.
+    #[error("fuel budget of {0} exhausted")]
+    Fuel(u64),
+    /// The plugin tried to grow memory beyond its limit and trapped.
+    #[error("memory limit of {limit} bytes exceeded (wanted {wanted}): {trap}")]
+    Memory {
+        /// The limit.
+        limit: usize,
+        /// The size it asked for.
+        wanted: usize,
+        /// The trap that followed.
+        trap: String,
+    },
+    /// The guest trapped (panic, unreachable, stack overflow, …).
     #[error("trap: {0}")]
     Trap(String),
+    /// The output was over a limit and was refused whole.
+    #[error("output limit: {0}")]
+    OutputLimit(String),
     /// The guest returned a `plugin-error`.
     #[error("guest error: {0}")]
     Guest(String),
+    /// The call could not start (instantiation failed).
+    #[error("cannot instantiate: {0}")]
+    Instantiate(String),
 }
 
 impl Failure {
@@ -106,8 +132,13 @@ impl Failure {
     pub fn kind(&self) -> &'static str {
         match self {
             Failure::Timeout(_) => "timeout",
+            Failure::OutOfTime(_) => "out of time",
+            Failure::Fuel(_) => "fuel",
+            Failure::Memory { .. } => "memory",
             Failure::Trap(_) => "trap",
+            Failure::OutputLimit(_) => "output limit",
             Failure::Guest(_) => "guest error",
+            Failure::Instantiate(_) => "instantiate",
         }
     }
 }
@@ -121,80 +152,23 @@ pub struct Output {
     pub message: Option<String>,
 }
 
-/// The process-wide engine, linker and epoch ticker.
-pub struct PluginEngine {
-    engine: Engine,
-    linker: Linker<HostState>,
-    _ticker: EpochTicker,
-}
-
-impl PluginEngine {
-    /// Create the engine and start its epoch ticker.
-    pub fn new() -> Result<Self, LoadError> {
-        let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .and_then(|()| {
-                bindings::DeliveryPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-                    &mut linker,
-                    |s| s,
-                )
-            })
-            .map_err(|e| LoadError::Engine(e.to_string()))?;
-        let _ticker = EpochTicker::start(engine.clone())
-            .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(PluginEngine {
-            engine,
-            linker,
-            _ticker,
-        })
-    }
-
-    /// Compile a plugin and check it against the `delivery-plugin` world.
-    /// Done once per plugin at start; calls reuse the result.
-    pub fn load(&self, spec: &PluginSpec) -> Result<Plugin, LoadError> {
-        let invalid = |reason: String| LoadError::Invalid {
-            name: spec.name.clone(),
-            reason,
-        };
-        let bytes = std::fs::read(&spec.path).map_err(|source| LoadError::Read {
-            name: spec.name.clone(),
-            path: spec.path.display().to_string(),
-            source,
-        })?;
-        let started = Instant::now();
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|e| invalid(format!("not a valid component: {e}")))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .and_then(bindings::DeliveryPluginPre::new)
-            .map_err(|e| invalid(format!("does not fit the delivery-plugin world: {e}")))?;
-        tracing::info!(
-            plugin = %spec.name,
-            path = %spec.path.display(),
-            compile_ms = started.elapsed().as_millis() as u64,
-            "plugin loaded"
-        );
-        Ok(Plugin {
-            info: Arc::new(PluginInfo {
-                name: spec.name.clone(),
-                grants: spec.grants.clone(),
-                config: spec.config.clone(),
-                timeout: spec.timeout,
-            }),
-            pre,
-        })
-    }
-}
-
 /// A compiled plugin, ready to be instantiated per call.
 pub struct Plugin {
     info: Arc<PluginInfo>,
     pre: bindings::DeliveryPluginPre<HostState>,
+    fuel_metered: bool,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// How a call's time limit came about, so a timeout can be reported as the
+/// plugin's own or as the delivery running out of time.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimit {
+    /// When the call must be over.
+    pub deadline: Instant,
+    /// Whether the deadline is the delivery budget's (not the plugin's own
+    /// timeout).
+    pub budget_bound: bool,
 }
 
 impl Plugin {
@@ -203,45 +177,31 @@ impl Plugin {
         &self.info
     }
 
-    /// Run the plugin on one delivery in a fresh instance, for at most
-    /// `limit` (the caller passes min(plugin timeout, what is left of the
-    /// delivery's budget)).
+    /// Run the plugin on one delivery in a fresh instance, until
+    /// `limit.deadline` at the latest.
     pub async fn call(
         &self,
         delivery: &WitDelivery,
         services: &Services,
-        limit: Duration,
+        limit: CallLimit,
     ) -> Result<Output, Failure> {
-        let (stdout, stderr) = (stdio::Capture::default(), stdio::Capture::default());
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(DEFAULT_MAX_MEMORY_BYTES)
-            .instances(MAX_INSTANCES)
-            .tables(MAX_TABLES)
-            .memories(MAX_MEMORIES)
-            .build();
-        let mut store = Store::new(
-            self.pre.engine(),
-            HostState {
-                wasi,
-                table: wasmtime::component::ResourceTable::new(),
-                limits,
-                plugin: self.info.clone(),
-                services: services.clone(),
-                delivery_id: delivery.id.clone(),
-                stdout,
-                stderr,
-            },
-        );
-        store.limiter(|s| &mut s.limits);
-        // The deadline must be set before the yield policy: the policy only
-        // takes effect from the current deadline on.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        let started = Instant::now();
+        let timed_out = |at: Instant| {
+            let ms = at.duration_since(started).as_millis() as u64;
+            if limit.budget_bound {
+                Failure::OutOfTime(ms)
+            } else {
+                Failure::Timeout(ms)
+            }
+        };
+        // Waiting for a free instance slot counts against the same deadline.
+        let Ok(Ok(_permit)) =
+            tokio::time::timeout_at(limit.deadline.into(), self.permits.acquire()).await
+        else {
+            return Err(timed_out(Instant::now()));
+        };
 
+        let mut store = self.new_store(delivery, services, limit.deadline)?;
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             instance
@@ -249,18 +209,98 @@ impl Plugin {
                 .call_handle(&mut store, delivery)
                 .await
         };
-        let outcome = tokio::time::timeout(limit, run).await;
+        let outcome = tokio::time::timeout_at(limit.deadline.into(), run).await;
         let result = match outcome {
-            Err(_) => Err(Failure::Timeout(limit.as_millis())),
-            Ok(Err(trap)) => Err(Failure::Trap(describe_trap(&trap, &store.data().stderr))),
+            Err(_) => Err(timed_out(Instant::now())),
+            Ok(Err(trap)) => Err(self.classify_trap(&trap, store.data())),
             Ok(Ok(Err(guest))) => Err(Failure::Guest(describe_guest_error(guest))),
-            Ok(Ok(Ok(out))) => Ok(Output {
-                actions: out.actions.into_iter().map(convert::action).collect(),
-                message: out.message,
-            }),
+            Ok(Ok(Ok(out))) => self.check_output(out),
         };
         self.forward_output(store.data());
         result
+    }
+
+    fn new_store(
+        &self,
+        delivery: &WitDelivery,
+        services: &Services,
+        deadline: Instant,
+    ) -> Result<Store<HostState>, Failure> {
+        let (stdout, stderr) = (stdio::Capture::default(), stdio::Capture::default());
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let mut store = Store::new(
+            self.pre.engine(),
+            HostState {
+                wasi,
+                table: wasmtime::component::ResourceTable::new(),
+                limiter: Limiter::new(self.info.limits.max_memory_bytes),
+                plugin: self.info.clone(),
+                services: services.clone(),
+                delivery_id: delivery.id.clone(),
+                deadline,
+                stdout,
+                stderr,
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        if self.fuel_metered {
+            let fuel = self.info.limits.fuel.unwrap_or(u64::MAX);
+            store
+                .set_fuel(fuel)
+                .map_err(|e| Failure::Instantiate(e.to_string()))?;
+        }
+        // The deadline must be set before the yield policy: the policy only
+        // takes effect from the current deadline on.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        Ok(store)
+    }
+
+    fn classify_trap(&self, err: &wasmtime::Error, state: &HostState) -> Failure {
+        let trap = describe_trap(err, &state.stderr);
+        match (err.downcast_ref::<wasmtime::Trap>(), state.limiter.hit) {
+            (Some(wasmtime::Trap::OutOfFuel), _) => {
+                Failure::Fuel(self.info.limits.fuel.unwrap_or(u64::MAX))
+            }
+            (_, Some(LimitHit::Memory(wanted))) => Failure::Memory {
+                limit: self.info.limits.max_memory_bytes,
+                wanted,
+                trap,
+            },
+            (Some(_), _) | (None, Some(LimitHit::Table(_))) => Failure::Trap(trap),
+            // Not a trap: instantiation or linking failed.
+            (None, None) => Failure::Instantiate(trap),
+        }
+    }
+
+    /// Convert the output, refusing it whole when it is over a limit: a
+    /// truncated list could drop the one action that mattered, silently.
+    fn check_output(&self, out: bindings::types::PluginOutput) -> Result<Output, Failure> {
+        let limits = &self.info.limits;
+        if out.actions.len() > limits.max_actions {
+            return Err(Failure::OutputLimit(format!(
+                "{} actions returned, at most {} allowed",
+                out.actions.len(),
+                limits.max_actions
+            )));
+        }
+        let actions: Vec<Action> = out.actions.into_iter().map(convert::action).collect();
+        let bytes = serde_json::to_vec(&actions)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if bytes > limits.max_output_bytes {
+            return Err(Failure::OutputLimit(format!(
+                "{bytes} bytes of actions returned, at most {} allowed",
+                limits.max_output_bytes
+            )));
+        }
+        Ok(Output {
+            actions,
+            message: out.message,
+        })
     }
 
     /// Write what the guest printed to tracing.
@@ -298,39 +338,5 @@ fn describe_guest_error(e: bindings::types::PluginError) -> String {
         E::InvalidDelivery(m) => format!("invalid delivery: {m}"),
         E::Dependency(m) => format!("dependency: {m}"),
         E::Internal(m) => format!("internal: {m}"),
-    }
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread until
-/// dropped.
-struct EpochTicker {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine) -> std::io::Result<Self> {
-        let (stop, rx) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("enrichd-epoch".into())
-            .spawn(move || {
-                // Ticks until the sender is dropped (Disconnected).
-                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(EPOCH_TICK) {
-                    engine.increment_epoch();
-                }
-            })?;
-        Ok(EpochTicker {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

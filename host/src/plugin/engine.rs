@@ -1,0 +1,277 @@
+//! The process-wide wasmtime engine: its settings, the instance allocator
+//! (pooling when the machine allows it), the epoch ticker, and loading
+//! plugins through an on-disk cache of precompiled components.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::host::HostState;
+use super::{bindings, LoadError, Plugin, PluginInfo};
+use crate::config::{Allocator, PluginSpec};
+
+/// How often the epoch advances. A guest yields to the async runtime at
+/// every tick, so this bounds both how late a timeout can fire and how long
+/// a busy guest can hold a tokio worker; 10 ms keeps the cost of the yields
+/// far below 1% while a 2 s timeout is enforced within 1%.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Concurrent plugin instances the pooling allocator is sized for, and the
+/// number of calls allowed at once (with either allocator). Each delivery
+/// runs one plugin at a time, so this is also the number of deliveries in
+/// flight before new ones queue.
+pub const MAX_CONCURRENT_CALLS: u32 = 256;
+/// Core instances, memories and tables per component instance in the pool:
+/// a Rust wasip2 component uses a few of each; these leave headroom.
+const POOL_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+const POOL_MEMORIES_PER_COMPONENT: u32 = 4;
+const POOL_TABLES_PER_COMPONENT: u32 = 8;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Which instance allocator to use.
+    pub allocator: Allocator,
+    /// Meter fuel (needed when any plugin has a fuel limit).
+    pub fuel: bool,
+    /// The largest memory limit of any plugin (sizes pool slots).
+    pub max_memory_bytes: usize,
+    /// Where precompiled components are cached; `None`: compile every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The allocator actually in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocatorKind {
+    /// Pooling instance allocator.
+    Pooling,
+    /// On-demand allocation.
+    OnDemand,
+}
+
+/// The engine, its linker and epoch ticker, and a bound on concurrent calls.
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    options: EngineOptions,
+    allocator: AllocatorKind,
+    permits: Arc<tokio::sync::Semaphore>,
+    _ticker: EpochTicker,
+}
+
+impl PluginEngine {
+    /// Create the engine (probing the pooling allocator when asked to) and
+    /// start its epoch ticker.
+    pub fn new(options: EngineOptions) -> Result<Self, LoadError> {
+        let (engine, allocator) = match options.allocator {
+            Allocator::OnDemand => (build_engine(&options, false)?, AllocatorKind::OnDemand),
+            Allocator::Pooling => (build_engine(&options, true)?, AllocatorKind::Pooling),
+            Allocator::Auto => match build_engine(&options, true) {
+                Ok(engine) => (engine, AllocatorKind::Pooling),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pooling allocator unavailable here; using on-demand allocation");
+                    (build_engine(&options, false)?, AllocatorKind::OnDemand)
+                }
+            },
+        };
+        tracing::info!(allocator = ?allocator, fuel = options.fuel, "wasm engine ready");
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| {
+                bindings::DeliveryPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+                    &mut linker,
+                    |s| s,
+                )
+            })
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        let _ticker = EpochTicker::start(engine.clone())
+            .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(PluginEngine {
+            engine,
+            linker,
+            options,
+            allocator,
+            permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS as usize)),
+            _ticker,
+        })
+    }
+
+    /// The allocator in use.
+    pub fn allocator(&self) -> AllocatorKind {
+        self.allocator
+    }
+
+    /// Compile (or load from the cache) a plugin, check its pin, and check
+    /// it against the `delivery-plugin` world. Done once per plugin at start.
+    pub fn load(&self, spec: &PluginSpec) -> Result<Plugin, LoadError> {
+        let invalid = |reason: String| LoadError::Invalid {
+            name: spec.name.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(&spec.path).map_err(|source| LoadError::Read {
+            name: spec.name.clone(),
+            path: spec.path.display().to_string(),
+            source,
+        })?;
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Some(pin) = spec.sha256 {
+            if pin != digest {
+                return Err(LoadError::PinMismatch {
+                    name: spec.name.clone(),
+                    path: spec.path.display().to_string(),
+                    expected: hex::encode(pin),
+                    actual: hex::encode(digest),
+                });
+            }
+        }
+        let started = Instant::now();
+        let (component, cached) = self
+            .component(&bytes, &digest)
+            .map_err(|e| invalid(format!("not a valid component: {e}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(bindings::DeliveryPluginPre::new)
+            .map_err(|e| invalid(format!("does not fit the delivery-plugin world: {e}")))?;
+        tracing::info!(
+            plugin = %spec.name,
+            path = %spec.path.display(),
+            sha256 = %hex::encode(digest),
+            from_cache = cached,
+            ms = started.elapsed().as_millis() as u64,
+            "plugin loaded"
+        );
+        Ok(Plugin {
+            info: Arc::new(PluginInfo {
+                name: spec.name.clone(),
+                grants: spec.grants.clone(),
+                config: spec.config.clone(),
+                timeout: spec.timeout,
+                limits: spec.limits,
+                on_error: spec.on_error,
+            }),
+            pre,
+            fuel_metered: self.options.fuel,
+            permits: self.permits.clone(),
+        })
+    }
+
+    /// The component for `bytes`: from the cache when a compatible entry is
+    /// there, else compiled (and cached). Returns whether the cache served it.
+    fn component(&self, bytes: &[u8], digest: &[u8; 32]) -> wasmtime::Result<(Component, bool)> {
+        let Some(dir) = &self.options.cache_dir else {
+            return Ok((Component::new(&self.engine, bytes)?, false));
+        };
+        let entry = dir.join(self.cache_file_name(digest));
+        if entry.is_file() {
+            match load_precompiled(&self.engine, &entry) {
+                Ok(component) => return Ok((component, true)),
+                // A damaged or foreign file: recompile and replace it.
+                Err(e) => {
+                    tracing::warn!(entry = %entry.display(), error = %e, "ignoring unusable cache entry")
+                }
+            }
+        }
+        let compiled = self.engine.precompile_component(bytes)?;
+        if let Err(e) = write_atomically(dir, &entry, &compiled) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the component cache; continuing without it");
+        }
+        Ok((deserialize_own(&self.engine, &compiled)?, false))
+    }
+
+    /// Cache entries are keyed by the wasm's digest and by everything in the
+    /// engine's settings that makes compiled code incompatible (fuel,
+    /// epochs, allocator, wasmtime version…).
+    fn cache_file_name(&self, digest: &[u8; 32]) -> String {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{}-{:016x}.cwasm", hex::encode(digest), h.finish())
+    }
+}
+
+#[allow(unsafe_code)]
+fn load_precompiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: `deserialize_file` trusts the file to be wasmtime's own output.
+    // Entries are written only by this function's caller, from components
+    // this engine compiled, into the operator's data directory (as trusted
+    // as the enrichd binary itself), atomically, under a name that includes
+    // the engine's compatibility hash. wasmtime still checks the header
+    // (version, settings) and refuses a mismatched file.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+#[allow(unsafe_code)]
+fn deserialize_own(engine: &Engine, compiled: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: `compiled` was produced by `engine.precompile_component` a
+    // moment ago, in this process; it never left memory.
+    unsafe { Component::deserialize(engine, compiled) }
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn build_engine(options: &EngineOptions, pooling: bool) -> Result<Engine, LoadError> {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.consume_fuel(options.fuel);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_CONCURRENT_CALLS)
+            .total_core_instances(MAX_CONCURRENT_CALLS * POOL_CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(MAX_CONCURRENT_CALLS * POOL_MEMORIES_PER_COMPONENT)
+            .total_tables(MAX_CONCURRENT_CALLS * POOL_TABLES_PER_COMPONENT)
+            .total_stacks(MAX_CONCURRENT_CALLS)
+            .max_core_instances_per_component(POOL_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(POOL_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(POOL_TABLES_PER_COMPONENT)
+            .table_elements(super::limits::MAX_TABLE_ELEMENTS)
+            .max_memory_size(options.max_memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread until
+/// dropped.
+struct EpochTicker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let (stop, rx) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("enrichd-epoch".into())
+            .spawn(move || {
+                // Ticks until the sender is dropped (Disconnected).
+                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(EPOCH_TICK) {
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(EpochTicker {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

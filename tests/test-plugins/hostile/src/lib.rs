@@ -1,0 +1,358 @@
+//! # hostile (test plugin)
+//!
+//! A deliberately misbehaving plugin. It exists **only** for the host's
+//! sandbox tests: each behaviour below attacks one of the host's limits
+//! (time, memory, stack, output size, stdio, WASI capabilities, import
+//! grants), so the tests can check that the host contains it. Never deploy it.
+//!
+//! The behaviour is chosen by the plugin config (so the `config` capability
+//! must be granted), which lets the tests run each behaviour under its own
+//! plugin name and limits. Key `mode` is required; a missing or unknown mode
+//! returns `internal("hostile: unknown mode ...")`.
+//!
+//! Modes, their config keys (all integers) and results:
+//!
+//! - `loop`: busy-loops forever without calling the host. Keys: none.
+//! - `spin`: busy-loops until `ms` (required) milliseconds of wall-clock time
+//!   have passed, then returns `set-custom-fields` "spin" `{spun_ms: <ms>}`.
+//! - `alloc`: fills a buffer of `bytes` bytes with non-zero data, then returns
+//!   `set-custom-fields` "alloc" `{allocated: <bytes>}`. Without `bytes` it
+//!   allocates 16 MiB chunks and keeps them forever; the failed allocation
+//!   aborts the guest (a trap).
+//! - `recurse`: recurses `depth` frames of at least 256 bytes of stack each
+//!   (forever without `depth`), then returns `set-custom-fields` "recurse"
+//!   `{depth: <depth>}`.
+//! - `flood`: returns `count` (default 100000) `tag` actions "flood <i>" with
+//!   tags `[T<i>]`, i from 0; with `value_len`, instead `count`
+//!   `set-custom-fields` actions "flood <i>" with `{k: <value_len x's>}`.
+//! - `escape`: tries to read `/etc/passwd`, list `/`, read `PATH`, the
+//!   environment and the arguments, connect to `127.0.0.1:<port>` (`port`,
+//!   default 80) and write `/tmp/enrichd-escape`; returns `set-custom-fields`
+//!   "escape" with one key per attempt (below), never an error.
+//! - `ungranted`: calls `crm::lookup-email`; `denied(msg)` returns
+//!   `dependency("crm denied: <msg>")`, success `tag` "ungranted" `[CRM-OK]`.
+//! - `print`: prints `lines` (default 100000) lines of 100 characters to
+//!   stdout and to stderr, then returns `tag` "print" `[printed]`.
+//!
+//! Integers are non-negative decimals (so `-1` is "not an integer"); an unparsable one returns
+//! `internal("hostile: config `<key>` is not an integer")`, one too large for
+//! its use `internal("hostile: config `<key>` is out of range")`.
+//!
+//! The `escape` keys, in order, are `file` (`ok:<n> bytes`), `dir`
+//! (`ok:<n> entries`), `env` (`ok:<n> bytes`, or `unset` when `PATH` is
+//! absent), `vars` and `args` (the counts, e.g. `0`), `socket`
+//! (`ok:connected to <addr>`) and `write` (`ok:written`); a failed attempt is
+//! `err:<io error>`, e.g. `err:No such file or directory (os error 44)`.
+//! An `ok:` anywhere but `vars`/`args` means the sandbox leaked.
+//!
+//! The output message is the mode name.
+
+wit_bindgen::generate!({
+    world: "delivery-plugin",
+    path: "../../../wit",
+});
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use enrichd::plugin::types::{
+    Action, ActionValue, Delivery, HostError, PluginError, PluginOutput, TagAction,
+};
+use enrichd::plugin::{config, crm};
+use exports::enrichd::plugin::handler::Guest;
+
+/// Size of one allocation of the `alloc` memory bomb.
+const BOMB_CHUNK: usize = 16 << 20;
+
+/// Bytes of stack each `recurse` frame keeps alive across its recursive call.
+const FRAME_BYTES: usize = 256;
+
+/// Characters per line printed by `print`.
+const LINE_CHARS: usize = 100;
+
+/// The plugin; exported as the `handler` interface.
+struct Hostile;
+
+impl Guest for Hostile {
+    fn handle(_delivery: Delivery) -> Result<PluginOutput, PluginError> {
+        let mode = config_str("mode")?;
+        let actions = match mode.as_deref() {
+            Some("loop") => busy_loop_forever(),
+            Some("spin") => spin()?,
+            Some("alloc") => alloc()?,
+            Some("recurse") => recurse()?,
+            Some("flood") => flood()?,
+            Some("escape") => escape()?,
+            Some("ungranted") => ungranted()?,
+            Some("print") => print()?,
+            Some(other) => {
+                return Err(PluginError::Internal(format!(
+                    "hostile: unknown mode `{other}`"
+                )))
+            }
+            None => {
+                return Err(PluginError::Internal(
+                    "hostile: unknown mode (config `mode` is not set)".to_string(),
+                ))
+            }
+        };
+        Ok(PluginOutput {
+            actions,
+            message: mode,
+        })
+    }
+}
+
+export!(Hostile);
+
+// --- config -----------------------------------------------------------------
+
+/// The name of a `host-error` case and its message.
+fn describe(e: &HostError) -> String {
+    match e {
+        HostError::Denied(m) => format!("denied: {m}"),
+        HostError::Unavailable(m) => format!("unavailable: {m}"),
+        HostError::Invalid(m) => format!("invalid: {m}"),
+    }
+}
+
+/// The value of config key `key`, if set.
+fn config_str(key: &str) -> Result<Option<String>, PluginError> {
+    config::get(key).map_err(|e| {
+        PluginError::Dependency(format!(
+            "hostile: cannot read config `{key}`: {}",
+            describe(&e)
+        ))
+    })
+}
+
+/// Parse a config value as a non-negative integer of type `T`.
+fn parse_int<T: TryFrom<u64>>(key: &str, value: &str) -> Result<T, PluginError> {
+    let n: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| PluginError::Internal(format!("hostile: config `{key}` is not an integer")))?;
+    T::try_from(n)
+        .map_err(|_| PluginError::Internal(format!("hostile: config `{key}` is out of range")))
+}
+
+/// The integer value of config key `key`, if set.
+fn config_int<T: TryFrom<u64>>(key: &str) -> Result<Option<T>, PluginError> {
+    config_str(key)?.map(|v| parse_int(key, &v)).transpose()
+}
+
+// --- actions ----------------------------------------------------------------
+
+/// One `set-custom-fields` action.
+fn fields(name: &str, pairs: &[(&str, String)]) -> Action {
+    Action {
+        name: Some(name.to_string()),
+        value: ActionValue::SetCustomFields(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        ),
+    }
+}
+
+/// One `tag` action with a single tag.
+fn tag(name: &str, tag: &str) -> Action {
+    Action {
+        name: Some(name.to_string()),
+        value: ActionValue::Tag(TagAction {
+            tags: vec![tag.to_string()],
+        }),
+    }
+}
+
+// --- modes ------------------------------------------------------------------
+
+/// `loop`: never returns. `black_box` makes every iteration observable, so
+/// the optimizer cannot delete the loop; it contains no calls, so only the
+/// host's epoch checks on loop back-edges can stop it.
+fn busy_loop_forever() -> ! {
+    let mut counter: u64 = 0;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// `spin`: busy-wait for `ms` milliseconds of wall-clock time.
+fn spin() -> Result<Vec<Action>, PluginError> {
+    let ms: u64 = config_int("ms")?.ok_or_else(|| {
+        PluginError::Internal("hostile: mode `spin` needs config `ms`".to_string())
+    })?;
+    let deadline = Duration::from_millis(ms);
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        std::hint::spin_loop();
+    }
+    Ok(vec![fields("spin", &[("spun_ms", ms.to_string())])])
+}
+
+/// `alloc`: one buffer of `bytes` non-zero bytes, or the memory bomb.
+fn alloc() -> Result<Vec<Action>, PluginError> {
+    let Some(bytes) = config_int::<usize>("bytes")? else {
+        memory_bomb();
+    };
+    // Non-zero fill: every page is written, not just reserved.
+    let buffer = black_box(vec![1u8; bytes]);
+    drop(buffer);
+    Ok(vec![fields("alloc", &[("allocated", bytes.to_string())])])
+}
+
+/// Allocate 16 MiB chunks of non-zero data and keep them all, forever. When
+/// an allocation fails the guest aborts, which the host sees as a trap.
+fn memory_bomb() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; BOMB_CHUNK]);
+        black_box(&mut hoard);
+    }
+}
+
+/// `recurse`: `depth` nested calls, or unbounded recursion.
+fn recurse() -> Result<Vec<Action>, PluginError> {
+    let depth: Option<u64> = config_int("depth")?;
+    black_box(descend(depth));
+    let shown = depth.map_or_else(|| "unbounded".to_string(), |d| d.to_string());
+    Ok(vec![fields("recurse", &[("depth", shown)])])
+}
+
+/// Recurse until `remaining` reaches 0 (never, when it is `None`).
+///
+/// Each frame keeps a `FRAME_BYTES` array that `black_box` may have changed
+/// and that is read after the recursive call, and the result depends on the
+/// callee's result, so the optimizer can turn this into neither a loop nor a
+/// tail call: every level really costs stack.
+#[inline(never)]
+fn descend(remaining: Option<u64>) -> u64 {
+    if remaining == Some(0) {
+        return 0;
+    }
+    let mut frame = [0u8; FRAME_BYTES];
+    black_box(&mut frame);
+    let below = descend(remaining.map(|r| r - 1));
+    below.wrapping_add(1 + u64::from(frame[below as usize % FRAME_BYTES]))
+}
+
+/// `flood`: `count` tag actions, or `count` set-custom-fields actions with
+/// `value_len`-character values.
+fn flood() -> Result<Vec<Action>, PluginError> {
+    let count: usize = config_int("count")?.unwrap_or(100_000);
+    let value_len: Option<usize> = config_int("value_len")?;
+    let actions = match value_len {
+        None => (0..count)
+            .map(|i| tag(&format!("flood {i}"), &format!("T{i}")))
+            .collect(),
+        Some(len) => {
+            let value = "x".repeat(len);
+            (0..count)
+                .map(|i| fields(&format!("flood {i}"), &[("k", value.clone())]))
+                .collect()
+        }
+    };
+    Ok(actions)
+}
+
+/// `ok:<detail>` or `err:<error>`.
+fn report<T, E: std::fmt::Display>(
+    result: Result<T, E>,
+    detail: impl FnOnce(T) -> String,
+) -> String {
+    match result {
+        Ok(v) => format!("ok:{}", detail(v)),
+        Err(e) => format!("err:{e}"),
+    }
+}
+
+/// `escape`: try what the sandbox should forbid and report each outcome.
+fn escape() -> Result<Vec<Action>, PluginError> {
+    let port: u16 = config_int("port")?.unwrap_or(80);
+
+    let file = report(std::fs::read_to_string("/etc/passwd"), |s| {
+        format!("{} bytes", s.len())
+    });
+    let dir = report(std::fs::read_dir("/"), |entries| {
+        format!("{} entries", entries.count())
+    });
+    let env = match std::env::var("PATH") {
+        Ok(v) => format!("ok:{} bytes", v.len()),
+        Err(std::env::VarError::NotPresent) => "unset".to_string(),
+        Err(e) => format!("err:{e}"),
+    };
+    let vars = std::env::vars().count().to_string();
+    let args = std::env::args().count().to_string();
+    let socket = report(std::net::TcpStream::connect(("127.0.0.1", port)), |s| {
+        s.peer_addr()
+            .map_or_else(|_| "connected".to_string(), |a| format!("connected to {a}"))
+    });
+    let write = report(std::fs::write("/tmp/enrichd-escape", "x"), |()| {
+        "written".to_string()
+    });
+
+    Ok(vec![fields(
+        "escape",
+        &[
+            ("file", file),
+            ("dir", dir),
+            ("env", env),
+            ("vars", vars),
+            ("args", args),
+            ("socket", socket),
+            ("write", write),
+        ],
+    )])
+}
+
+/// `ungranted`: call the CRM, which the tests do not grant.
+fn ungranted() -> Result<Vec<Action>, PluginError> {
+    match crm::lookup_email("rstorrie@pinnilly.com") {
+        Ok(_) => Ok(vec![tag("ungranted", "CRM-OK")]),
+        Err(HostError::Denied(msg)) => Err(PluginError::Dependency(format!("crm denied: {msg}"))),
+        Err(e) => Err(PluginError::Dependency(format!("crm {}", describe(&e)))),
+    }
+}
+
+/// `print`: `lines` lines of `LINE_CHARS` characters on stdout and stderr.
+fn print() -> Result<Vec<Action>, PluginError> {
+    let lines: u64 = config_int("lines")?.unwrap_or(100_000);
+    for i in 0..lines {
+        let line = format!("{i:0>width$}", width = LINE_CHARS);
+        println!("{line}");
+        eprintln!("{line}");
+    }
+    Ok(vec![tag("print", "printed")])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_integers() {
+        assert_eq!(parse_int::<u64>("ms", " 42 ").ok(), Some(42));
+        assert!(matches!(
+            parse_int::<u64>("ms", "-1"),
+            Err(PluginError::Internal(m)) if m == "hostile: config `ms` is not an integer"
+        ));
+        assert!(matches!(
+            parse_int::<u16>("port", "70000"),
+            Err(PluginError::Internal(m)) if m == "hostile: config `port` is out of range"
+        ));
+    }
+
+    #[test]
+    fn bounded_recursion_returns() {
+        assert_eq!(descend(Some(0)), 0);
+        assert!(descend(Some(100)) >= 100);
+    }
+
+    #[test]
+    fn printed_lines_have_fixed_width() {
+        let line = format!("{:0>width$}", 123_456_u64, width = LINE_CHARS);
+        assert_eq!(line.len(), LINE_CHARS);
+        assert!(line.ends_with("123456"));
+    }
+}

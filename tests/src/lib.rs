@@ -68,12 +68,18 @@ pub fn crm_sample() -> PathBuf {
     ))
 }
 
-/// A `[[plugin]]` table for a built plugin.
+/// A `[[plugin]]` table for a built plugin, named after it.
 pub fn plugin_toml(name: &str, capabilities: &[&str], extra: &str) -> String {
+    plugin_toml_as(name, name, capabilities, extra)
+}
+
+/// A `[[plugin]]` table named `name` for the built plugin `wasm`; `extra`
+/// is more TOML for the table (limits, `[plugin.config]`).
+pub fn plugin_toml_as(name: &str, wasm: &str, capabilities: &[&str], extra: &str) -> String {
     let caps: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
     format!(
         "[[plugin]]\nname = {name:?}\npath = {:?}\ncapabilities = [{}]\n{extra}\n",
-        plugin_path(name),
+        plugin_path(wasm),
         caps.join(", ")
     )
 }

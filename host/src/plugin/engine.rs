@@ -182,7 +182,7 @@ impl PluginEngine {
         if let Err(e) = write_atomically(dir, &entry, &compiled) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot write the component cache; continuing without it");
         }
-        Ok((deserialize_own(&self.engine, &compiled)?, false))
+        Ok((deserialize_trusted(&self.engine, &compiled)?, false))
     }
 
     /// Cache entries are keyed by the wasm's digest and by everything in the
@@ -195,21 +195,23 @@ impl PluginEngine {
     }
 }
 
-#[allow(unsafe_code)]
+/// Load a cache entry. The file is read into memory rather than mapped: a
+/// mapped file that someone truncates or rewrites while enrichd runs would
+/// crash the process (SIGBUS) on the next access to its code.
 fn load_precompiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
-    // SAFETY: `deserialize_file` trusts the file to be wasmtime's own output.
-    // Entries are written only by this function's caller, from components
-    // this engine compiled, into the operator's data directory (as trusted
-    // as the enrichd binary itself), atomically, under a name that includes
-    // the engine's compatibility hash. wasmtime still checks the header
-    // (version, settings) and refuses a mismatched file.
-    unsafe { Component::deserialize_file(engine, path) }
+    let bytes = std::fs::read(path)?;
+    deserialize_trusted(engine, &bytes)
 }
 
 #[allow(unsafe_code)]
-fn deserialize_own(engine: &Engine, compiled: &[u8]) -> wasmtime::Result<Component> {
-    // SAFETY: `compiled` was produced by `engine.precompile_component` a
-    // moment ago, in this process; it never left memory.
+fn deserialize_trusted(engine: &Engine, compiled: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: `deserialize` trusts its input to be wasmtime's own output.
+    // It is: either `engine.precompile_component` produced it a moment ago
+    // in this process, or it is a cache entry that only this code writes,
+    // from such output, into the operator's data directory (as trusted as
+    // the enrichd binary itself), atomically, under a name that includes
+    // the engine's compatibility hash. wasmtime still checks the header
+    // (version, settings) and refuses a mismatched or truncated file.
     unsafe { Component::deserialize(engine, compiled) }
 }
 

@@ -41,14 +41,16 @@ impl Capture {
         b.discarded += bytes.len() - take;
     }
 
-    /// The last non-blank line captured so far, trimmed.
+    /// The last meaningful line captured so far, trimmed: for a Rust guest
+    /// that panicked, the panic message. Rust's trailing "note: run with
+    /// `RUST_BACKTRACE=1`…" hint is skipped: a guest cannot act on it.
     pub fn last_line(&self) -> Option<String> {
         let b = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         String::from_utf8_lossy(&b.kept)
             .lines()
             .rev()
             .map(str::trim)
-            .find(|l| !l.is_empty())
+            .find(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
             .map(str::to_owned)
     }
 
@@ -132,5 +134,13 @@ mod tests {
         let (text, discarded) = c.take();
         assert_eq!(text.len(), MAX_CAPTURED_BYTES);
         assert_eq!(discarded, 10);
+    }
+
+    #[test]
+    fn the_last_line_is_the_panic_message_not_the_backtrace_hint() {
+        let c = Capture::default();
+        c.push(b"thread '<unnamed>' panicked at src/lib.rs:9:5:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n\n");
+        assert_eq!(c.last_line().as_deref(), Some("boom"));
+        assert_eq!(Capture::default().last_line(), None);
     }
 }

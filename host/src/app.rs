@@ -92,6 +92,12 @@ impl App {
                 .map(|p| p.limits.max_memory_bytes)
                 .max()
                 .unwrap_or(crate::config::DEFAULT_MAX_MEMORY_BYTES),
+            max_table_elements: config
+                .plugins
+                .iter()
+                .map(|p| p.limits.max_table_elements)
+                .max()
+                .unwrap_or(crate::config::DEFAULT_MAX_TABLE_ELEMENTS),
             cache_dir: Some(config.cache_dir.clone()),
         })?;
         let started = Instant::now();

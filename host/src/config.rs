@@ -45,6 +45,13 @@ pub const DEFAULT_MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 /// Upper bound for `max_memory_bytes`: the pooling allocator reserves this
 /// much address space per slot, and 4 GiB is all a 32-bit wasm memory has.
 pub const MAX_MAX_MEMORY_BYTES: usize = 4 * 1024 * 1024 * 1024;
+/// Elements per table of one plugin instance. Function tables of real
+/// guests hold a few thousand entries; 100 000 costs the host under 1 MiB.
+pub const DEFAULT_MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Core instances, tables and memories per plugin instance (each counted
+/// separately). A Rust component has a handful; componentize-py guests need
+/// more than 8; 32 leaves room without letting a component multiply.
+pub const DEFAULT_MAX_INSTANCES: usize = 32;
 /// Actions one plugin may return. A real enrichment returns a handful;
 /// Emailgistics applies them one by one, so hundreds would be a bug or an
 /// attack, and the plugin's whole output is refused.
@@ -139,6 +146,10 @@ pub struct RawPlugin {
     pub fuel: Option<u64>,
     /// Linear memory limit, in bytes.
     pub max_memory_bytes: Option<usize>,
+    /// Elements per table.
+    pub max_table_elements: Option<usize>,
+    /// Core instances (and, separately, tables and memories) per instance.
+    pub max_instances: Option<usize>,
     /// Most actions the plugin may return.
     pub max_actions: Option<usize>,
     /// Most bytes (JSON) of actions the plugin may return.
@@ -298,6 +309,10 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// Linear memory, bytes.
     pub max_memory_bytes: usize,
+    /// Elements per table.
+    pub max_table_elements: usize,
+    /// Core instances, tables and memories per instance (each).
+    pub max_instances: usize,
     /// Actions per call.
     pub max_actions: usize,
     /// JSON bytes of actions per call.
@@ -309,6 +324,8 @@ impl Default for Limits {
         Limits {
             fuel: None,
             max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            max_table_elements: DEFAULT_MAX_TABLE_ELEMENTS,
+            max_instances: DEFAULT_MAX_INSTANCES,
             max_actions: DEFAULT_MAX_ACTIONS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         }
@@ -524,6 +541,8 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
     let limits = Limits {
         fuel: p.fuel,
         max_memory_bytes: p.max_memory_bytes.unwrap_or(d.max_memory_bytes),
+        max_table_elements: p.max_table_elements.unwrap_or(d.max_table_elements),
+        max_instances: p.max_instances.unwrap_or(d.max_instances),
         max_actions: p.max_actions.unwrap_or(d.max_actions),
         max_output_bytes: p.max_output_bytes.unwrap_or(d.max_output_bytes),
     };
@@ -534,6 +553,11 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
     if !(1024 * 1024..=MAX_MAX_MEMORY_BYTES).contains(&limits.max_memory_bytes) {
         return Err(invalid(format!(
             "plugin {name:?}: max_memory_bytes must be between 1 MiB and {MAX_MAX_MEMORY_BYTES}"
+        )));
+    }
+    if limits.max_instances == 0 || limits.max_table_elements == 0 {
+        return Err(invalid(format!(
+            "plugin {name:?}: max_instances and max_table_elements must be > 0"
         )));
     }
     if limits.max_actions == 0 || limits.max_output_bytes == 0 {
@@ -646,7 +670,7 @@ mod tests {
             "delivery_budget_ms = 99999\nallocator = \"on-demand\"\n{}",
             MINIMAL.replace(
                 "capabilities",
-                "fuel = 5000\nmax_memory_bytes = 2097152\nmax_actions = 3\nmax_output_bytes = 100\non_error = \"retry\"\n\
+                "fuel = 5000\nmax_memory_bytes = 2097152\nmax_table_elements = 5000\nmax_instances = 8\nmax_actions = 3\nmax_output_bytes = 100\non_error = \"retry\"\n\
                  sha256 = \"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855\"\ncapabilities"
             )
         ))
@@ -659,6 +683,8 @@ mod tests {
             Limits {
                 fuel: Some(5000),
                 max_memory_bytes: 2 << 20,
+                max_table_elements: 5000,
+                max_instances: 8,
                 max_actions: 3,
                 max_output_bytes: 100
             }
@@ -683,6 +709,14 @@ mod tests {
                 "max_memory_bytes must be between",
             ),
             ("max_actions = 0", "must be > 0"),
+            (
+                "max_instances = 0",
+                "max_instances and max_table_elements must be > 0",
+            ),
+            (
+                "max_table_elements = 0",
+                "max_instances and max_table_elements must be > 0",
+            ),
             ("on_error = \"ignore\"", "unknown variant"),
             ("sha256 = \"abc\"", "sha256 is not 64 hex digits"),
         ] {

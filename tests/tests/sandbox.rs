@@ -602,3 +602,49 @@ async fn pooling_and_on_demand_allocators_both_serve() {
         assert_eq!(records[0].outcome, enrichd::chain::Outcome::Applied);
     }
 }
+
+#[tokio::test]
+async fn instance_limit_obeyed_and_violated() {
+    let server = TestServer::start(&sandwich(
+        "",
+        &[
+            (
+                "roomy",
+                hostile("roomy", "spin", "max_instances = 32", "ms = \"1\""),
+            ),
+            (
+                "cramped",
+                hostile("cramped", "spin", "max_instances = 1", "ms = \"1\""),
+            ),
+        ],
+    ))
+    .await;
+    assert_eq!(
+        obeyed(&server, "roomy").await[0]["value"],
+        json!({"spun_ms": "1"})
+    );
+    assert_contained(&server, "cramped", "instantiate").await;
+}
+
+#[tokio::test]
+async fn table_limit_obeyed_and_violated() {
+    let server = TestServer::start(&sandwich(
+        "",
+        &[
+            (
+                "wide",
+                hostile("wide", "spin", "max_table_elements = 10000", "ms = \"1\""),
+            ),
+            (
+                "narrow",
+                hostile("narrow", "spin", "max_table_elements = 1", "ms = \"1\""),
+            ),
+        ],
+    ))
+    .await;
+    assert_eq!(
+        obeyed(&server, "wide").await[0]["value"],
+        json!({"spun_ms": "1"})
+    );
+    assert_contained(&server, "narrow", "instantiate").await;
+}

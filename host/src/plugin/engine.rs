@@ -42,6 +42,8 @@ pub struct EngineOptions {
     pub fuel: bool,
     /// The largest memory limit of any plugin (sizes pool slots).
     pub max_memory_bytes: usize,
+    /// The largest table limit of any plugin (sizes pool slots).
+    pub max_table_elements: usize,
     /// Where precompiled components are cached; `None`: compile every time.
     pub cache_dir: Option<PathBuf>,
 }
@@ -227,6 +229,9 @@ fn build_engine(options: &EngineOptions, pooling: bool) -> Result<Engine, LoadEr
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     config.consume_fuel(options.fuel);
+    // Instantiate linear memories from copy-on-write images of their
+    // initial data: a fresh instance per call then costs a few page mappings.
+    config.memory_init_cow(true);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(MAX_CONCURRENT_CALLS)
@@ -237,7 +242,7 @@ fn build_engine(options: &EngineOptions, pooling: bool) -> Result<Engine, LoadEr
             .max_core_instances_per_component(POOL_CORE_INSTANCES_PER_COMPONENT)
             .max_memories_per_component(POOL_MEMORIES_PER_COMPONENT)
             .max_tables_per_component(POOL_TABLES_PER_COMPONENT)
-            .table_elements(super::limits::MAX_TABLE_ELEMENTS)
+            .table_elements(options.max_table_elements)
             .max_memory_size(options.max_memory_bytes);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

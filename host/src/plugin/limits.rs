@@ -8,17 +8,7 @@
 
 use wasmtime::ResourceLimiter;
 
-/// Instances per store. A Rust component has a handful of core instances;
-/// componentize-py guests need more than 8; 64 leaves room without letting a
-/// component instantiate without bound.
-pub const MAX_INSTANCES: usize = 64;
-/// Tables per store (same reasoning as [`MAX_INSTANCES`]).
-pub const MAX_TABLES: usize = 64;
-/// Linear memories per store (same reasoning as [`MAX_INSTANCES`]).
-pub const MAX_MEMORIES: usize = 16;
-/// Elements per table. Function tables of real guests hold a few thousand
-/// entries; a million still costs the host only 8 MiB.
-pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+use crate::config::Limits;
 
 /// Which limit a call ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,18 +21,15 @@ pub enum LimitHit {
 
 /// Limits of one store, with a record of the first refusal.
 pub struct Limiter {
-    max_memory_bytes: usize,
+    limits: Limits,
     /// The first growth that was refused.
     pub hit: Option<LimitHit>,
 }
 
 impl Limiter {
-    /// A limiter allowing `max_memory_bytes` of linear memory per memory.
-    pub fn new(max_memory_bytes: usize) -> Self {
-        Limiter {
-            max_memory_bytes,
-            hit: None,
-        }
+    /// A limiter enforcing a plugin's memory, table and instance limits.
+    pub fn new(limits: Limits) -> Self {
+        Limiter { limits, hit: None }
     }
 }
 
@@ -53,7 +40,7 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory_bytes {
+        if desired > self.limits.max_memory_bytes {
             self.hit.get_or_insert(LimitHit::Memory(desired));
             return Ok(false);
         }
@@ -66,7 +53,7 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > MAX_TABLE_ELEMENTS {
+        if desired > self.limits.max_table_elements {
             self.hit.get_or_insert(LimitHit::Table(desired));
             return Ok(false);
         }
@@ -74,15 +61,15 @@ impl ResourceLimiter for Limiter {
     }
 
     fn instances(&self) -> usize {
-        MAX_INSTANCES
+        self.limits.max_instances
     }
 
     fn tables(&self) -> usize {
-        MAX_TABLES
+        self.limits.max_instances
     }
 
     fn memories(&self) -> usize {
-        MAX_MEMORIES
+        self.limits.max_instances
     }
 }
 
@@ -92,7 +79,11 @@ mod tests {
 
     #[test]
     fn growth_within_the_limit_is_allowed_and_beyond_it_refused_and_remembered() {
-        let mut l = Limiter::new(1 << 20);
+        let mut l = Limiter::new(Limits {
+            max_memory_bytes: 1 << 20,
+            max_table_elements: 5000,
+            ..Limits::default()
+        });
         assert!(l.memory_growing(0, 1 << 20, None).unwrap());
         assert_eq!(l.hit, None);
         assert!(!l.memory_growing(1 << 20, 2 << 20, None).unwrap());
@@ -102,7 +93,7 @@ mod tests {
             Some(LimitHit::Memory(2 << 20)),
             "the first refusal is kept"
         );
-        assert!(l.table_growing(0, MAX_TABLE_ELEMENTS, None).unwrap());
-        assert!(!l.table_growing(0, MAX_TABLE_ELEMENTS + 1, None).unwrap());
+        assert!(l.table_growing(0, 5000, None).unwrap());
+        assert!(!l.table_growing(0, 5001, None).unwrap());
     }
 }

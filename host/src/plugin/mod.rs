@@ -236,7 +236,7 @@ impl Plugin {
             HostState {
                 wasi,
                 table: wasmtime::component::ResourceTable::new(),
-                limiter: Limiter::new(self.info.limits.max_memory_bytes),
+                limiter: Limiter::new(self.info.limits),
                 plugin: self.info.clone(),
                 services: services.clone(),
                 delivery_id: delivery.id.clone(),
@@ -270,7 +270,11 @@ impl Plugin {
                 wanted,
                 trap,
             },
-            (Some(_), _) | (None, Some(LimitHit::Table(_))) => Failure::Trap(trap),
+            (Some(_), _) => Failure::Trap(trap),
+            (None, Some(LimitHit::Table(wanted))) => Failure::Instantiate(format!(
+                "{trap} (a table needs {wanted} elements, the limit is {})",
+                self.info.limits.max_table_elements
+            )),
             // Not a trap: instantiation or linking failed.
             (None, None) => Failure::Instantiate(trap),
         }

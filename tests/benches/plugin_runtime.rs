@@ -1,0 +1,189 @@
+//! Plugin runtime benchmarks (issue 3). Prints, from one run:
+//!
+//! - instantiate + call per delivery of a typical plugin (`crm-enrich`, with a
+//!   CRM lookup) with the pooling allocator, against on-demand allocation;
+//! - loading a component from the precompiled cache, against compiling it;
+//! - how far past a 2 s timeout a looping plugin is stopped.
+//!
+//! Run with `cargo bench -p enrichd-tests --bench plugin_runtime`. Figures
+//! are printed, never asserted: they depend on the machine.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion};
+use enrichd::config::{Config, PluginSpec};
+use enrichd::plugin::{CallLimit, EngineOptions, Plugin, PluginEngine, Services};
+
+const GROUP_CALL: &str = "instantiate_and_call";
+const GROUP_LOAD: &str = "load_component";
+
+fn config(dir: &Path, allocator: &str, extra: &str) -> Config {
+    let file = dir.join(format!("{allocator}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "allocator = {allocator:?}\n{}{extra}[[route]]\npath = \"/x\"\nchain = [{{ plugin = \"crm-enrich\" }}]\n",
+            enrichd_tests::plugin_toml("crm-enrich", &["crm", "config", "log"], ""),
+        ),
+    )
+    .expect("write config");
+    Config::load(&file).expect("valid config")
+}
+
+fn engine(spec_cfg: &Config, cache: Option<&Path>) -> PluginEngine {
+    PluginEngine::new(EngineOptions {
+        allocator: spec_cfg.allocator,
+        fuel: false,
+        max_memory_bytes: enrichd::config::DEFAULT_MAX_MEMORY_BYTES,
+        max_table_elements: enrichd::config::DEFAULT_MAX_TABLE_ELEMENTS,
+        cache_dir: cache.map(Path::to_owned),
+    })
+    .expect("engine")
+}
+
+fn delivery() -> enrichd::plugin::WitDelivery {
+    let body = enrichd_tests::seed_payload().to_string();
+    match enrichd::payload::parse(body.as_bytes()).expect("seed parses") {
+        enrichd::payload::Parsed::Received(d) => enrichd::plugin::wit_delivery(&d),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn bench_calls(c: &mut Criterion, dir: &Path, rt: &tokio::runtime::Runtime) {
+    let db = sled::Config::new().temporary(true).open().expect("sled");
+    let crm = enrichd::crm::CrmStore::open(&db).expect("crm");
+    crm.import_jsonl(&enrichd_tests::crm_sample())
+        .expect("seed");
+    let services = Services { crm: Some(crm) };
+    let delivery = delivery();
+    let mut group = c.benchmark_group(GROUP_CALL);
+    for allocator in ["pooling", "on-demand"] {
+        let cfg = config(dir, allocator, "");
+        let engine = engine(&cfg, Some(&dir.join("cache")));
+        let plugin: Plugin = engine.load(&cfg.plugins[0]).expect("load");
+        // Sanity: the plugin really enriches.
+        let out = rt
+            .block_on(plugin.call(&delivery, &services, far_limit()))
+            .expect("call succeeds");
+        assert_eq!(out.actions.len(), 2);
+        group.bench_function(BenchmarkId::from_parameter(allocator), |b| {
+            b.to_async(rt)
+                .iter(|| plugin.call(&delivery, &services, far_limit()));
+        });
+    }
+    group.finish();
+}
+
+fn far_limit() -> CallLimit {
+    CallLimit {
+        deadline: Instant::now() + Duration::from_secs(60),
+        budget_bound: false,
+    }
+}
+
+fn bench_loads(c: &mut Criterion, dir: &Path) {
+    let cfg = config(dir, "on-demand", "");
+    let spec: &PluginSpec = &cfg.plugins[0];
+    let cache = dir.join("load-cache");
+    let cold = engine(&cfg, None);
+    let warm = engine(&cfg, Some(&cache));
+    warm.load(spec).expect("fill the cache");
+    let mut group = c.benchmark_group(GROUP_LOAD);
+    group.sample_size(10);
+    group.bench_function("compile", |b| b.iter(|| cold.load(spec).expect("compile")));
+    group.bench_function("from-cache", |b| {
+        b.iter(|| warm.load(spec).expect("cached"))
+    });
+    group.finish();
+}
+
+/// Median of the last run of a criterion benchmark, in ns.
+fn median_ns(group: &str, bench: &str) -> Option<f64> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/criterion")
+        .join(group)
+        .join(bench)
+        .join("new/estimates.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+fn timeout_overshoot(dir: &Path, rt: &tokio::runtime::Runtime) -> Vec<Duration> {
+    let file = dir.join("loop.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}[[route]]\npath = \"/x\"\nchain = [{{ plugin = \"loop\" }}]\n",
+            enrichd_tests::plugin_toml_as(
+                "loop",
+                "hostile",
+                &["config"],
+                "timeout_ms = 2000\n[plugin.config]\nmode = \"loop\""
+            )
+        ),
+    )
+    .expect("write config");
+    let cfg = Config::load(&file).expect("config");
+    let engine = engine(&cfg, Some(&dir.join("cache")));
+    let plugin = engine.load(&cfg.plugins[0]).expect("load");
+    let delivery = delivery();
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let limit = CallLimit {
+                deadline: started + Duration::from_secs(2),
+                budget_bound: false,
+            };
+            let result = rt.block_on(plugin.call(&delivery, &Services::default(), limit));
+            assert!(result.is_err(), "the loop must time out");
+            started.elapsed()
+        })
+        .collect()
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut c = Criterion::default().configure_from_args();
+    bench_calls(&mut c, dir.path(), &rt);
+    bench_loads(&mut c, dir.path());
+    c.final_summary();
+
+    println!("\n== plugin runtime summary (medians of this run) ==");
+    let us = |ns: f64| ns / 1000.0;
+    if let (Some(pool), Some(demand)) = (
+        median_ns(GROUP_CALL, "pooling"),
+        median_ns(GROUP_CALL, "on-demand"),
+    ) {
+        println!(
+            "instantiate+call, crm-enrich: pooling {:.1} µs, on-demand {:.1} µs -> pooling is {:.2}x the speed of on-demand (aim: <= 20 µs with pooling)",
+            us(pool),
+            us(demand),
+            demand / pool
+        );
+    }
+    if let (Some(compile), Some(cached)) = (
+        median_ns(GROUP_LOAD, "compile"),
+        median_ns(GROUP_LOAD, "from-cache"),
+    ) {
+        println!(
+            "load crm-enrich: compile {:.1} ms, from cache {:.2} ms -> cache is {:.0}x faster",
+            compile / 1e6,
+            cached / 1e6,
+            compile / cached
+        );
+    }
+    let runs = timeout_overshoot(dir.path(), &rt);
+    let worst = runs.iter().max().copied().unwrap_or_default();
+    println!(
+        "looping plugin, 2 s timeout: stopped after {:?} (worst of {}), {:.1}% over the limit (aim: <= 2.2 s)",
+        worst,
+        runs.len(),
+        (worst.as_secs_f64() / 2.0 - 1.0) * 100.0
+    );
+}

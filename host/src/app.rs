@@ -11,7 +11,9 @@ use crate::auth::Secret;
 use crate::chain::ChainEntry;
 use crate::config::Config;
 use crate::crm::{CrmError, CrmStore};
+use crate::idempotency::{Clock, Inflight};
 use crate::plugin::{EngineOptions, LoadError, PluginEngine, Services};
+use crate::store::{DeliveryStore, StoreError};
 
 /// Why enrichd could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,9 @@ pub enum StartError {
     /// A plugin could not be loaded.
     #[error(transparent)]
     Plugin(#[from] LoadError),
+    /// The delivery store could not be opened.
+    #[error(transparent)]
+    Deliveries(#[from] StoreError),
 }
 
 /// One Emailgistics webhook route, ready to serve.
@@ -60,6 +65,14 @@ pub struct App {
     pub delivery_budget: std::time::Duration,
     /// Services lent to plugins.
     pub services: Services,
+    /// Answered deliveries (idempotency and the delivery log).
+    pub store: DeliveryStore,
+    /// Deliveries being processed right now.
+    pub inflight: Arc<Inflight>,
+    /// The clock stored answers are stamped and expired with.
+    pub clock: Clock,
+    /// Every loaded plugin, in config order.
+    pub plugins: Vec<Arc<crate::plugin::Plugin>>,
     /// The wasm engine; dropping it stops the epoch ticker.
     pub engine: PluginEngine,
     _db: sled::Db,
@@ -73,10 +86,15 @@ impl App {
             path: dir.display().to_string(),
             source,
         })?;
-        let db = sled::open(dir.join("enrichd.sled")).map_err(|source| StartError::Store {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        let db = sled::Config::new()
+            .path(dir.join("enrichd.sled"))
+            .flush_every_ms(Some(config.flush_every_ms))
+            .open()
+            .map_err(|source| StartError::Store {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        let store = DeliveryStore::open(&db, config.store)?;
         let crm = CrmStore::open(&db)?;
         if let Some(seed) = &config.crm_seed {
             let n = crm.import_jsonl(seed)?;
@@ -126,7 +144,7 @@ impl App {
                         .chain
                         .iter()
                         .map(|e| ChainEntry {
-                            plugin: plugins[e.plugin].clone(),
+                            plugin: Arc::clone(&plugins[e.plugin]),
                             mailboxes: e.mailboxes.clone(),
                         })
                         .collect(),
@@ -139,9 +157,27 @@ impl App {
             max_body_bytes: config.max_body_bytes,
             delivery_budget: config.delivery_budget,
             services: Services { crm: Some(crm) },
+            store,
+            inflight: Arc::new(Inflight::default()),
+            clock: Clock::new(),
+            plugins,
             engine,
             _db: db,
         })
+    }
+
+    /// Remove expired answers and enforce the store's bound (run every
+    /// [`crate::server::SWEEP_EVERY`] by the server).
+    pub fn sweep_deliveries(&self) -> Result<crate::store::SweepReport, StoreError> {
+        self.store.sweep(self.clock.now_ms())
+    }
+
+    /// How many times the plugin named `name` has been called.
+    pub fn plugin_calls(&self, name: &str) -> Option<u64> {
+        self.plugins
+            .iter()
+            .find(|p| p.info().name == name)
+            .map(|p| p.calls())
     }
 
     /// The route serving `path`, if any.

@@ -15,7 +15,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::Secret;
+use crate::store::{FlushPolicy, StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
 
+/// Default admin listener (delivery log, stats): loopback only, so the
+/// delivery records are not exposed beside the public webhook.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+/// sled's background flush interval with `flush = "periodic"`: the most a
+/// crash can lose of answered deliveries under that policy.
+pub const DEFAULT_FLUSH_EVERY_MS: u64 = 500;
 /// Default public listener: loopback, so a fresh install exposes nothing
 /// until an operator chooses an address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -94,6 +101,8 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 pub struct RawConfig {
     /// Public listener address.
     pub listen: Option<String>,
+    /// Admin listener address, or `off`.
+    pub admin_listen: Option<String>,
     /// Data directory (sled), relative to the config file.
     pub data_dir: Option<PathBuf>,
     /// Largest accepted request body, in bytes.
@@ -106,6 +115,9 @@ pub struct RawConfig {
     /// Where precompiled components are kept, relative to the config file
     /// (default: `component-cache` in the data directory).
     pub cache_dir: Option<PathBuf>,
+    /// Idempotency and the delivery log.
+    #[serde(default)]
+    pub idempotency: RawIdempotency,
     /// CRM data.
     #[serde(default)]
     pub crm: RawCrm,
@@ -115,6 +127,20 @@ pub struct RawConfig {
     /// Emailgistics webhook routes.
     #[serde(default)]
     pub route: Vec<RawRoute>,
+}
+
+/// `[idempotency]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdempotency {
+    /// How long an answer is replayed (and kept in the delivery log), hours.
+    pub retention_hours: Option<u64>,
+    /// Most answers kept; the oldest are evicted beyond it.
+    pub max_records: Option<usize>,
+    /// `always` (flush before answering) or `periodic`.
+    pub flush: Option<FlushPolicy>,
+    /// With `periodic`: sled's flush interval, ms.
+    pub flush_every_ms: Option<u64>,
 }
 
 /// `[crm]`
@@ -263,6 +289,12 @@ impl Grants {
 pub struct Config {
     /// Public listener.
     pub listen: SocketAddr,
+    /// Admin listener; `None`: off.
+    pub admin_listen: Option<SocketAddr>,
+    /// Delivery store settings.
+    pub store: StoreSettings,
+    /// sled's background flush interval, ms.
+    pub flush_every_ms: u64,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Largest accepted body.
@@ -382,6 +414,32 @@ impl RawConfig {
         let listen: SocketAddr = listen
             .parse()
             .map_err(|e| invalid(format!("listen = {listen:?}: {e}")))?;
+        let admin_listen = match self.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN) {
+            "off" => None,
+            addr => Some(
+                addr.parse::<SocketAddr>()
+                    .map_err(|e| invalid(format!("admin_listen = {addr:?}: {e} (or \"off\")")))?,
+            ),
+        };
+        let idem = &self.idempotency;
+        let retention = idem
+            .retention_hours
+            .map(|h| Duration::from_secs(h * 3600))
+            .unwrap_or(DEFAULT_RETENTION);
+        let store = StoreSettings {
+            retention,
+            max_records: idem.max_records.unwrap_or(DEFAULT_MAX_RECORDS),
+            flush: idem.flush.unwrap_or(FlushPolicy::Always),
+        };
+        if store.retention.is_zero() || store.max_records == 0 {
+            return Err(invalid(
+                "[idempotency] retention_hours and max_records must be > 0",
+            ));
+        }
+        let flush_every_ms = idem.flush_every_ms.unwrap_or(DEFAULT_FLUSH_EVERY_MS);
+        if flush_every_ms == 0 {
+            return Err(invalid("[idempotency] flush_every_ms must be > 0"));
+        }
         let max_body_bytes = self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 || max_body_bytes > MAX_MAX_BODY_BYTES {
             return Err(invalid(format!(
@@ -523,6 +581,9 @@ impl RawConfig {
 
         Ok(Config {
             listen,
+            admin_listen,
+            store,
+            flush_every_ms,
             data_dir,
             max_body_bytes,
             delivery_budget,
@@ -724,6 +785,33 @@ mod tests {
                 resolve(&MINIMAL.replace("capabilities", &format!("{setting}\ncapabilities")))
                     .unwrap_err()
                     .to_string();
+            assert!(err.contains(needle), "{setting}: {err}");
+        }
+    }
+
+    #[test]
+    fn idempotency_and_admin_settings() {
+        let c = resolve(MINIMAL).unwrap();
+        assert_eq!(c.admin_listen, Some(DEFAULT_ADMIN_LISTEN.parse().unwrap()));
+        assert_eq!(c.store.retention, DEFAULT_RETENTION);
+        assert_eq!(c.store.flush, FlushPolicy::Always);
+        let c = resolve(&format!(
+            "admin_listen = \"off\"\n[idempotency]\nretention_hours = 1\nmax_records = 10\nflush = \"periodic\"\nflush_every_ms = 50\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(c.admin_listen, None);
+        assert_eq!(c.store.retention, Duration::from_secs(3600));
+        assert_eq!(c.store.max_records, 10);
+        assert_eq!(c.store.flush, FlushPolicy::Periodic);
+        assert_eq!(c.flush_every_ms, 50);
+        for (setting, needle) in [
+            ("admin_listen = \"everywhere\"\n", "admin_listen"),
+            ("[idempotency]\nretention_hours = 0\n", "must be > 0"),
+            ("[idempotency]\nflush = \"sometimes\"\n", "unknown variant"),
+        ] {
+            let err = resolve(&format!("{setting}{MINIMAL}"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{setting}: {err}");
         }
     }

@@ -19,15 +19,21 @@
 //! - [`actions`]: the Emailgistics action types as serialized in the envelope.
 //! - [`validate`]: per-action validation against the Emailgistics reference.
 //! - [`crm`]: the embedded (sled) CRM store behind the `crm` import.
+//! - [`store`]: answered deliveries in sled: idempotent replays and the delivery log.
+//! - [`idempotency`]: single flight for concurrent copies of a delivery; the store's clock.
+//! - [`admin`]: the admin listener (delivery log, stats), loopback by default.
 
 pub mod actions;
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod crm;
+pub mod idempotency;
 pub mod payload;
 pub mod plugin;
 pub mod server;
+pub mod store;
 pub mod validate;

@@ -22,8 +22,10 @@ use tokio::net::TcpListener;
 
 use crate::app::{App, Route};
 use crate::chain::{self, Envelope, Verdict};
+use crate::idempotency::{self, Answer, Claim};
 use crate::payload::{self, Parsed};
 use crate::plugin;
+use crate::store::StoredDelivery;
 
 /// Liveness endpoint.
 pub const HEALTHZ_PATH: &str = "/healthz";
@@ -31,16 +33,45 @@ pub const HEALTHZ_PATH: &str = "/healthz";
 /// connections from holding sockets.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
-/// Serve `app` on `listener` until `shutdown` resolves, then stop accepting
-/// and let in-flight requests finish, for up to the delivery budget (so no
-/// accepted delivery is cut short).
+/// How often expired answers are removed and the store's size reported.
+/// Expired answers are already invisible to lookups; sweeping only
+/// reclaims space, so once a minute is plenty.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Serve `app`'s webhook routes on `listener` until `shutdown` resolves,
+/// then stop accepting and let in-flight requests finish, for up to the
+/// delivery budget (so no accepted delivery is cut short). Expired answers
+/// are swept in the background meanwhile.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let sweeper = tokio::spawn(sweep_periodically(app.clone()));
+    let grace = app.delivery_budget;
+    let result = serve(listener, shutdown, grace, move |req| {
+        let app = app.clone();
+        async move { handle(&app, req).await }
+    })
+    .await;
+    sweeper.abort();
+    result
+}
+
+/// Accept HTTP/1 connections on `listener` and answer each request with
+/// `handler` until `shutdown`, then wait up to `grace` for open connections.
+pub async fn serve<F, Fut>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    handler: F,
+) -> std::io::Result<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -58,10 +89,10 @@ pub async fn run(
                         continue;
                     }
                 };
-                let app = app.clone();
+                let handler = handler.clone();
                 let service = hyper::service::service_fn(move |req| {
-                    let app = app.clone();
-                    async move { Ok::<_, Infallible>(handle(&app, req).await) }
+                    let fut = handler(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
                 });
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
@@ -74,12 +105,41 @@ pub async fn run(
         }
     }
     drop(listener);
-    tracing::info!("shutting down: waiting for in-flight requests");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(app.delivery_budget) => tracing::warn!("grace period over; closing remaining connections"),
+        () = graceful.shutdown() => {},
+        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
     Ok(())
+}
+
+async fn sweep_periodically(app: Arc<App>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        let swept = app.clone();
+        match tokio::task::spawn_blocking(move || swept.sweep_deliveries()).await {
+            Ok(Ok(report)) => {
+                let bytes = app.store.size_on_disk().unwrap_or(0);
+                if report.expired + report.evicted > 0 {
+                    tracing::info!(
+                        expired = report.expired,
+                        evicted = report.evicted,
+                        stored = report.remaining,
+                        bytes_on_disk = bytes,
+                        "delivery store swept"
+                    );
+                } else {
+                    tracing::debug!(
+                        stored = report.remaining,
+                        bytes_on_disk = bytes,
+                        "delivery store swept"
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "delivery store sweep failed"),
+            Err(e) => tracing::error!(error = %e, "delivery store sweep panicked"),
+        }
+    }
 }
 
 /// Answer one request.
@@ -159,7 +219,82 @@ async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Res
             return error(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
-    let wit = plugin::wit_delivery(&delivery);
+    let budget_end = arrived + app.delivery_budget;
+    let key = (route.path.clone(), delivery.id.clone());
+    // Each turn either answers or finds that the copy it followed went away
+    // without an answer; then it tries again (and usually leads).
+    loop {
+        match stored_answer(app, route, &delivery.id) {
+            Ok(Some(answer)) => return replay(&answer),
+            Ok(None) => {}
+            Err(res) => return res,
+        }
+        match app.inflight.claim(key.clone()) {
+            Claim::Leader(leader) => {
+                // Checked again now that this copy leads: the previous
+                // leader may have stored its answer and left in between.
+                match stored_answer(app, route, &delivery.id) {
+                    Ok(Some(answer)) => {
+                        leader.finish(answer.clone());
+                        return replay(&answer);
+                    }
+                    Ok(None) => {}
+                    Err(res) => return res,
+                }
+                let answer = Arc::new(run_and_store(app, route, &delivery, arrived).await);
+                leader.finish(answer.clone());
+                return respond(&answer, false);
+            }
+            Claim::Follower(slot) => {
+                match tokio::time::timeout_at(budget_end.into(), idempotency::follow(slot)).await {
+                    Ok(Some(answer)) => return replay(&answer),
+                    Ok(None) => continue,
+                    Err(_) => {
+                        return error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "an earlier copy of this delivery is still being processed",
+                        )
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The stored answer for this delivery, if any; a store failure becomes a
+/// 503 so that the sender retries rather than plugins running twice.
+fn stored_answer(
+    app: &App,
+    route: &Route,
+    id: &str,
+) -> Result<Option<Arc<Answer>>, Response<Body>> {
+    match app.store.get(&route.path, id, app.clock.now_ms()) {
+        Ok(found) => Ok(found.map(|s| {
+            Arc::new(Answer {
+                status: s.status,
+                body: Bytes::from(s.body),
+                answered_at_ms: s.stored_at_ms,
+            })
+        })),
+        Err(e) => {
+            tracing::error!(route = %route.path, delivery = %id, error = %e, "cannot read the delivery store");
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "delivery store unavailable",
+            ))
+        }
+    }
+}
+
+/// Run the chain, record the outcome, and store the answer unless it is a
+/// 5xx (those ask for a retry, which must run again).
+async fn run_and_store(
+    app: &App,
+    route: &Route,
+    delivery: &payload::Delivery,
+    arrived: Instant,
+) -> Answer {
+    let wit = plugin::wit_delivery(delivery);
     let (verdict, records) = chain::run(
         &route.chain,
         &wit,
@@ -168,25 +303,101 @@ async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Res
         app.delivery_budget,
     )
     .await;
-    let (status, message) = match &verdict {
-        Verdict::Answer(env) => (serde_json::json!(env.status), env.message.as_str()),
-        Verdict::Retry(reason) => (serde_json::json!("retry"), reason.as_str()),
+    let (status, body, env_status, message) = match &verdict {
+        Verdict::Answer(env) => match serde_json::to_vec(env) {
+            Ok(bytes) => (
+                StatusCode::OK,
+                Bytes::from(bytes),
+                serde_json::json!(env.status),
+                env.message.clone(),
+            ),
+            // Serializing strings and maps cannot fail; if it ever does, a
+            // retry is the right answer.
+            Err(e) => error_parts(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot encode envelope: {e}"),
+            ),
+        },
+        Verdict::Retry(reason) => error_parts(StatusCode::SERVICE_UNAVAILABLE, reason),
     };
+    let now = app.clock.now_ms();
     let record = serde_json::json!({
         "route": route.path,
         "delivery": delivery.id,
         "mailbox": delivery.mailbox,
         "conversationId": delivery.conversation_id,
+        "subject": delivery.subject,
+        "answeredAtMs": now,
         "elapsedMs": arrived.elapsed().as_millis() as u64,
-        "status": status,
+        "httpStatus": status.as_u16(),
+        "status": env_status,
         "message": message,
         "plugins": records,
     });
     tracing::info!(target: "enrichd::delivery", route = %route.path, delivery = %delivery.id, record = %record, "{message}");
-    match verdict {
-        Verdict::Answer(env) => envelope(&env),
-        Verdict::Retry(reason) => error(StatusCode::SERVICE_UNAVAILABLE, &reason),
+    let mut answer = Answer {
+        status: status.as_u16(),
+        body,
+        answered_at_ms: now,
+    };
+    if status.is_server_error() {
+        return answer;
     }
+    let stored = StoredDelivery {
+        route: route.path.clone(),
+        id: delivery.id.clone(),
+        stored_at_ms: now,
+        status: answer.status,
+        body: String::from_utf8_lossy(&answer.body).into_owned(),
+        record,
+    };
+    if let Err(e) = app.store.put(&stored).await {
+        // Unstored, a retry would run the plugins again without this
+        // answer to replay: ask for the retry now, before anything applies.
+        tracing::error!(route = %route.path, delivery = %delivery.id, error = %e, "cannot store the answer; asking the sender to retry");
+        let (status, body, ..) = error_parts(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot record the delivery; retry",
+        );
+        answer.status = status.as_u16();
+        answer.body = body;
+    }
+    answer
+}
+
+fn error_parts(
+    status: StatusCode,
+    message: &str,
+) -> (StatusCode, Bytes, serde_json::Value, String) {
+    let body = serde_json::json!({ "status": "error", "message": message });
+    (
+        status,
+        body.to_string().into(),
+        serde_json::json!("retry"),
+        message.to_owned(),
+    )
+}
+
+/// Header marking an answer replayed from the store (or from the copy in
+/// flight): no plugin ran for this request.
+pub const REPLAY_HEADER: &str = "x-enrichd-replay";
+/// Header giving when a replayed answer was first given (unix ms).
+pub const ANSWERED_AT_HEADER: &str = "x-enrichd-answered-at";
+
+fn replay(answer: &Answer) -> Response<Body> {
+    respond(answer, true)
+}
+
+fn respond(answer: &Answer, replayed: bool) -> Response<Body> {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = json(status, answer.body.clone());
+    if replayed {
+        res.headers_mut()
+            .insert(REPLAY_HEADER, HeaderValue::from_static("true"));
+        res.headers_mut()
+            .insert(ANSWERED_AT_HEADER, HeaderValue::from(answer.answered_at_ms));
+    }
+    res
 }
 
 fn envelope(env: &Envelope) -> Response<Body> {
@@ -201,7 +412,7 @@ fn envelope(env: &Envelope) -> Response<Body> {
     }
 }
 
-fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut res = Response::new(Full::new(body));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -213,7 +424,7 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
 
 /// A JSON error answer in the envelope's shape, so a human reading it in a
 /// proxy log or Emailgistics' Test Webhook sees the reason.
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "status": "error", "message": message });
     json(status, body.to_string().into())
 }

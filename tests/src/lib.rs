@@ -123,10 +123,14 @@ impl Response {
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its admin listener listens.
+    pub admin_addr: SocketAddr,
+    /// The running app (plugin call counters, store).
+    pub app: Arc<enrichd::app::App>,
     // Config file and data directory; `None` only after `stop`.
     dir: Option<tempfile::TempDir>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl TestServer {
@@ -159,20 +163,43 @@ impl TestServer {
             .await
             .expect("build task")
             .expect("enrichd starts");
+        let app = Arc::new(app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
         let addr = listener.local_addr().expect("addr");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(enrichd::server::run(listener, Arc::new(app), async {
-            let _ = stopped.await;
-        }));
+        let admin_addr = admin.local_addr().expect("admin addr");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait = move || {
+            let mut rx = stopped.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let tasks = vec![
+            tokio::spawn(enrichd::server::run(listener, app.clone(), wait())),
+            tokio::spawn(enrichd::admin::run(admin, app.clone(), wait())),
+        ];
         TestServer {
             addr,
+            admin_addr,
+            app,
             dir: Some(dir),
             stop: Some(stop),
-            task: Some(task),
+            tasks,
         }
+    }
+
+    /// GET a path from the admin listener.
+    pub async fn admin_get(&self, path: &str) -> Response {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.admin_addr
+        );
+        raw_request(self.admin_addr, req.as_bytes()).await
     }
 
     /// The directory holding the config file and the data directory.
@@ -180,17 +207,20 @@ impl TestServer {
         self.dir.as_ref().expect("server not stopped").path()
     }
 
-    /// Stop accepting, wait for the server to finish, and hand back the dir.
+    /// Stop accepting, wait for the server to finish (and release the data
+    /// directory), and hand back the dir.
     ///
     /// # Panics
     /// When the server task failed.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
-        if let Some(task) = self.task.take() {
+        for task in self.tasks.drain(..) {
             task.await.expect("server task").expect("server ran");
         }
+        // `self` (and with it the last reference to the App, which holds
+        // the sled lock) is dropped on return.
         self.dir.take().expect("stopped once")
     }
 
@@ -225,25 +255,30 @@ impl TestServer {
     /// Write errors are ignored: the server may answer (413) and close
     /// before the client has sent everything.
     pub async fn raw(&self, request: &[u8]) -> Response {
-        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
-        let _ = stream.write_all(request).await;
-        let mut buf = Vec::new();
-        let read = tokio::time::timeout(
-            std::time::Duration::from_secs(120),
-            stream.read_to_end(&mut buf),
-        )
-        .await;
-        if !matches!(read, Ok(Ok(_))) && buf.is_empty() {
-            panic!("no response: {read:?}");
-        }
-        parse_response(&buf)
+        raw_request(self.addr, request).await
     }
+}
+
+/// Send raw bytes to `addr` and read the response until the server closes.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.write_all(request).await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        stream.read_to_end(&mut buf),
+    )
+    .await;
+    if !matches!(read, Ok(Ok(_))) && buf.is_empty() {
+        panic!("no response: {read:?}");
+    }
+    parse_response(&buf)
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
     }
 }

@@ -137,9 +137,13 @@ async fn every_hostile_plugin_is_contained_and_the_host_keeps_serving() {
             "{name} took {:?}",
             started.elapsed()
         );
-        // The host keeps serving: a normal delivery right after.
-        let next = server.deliver("/ungranted", &seed_payload()).await;
+        // The host keeps serving: a new delivery right after runs the chain.
+        let mut next = seed_payload();
+        next["id"] = json!(format!("after-{name}"));
+        let next = server.deliver("/panics", &next).await;
         assert_eq!(next.status, 200);
+        assert_eq!(next.header("x-enrichd-replay"), None);
+        assert_eq!(action_names(&next.json()).len(), 3);
     }
 }
 

@@ -175,7 +175,9 @@ async fn unknown_fields_are_tolerated_and_optional_fields_may_be_absent() {
     assert_eq!(seen["rawLen"], full.to_string().len().to_string());
 
     // Unknown fields, top-level and nested, change nothing.
+    // (Each variant gets its own id: the same id would be a replay.)
     let mut extra = full.clone();
+    extra["id"] = json!("with-unknown-fields");
     extra["brandNewField"] = json!({"nested": true});
     extra["from"]["emailAddress"]["title"] = json!("Dr");
     let res = server.deliver(ROUTE, &extra).await;
@@ -184,6 +186,7 @@ async fn unknown_fields_are_tolerated_and_optional_fields_may_be_absent() {
 
     // Conditional fields absent.
     let mut minimal = full;
+    minimal["id"] = json!("without-optional-fields");
     for key in ["bodyText", "customFields"] {
         minimal.as_object_mut().unwrap().remove(key);
     }
@@ -311,9 +314,13 @@ async fn a_trapping_or_failing_plugin_is_skipped_and_the_rest_still_apply() {
             "Route by keyword \"coverage\""
         ]
     );
-    // The host survived the trap: the next delivery is served the same way.
-    let again = server.deliver(ROUTE, &seed_payload()).await.json();
-    assert_eq!(again, body);
+    // The host survived the trap: the next delivery (a new id, so the
+    // plugins really run again) is served the same way.
+    let mut next = seed_payload();
+    next["id"] = json!("after-the-trap");
+    let res = server.deliver(ROUTE, &next).await;
+    assert_eq!(res.header("x-enrichd-replay"), None);
+    assert_eq!(res.json(), body);
 }
 
 #[tokio::test]
@@ -380,6 +387,7 @@ async fn a_chain_entry_limited_to_mailboxes_runs_only_for_them() {
     let info = server.deliver(ROUTE, &seed_payload()).await.json();
     assert_eq!(info["message"], "2 actions from crm-enrich (2)");
     let mut claims = seed_payload();
+    claims["id"] = json!("to-the-claims-mailbox");
     claims["mailbox"] = json!("claims@pinnilly.com");
     let claims = server.deliver(ROUTE, &claims).await.json();
     assert_eq!(

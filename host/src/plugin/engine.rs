@@ -161,6 +161,7 @@ impl PluginEngine {
             pre,
             fuel_metered: self.options.fuel,
             permits: self.permits.clone(),
+            calls: Default::default(),
         })
     }
 

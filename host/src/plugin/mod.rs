@@ -158,6 +158,7 @@ pub struct Plugin {
     pre: bindings::DeliveryPluginPre<HostState>,
     fuel_metered: bool,
     permits: Arc<tokio::sync::Semaphore>,
+    calls: std::sync::atomic::AtomicU64,
 }
 
 /// How a call's time limit came about, so a timeout can be reported as the
@@ -177,6 +178,11 @@ impl Plugin {
         &self.info
     }
 
+    /// How many calls were started since the plugin was loaded.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Run the plugin on one delivery in a fresh instance, until
     /// `limit.deadline` at the latest.
     pub async fn call(
@@ -185,6 +191,8 @@ impl Plugin {
         services: &Services,
         limit: CallLimit,
     ) -> Result<Output, Failure> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
         let timed_out = |at: Instant| {
             let ms = at.duration_since(started).as_millis() as u64;

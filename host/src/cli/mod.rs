@@ -1,0 +1,103 @@
+//! The command line. `serve` runs enrichd; `deliveries` reads the delivery
+//! log. This is glue: errors are `anyhow` with context, for people.
+
+pub mod deliveries;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// enrichd: an Emailgistics webhook endpoint that enriches messages with
+/// sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve webhook deliveries (and the admin endpoints).
+    Serve(ServeArgs),
+    /// Read the delivery log (works while the server runs).
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
+}
+
+/// Where the config and data are.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The config file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Data directory instead of the config's `data_dir`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `enrichd serve`
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Config and data.
+    #[command(flatten)]
+    pub target: Target,
+    /// Listen on this address instead of the config's `listen`.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Admin listener instead of the config's `admin_listen`.
+    #[arg(long)]
+    pub admin_listen: Option<std::net::SocketAddr>,
+}
+
+/// `enrichd deliveries …`
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// List answered deliveries, newest first.
+    List {
+        /// Config and data.
+        #[command(flatten)]
+        target: Target,
+        /// Only those answered since: a duration ago (`30m`, `2h`, `3d`) or
+        /// an RFC 3339 time (`2026-11-22T06:00:00Z`).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = crate::admin::DEFAULT_LIST_LIMIT)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one delivery's answer and full record.
+    Show {
+        /// Config and data.
+        #[command(flatten)]
+        target: Target,
+        /// The payload `id`.
+        id: String,
+        /// Only this route's delivery with that id.
+        #[arg(long)]
+        route: Option<String>,
+    },
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Deliveries(cmd) => deliveries::run(cmd),
+    }
+}
+
+/// Load the config and apply `--data-dir`.
+fn load(target: &Target) -> anyhow::Result<crate::config::Config> {
+    let mut config = crate::config::Config::load(&target.config)?;
+    if let Some(dir) = &target.data_dir {
+        config.data_dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+    }
+    Ok(config)
+}

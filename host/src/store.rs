@@ -1,0 +1,979 @@
+//! The durable store of answered deliveries: idempotency for retried
+//! deliveries, and the delivery log (`enrichd deliveries list/show`,
+//! `GET /deliveries/ID`).
+//!
+//! # What it stores
+//!
+//! Emailgistics retries a delivery on a 5xx or a connection error, so the
+//! same payload can arrive more than once. The first completed answer for a
+//! (route path, payload id) pair is stored as a [`StoredDelivery`]: the HTTP
+//! status, the exact response body, and the full outcome record. A later copy
+//! within the retention window is answered from here, byte for byte, so the
+//! plugins are not run twice and the sender sees one consistent answer.
+//!
+//! # Layout: two trees in the shared sled database
+//!
+//! - `deliveries`: key `route ++ 0x00 ++ id`, value the JSON of a
+//!   [`StoredDelivery`]. Route paths never contain NUL, so the first NUL ends
+//!   the route and the id may hold any bytes. All keys of one route are
+//!   contiguous, which lets [`DeliveryStore::find`] visit each route with one
+//!   seek instead of scanning every record.
+//! - `deliveries-by-time`: key `stored_at_ms` (8 bytes, big-endian) `++`
+//!   records key, empty value. Big-endian makes byte order time order, so
+//!   expiry and eviction read the oldest entries first and listings read the
+//!   newest first, without decoding anything.
+//!
+//! Both trees change together in one sled transaction; replacing a record
+//! removes its old time entry in the same transaction. Readers still check
+//! that a time entry's stamp matches the record it names, so an entry left
+//! behind by a corrupt record is skipped (and later swept) instead of
+//! reported twice.
+//!
+//! # Durability
+//!
+//! With [`FlushPolicy::Always`] (the default), [`DeliveryStore::put`] waits
+//! for sled to fsync before returning. The caller stores the answer before
+//! writing the response, so whatever the sender may have seen survives a
+//! crash, and its retry is replayed rather than re-run. With
+//! [`FlushPolicy::Periodic`] the store relies on sled's background flush
+//! (`flush_every_ms`, configured where the database is opened): cheaper, but
+//! a crash loses up to that window of answers.
+//!
+//! # Expiry and bounds
+//!
+//! A record is live while `stored_at_ms + retention > now_ms`. Expired
+//! records are invisible to every read at once, and removed by
+//! [`DeliveryStore::sweep`], which the caller runs periodically (reads never
+//! write, so they stay cheap). The sweep also evicts the oldest records
+//! beyond `max_records`, bounding the disk used whatever the traffic.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use sled::transaction::{ConflictableTransactionResult, TransactionError};
+use sled::{IVec, Transactional};
+
+/// Name of the tree holding the records.
+const RECORDS_TREE: &str = "deliveries";
+/// Name of the time index tree.
+const BY_TIME_TREE: &str = "deliveries-by-time";
+/// Separator between route and id in a records key.
+const SEP: u8 = 0x00;
+/// Index entries handled per sweep transaction: big enough to amortise the
+/// transaction, small enough not to hold a huge write set in memory.
+const SWEEP_BATCH: usize = 1024;
+
+/// Retention of stored answers: 72 h. Far longer than a sender keeps
+/// retrying a delivery (so a late retry is still answered from the store),
+/// and it leaves a weekend's worth of log for an operator to inspect.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 60 * 60);
+
+/// Bound on the number of stored records: 1 000 000. A record is a few KB
+/// (body plus outcome), so this caps the store at a few GB; it sustains
+/// about 3.9 deliveries/s over the full 72 h before eviction starts
+/// shortening the effective window.
+pub const DEFAULT_MAX_RECORDS: usize = 1_000_000;
+
+/// Flush policy by default: [`FlushPolicy::Always`]. An answer lost in a
+/// crash turns a retry into a second run of the plugins, possibly with a
+/// different answer; one fsync per delivery is a small price for that.
+pub const DEFAULT_FLUSH: FlushPolicy = FlushPolicy::Always;
+
+/// A stored answer and its outcome record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredDelivery {
+    /// Route path, e.g. `/emailgistics-webhook`.
+    pub route: String,
+    /// The payload id.
+    pub id: String,
+    /// Unix time in ms when stored.
+    pub stored_at_ms: u64,
+    /// HTTP status answered (200 or 4xx; never 5xx, which the caller ensures).
+    pub status: u16,
+    /// The exact response body (JSON text), replayed byte for byte.
+    pub body: String,
+    /// The full outcome (per plugin actions, drops, errors, timings).
+    pub record: serde_json::Value,
+}
+
+/// One line of a listing.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverySummary {
+    /// Route path.
+    pub route: String,
+    /// The payload id.
+    pub id: String,
+    /// Unix time in ms when stored.
+    pub stored_at_ms: u64,
+    /// HTTP status answered.
+    pub status: u16,
+    /// `record["message"]` if it is a string, else empty.
+    pub message: String,
+}
+
+/// When stored answers reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlushPolicy {
+    /// Flush before `put` returns: an answered delivery survives a crash.
+    Always,
+    /// Rely on sled's background flush (`flush_every_ms`): a crash loses at
+    /// most that window.
+    Periodic,
+}
+
+/// How long records live, how many are kept, and when they reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Age after which a record is expired.
+    pub retention: Duration,
+    /// Most records kept; the oldest beyond this are evicted by a sweep.
+    pub max_records: usize,
+    /// When `put` makes a record durable.
+    pub flush: FlushPolicy,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, corruption of its own files, …).
+    #[error("delivery store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record could not be decoded.
+    #[error("delivery store: corrupt record {key}: {source}")]
+    Corrupt {
+        /// The record's key, as `route id`.
+        key: String,
+        /// Decoding error.
+        source: serde_json::Error,
+    },
+    /// A delivery could not be encoded (not expected for JSON values).
+    #[error("delivery store: cannot encode record {key}: {source}")]
+    Encode {
+        /// The record's key, as `route id`.
+        key: String,
+        /// Encoding error.
+        source: serde_json::Error,
+    },
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepReport {
+    /// Records removed because they expired.
+    pub expired: usize,
+    /// Unexpired records removed to respect `max_records`.
+    pub evicted: usize,
+    /// Records left after the sweep.
+    pub remaining: usize,
+}
+
+/// The store of answered deliveries (cheap to clone: sled handles are shared).
+#[derive(Clone)]
+pub struct DeliveryStore {
+    db: sled::Db,
+    records: sled::Tree,
+    by_time: sled::Tree,
+    settings: StoreSettings,
+}
+
+impl DeliveryStore {
+    /// Open the two trees (`deliveries` and `deliveries-by-time`) in `db`.
+    pub fn open(db: &sled::Db, settings: StoreSettings) -> Result<Self, StoreError> {
+        Ok(DeliveryStore {
+            db: db.clone(),
+            records: db.open_tree(RECORDS_TREE)?,
+            by_time: db.open_tree(BY_TIME_TREE)?,
+            settings,
+        })
+    }
+
+    /// The stored answer for (route, id) if it has not expired at `now_ms`
+    /// (`stored_at_ms + retention > now_ms`). An expired one is absent; the
+    /// next sweep removes it.
+    pub fn get(
+        &self,
+        route: &str,
+        id: &str,
+        now_ms: u64,
+    ) -> Result<Option<StoredDelivery>, StoreError> {
+        let key = record_key(route, id);
+        let Some(value) = self.records.get(&key)? else {
+            return Ok(None);
+        };
+        let delivery = decode(&key, &value)?;
+        Ok(self
+            .is_live(delivery.stored_at_ms, now_ms)
+            .then_some(delivery))
+    }
+
+    /// Store (insert or replace) in both trees atomically, then with
+    /// [`FlushPolicy::Always`] wait for the data to reach the disk.
+    pub async fn put(&self, delivery: &StoredDelivery) -> Result<(), StoreError> {
+        debug_assert!(
+            !delivery.route.contains('\0'),
+            "route paths never contain NUL"
+        );
+        let rkey = record_key(&delivery.route, &delivery.id);
+        let tkey = time_key(delivery.stored_at_ms, &rkey);
+        let value = serde_json::to_vec(delivery).map_err(|source| StoreError::Encode {
+            key: display_key(&rkey),
+            source,
+        })?;
+        (&self.records, &self.by_time)
+            .transaction(
+                |(records, by_time)| -> ConflictableTransactionResult<(), Infallible> {
+                    if let Some(old) = records.insert(rkey.as_slice(), value.as_slice())? {
+                        // Drop the replaced answer's time entry, or the key would
+                        // be indexed twice. An undecodable old value leaves its
+                        // entry behind; readers skip it and sweep removes it.
+                        if let Some(old_stamp) = stamp_of(&old) {
+                            by_time.remove(time_key(old_stamp, &rkey))?;
+                        }
+                    }
+                    by_time.insert(tkey.as_slice(), Vec::new())?;
+                    Ok(())
+                },
+            )
+            .map_err(tx_error)?;
+        if self.settings.flush == FlushPolicy::Always {
+            // sled fsyncs on its own thread pool, so this does not block the runtime.
+            self.db.flush_async().await?;
+        }
+        Ok(())
+    }
+
+    /// Remove every record expired at `now_ms` (oldest first, stopping at the
+    /// first unexpired), then evict the oldest until at most `max_records`
+    /// remain.
+    pub fn sweep(&self, now_ms: u64) -> Result<SweepReport, StoreError> {
+        let mut report = SweepReport::default();
+        loop {
+            let mut batch = Vec::new();
+            for key in self.by_time.iter().keys() {
+                let key = key?;
+                if let Some((stamp, _)) = split_time_key(&key) {
+                    if self.is_live(stamp, now_ms) {
+                        break;
+                    }
+                }
+                // Expired, or a malformed entry (removed all the same).
+                batch.push(key);
+                if batch.len() == SWEEP_BATCH {
+                    break;
+                }
+            }
+            let full = batch.len() == SWEEP_BATCH;
+            report.expired += self.remove_indexed(&batch)?;
+            if !full {
+                break;
+            }
+        }
+        // `len` walks the tree; once per sweep is fine.
+        let mut remaining = self.len();
+        while remaining > self.settings.max_records {
+            let want = (remaining - self.settings.max_records).min(SWEEP_BATCH);
+            let batch = self
+                .by_time
+                .iter()
+                .keys()
+                .take(want)
+                .collect::<Result<Vec<_>, _>>()?;
+            if batch.is_empty() {
+                break; // records without time entries: nothing we can order
+            }
+            let evicted = self.remove_indexed(&batch)?;
+            report.evicted += evicted;
+            remaining = remaining.saturating_sub(evicted);
+        }
+        report.remaining = remaining;
+        Ok(report)
+    }
+
+    /// Number of records (expired ones included until swept).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are no records at all.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Bytes on disk of the whole sled database, for reporting.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    /// Unexpired records stored at or after `since_ms`, newest first, at most
+    /// `limit`.
+    pub fn list(
+        &self,
+        since_ms: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Vec<DeliverySummary>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let from = since_ms.max(self.live_from(now_ms));
+        for key in self.by_time.range(from.to_be_bytes()..).keys().rev() {
+            let key = key?;
+            let Some((stamp, rkey)) = split_time_key(&key) else {
+                continue;
+            };
+            let Some(value) = self.records.get(rkey)? else {
+                continue; // removed since we read the index
+            };
+            let d = decode(rkey, &value)?;
+            if d.stored_at_ms != stamp || !self.is_live(stamp, now_ms) {
+                continue; // stale time entry
+            }
+            let message = d
+                .record
+                .get("message")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            out.push(DeliverySummary {
+                route: d.route,
+                id: d.id,
+                stored_at_ms: d.stored_at_ms,
+                status: d.status,
+                message,
+            });
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every unexpired record with this payload id (any route), newest first;
+    /// with `route`, only that route's.
+    pub fn find(
+        &self,
+        id: &str,
+        route: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Vec<StoredDelivery>, StoreError> {
+        if let Some(route) = route {
+            return Ok(self.get(route, id, now_ms)?.into_iter().collect());
+        }
+        // Ids are not indexed on their own, but keys are grouped by route and
+        // routes are few: visit each route with one seek and look the id up
+        // directly. No third index to maintain on every put, and no scan of
+        // every record on `GET /deliveries/ID`.
+        let mut out = Vec::new();
+        let mut next: Vec<u8> = Vec::new();
+        while let Some(item) = self.records.range(next.as_slice()..).next() {
+            let (key, _) = item?;
+            let Some(nul) = key.iter().position(|&b| b == SEP) else {
+                // Not one of ours; step just past it.
+                next = [&key[..], &[SEP]].concat();
+                continue;
+            };
+            let route = &key[..nul];
+            let rkey = [route, &[SEP], id.as_bytes()].concat();
+            if let Some(value) = self.records.get(&rkey)? {
+                let d = decode(&rkey, &value)?;
+                if self.is_live(d.stored_at_ms, now_ms) {
+                    out.push(d);
+                }
+            }
+            // Smallest key after every `route ++ 0x00 ++ …`: the next route.
+            next = [route, &[SEP + 1]].concat();
+        }
+        out.sort_by(|a, b| {
+            b.stored_at_ms
+                .cmp(&a.stored_at_ms)
+                .then_with(|| a.route.cmp(&b.route))
+        });
+        Ok(out)
+    }
+
+    /// Remove the given time entries and, for each, the record it names if
+    /// that record still carries the entry's stamp (a concurrent `put` may
+    /// have replaced it with a newer answer, which must stay). Returns the
+    /// number of records removed.
+    fn remove_indexed(&self, time_keys: &[IVec]) -> Result<usize, StoreError> {
+        if time_keys.is_empty() {
+            return Ok(0);
+        }
+        (&self.records, &self.by_time)
+            .transaction(
+                |(records, by_time)| -> ConflictableTransactionResult<usize, Infallible> {
+                    let mut removed = 0;
+                    for tkey in time_keys {
+                        by_time.remove(tkey.clone())?;
+                        let Some((stamp, rkey)) = split_time_key(tkey) else {
+                            continue;
+                        };
+                        if let Some(value) = records.get(rkey)? {
+                            // An undecodable record is removed with its entry.
+                            if stamp_of(&value).is_none_or(|s| s == stamp) {
+                                records.remove(rkey)?;
+                                removed += 1;
+                            }
+                        }
+                    }
+                    Ok(removed)
+                },
+            )
+            .map_err(tx_error)
+    }
+
+    fn retention_ms(&self) -> u64 {
+        u64::try_from(self.settings.retention.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn is_live(&self, stored_at_ms: u64, now_ms: u64) -> bool {
+        stored_at_ms.saturating_add(self.retention_ms()) > now_ms
+    }
+
+    /// The oldest stamp still live at `now_ms`.
+    fn live_from(&self, now_ms: u64) -> u64 {
+        now_ms
+            .checked_sub(self.retention_ms())
+            .map_or(0, |cutoff| cutoff.saturating_add(1))
+    }
+}
+
+fn record_key(route: &str, id: &str) -> Vec<u8> {
+    [route.as_bytes(), &[SEP], id.as_bytes()].concat()
+}
+
+fn time_key(stored_at_ms: u64, record_key: &[u8]) -> Vec<u8> {
+    [&stored_at_ms.to_be_bytes()[..], record_key].concat()
+}
+
+/// Split a time key into its stamp and records key.
+fn split_time_key(key: &[u8]) -> Option<(u64, &[u8])> {
+    let (stamp, rkey) = key.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*stamp), rkey))
+}
+
+/// A records key for messages: `route id`.
+fn display_key(record_key: &[u8]) -> String {
+    String::from_utf8_lossy(record_key).replacen('\0', " ", 1)
+}
+
+fn decode(record_key: &[u8], value: &[u8]) -> Result<StoredDelivery, StoreError> {
+    serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
+        key: display_key(record_key),
+        source,
+    })
+}
+
+/// Just the stamp of a stored record, without building the rest.
+fn stamp_of(value: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Stamp {
+        stored_at_ms: u64,
+    }
+    serde_json::from_slice::<Stamp>(value)
+        .ok()
+        .map(|s| s.stored_at_ms)
+}
+
+fn tx_error(e: TransactionError<Infallible>) -> StoreError {
+    match e {
+        TransactionError::Abort(never) => match never {},
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::Path;
+
+    const HOUR_MS: u64 = 60 * 60 * 1000;
+    const T0: u64 = 1_700_000_000_000;
+
+    fn settings(retention_ms: u64, max_records: usize, flush: FlushPolicy) -> StoreSettings {
+        StoreSettings {
+            retention: Duration::from_millis(retention_ms),
+            max_records,
+            flush,
+        }
+    }
+
+    fn hour_store(db: &sled::Db) -> DeliveryStore {
+        DeliveryStore::open(db, settings(HOUR_MS, 1000, FlushPolicy::Always)).unwrap()
+    }
+
+    fn temp_db() -> (tempfile::TempDir, sled::Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        (dir, db)
+    }
+
+    fn delivery(route: &str, id: &str, at: u64) -> StoredDelivery {
+        StoredDelivery {
+            route: route.into(),
+            id: id.into(),
+            stored_at_ms: at,
+            status: 200,
+            body: format!("{{\"id\":\"{id}\",\"at\":{at}}}"),
+            record: json!({ "message": format!("{id}@{at}"), "plugins": [] }),
+        }
+    }
+
+    fn ids(list: &[DeliverySummary]) -> Vec<&str> {
+        list.iter().map(|s| s.id.as_str()).collect()
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_and_policy_names() {
+        assert_eq!(DEFAULT_RETENTION, Duration::from_secs(72 * 3600));
+        assert_eq!(DEFAULT_MAX_RECORDS, 1_000_000);
+        assert_eq!(DEFAULT_FLUSH, FlushPolicy::Always);
+        let p: FlushPolicy = serde_json::from_str("\"periodic\"").unwrap();
+        assert_eq!(p, FlushPolicy::Periodic);
+        let a: FlushPolicy = serde_json::from_str("\"always\"").unwrap();
+        assert_eq!(a, FlushPolicy::Always);
+    }
+
+    #[test]
+    fn key_layout() {
+        let rkey = record_key("/hook", "a\0b");
+        assert_eq!(rkey, b"/hook\0a\0b");
+        let tkey = time_key(0x0102_0304_0506_0708, &rkey);
+        assert_eq!(&tkey[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            split_time_key(&tkey),
+            Some((0x0102_0304_0506_0708, &rkey[..]))
+        );
+        assert_eq!(split_time_key(b"short"), None);
+        // Byte order of time keys is time order.
+        assert!(time_key(255, b"z") < time_key(256, b"a"));
+        assert_eq!(display_key(&rkey), "/hook a\0b");
+    }
+
+    #[test]
+    fn stamp_is_read_from_the_stored_json() {
+        let d = delivery("/hook", "x", T0);
+        let json = serde_json::to_vec(&d).unwrap();
+        assert!(String::from_utf8_lossy(&json).contains("\"storedAtMs\""));
+        assert_eq!(stamp_of(&json), Some(T0));
+        assert_eq!(stamp_of(b"not json"), None);
+    }
+
+    #[tokio::test]
+    async fn put_get_roundtrip_is_byte_identical() {
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        let mut d = delivery("/emailgistics-webhook", "id with spaces/é\u{1F600}\\\"", T0);
+        // Odd spacing, key order and escapes must survive as-is.
+        d.body = "{ \"z\":1,  \"a\":\"\\u00e9é\\n\" ,\"n\":1.50 }\n".into();
+        d.status = 422;
+        d.record = json!({ "message": "rejected", "errors": [{ "plugin": "p", "ms": 1.25 }] });
+        store.put(&d).await.unwrap();
+        let got = store.get(&d.route, &d.id, T0 + 1).unwrap().unwrap();
+        assert_eq!(got.body.as_bytes(), d.body.as_bytes());
+        assert_eq!(got, d);
+        assert_eq!(store.get(&d.route, "other", T0 + 1).unwrap(), None);
+        assert_eq!(store.len(), 1);
+        assert!(!store.is_empty());
+        assert!(store.size_on_disk().unwrap() > 0);
+    }
+
+    #[tokio::test]
+    async fn same_id_on_two_routes_does_not_collide() {
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        let mut a = delivery("/a", "same", T0);
+        a.body = "A".into();
+        let mut b = delivery("/b", "same", T0 + 5);
+        b.body = "B".into();
+        store.put(&a).await.unwrap();
+        store.put(&b).await.unwrap();
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.get("/a", "same", T0 + 10).unwrap().unwrap().body, "A");
+        assert_eq!(store.get("/b", "same", T0 + 10).unwrap().unwrap().body, "B");
+        // A route that prefixes another must not leak into it.
+        store.put(&delivery("/a/b", "same", T0)).await.unwrap();
+        assert_eq!(store.get("/a", "same", T0).unwrap().unwrap().body, "A");
+    }
+
+    #[tokio::test]
+    async fn get_after_expiry_is_none() {
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        let d = delivery("/hook", "x", T0);
+        store.put(&d).await.unwrap();
+        assert_eq!(store.get("/hook", "x", T0 + HOUR_MS - 1).unwrap(), Some(d));
+        assert_eq!(store.get("/hook", "x", T0 + HOUR_MS).unwrap(), None);
+        assert_eq!(store.get("/hook", "x", T0 + 10 * HOUR_MS).unwrap(), None);
+        // Reads never write: the record stays until a sweep.
+        assert_eq!(store.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn replacing_a_key_leaves_one_time_entry() {
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        store.put(&delivery("/hook", "x", T0)).await.unwrap();
+        // Same stamp again (identical retry), then a newer answer.
+        store.put(&delivery("/hook", "x", T0)).await.unwrap();
+        assert_eq!(store.by_time.len(), 1);
+        let newer = delivery("/hook", "x", T0 + 30 * 60 * 1000);
+        store.put(&newer).await.unwrap();
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.by_time.len(), 1);
+        let only = store.by_time.iter().keys().next().unwrap().unwrap();
+        assert_eq!(split_time_key(&only).unwrap().0, newer.stored_at_ms);
+        // The old stamp has expired, the new one has not: nothing to sweep.
+        let now = T0 + HOUR_MS + 1;
+        assert_eq!(store.get("/hook", "x", now).unwrap(), Some(newer.clone()));
+        let report = store.sweep(now).unwrap();
+        assert_eq!(
+            report,
+            SweepReport {
+                expired: 0,
+                evicted: 0,
+                remaining: 1
+            }
+        );
+        assert_eq!(store.list(0, 10, now).unwrap().len(), 1);
+        assert_eq!(store.get("/hook", "x", now).unwrap(), Some(newer));
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_only_expired() {
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        for (i, at) in [T0, T0 + 10, T0 + 20, T0 + 30, T0 + 40].iter().enumerate() {
+            store
+                .put(&delivery("/hook", &format!("d{i}"), *at))
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.sweep(T0 + 10).unwrap().expired, 0);
+        // At T0 + HOUR + 20: d0, d1 (T0+10) and d2 (T0+20, exactly at the limit) expire.
+        let report = store.sweep(T0 + HOUR_MS + 20).unwrap();
+        assert_eq!(
+            report,
+            SweepReport {
+                expired: 3,
+                evicted: 0,
+                remaining: 2
+            }
+        );
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.by_time.len(), 2);
+        assert!(store
+            .get("/hook", "d3", T0 + HOUR_MS + 20)
+            .unwrap()
+            .is_some());
+        assert!(store
+            .get("/hook", "d4", T0 + HOUR_MS + 20)
+            .unwrap()
+            .is_some());
+        assert!(store
+            .records
+            .get(record_key("/hook", "d2"))
+            .unwrap()
+            .is_none());
+        // Idempotent.
+        assert_eq!(store.sweep(T0 + HOUR_MS + 20).unwrap().expired, 0);
+        let all = store.sweep(u64::MAX).unwrap();
+        assert_eq!((all.expired, all.remaining), (2, 0));
+        assert!(store.is_empty());
+        assert!(store.by_time.is_empty());
+    }
+
+    #[tokio::test]
+    async fn sweep_handles_more_than_one_batch() {
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        let n = SWEEP_BATCH * 2 + 7;
+        let db2 = db.clone();
+        let store2 =
+            DeliveryStore::open(&db2, settings(HOUR_MS, 10, FlushPolicy::Periodic)).unwrap();
+        for i in 0..n {
+            store2
+                .put(&delivery("/hook", &format!("{i:05}"), T0 + i as u64))
+                .await
+                .unwrap();
+        }
+        store
+            .put(&delivery("/hook", "live", T0 + HOUR_MS))
+            .await
+            .unwrap();
+        let report = store.sweep(T0 + HOUR_MS + n as u64).unwrap();
+        assert_eq!(report.expired, n);
+        assert_eq!(report.remaining, 1);
+        // Eviction across batches too.
+        for i in 0..n {
+            store2
+                .put(&delivery(
+                    "/hook",
+                    &format!("{i:05}"),
+                    T0 + 2 * HOUR_MS + i as u64,
+                ))
+                .await
+                .unwrap();
+        }
+        let report = store2.sweep(T0 + 2 * HOUR_MS).unwrap();
+        assert_eq!(
+            (report.expired, report.evicted, report.remaining),
+            (1, n - 10, 10)
+        );
+    }
+
+    #[tokio::test]
+    async fn eviction_removes_the_oldest_first() {
+        let (_dir, db) = temp_db();
+        let store = DeliveryStore::open(&db, settings(HOUR_MS, 3, FlushPolicy::Always)).unwrap();
+        // Stored out of time order, so key order differs from time order.
+        for (id, at) in [
+            ("c", T0 + 3),
+            ("a", T0 + 5),
+            ("e", T0 + 1),
+            ("b", T0 + 4),
+            ("d", T0 + 2),
+        ] {
+            store.put(&delivery("/hook", id, at)).await.unwrap();
+        }
+        let report = store.sweep(T0 + 10).unwrap();
+        assert_eq!(
+            report,
+            SweepReport {
+                expired: 0,
+                evicted: 2,
+                remaining: 3
+            }
+        );
+        assert_eq!(ids(&store.list(0, 10, T0 + 10).unwrap()), ["a", "b", "c"]);
+        assert_eq!(store.by_time.len(), 3);
+        // Under the bound: nothing more.
+        assert_eq!(store.sweep(T0 + 10).unwrap().evicted, 0);
+        // Expired records count as expired, not evicted.
+        store
+            .put(&delivery("/hook", "new", T0 + HOUR_MS + 4))
+            .await
+            .unwrap();
+        let report = store.sweep(T0 + HOUR_MS + 4).unwrap();
+        assert_eq!(
+            (report.expired, report.evicted, report.remaining),
+            (2, 0, 2)
+        );
+    }
+
+    #[tokio::test]
+    async fn list_since_limit_newest_first_excludes_expired() {
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        for (id, at) in [
+            ("old", T0),
+            ("m1", T0 + 100),
+            ("m2", T0 + 200),
+            ("m3", T0 + 300),
+        ] {
+            store.put(&delivery("/hook", id, at)).await.unwrap();
+        }
+        let mut quiet = delivery("/other", "quiet", T0 + 250);
+        quiet.record = json!({ "message": 7 });
+        quiet.status = 400;
+        store.put(&quiet).await.unwrap();
+
+        let now = T0 + 1000;
+        let all = store.list(0, 100, now).unwrap();
+        assert_eq!(ids(&all), ["m3", "quiet", "m2", "m1", "old"]);
+        assert_eq!(all[0].message, format!("m3@{}", T0 + 300));
+        assert_eq!(all[0].route, "/hook");
+        assert_eq!(all[0].stored_at_ms, T0 + 300);
+        assert_eq!((all[1].message.as_str(), all[1].status), ("", 400));
+        assert_eq!(ids(&store.list(0, 2, now).unwrap()), ["m3", "quiet"]);
+        // `since` is inclusive.
+        assert_eq!(
+            ids(&store.list(T0 + 200, 100, now).unwrap()),
+            ["m3", "quiet", "m2"]
+        );
+        assert!(store.list(T0 + 301, 100, now).unwrap().is_empty());
+        assert!(store.list(0, 0, now).unwrap().is_empty());
+        // "old" has expired (not yet swept) at T0 + HOUR; m1 is still live.
+        let later = store.list(0, 100, T0 + HOUR_MS).unwrap();
+        assert_eq!(ids(&later), ["m3", "quiet", "m2", "m1"]);
+        assert!(store.list(0, 100, T0 + HOUR_MS + 300).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn find_with_and_without_route() {
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        // Routes that prefix each other, ids that prefix each other, and an
+        // id containing NUL.
+        for (route, id, at) in [
+            ("/a", "x", T0 + 1),
+            ("/a/b", "x", T0 + 3),
+            ("/a-b", "x", T0 + 2),
+            ("/a", "x1", T0 + 4),
+            ("/z", "x\0y", T0 + 5),
+            ("/z", "y", T0 + 6),
+            ("/old", "x", T0 - HOUR_MS),
+        ] {
+            store.put(&delivery(route, id, at)).await.unwrap();
+        }
+        let now = T0 + 10;
+        let found = store.find("x", None, now).unwrap();
+        let routes: Vec<&str> = found.iter().map(|d| d.route.as_str()).collect();
+        assert_eq!(routes, ["/a/b", "/a-b", "/a"]);
+        assert!(found.iter().all(|d| d.id == "x"));
+
+        let one = store.find("x", Some("/a-b"), now).unwrap();
+        assert_eq!(one, vec![delivery("/a-b", "x", T0 + 2)]);
+        assert!(store.find("x", Some("/nope"), now).unwrap().is_empty());
+        assert!(store.find("x", Some("/old"), now).unwrap().is_empty());
+        assert_eq!(
+            store.find("x\0y", None, now).unwrap(),
+            vec![delivery("/z", "x\0y", T0 + 5)]
+        );
+        assert_eq!(store.find("y", None, now).unwrap().len(), 1);
+        assert!(store.find("missing", None, now).unwrap().is_empty());
+        // Later, everything has expired.
+        assert!(store.find("x", None, T0 + 2 * HOUR_MS).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn reopen_after_restart_returns_the_same_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = delivery("/hook", "durable", T0);
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let store = hour_store(&db);
+            store.put(&d).await.unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let store = hour_store(&db);
+        assert_eq!(store.get("/hook", "durable", T0 + 1).unwrap(), Some(d));
+        assert_eq!(store.by_time.len(), 1);
+    }
+
+    /// Copy the files while the database is still open and never flushed by
+    /// sled on its own: what a crash right after `put` would leave.
+    async fn survives_crash(flush: FlushPolicy) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new()
+            .path(dir.path())
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        let store = DeliveryStore::open(&db, settings(HOUR_MS, 10, flush)).unwrap();
+        let d = delivery("/hook", "crash", T0);
+        store.put(&d).await.unwrap();
+        let snapshot = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), snapshot.path());
+        let recovered = sled::open(snapshot.path()).unwrap();
+        let store = hour_store(&recovered);
+        store.get("/hook", "crash", T0 + 1).unwrap() == Some(d)
+    }
+
+    #[tokio::test]
+    async fn always_flush_survives_a_crash() {
+        assert!(survives_crash(FlushPolicy::Always).await);
+    }
+
+    #[tokio::test]
+    async fn periodic_without_background_flush_does_not_reach_disk() {
+        // Control for the test above: without the flush in `put`, the same
+        // snapshot misses the record, so that test does detect the flush.
+        assert!(!survives_crash(FlushPolicy::Periodic).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn periodic_policy_works_functionally() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = delivery("/hook", "p", T0);
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let store =
+                DeliveryStore::open(&db, settings(HOUR_MS, 10, FlushPolicy::Periodic)).unwrap();
+            store.put(&d).await.unwrap();
+            store.put(&delivery("/hook", "q", T0 + 1)).await.unwrap();
+            assert_eq!(store.get("/hook", "p", T0 + 2).unwrap(), Some(d.clone()));
+            assert_eq!(ids(&store.list(0, 10, T0 + 2).unwrap()), ["q", "p"]);
+            assert_eq!(store.find("p", None, T0 + 2).unwrap(), vec![d.clone()]);
+            assert_eq!(store.sweep(T0 + 2).unwrap().remaining, 2);
+        }
+        // A clean shutdown (dropping the Db) flushes.
+        let db = sled::open(dir.path()).unwrap();
+        let store = DeliveryStore::open(&db, settings(HOUR_MS, 10, FlushPolicy::Periodic)).unwrap();
+        assert_eq!(store.get("/hook", "p", T0 + 2).unwrap(), Some(d));
+    }
+
+    #[tokio::test]
+    async fn stale_time_entries_are_skipped_and_swept() {
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        store.put(&delivery("/hook", "x", T0 + 10)).await.unwrap();
+        // Entries the index should not have: one for an older stamp of a live
+        // record, one for a record that no longer exists, one malformed (sorting first).
+        store
+            .by_time
+            .insert(time_key(T0, &record_key("/hook", "x")), Vec::new())
+            .unwrap();
+        store
+            .by_time
+            .insert(time_key(T0 + 5, &record_key("/hook", "gone")), Vec::new())
+            .unwrap();
+        store
+            .by_time
+            .insert([0u8; 3].as_slice(), Vec::new())
+            .unwrap();
+        assert_eq!(ids(&store.list(0, 10, T0 + 20).unwrap()), ["x"]);
+        let report = store.sweep(T0 + HOUR_MS + 5).unwrap();
+        assert_eq!((report.expired, report.remaining), (0, 1));
+        assert_eq!(store.by_time.len(), 1);
+        assert!(store.get("/hook", "x", T0 + HOUR_MS + 5).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn corrupt_record_is_reported_and_healed_by_put() {
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        store
+            .records
+            .insert(record_key("/hook", "bad"), b"{not json".as_slice())
+            .unwrap();
+        let err = store.get("/hook", "bad", T0).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { ref key, .. } if key == "/hook bad"));
+        assert!(err
+            .to_string()
+            .starts_with("delivery store: corrupt record /hook bad: "));
+        let d = delivery("/hook", "bad", T0);
+        store.put(&d).await.unwrap();
+        assert_eq!(store.get("/hook", "bad", T0).unwrap(), Some(d));
+        assert_eq!(store.by_time.len(), 1);
+    }
+
+    #[test]
+    fn put_future_is_send() {
+        fn assert_send<T: Send>(_: T) {}
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        let d = delivery("/hook", "s", T0);
+        assert_send(store.put(&d));
+    }
+}

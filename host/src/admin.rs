@@ -66,24 +66,25 @@ fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         "/deliveries" => list(app, param("since"), param("limit"), now),
         _ => match path.strip_prefix("/deliveries/") {
             Some(raw_id) => show(app, raw_id, param("route"), now),
-            None => Err(error(StatusCode::NOT_FOUND, "no such endpoint")),
+            None => Err((StatusCode::NOT_FOUND, "no such endpoint".into())),
         },
     };
     match result {
         Ok(value) => json(StatusCode::OK, value.to_string().into()),
-        Err(res) => res,
+        Err((status, message)) => error(status, &message),
     }
 }
 
-type Answer = Result<serde_json::Value, Response<Body>>;
+/// A JSON answer, or the status and message of an error answer.
+type Answer = Result<serde_json::Value, (StatusCode, String)>;
 
-fn store_failed(e: crate::store::StoreError) -> Response<Body> {
+fn store_failed(e: crate::store::StoreError) -> (StatusCode, String) {
     tracing::error!(error = %e, "admin: delivery store read failed");
-    error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 fn list(app: &App, since: Option<&str>, limit: Option<&str>, now: u64) -> Answer {
-    let bad = |what: &str| error(StatusCode::BAD_REQUEST, what);
+    let bad = |what: &str| (StatusCode::BAD_REQUEST, what.to_owned());
     let since = since
         .map(str::parse::<u64>)
         .transpose()
@@ -102,14 +103,14 @@ fn list(app: &App, since: Option<&str>, limit: Option<&str>, now: u64) -> Answer
 fn show(app: &App, raw_id: &str, route: Option<&str>, now: u64) -> Answer {
     let id = percent_encoding::percent_decode_str(raw_id)
         .decode_utf8()
-        .map_err(|_| error(StatusCode::BAD_REQUEST, "the id is not UTF-8"))?;
+        .map_err(|_| (StatusCode::BAD_REQUEST, "the id is not UTF-8".to_owned()))?;
     let found = app.store.find(&id, route, now).map_err(store_failed)?;
     match found.into_iter().next() {
         Some(delivery) => serde_json::to_value(delivery)
-            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
-        None => Err(error(
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        None => Err((
             StatusCode::NOT_FOUND,
-            "no stored delivery with this id",
+            "no stored delivery with this id".to_owned(),
         )),
     }
 }

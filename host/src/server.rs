@@ -25,7 +25,7 @@ use crate::chain::{self, Envelope, Verdict};
 use crate::idempotency::{self, Answer, Claim};
 use crate::payload::{self, Parsed};
 use crate::plugin;
-use crate::store::StoredDelivery;
+use crate::store::{StoreError, StoredDelivery};
 
 /// Liveness endpoint.
 pub const HEALTHZ_PATH: &str = "/healthz";
@@ -227,7 +227,7 @@ async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Res
         match stored_answer(app, route, &delivery.id) {
             Ok(Some(answer)) => return replay(&answer),
             Ok(None) => {}
-            Err(res) => return res,
+            Err(e) => return store_unavailable(route, &delivery.id, e),
         }
         match app.inflight.claim(key.clone()) {
             Claim::Leader(leader) => {
@@ -239,7 +239,7 @@ async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Res
                         return replay(&answer);
                     }
                     Ok(None) => {}
-                    Err(res) => return res,
+                    Err(e) => return store_unavailable(route, &delivery.id, e),
                 }
                 let answer = Arc::new(run_and_store(app, route, &delivery, arrived).await);
                 leader.finish(answer.clone());
@@ -261,29 +261,26 @@ async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Res
     }
 }
 
-/// The stored answer for this delivery, if any; a store failure becomes a
-/// 503 so that the sender retries rather than plugins running twice.
-fn stored_answer(
-    app: &App,
-    route: &Route,
-    id: &str,
-) -> Result<Option<Arc<Answer>>, Response<Body>> {
-    match app.store.get(&route.path, id, app.clock.now_ms()) {
-        Ok(found) => Ok(found.map(|s| {
-            Arc::new(Answer {
-                status: s.status,
-                body: Bytes::from(s.body),
-                answered_at_ms: s.stored_at_ms,
-            })
-        })),
-        Err(e) => {
-            tracing::error!(route = %route.path, delivery = %id, error = %e, "cannot read the delivery store");
-            Err(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "delivery store unavailable",
-            ))
-        }
-    }
+/// The stored answer for this delivery, if any.
+fn stored_answer(app: &App, route: &Route, id: &str) -> Result<Option<Arc<Answer>>, StoreError> {
+    let found = app.store.get(&route.path, id, app.clock.now_ms())?;
+    Ok(found.map(|s| {
+        Arc::new(Answer {
+            status: s.status,
+            body: Bytes::from(s.body),
+            answered_at_ms: s.stored_at_ms,
+        })
+    }))
+}
+
+/// A store that cannot be read answers 503: the sender retries, rather than
+/// plugins running twice for one delivery.
+fn store_unavailable(route: &Route, id: &str, e: StoreError) -> Response<Body> {
+    tracing::error!(route = %route.path, delivery = %id, error = %e, "cannot read the delivery store");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "delivery store unavailable",
+    )
 }
 
 /// Run the chain, record the outcome, and store the answer unless it is a

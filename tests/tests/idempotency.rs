@@ -260,3 +260,48 @@ async fn the_store_is_bounded_and_expired_answers_are_swept() {
         None
     );
 }
+
+/// Moves tokio's clock (which the store's retention clock follows) forward
+/// by `by` at once. Time is resumed afterwards: with a paused clock, waiting
+/// on a socket would let tokio jump straight to the next timer.
+async fn jump(by: std::time::Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+#[tokio::test]
+async fn answers_expire_after_the_retention_window() {
+    let echo = plugin_toml("echo", &[], "");
+    let routes = "[[route]]\npath = \"/echo\"\nchain = [{ plugin = \"echo\" }]\n";
+    let server = TestServer::start(&config(
+        "[idempotency]\nretention_hours = 72\n",
+        &echo,
+        routes,
+    ))
+    .await;
+    let first = server.deliver("/echo", &seed_payload()).await;
+    assert_eq!(first.header(REPLAY), None);
+    server.deliver("/echo", &with_id("never-again")).await;
+
+    jump(std::time::Duration::from_secs(71 * 3600)).await;
+    let again = server.deliver("/echo", &seed_payload()).await;
+    assert_eq!(again.header(REPLAY), Some("true"), "within 72 h");
+    server.app.sweep_deliveries().unwrap();
+    assert_eq!(server.app.store.len(), 2, "nothing expired yet");
+
+    jump(std::time::Duration::from_secs(2 * 3600)).await;
+    let late = server.deliver("/echo", &seed_payload()).await;
+    assert_eq!(
+        late.header(REPLAY),
+        None,
+        "after 72 h the delivery runs again"
+    );
+    assert_eq!(server.app.plugin_calls("echo"), Some(3));
+    server.app.sweep_deliveries().unwrap();
+    assert_eq!(
+        server.app.store.len(),
+        1,
+        "the expired answer was swept; the new one stays"
+    );
+}

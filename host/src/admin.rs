@@ -132,5 +132,20 @@ fn stats(app: &App) -> Answer {
         "inflight": app.inflight.len(),
         "allocator": format!("{:?}", app.engine.allocator()),
         "plugins": plugins,
+        "crm": crm_stats(app),
     }))
+}
+
+/// Per CRM source: its backend kind and counters.
+pub fn crm_stats(app: &App) -> serde_json::Value {
+    app.services
+        .crm
+        .iter()
+        .map(|s| {
+            let mut v = s.stats().snapshot();
+            v["backend"] = serde_json::json!(s.backend().kind());
+            (s.name().to_owned(), v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }

@@ -10,7 +10,11 @@ use std::time::Instant;
 use crate::auth::Secret;
 use crate::chain::ChainEntry;
 use crate::config::Config;
-use crate::crm::{CrmError, CrmStore};
+use crate::config::{CrmBackendSpec, CrmSourceSpec};
+use crate::crm::cache::CrmSource;
+use crate::crm::embedded::{CrmError, EmbeddedCrm, ImportOptions};
+use crate::crm::http::HttpCrm;
+use crate::crm::{Backend, BackendError};
 use crate::idempotency::{Clock, Inflight};
 use crate::plugin::{EngineOptions, LoadError, PluginEngine, Services};
 use crate::store::{DeliveryStore, StoreError};
@@ -34,9 +38,17 @@ pub enum StartError {
         /// I/O error.
         source: std::io::Error,
     },
-    /// The CRM seed could not be loaded.
-    #[error("CRM seed: {0}")]
+    /// The embedded CRM or its seed could not be loaded.
+    #[error("CRM: {0}")]
     Crm(#[from] CrmError),
+    /// A CRM source could not be set up.
+    #[error("CRM source {name:?}: {reason}")]
+    CrmSource {
+        /// Source name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// A plugin could not be loaded.
     #[error(transparent)]
     Plugin(#[from] LoadError),
@@ -95,11 +107,12 @@ impl App {
                 source,
             })?;
         let store = DeliveryStore::open(&db, config.store)?;
-        let crm = CrmStore::open(&db)?;
-        if let Some(seed) = &config.crm_seed {
-            let n = crm.import_jsonl(seed)?;
-            tracing::info!(seed = %seed.display(), records = n, total = crm.len(), "CRM seed loaded");
-        }
+        let clock = Clock::new();
+        let crm = config
+            .crm
+            .iter()
+            .map(|spec| open_crm_source(spec, &db, clock).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
 
         let engine = PluginEngine::new(EngineOptions {
             allocator: config.allocator,
@@ -156,10 +169,10 @@ impl App {
             routes,
             max_body_bytes: config.max_body_bytes,
             delivery_budget: config.delivery_budget,
-            services: Services { crm: Some(crm) },
+            services: Services { crm },
             store,
             inflight: Arc::new(Inflight::default()),
-            clock: Clock::new(),
+            clock,
             plugins,
             engine,
             _db: db,
@@ -184,4 +197,40 @@ impl App {
     pub fn route(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.path == path)
     }
+}
+
+/// Open one CRM source: its backend (seeding an embedded one) and its cache.
+fn open_crm_source(
+    spec: &CrmSourceSpec,
+    db: &sled::Db,
+    clock: Clock,
+) -> Result<CrmSource, StartError> {
+    let failed = |reason: String| StartError::CrmSource {
+        name: spec.name.clone(),
+        reason,
+    };
+    let backend = match &spec.backend {
+        CrmBackendSpec::Embedded { seed } => {
+            let crm = EmbeddedCrm::open(db, &spec.name)?;
+            if let Some(seed) = seed {
+                let report = crm.import(seed, ImportOptions::default(), &mut |_, _| {})?;
+                for e in &report.errors {
+                    tracing::warn!(source = %spec.name, seed = %seed.display(), "skipped {e}");
+                }
+                tracing::info!(
+                    source = %spec.name,
+                    seed = %seed.display(),
+                    imported = report.imported,
+                    bad_rows = report.bad_rows,
+                    total = crm.len(),
+                    "CRM seed loaded"
+                );
+            }
+            Backend::Embedded(crm)
+        }
+        CrmBackendSpec::Http(settings) => Backend::Http(Box::new(
+            HttpCrm::new(settings.clone()).map_err(|e: BackendError| failed(e.to_string()))?,
+        )),
+    };
+    CrmSource::new(&spec.name, backend, spec.cache, db, clock).map_err(|e| failed(e.to_string()))
 }

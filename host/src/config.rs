@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::Secret;
+use crate::crm::cache::{CacheSettings, DEFAULT_MAX_CAPACITY, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL};
+use crate::crm::http::HttpSettings;
 use crate::store::{FlushPolicy, StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
 
 /// Default admin listener (delivery log, stats): loopback only, so the
@@ -118,9 +120,9 @@ pub struct RawConfig {
     /// Idempotency and the delivery log.
     #[serde(default)]
     pub idempotency: RawIdempotency,
-    /// CRM data.
+    /// CRM sources, in order.
     #[serde(default)]
-    pub crm: RawCrm,
+    pub crm: Vec<RawCrmSource>,
     /// Plugins, each compiled once at start.
     #[serde(default)]
     pub plugin: Vec<RawPlugin>,
@@ -143,13 +145,73 @@ pub struct RawIdempotency {
     pub flush_every_ms: Option<u64>,
 }
 
-/// `[crm]`
+/// `[[crm]]`: one CRM source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCrmSource {
+    /// Unique name; plugins are granted sources by name.
+    pub name: String,
+    /// `embedded` (sled, filled by `enrichd crm import`) or `http`.
+    pub kind: CrmKind,
+    /// embedded: a file (CSV or JSON lines) upserted at every start,
+    /// relative to the config file.
+    pub seed: Option<PathBuf>,
+    /// http: URL template with `{email}`.
+    pub email_url: Option<String>,
+    /// http: URL template with `{domain}`.
+    pub domain_url: Option<String>,
+    /// http: request headers (auth), values from the environment.
+    #[serde(default)]
+    pub headers: Vec<RawHeader>,
+    /// http: record field → JSON pointer into the answer.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// http: per-request timeout, ms.
+    pub timeout_ms: Option<u64>,
+    /// http: requests in flight at once.
+    pub max_concurrency: Option<usize>,
+    /// The cache in front of the source.
+    #[serde(default)]
+    pub cache: RawCrmCache,
+}
+
+/// The kind of a CRM source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrmKind {
+    /// sled, inside the data directory.
+    Embedded,
+    /// A REST CRM.
+    Http,
+}
+
+/// A request header for an http CRM source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeader {
+    /// Header name.
+    pub name: String,
+    /// The value, written in the file.
+    pub value: Option<String>,
+    /// The name of an environment variable holding the value.
+    pub env: Option<String>,
+    /// Put before the value (e.g. `"Bearer "`).
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// `[crm.cache]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCrm {
-    /// A JSON-lines file of customer records upserted into the embedded
-    /// store at start, relative to the config file.
-    pub seed: Option<PathBuf>,
+pub struct RawCrmCache {
+    /// Freshness of a found record, seconds.
+    pub ttl_secs: Option<u64>,
+    /// Freshness of a "not found", seconds.
+    pub negative_ttl_secs: Option<u64>,
+    /// Most entries in memory.
+    pub max_capacity: Option<u64>,
+    /// Refresh recently used keys this often, seconds (0 or absent: off).
+    pub refresh_every_secs: Option<u64>,
 }
 
 /// `[[plugin]]`
@@ -168,6 +230,8 @@ pub struct RawPlugin {
     pub config: BTreeMap<String, String>,
     /// Wall-clock limit per call, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// CRM sources this plugin may use, in order (default: all).
+    pub crm_sources: Option<Vec<String>>,
     /// Fuel (roughly, wasm instructions) per call: a deterministic CPU limit.
     pub fuel: Option<u64>,
     /// Linear memory limit, in bytes.
@@ -305,8 +369,8 @@ pub struct Config {
     pub allocator: Allocator,
     /// Precompiled component cache.
     pub cache_dir: PathBuf,
-    /// CRM seed file.
-    pub crm_seed: Option<PathBuf>,
+    /// CRM sources, in order.
+    pub crm: Vec<CrmSourceSpec>,
     /// Plugins, in file order.
     pub plugins: Vec<PluginSpec>,
     /// Routes, in file order.
@@ -332,7 +396,39 @@ pub struct PluginSpec {
     pub on_error: OnError,
     /// Expected SHA-256 of the component.
     pub sha256: Option<[u8; 32]>,
+    /// Indexes into [`Config::crm`] of the sources this plugin may use.
+    pub crm_sources: Vec<usize>,
 }
+
+/// A validated CRM source.
+#[derive(Debug, Clone)]
+pub struct CrmSourceSpec {
+    /// Name.
+    pub name: String,
+    /// Backend.
+    pub backend: CrmBackendSpec,
+    /// Cache.
+    pub cache: CacheSettings,
+}
+
+/// A validated CRM backend.
+#[derive(Debug, Clone)]
+pub enum CrmBackendSpec {
+    /// Embedded, with an optional seed file.
+    Embedded {
+        /// Upserted at start.
+        seed: Option<PathBuf>,
+    },
+    /// REST.
+    Http(HttpSettings),
+}
+
+/// Default per-request timeout of an http CRM: an interactive CRM answers in
+/// well under a second; past 2 s the last-known value is the better answer.
+pub const DEFAULT_CRM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default requests in flight to an http CRM: enough for a busy mailbox,
+/// few enough not to be mistaken for an attack by the CRM's rate limiter.
+pub const DEFAULT_CRM_CONCURRENCY: usize = 16;
 
 /// The sandbox limits of one plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,6 +560,17 @@ impl RawConfig {
             None => data_dir.join("component-cache"),
         };
 
+        let mut crm: Vec<CrmSourceSpec> = Vec::with_capacity(self.crm.len());
+        for raw in self.crm {
+            if crm.iter().any(|c| c.name == raw.name) || raw.name.trim().is_empty() {
+                return Err(invalid(format!(
+                    "CRM source name {:?} is empty or used twice",
+                    raw.name
+                )));
+            }
+            crm.push(crm_source(raw, base, env)?);
+        }
+
         let mut plugins = Vec::with_capacity(self.plugin.len());
         for p in self.plugin {
             if p.name.trim().is_empty() {
@@ -492,6 +599,17 @@ impl RawConfig {
                 None => DEFAULT_PLUGIN_TIMEOUT,
             };
             let limits = plugin_limits(&p)?;
+            let crm_sources = match &p.crm_sources {
+                None => (0..crm.len()).collect(),
+                Some(names) => names
+                    .iter()
+                    .map(|n| {
+                        crm.iter().position(|c| &c.name == n).ok_or_else(|| {
+                            invalid(format!("plugin {:?}: no CRM source named {n:?}", p.name))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
             let sha256 = p
                 .sha256
                 .as_deref()
@@ -514,6 +632,7 @@ impl RawConfig {
                 limits,
                 on_error: p.on_error.unwrap_or_default(),
                 sha256,
+                crm_sources,
                 name: p.name,
             });
         }
@@ -589,11 +708,100 @@ impl RawConfig {
             delivery_budget,
             allocator: self.allocator.unwrap_or_default(),
             cache_dir,
-            crm_seed: self.crm.seed.map(|p| base.join(p)),
+            crm,
             plugins,
             routes,
         })
     }
+}
+
+fn crm_source(
+    raw: RawCrmSource,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<CrmSourceSpec, ConfigError> {
+    let name = raw.name;
+    let bad = |what: String| invalid(format!("CRM source {name:?}: {what}"));
+    let secs = |s: Option<u64>, default: Duration| s.map(Duration::from_secs).unwrap_or(default);
+    let timeout = raw
+        .timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_CRM_TIMEOUT);
+    let cache = CacheSettings {
+        ttl: secs(raw.cache.ttl_secs, DEFAULT_TTL),
+        negative_ttl: secs(raw.cache.negative_ttl_secs, DEFAULT_NEGATIVE_TTL),
+        max_capacity: raw.cache.max_capacity.unwrap_or(DEFAULT_MAX_CAPACITY),
+        backend_timeout: timeout,
+        refresh_every: raw
+            .cache
+            .refresh_every_secs
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
+    };
+    if cache.ttl.is_zero() || timeout.is_zero() || cache.max_capacity == 0 {
+        return Err(bad(
+            "ttl_secs, timeout_ms and max_capacity must be > 0".into()
+        ));
+    }
+    let http_only = raw.email_url.is_some()
+        || raw.domain_url.is_some()
+        || !raw.headers.is_empty()
+        || !raw.fields.is_empty()
+        || raw.max_concurrency.is_some();
+    let backend = match raw.kind {
+        CrmKind::Embedded => {
+            if http_only {
+                return Err(bad("email_url, domain_url, headers, fields and max_concurrency are for kind = \"http\"".into()));
+            }
+            CrmBackendSpec::Embedded {
+                seed: raw.seed.map(|p| base.join(p)),
+            }
+        }
+        CrmKind::Http => {
+            if raw.seed.is_some() {
+                return Err(bad("seed is for kind = \"embedded\"".into()));
+            }
+            let email_url = raw
+                .email_url
+                .ok_or_else(|| bad("kind = \"http\" needs email_url".into()))?;
+            let mut headers = Vec::with_capacity(raw.headers.len());
+            for h in raw.headers {
+                let value = match (h.value, h.env) {
+                    (Some(v), None) => v,
+                    (None, Some(var)) => env(&var).ok_or_else(|| {
+                        bad(format!(
+                            "header {:?} reads environment variable {var:?}, which is not set",
+                            h.name
+                        ))
+                    })?,
+                    _ => {
+                        return Err(bad(format!(
+                            "header {:?} needs exactly one of `value` or `env`",
+                            h.name
+                        )))
+                    }
+                };
+                headers.push((h.name, format!("{}{value}", h.prefix)));
+            }
+            let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_CRM_CONCURRENCY);
+            if max_concurrency == 0 {
+                return Err(bad("max_concurrency must be > 0".into()));
+            }
+            CrmBackendSpec::Http(HttpSettings {
+                email_url,
+                domain_url: raw.domain_url,
+                headers,
+                fields: raw.fields.into_iter().collect(),
+                timeout,
+                max_concurrency,
+            })
+        }
+    };
+    Ok(CrmSourceSpec {
+        name,
+        backend,
+        cache,
+    })
 }
 
 fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
@@ -817,6 +1025,76 @@ mod tests {
     }
 
     #[test]
+    fn crm_sources_are_validated_and_granted_by_name() {
+        let sources = r#"
+            [[crm]]
+            name = "local"
+            kind = "embedded"
+            seed = "crm.csv"
+            [[crm]]
+            name = "remote"
+            kind = "http"
+            email_url = "https://crm.example/api?email={email}"
+            headers = [{ name = "Authorization", env = "HOOK_SECRET", prefix = "Bearer " }]
+            fields = { region = "/address/region" }
+            timeout_ms = 1500
+            [crm.cache]
+            ttl_secs = 60
+            negative_ttl_secs = 5
+        "#;
+        let c = resolve(&format!("{sources}{MINIMAL}")).unwrap();
+        assert_eq!(
+            c.plugins[0].crm_sources,
+            vec![0, 1],
+            "all sources by default"
+        );
+        assert_eq!(c.crm[1].cache.ttl, Duration::from_secs(60));
+        assert_eq!(c.crm[0].cache.ttl, DEFAULT_TTL);
+        match &c.crm[1].backend {
+            CrmBackendSpec::Http(h) => {
+                assert_eq!(
+                    h.headers,
+                    vec![(
+                        "Authorization".to_owned(),
+                        "Bearer from-env-0123456789".to_owned()
+                    )]
+                );
+                assert_eq!(
+                    h.fields,
+                    vec![("region".to_owned(), "/address/region".to_owned())]
+                );
+                assert_eq!(h.timeout, Duration::from_millis(1500));
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = resolve(&format!(
+            "{sources}{}",
+            MINIMAL.replace("capabilities", "crm_sources = [\"remote\"]\ncapabilities")
+        ))
+        .unwrap();
+        assert_eq!(c.plugins[0].crm_sources, vec![1]);
+
+        for (src, needle) in [
+            ("[[crm]]\nname = \"x\"\nkind = \"http\"\n", "needs email_url"),
+            ("[[crm]]\nname = \"x\"\nkind = \"embedded\"\nemail_url = \"http://a/{email}\"\n", "are for kind"),
+            ("[[crm]]\nname = \"x\"\nkind = \"ldap\"\n", "unknown variant"),
+            (
+                "[[crm]]\nname = \"x\"\nkind = \"http\"\nemail_url = \"http://a/{email}\"\nheaders = [{ name = \"A\", env = \"NOPE\" }]\n",
+                "\"NOPE\", which is not set",
+            ),
+            ("[[crm]]\nname = \"x\"\nkind = \"embedded\"\n[[crm]]\nname = \"x\"\nkind = \"embedded\"\n", "used twice"),
+        ] {
+            let err = resolve(&format!("{src}{MINIMAL}")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{src}: {err}");
+        }
+        let err =
+            resolve(&MINIMAL.replace("capabilities", "crm_sources = [\"nope\"]\ncapabilities"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("no CRM source named \"nope\""), "{err}");
+    }
+
+    #[test]
     fn mailbox_filters_are_lower_cased() {
         let c = resolve(&MINIMAL.replace(
             "{ plugin = \"a\" }",
@@ -834,6 +1112,11 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let c = Config::load(&dir.join("enrichd.toml")).unwrap();
         assert!(!c.routes.is_empty() && !c.plugins.is_empty());
-        assert!(c.crm_seed.unwrap().ends_with("crm-sample.jsonl"));
+        match &c.crm[0].backend {
+            CrmBackendSpec::Embedded { seed } => {
+                assert!(seed.as_ref().unwrap().ends_with("crm-sample.jsonl"))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -20,7 +20,8 @@
 //! - [`validate`]: per-action validation against the Emailgistics reference.
 //! - [`crm`]: the embedded (sled) CRM store behind the `crm` import.
 //! - [`store`]: answered deliveries in sled: idempotent replays and the delivery log.
-//! - [`idempotency`]: single flight for concurrent copies of a delivery; the store's clock.
+//! - [`idempotency`]: answers of deliveries in flight; the store's clock.
+//! - [`singleflight`]: one caller works per key, concurrent callers wait for its result.
 //! - [`admin`]: the admin listener (delivery log, stats), loopback by default.
 
 pub mod actions;
@@ -35,5 +36,6 @@ pub mod idempotency;
 pub mod payload;
 pub mod plugin;
 pub mod server;
+pub mod singleflight;
 pub mod store;
 pub mod validate;

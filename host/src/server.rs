@@ -22,9 +22,10 @@ use tokio::net::TcpListener;
 
 use crate::app::{App, Route};
 use crate::chain::{self, Envelope, Verdict};
-use crate::idempotency::{self, Answer, Claim};
+use crate::idempotency::Answer;
 use crate::payload::{self, Parsed};
 use crate::plugin;
+use crate::singleflight::{self, Claim};
 use crate::store::{StoreError, StoredDelivery};
 
 /// Liveness endpoint.
@@ -50,6 +51,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(sweep_periodically(app.clone()));
+    let refreshers: Vec<_> = app
+        .services
+        .crm
+        .iter()
+        .map(|s| tokio::spawn(s.clone().refresh_periodically()))
+        .collect();
     let grace = app.delivery_budget;
     let result = serve(listener, shutdown, grace, move |req| {
         let app = app.clone();
@@ -57,6 +64,7 @@ pub async fn run(
     })
     .await;
     sweeper.abort();
+    refreshers.iter().for_each(|r| r.abort());
     result
 }
 
@@ -114,8 +122,15 @@ where
 
 async fn sweep_periodically(app: Arc<App>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
+    let mut crm_logged = serde_json::Value::Null;
     loop {
         every.tick().await;
+        // The CRM counters, when they moved since the last sweep.
+        let crm = crate::admin::crm_stats(&app);
+        if crm != crm_logged && !app.services.crm.is_empty() {
+            tracing::info!(crm = %crm, "CRM counters");
+            crm_logged = crm;
+        }
         let swept = app.clone();
         match tokio::task::spawn_blocking(move || swept.sweep_deliveries()).await {
             Ok(Ok(report)) => {
@@ -246,7 +261,7 @@ async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Res
                 return respond(&answer, false);
             }
             Claim::Follower(slot) => {
-                match tokio::time::timeout_at(budget_end.into(), idempotency::follow(slot)).await {
+                match tokio::time::timeout_at(budget_end.into(), singleflight::follow(slot)).await {
                     Ok(Some(answer)) => return replay(&answer),
                     Ok(None) => continue,
                     Err(_) => {

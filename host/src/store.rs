@@ -917,10 +917,26 @@ mod tests {
             assert_eq!(store.find("p", None, T0 + 2).unwrap(), vec![d.clone()]);
             assert_eq!(store.sweep(T0 + 2).unwrap().remaining, 2);
         }
-        // A clean shutdown (dropping the Db) flushes.
-        let db = sled::open(dir.path()).unwrap();
+        // A clean shutdown (dropping the Db) flushes. sled's flusher thread
+        // lets go of the file lock a moment after the drop: retry briefly.
+        let db = reopen(dir.path());
         let store = DeliveryStore::open(&db, settings(HOUR_MS, 10, FlushPolicy::Periodic)).unwrap();
         assert_eq!(store.get("/hook", "p", T0 + 2).unwrap(), Some(d));
+    }
+
+    /// Open `path` once the previous handle in this process has let go.
+    fn reopen(path: &std::path::Path) -> sled::Db {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match sled::open(path) {
+                Ok(db) => return db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot reopen {}: {e}", path.display()),
+            }
+        }
     }
 
     #[tokio::test]

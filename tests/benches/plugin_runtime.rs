@@ -12,8 +12,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
+use enrichd::app::App;
 use enrichd::config::{Config, PluginSpec};
-use enrichd::plugin::{CallLimit, EngineOptions, Plugin, PluginEngine, Services};
+use enrichd::plugin::{CallLimit, EngineOptions, PluginEngine, Services};
 
 const GROUP_CALL: &str = "instantiate_and_call";
 const GROUP_LOAD: &str = "load_component";
@@ -23,7 +24,10 @@ fn config(dir: &Path, allocator: &str, extra: &str) -> Config {
     std::fs::write(
         &file,
         format!(
-            "allocator = {allocator:?}\n{}{extra}[[route]]\npath = \"/x\"\nchain = [{{ plugin = \"crm-enrich\" }}]\n",
+            "allocator = {allocator:?}\ndata_dir = \"data-{allocator}\"\ncache_dir = \"cache\"\n\
+             [[crm]]\nname = \"main\"\nkind = \"embedded\"\nseed = {:?}\n\
+             {}{extra}[[route]]\npath = \"/x\"\nchain = [{{ plugin = \"crm-enrich\" }}]\n",
+            enrichd_tests::crm_sample(),
             enrichd_tests::plugin_toml("crm-enrich", &["crm", "config", "log"], ""),
         ),
     )
@@ -51,25 +55,20 @@ fn delivery() -> enrichd::plugin::WitDelivery {
 }
 
 fn bench_calls(c: &mut Criterion, dir: &Path, rt: &tokio::runtime::Runtime) {
-    let db = sled::Config::new().temporary(true).open().expect("sled");
-    let crm = enrichd::crm::CrmStore::open(&db).expect("crm");
-    crm.import_jsonl(&enrichd_tests::crm_sample())
-        .expect("seed");
-    let services = Services { crm: Some(crm) };
     let delivery = delivery();
     let mut group = c.benchmark_group(GROUP_CALL);
     for allocator in ["pooling", "on-demand"] {
-        let cfg = config(dir, allocator, "");
-        let engine = engine(&cfg, Some(&dir.join("cache")));
-        let plugin: Plugin = engine.load(&cfg.plugins[0]).expect("load");
+        // The real assembly: engine, CRM source with its cache, plugin.
+        let app = App::build(&config(dir, allocator, "")).expect("app");
+        let (plugin, services) = (&app.plugins[0], &app.services);
         // Sanity: the plugin really enriches.
         let out = rt
-            .block_on(plugin.call(&delivery, &services, far_limit()))
+            .block_on(plugin.call(&delivery, services, far_limit()))
             .expect("call succeeds");
         assert_eq!(out.actions.len(), 2);
         group.bench_function(BenchmarkId::from_parameter(allocator), |b| {
             b.to_async(rt)
-                .iter(|| plugin.call(&delivery, &services, far_limit()));
+                .iter(|| plugin.call(&delivery, services, far_limit()));
         });
     }
     group.finish();

@@ -159,10 +159,9 @@ impl TestServer {
         std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{cache}{config}"))
             .expect("write config");
         let config = enrichd::config::Config::load(&path).expect("config is valid");
-        let app = tokio::task::spawn_blocking(move || enrichd::app::App::build(&config))
+        let app = tokio::task::spawn_blocking(move || build_when_released(&config))
             .await
-            .expect("build task")
-            .expect("enrichd starts");
+            .expect("build task");
         let app = Arc::new(app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -279,6 +278,22 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);
+        }
+    }
+}
+
+/// Build the app, retrying briefly while a previous server of the same test
+/// lets go of the data directory: sled releases its file lock from a
+/// background thread a moment after the last handle is dropped.
+fn build_when_released(config: &enrichd::config::Config) -> enrichd::app::App {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match enrichd::app::App::build(config) {
+            Ok(app) => return app,
+            Err(enrichd::app::StartError::Store { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("enrichd does not start: {e}"),
         }
     }
 }

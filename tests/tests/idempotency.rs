@@ -12,7 +12,7 @@ const REPLAY: &str = "x-enrichd-replay";
 
 fn config(extra_top: &str, extra_plugins: &str, extra_routes: &str) -> String {
     format!(
-        "{extra_top}\n[crm]\nseed = {:?}\n{}{}{extra_plugins}\n[[route]]\npath = \"{ROUTE}\"\nsecrets = [{{ value = \"{SECRET}\" }}]\nchain = [{{ plugin = \"crm-enrich\" }}, {{ plugin = \"keyword-router\" }}]\n{extra_routes}",
+        "{extra_top}\n[[crm]]\nname = \"main\"\nkind = \"embedded\"\nseed = {:?}\n{}{}{extra_plugins}\n[[route]]\npath = \"{ROUTE}\"\nsecrets = [{{ value = \"{SECRET}\" }}]\nchain = [{{ plugin = \"crm-enrich\" }}, {{ plugin = \"keyword-router\" }}]\n{extra_routes}",
         crm_sample(),
         plugin_toml("crm-enrich", &["crm", "config"], ""),
         plugin_toml("keyword-router", &["config"], "[plugin.config]\nrules = \"coverage => Policy Desk\""),

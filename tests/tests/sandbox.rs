@@ -30,7 +30,7 @@ fn hostile(name: &str, mode: &str, limits: &str, config: &str) -> String {
 /// crm-enrich, the hostile plugin, keyword-router. `top` is top-level TOML.
 fn sandwich(top: &str, hostiles: &[(&str, String)]) -> String {
     let mut config = format!(
-        "{top}\n[crm]\nseed = {:?}\n{}{}",
+        "{top}\n[[crm]]\nname = \"main\"\nkind = \"embedded\"\nseed = {:?}\n{}{}",
         crm_sample(),
         plugin_toml("crm-enrich", &["crm", "config"], ""),
         plugin_toml(

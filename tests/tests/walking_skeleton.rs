@@ -11,7 +11,9 @@ const ROUTE: &str = "/emailgistics-webhook";
 fn example_config(extra_chain: &str, extra_plugins: &str) -> String {
     format!(
         r#"
-[crm]
+[[crm]]
+name = "main"
+kind = "embedded"
 seed = {crm:?}
 
 {crm_enrich}
@@ -361,8 +363,9 @@ async fn capabilities_are_denied_unless_granted() {
     let probe_none = plugin_toml("probe-capabilities", &[], "")
         .replace("name = \"probe-capabilities\"", "name = \"probe-none\"");
     let config = format!(
-        "{probe_all}{probe_none}\n[[route]]\npath = \"/all\"\nchain = [{{ plugin = \"probe-capabilities\" }}]\n\
-         [[route]]\npath = \"/none\"\nchain = [{{ plugin = \"probe-none\" }}]\n"
+        "[[crm]]\nname = \"main\"\nkind = \"embedded\"\nseed = {:?}\n{probe_all}{probe_none}\n[[route]]\npath = \"/all\"\nchain = [{{ plugin = \"probe-capabilities\" }}]\n\
+         [[route]]\npath = \"/none\"\nchain = [{{ plugin = \"probe-none\" }}]\n",
+        crm_sample()
     );
     let server = TestServer::start(&config).await;
     let granted = server.deliver("/all", &seed_payload()).await.json();

@@ -1,6 +1,7 @@
 //! The command line. `serve` runs enrichd; `deliveries` reads the delivery
 //! log. This is glue: errors are `anyhow` with context, for people.
 
+mod crm;
 pub mod deliveries;
 mod serve;
 
@@ -26,6 +27,32 @@ pub enum Command {
     /// Read the delivery log (works while the server runs).
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
+    /// Manage embedded CRM data.
+    #[command(subcommand)]
+    Crm(CrmCommand),
+}
+
+/// `enrichd crm …`
+#[derive(Debug, Subcommand)]
+pub enum CrmCommand {
+    /// Import customer records (CSV with a header row, or JSON lines) into an
+    /// embedded CRM source. Rows are upserted by email; bad rows are reported
+    /// with their line numbers and the command fails, after importing the
+    /// good rows (all or nothing with --strict). Stop `enrichd serve` on the
+    /// same data directory first.
+    Import {
+        /// Config and data.
+        #[command(flatten)]
+        target: Target,
+        /// The file: `.csv`, or `.jsonl` / `.ndjson` / `.json` (one object per line).
+        file: PathBuf,
+        /// The embedded source to import into (default: the first one).
+        #[arg(long)]
+        source: Option<String>,
+        /// Import nothing if any row is bad.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 /// Where the config and data are.
@@ -90,6 +117,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Deliveries(cmd) => deliveries::run(cmd),
+        Command::Crm(CrmCommand::Import {
+            target,
+            file,
+            source,
+            strict,
+        }) => crm::import(&target, &file, source.as_deref(), strict),
     }
 }
 

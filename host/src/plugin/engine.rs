@@ -157,6 +157,7 @@ impl PluginEngine {
                 timeout: spec.timeout,
                 limits: spec.limits,
                 on_error: spec.on_error,
+                crm_sources: spec.crm_sources.clone(),
             }),
             pre,
             fuel_metered: self.options.fuel,

@@ -17,7 +17,7 @@ use super::limits::Limiter;
 use super::stdio::Capture;
 use super::PluginInfo;
 use crate::config::Capability;
-use crate::crm::CrmStore;
+use crate::crm::cache::{Answer, CrmSource, Provenance};
 
 /// Longest log line accepted from a guest; longer ones are cut. Keeps one
 /// plugin from flooding the host's log sink through the `log` import.
@@ -26,8 +26,9 @@ pub const MAX_LOG_LINE_BYTES: usize = 4096;
 /// Shared services the host lends to plugin calls.
 #[derive(Clone, Default)]
 pub struct Services {
-    /// The CRM behind the `crm` import; `None` answers `unavailable`.
-    pub crm: Option<CrmStore>,
+    /// The CRM sources behind the `crm` import, in config order; a plugin
+    /// uses those its config grants.
+    pub crm: Vec<Arc<CrmSource>>,
 }
 
 /// Data of one store, i.e. of one plugin call.
@@ -131,34 +132,77 @@ impl config::Host for HostState {
     }
 }
 
+impl HostState {
+    /// The sources this plugin may use, after the grant and argument checks.
+    fn crm_sources(&self, arg: &str) -> Result<Vec<Arc<CrmSource>>, types::HostError> {
+        self.grant(Capability::Crm, "crm")?;
+        if arg.trim().is_empty() {
+            return Err(types::HostError::Invalid("empty lookup key".into()));
+        }
+        // Host work on the guest's behalf must not outlive the call.
+        if Instant::now() >= self.deadline {
+            return Err(types::HostError::Unavailable(
+                "the delivery's deadline has passed".into(),
+            ));
+        }
+        let sources: Vec<_> = self
+            .plugin
+            .crm_sources
+            .iter()
+            .filter_map(|&i| self.services.crm.get(i).cloned())
+            .collect();
+        if sources.is_empty() {
+            return Err(types::HostError::Unavailable(
+                "no CRM source is configured for this plugin".into(),
+            ));
+        }
+        Ok(sources)
+    }
+}
+
+fn wit_answer(a: Answer) -> crm::CrmAnswer {
+    crm::CrmAnswer {
+        fields: a.fields.into_iter().collect(),
+        provenance: match a.provenance {
+            Provenance::Fresh => crm::Provenance::Fresh,
+            Provenance::Stale => crm::Provenance::Stale,
+            Provenance::Domain => crm::Provenance::Domain,
+        },
+        age_ms: a.age_ms,
+        source: a.source,
+    }
+}
+
 impl crm::Host for HostState {
     async fn lookup_email(
         &mut self,
         email: String,
-    ) -> wasmtime::Result<Result<Option<Vec<(String, String)>>, types::HostError>> {
-        if let Err(e) = self.grant(Capability::Crm, "crm") {
-            return Ok(Err(e));
-        }
-        if email.trim().is_empty() {
-            return Ok(Err(types::HostError::Invalid("empty email address".into())));
-        }
-        // Host work on the guest's behalf must not outlive the call.
-        if Instant::now() >= self.deadline {
-            return Ok(Err(types::HostError::Unavailable(
-                "the delivery's deadline has passed".into(),
-            )));
-        }
-        let Some(store) = &self.services.crm else {
-            return Ok(Err(types::HostError::Unavailable(
-                "no CRM is configured".into(),
-            )));
+    ) -> wasmtime::Result<Result<Option<crm::CrmAnswer>, types::HostError>> {
+        let sources = match self.crm_sources(&email) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
         };
-        Ok(match store.lookup_email(&email) {
-            Ok(record) => Ok(record.map(|r| r.into_iter().collect())),
-            Err(e) => {
-                tracing::warn!(plugin = %self.plugin.name, error = %e, "CRM lookup failed");
-                Err(types::HostError::Unavailable(e.to_string()))
+        for source in sources {
+            if let Some(answer) = source.lookup_email(&email, self.deadline).await {
+                return Ok(Ok(Some(wit_answer(answer))));
             }
-        })
+        }
+        Ok(Ok(None))
+    }
+
+    async fn lookup_domain(
+        &mut self,
+        domain: String,
+    ) -> wasmtime::Result<Result<Option<crm::CrmAnswer>, types::HostError>> {
+        let sources = match self.crm_sources(&domain) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        for source in sources {
+            if let Some(answer) = source.lookup_domain(&domain, self.deadline).await {
+                return Ok(Ok(Some(wit_answer(answer))));
+            }
+        }
+        Ok(Ok(None))
     }
 }

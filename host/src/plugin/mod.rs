@@ -49,6 +49,8 @@ pub struct PluginInfo {
     pub limits: Limits,
     /// Failure policy.
     pub on_error: OnError,
+    /// Indexes of the CRM sources this plugin may use.
+    pub crm_sources: Vec<usize>,
 }
 
 /// Why a plugin could not be loaded at start.

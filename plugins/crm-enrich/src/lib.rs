@@ -19,7 +19,12 @@
 //!      the VIP tag.
 //!
 //!    Message: `enriched from CRM record for <email>`.
-//! 3. No record: no actions; message `no CRM record for <email>` (or
+//! 3. The answer's provenance decides the rest:
+//!    - `stale` (the CRM could not answer now; this is its last value): the
+//!      same actions plus a `tag` "Tag stale CRM data" with the stale tag;
+//!    - `domain` (no record for either address, only for its domain): one
+//!      `set-custom-fields` with the domain fields (default `region`).
+//! 4. No record: no actions; message `no CRM record for <email>` (or
 //!    `no CRM record for <from> or <sender>` when both were tried).
 //!
 //! ## Capabilities
@@ -38,6 +43,8 @@
 //! | `vip-tiers` | comma-separated tiers that earn the VIP tag     | `vip,gold,platinum`                |
 //! | `vip-tag`   | the tag applied to VIP customers (not empty)    | `VIP`                              |
 //! | `fields`    | comma-separated record keys copied, in order    | `claimNumber,policyNumber,region`  |
+//! | `stale-tag` | the tag marking stale CRM data (not empty)      | `CRM-stale`                        |
+//! | `domain-fields` | record keys copied from a domain match      | `region`                           |
 //!
 //! List items are trimmed and empty items dropped; an empty `vip-tiers`
 //! disables VIP tagging.
@@ -72,7 +79,11 @@ impl Guest for CrmEnrich {
             &delivery.from.address,
             &delivery.sender.address,
             &settings,
-            |email| crm::lookup_email(email).map_err(host_failure),
+            |email| {
+                crm::lookup_email(email)
+                    .map(|found| found.map(answer))
+                    .map_err(host_failure)
+            },
             |line| {
                 // Logging is best effort: a denied `log` capability is fine.
                 let _ = log::log(Level::Debug, line);
@@ -91,12 +102,31 @@ impl Guest for CrmEnrich {
                     name: Some(logic::TAG_ACTION_NAME.to_string()),
                     value: ActionValue::Tag(enrichd::plugin::types::TagAction { tags }),
                 },
+                Planned::StaleTag(tags) => Action {
+                    name: Some(logic::STALE_ACTION_NAME.to_string()),
+                    value: ActionValue::Tag(enrichd::plugin::types::TagAction { tags }),
+                },
+                Planned::DomainFields(fields) => Action {
+                    name: Some(logic::DOMAIN_ACTION_NAME.to_string()),
+                    value: ActionValue::SetCustomFields(fields),
+                },
             })
             .collect();
         Ok(PluginOutput {
             actions,
             message: Some(plan.message),
         })
+    }
+}
+
+fn answer(a: crm::CrmAnswer) -> logic::Found {
+    logic::Found {
+        record: a.fields,
+        provenance: match a.provenance {
+            crm::Provenance::Fresh => logic::Provenance::Fresh,
+            crm::Provenance::Stale => logic::Provenance::Stale { age_ms: a.age_ms },
+            crm::Provenance::Domain => logic::Provenance::Domain,
+        },
     }
 }
 

@@ -10,16 +10,49 @@ pub const DEFAULT_VIP_TIERS: &str = "vip,gold,platinum";
 pub const DEFAULT_VIP_TAG: &str = "VIP";
 /// Default for the `fields` config key.
 pub const DEFAULT_FIELDS: &str = "claimNumber,policyNumber,region";
+/// Default for the `stale-tag` config key.
+pub const DEFAULT_STALE_TAG: &str = "CRM-stale";
+/// Default for the `domain-fields` config key: only company-level fields
+/// make sense from a domain match (no claim or policy of this sender).
+pub const DEFAULT_DOMAIN_FIELDS: &str = "region";
 
 /// Name of the `set-custom-fields` action.
 pub const FIELDS_ACTION_NAME: &str = "Apply CRM context";
 /// Name of the `tag` action.
 pub const TAG_ACTION_NAME: &str = "Tag VIP customers";
+/// Name of the `tag` action marking data the CRM could not confirm now.
+pub const STALE_ACTION_NAME: &str = "Tag stale CRM data";
+/// Name of the `set-custom-fields` action from a domain match.
+pub const DOMAIN_ACTION_NAME: &str = "Apply CRM context from the sender's domain";
 /// The record key holding the customer's tier.
 pub const TIER_KEY: &str = "tier";
 
 /// A flat CRM record or custom-field map, in order.
 pub type Pairs = Vec<(String, String)>;
+
+/// Where a CRM answer came from (mirror of the WIT `provenance`, with the
+/// answer's age where it matters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// The CRM's current answer.
+    Fresh,
+    /// The last value the CRM gave, this many milliseconds old.
+    Stale {
+        /// Age of the data.
+        age_ms: u64,
+    },
+    /// A match on the address's domain, not on the address.
+    Domain,
+}
+
+/// A CRM answer (mirror of the WIT `crm-answer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The record.
+    pub record: Pairs,
+    /// Where it came from.
+    pub provenance: Provenance,
+}
 
 /// Why a host import call failed (mirror of the WIT `host-error`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +95,10 @@ pub struct Settings {
     pub vip_tag: String,
     /// Record keys copied into custom fields, in order.
     pub fields: Vec<String>,
+    /// The tag marking data the CRM could not confirm now.
+    pub stale_tag: String,
+    /// Record keys copied from a domain match.
+    pub domain_fields: Vec<String>,
 }
 
 impl Default for Settings {
@@ -73,6 +110,8 @@ impl Default for Settings {
                 .collect(),
             vip_tag: DEFAULT_VIP_TAG.to_string(),
             fields: split_list(DEFAULT_FIELDS),
+            stale_tag: DEFAULT_STALE_TAG.to_string(),
+            domain_fields: split_list(DEFAULT_DOMAIN_FIELDS),
         }
     }
 }
@@ -97,7 +136,13 @@ pub fn read_settings(
     mut get: impl FnMut(&str) -> Result<Option<String>, HostFailure>,
 ) -> Result<Settings, Failure> {
     let mut settings = Settings::default();
-    for key in ["vip-tiers", "vip-tag", "fields"] {
+    for key in [
+        "vip-tiers",
+        "vip-tag",
+        "fields",
+        "stale-tag",
+        "domain-fields",
+    ] {
         let value = match get(key) {
             Ok(Some(value)) => value,
             Ok(None) => continue,
@@ -116,15 +161,20 @@ pub fn read_settings(
                     .map(|t| t.to_lowercase())
                     .collect()
             }
-            "vip-tag" => {
+            "vip-tag" | "stale-tag" => {
                 let tag = value.trim();
                 if tag.is_empty() {
-                    return Err(Failure::Dependency(
-                        "crm-enrich config: `vip-tag` is empty".to_string(),
-                    ));
+                    return Err(Failure::Dependency(format!(
+                        "crm-enrich config: `{key}` is empty"
+                    )));
                 }
-                settings.vip_tag = tag.to_string();
+                if key == "vip-tag" {
+                    settings.vip_tag = tag.to_string();
+                } else {
+                    settings.stale_tag = tag.to_string();
+                }
             }
+            "domain-fields" => settings.domain_fields = split_list(&value),
             _ => settings.fields = split_list(&value),
         }
     }
@@ -187,6 +237,10 @@ pub enum Planned {
     SetCustomFields(Pairs),
     /// `tag` named [`TAG_ACTION_NAME`].
     Tag(Vec<String>),
+    /// `tag` named [`STALE_ACTION_NAME`].
+    StaleTag(Vec<String>),
+    /// `set-custom-fields` named [`DOMAIN_ACTION_NAME`].
+    DomainFields(Pairs),
 }
 
 /// The plugin's answer for one delivery.
@@ -199,7 +253,13 @@ pub struct Plan {
 }
 
 /// The whole flow: look the sender up (from, then sender), and turn the
-/// record into actions.
+/// answer into actions according to where it came from:
+///
+/// - fresh: the configured fields, and the VIP tag for VIP tiers;
+/// - stale: the same, plus the stale tag, so agents know the CRM could not
+///   confirm it just now;
+/// - domain: only the domain fields (e.g. region), and only when neither
+///   address has a record of its own.
 ///
 /// `lookup` is the `crm::lookup-email` import; `debug` writes a debug log
 /// line (best effort).
@@ -207,7 +267,7 @@ pub fn enrich(
     from: &str,
     sender: &str,
     settings: &Settings,
-    mut lookup: impl FnMut(&str) -> Result<Option<Pairs>, HostFailure>,
+    mut lookup: impl FnMut(&str) -> Result<Option<Found>, HostFailure>,
     mut debug: impl FnMut(&str),
 ) -> Result<Plan, Failure> {
     let candidates = candidate_emails(from, sender);
@@ -216,10 +276,11 @@ pub fn enrich(
             "delivery has neither a from nor a sender address".to_string(),
         ));
     }
+    let mut domain_match: Option<(String, Pairs)> = None;
     for email in &candidates {
         debug(&format!("looking up {email} in the CRM"));
-        let record = match lookup(email) {
-            Ok(Some(record)) => record,
+        let found = match lookup(email) {
+            Ok(Some(found)) => found,
             Ok(None) => {
                 debug(&format!("no CRM record for {email}"));
                 continue;
@@ -231,28 +292,56 @@ pub fn enrich(
                 )))
             }
         };
-        let mut actions = Vec::new();
-        let fields = custom_fields(&record, &settings.fields);
-        if !fields.is_empty() {
-            actions.push(Planned::SetCustomFields(fields));
+        match found.provenance {
+            Provenance::Domain => {
+                debug(&format!("only a domain match for {email}"));
+                domain_match.get_or_insert((email.clone(), found.record));
+            }
+            Provenance::Fresh => return Ok(person_plan(email, &found.record, settings, None)),
+            Provenance::Stale { age_ms } => {
+                return Ok(person_plan(email, &found.record, settings, Some(age_ms)))
+            }
         }
-        let vip = is_vip(&record, &settings.vip_tiers);
-        if vip {
-            actions.push(Planned::Tag(vec![settings.vip_tag.clone()]));
-        }
-        debug(&format!(
-            "CRM record for {email}: {} action(s), vip={vip}",
-            actions.len()
-        ));
+    }
+    if let Some((email, record)) = domain_match {
+        let fields = custom_fields(&record, &settings.domain_fields);
+        let actions = if fields.is_empty() {
+            Vec::new()
+        } else {
+            vec![Planned::DomainFields(fields)]
+        };
         return Ok(Plan {
             actions,
-            message: format!("enriched from CRM record for {email}"),
+            message: format!("no CRM record for {email}; used its domain's record"),
         });
     }
     Ok(Plan {
         actions: Vec::new(),
         message: format!("no CRM record for {}", candidates.join(" or ")),
     })
+}
+
+/// Actions for a person-level record; `stale_ms` is the age of stale data.
+fn person_plan(email: &str, record: &Pairs, settings: &Settings, stale_ms: Option<u64>) -> Plan {
+    let mut actions = Vec::new();
+    let fields = custom_fields(record, &settings.fields);
+    if !fields.is_empty() {
+        actions.push(Planned::SetCustomFields(fields));
+    }
+    if is_vip(record, &settings.vip_tiers) {
+        actions.push(Planned::Tag(vec![settings.vip_tag.clone()]));
+    }
+    let message = match stale_ms {
+        None => format!("enriched from CRM record for {email}"),
+        Some(age_ms) => {
+            actions.push(Planned::StaleTag(vec![settings.stale_tag.clone()]));
+            format!(
+                "enriched from a stale CRM record for {email} ({} s old)",
+                age_ms / 1000
+            )
+        }
+    };
+    Plan { actions, message }
 }
 
 #[cfg(test)]
@@ -277,6 +366,83 @@ mod tests {
     }
 
     fn no_log(_: &str) {}
+
+    fn fresh(record: Pairs) -> Found {
+        Found {
+            record,
+            provenance: Provenance::Fresh,
+        }
+    }
+
+    #[test]
+    fn stale_answers_are_tagged_and_say_their_age() {
+        let plan = enrich(
+            "a@x.com",
+            "a@x.com",
+            &Settings::default(),
+            |_| {
+                Ok(Some(Found {
+                    record: pairs(&[("region", "NA"), ("tier", "gold")]),
+                    provenance: Provenance::Stale { age_ms: 90_500 },
+                }))
+            },
+            no_log,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.actions,
+            vec![
+                Planned::SetCustomFields(pairs(&[("region", "NA")])),
+                Planned::Tag(vec!["VIP".to_string()]),
+                Planned::StaleTag(vec!["CRM-stale".to_string()]),
+            ]
+        );
+        assert_eq!(
+            plan.message,
+            "enriched from a stale CRM record for a@x.com (90 s old)"
+        );
+    }
+
+    #[test]
+    fn a_domain_match_sets_only_domain_fields_and_a_person_record_wins() {
+        let domain = Found {
+            record: pairs(&[("region", "EMEA"), ("tier", "gold"), ("claimNumber", "X")]),
+            provenance: Provenance::Domain,
+        };
+        let plan = enrich(
+            "a@x.com",
+            "a@x.com",
+            &Settings::default(),
+            |_| Ok(Some(domain.clone())),
+            no_log,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.actions,
+            vec![Planned::DomainFields(pairs(&[("region", "EMEA")]))]
+        );
+        assert_eq!(
+            plan.message,
+            "no CRM record for a@x.com; used its domain's record"
+        );
+
+        // The sender's own record beats the from address's domain match.
+        let plan = enrich(
+            "assistant@x.com",
+            "boss@y.com",
+            &Settings::default(),
+            |email| {
+                Ok(Some(if email == "boss@y.com" {
+                    fresh(pairs(&[("claimNumber", "C-1")]))
+                } else {
+                    domain.clone()
+                }))
+            },
+            no_log,
+        )
+        .unwrap();
+        assert_eq!(plan.message, "enriched from CRM record for boss@y.com");
+    }
 
     #[test]
     fn split_list_trims_and_drops_empty() {
@@ -389,7 +555,7 @@ mod tests {
             &Settings::default(),
             |email| {
                 looked_up.push(email.to_string());
-                Ok(Some(full_record()))
+                Ok(Some(fresh(full_record())))
             },
             no_log,
         )
@@ -419,7 +585,7 @@ mod tests {
             "a@x.com",
             "a@x.com",
             &Settings::default(),
-            |_| Ok(Some(record.clone())),
+            |_| Ok(Some(fresh(record.clone()))),
             no_log,
         )
         .unwrap();
@@ -438,7 +604,8 @@ mod tests {
             &Settings::default(),
             |email| {
                 looked_up.push(email.to_string());
-                Ok((email == "boss@x.com").then(|| pairs(&[("region", "NA"), ("tier", "vip")])))
+                Ok((email == "boss@x.com")
+                    .then(|| fresh(pairs(&[("region", "NA"), ("tier", "vip")]))))
             },
             no_log,
         )
@@ -484,7 +651,7 @@ mod tests {
             "a@x.com",
             "a@x.com",
             &Settings::default(),
-            |_| Ok(Some(pairs(&[("tier", "Platinum")]))),
+            |_| Ok(Some(fresh(pairs(&[("tier", "Platinum")])))),
             no_log,
         )
         .unwrap();

@@ -8,7 +8,11 @@
 //! one line, the record itself goes to the log.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Every deadline is on tokio's clock, so timers and deadlines agree (also
+// under tokio's test clock).
+use tokio::time::Instant;
 
 use serde::Serialize;
 

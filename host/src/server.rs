@@ -9,7 +9,11 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Every deadline is on tokio's clock, so timers and deadlines agree (also
+// under tokio's test clock).
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -261,7 +265,7 @@ async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Res
                 return respond(&answer, false);
             }
             Claim::Follower(slot) => {
-                match tokio::time::timeout_at(budget_end.into(), singleflight::follow(slot)).await {
+                match tokio::time::timeout_at(budget_end, singleflight::follow(slot)).await {
                     Ok(Some(answer)) => return replay(&answer),
                     Ok(None) => continue,
                     Err(_) => {

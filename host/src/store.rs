@@ -865,7 +865,7 @@ mod tests {
             let store = hour_store(&db);
             store.put(&d).await.unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = reopen(dir.path());
         let store = hour_store(&db);
         assert_eq!(store.get("/hook", "durable", T0 + 1).unwrap(), Some(d));
         assert_eq!(store.by_time.len(), 1);

@@ -9,7 +9,9 @@
 //! are printed, never asserted: they depend on the machine.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use criterion::{BenchmarkId, Criterion};
 use enrichd::app::App;

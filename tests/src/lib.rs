@@ -14,6 +14,8 @@
 //! temp dir, real plugins) on `127.0.0.1:0`, and speaks raw HTTP/1.1 to it so
 //! tests control every byte (a body larger than declared, a missing header).
 
+pub mod crm_server;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

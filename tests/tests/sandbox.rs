@@ -595,7 +595,7 @@ async fn pooling_and_on_demand_allocators_both_serve() {
             &app.routes[0].chain,
             &wit,
             &app.services,
-            Instant::now(),
+            tokio::time::Instant::now(),
             Duration::from_secs(10),
         )
         .await;

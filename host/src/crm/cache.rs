@@ -23,7 +23,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Every deadline is on tokio's clock, so timers and deadlines agree (also
+// under tokio's test clock).
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -277,7 +281,7 @@ impl CrmSource {
                 slot
             }
         };
-        match tokio::time::timeout_at(wait_until.into(), singleflight::follow(slot)).await {
+        match tokio::time::timeout_at(wait_until, singleflight::follow(slot)).await {
             Ok(Some(result)) => result,
             Ok(None) => Err(BackendError::Unavailable("the lookup was abandoned".into())),
             Err(_) => Err(BackendError::Timeout(

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -18,6 +18,11 @@ use super::stdio::Capture;
 use super::PluginInfo;
 use crate::config::Capability;
 use crate::crm::cache::{Answer, CrmSource, Provenance};
+
+/// Most of the time a host lookup leaves the guest before its deadline: a
+/// fallback answer returned at the very deadline would arrive too late for
+/// the plugin to act on it. A quarter of what is left, at most 250 ms.
+pub const HOST_CALL_RESERVE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Longest log line accepted from a guest; longer ones are cut. Keeps one
 /// plugin from flooding the host's log sink through the `log` import.
@@ -133,6 +138,13 @@ impl config::Host for HostState {
 }
 
 impl HostState {
+    /// When a host lookup must be over: the call's deadline, less a reserve
+    /// for the guest to use the answer.
+    fn lookup_deadline(&self) -> Instant {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        self.deadline - HOST_CALL_RESERVE.min(left / 4)
+    }
+
     /// The sources this plugin may use, after the grant and argument checks.
     fn crm_sources(&self, arg: &str) -> Result<Vec<Arc<CrmSource>>, types::HostError> {
         self.grant(Capability::Crm, "crm")?;
@@ -183,7 +195,7 @@ impl crm::Host for HostState {
             Err(e) => return Ok(Err(e)),
         };
         for source in sources {
-            if let Some(answer) = source.lookup_email(&email, self.deadline).await {
+            if let Some(answer) = source.lookup_email(&email, self.lookup_deadline()).await {
                 return Ok(Ok(Some(wit_answer(answer))));
             }
         }
@@ -199,7 +211,7 @@ impl crm::Host for HostState {
             Err(e) => return Ok(Err(e)),
         };
         for source in sources {
-            if let Some(answer) = source.lookup_domain(&domain, self.deadline).await {
+            if let Some(answer) = source.lookup_domain(&domain, self.lookup_deadline()).await {
                 return Ok(Ok(Some(wit_answer(answer))));
             }
         }

@@ -19,7 +19,11 @@ mod stdio;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Every deadline is on tokio's clock, so timers and deadlines agree (also
+// under tokio's test clock).
+use tokio::time::Instant;
 
 use wasmtime::Store;
 use wasmtime_wasi::WasiCtxBuilder;
@@ -205,8 +209,7 @@ impl Plugin {
             }
         };
         // Waiting for a free instance slot counts against the same deadline.
-        let Ok(Ok(_permit)) =
-            tokio::time::timeout_at(limit.deadline.into(), self.permits.acquire()).await
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(limit.deadline, self.permits.acquire()).await
         else {
             return Err(timed_out(Instant::now()));
         };
@@ -219,7 +222,7 @@ impl Plugin {
                 .call_handle(&mut store, delivery)
                 .await
         };
-        let outcome = tokio::time::timeout_at(limit.deadline.into(), run).await;
+        let outcome = tokio::time::timeout_at(limit.deadline, run).await;
         let result = match outcome {
             Err(_) => Err(timed_out(Instant::now())),
             Ok(Err(trap)) => Err(self.classify_trap(&trap, store.data())),

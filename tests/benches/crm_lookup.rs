@@ -1,0 +1,109 @@
+//! CRM lookup benchmark (issue 5): a lookup answered from the cache against
+//! a miss that goes to a REST CRM on loopback, measured in one run. Prints
+//! both and their ratio.
+//!
+//! Run with `cargo bench -p enrichd-tests --bench crm_lookup`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::Criterion;
+use enrichd::crm::cache::{CacheSettings, CrmSource};
+use enrichd::crm::http::{HttpCrm, HttpSettings};
+use enrichd::crm::Backend;
+use enrichd_tests::crm_server::FakeCrm;
+use tokio::time::Instant;
+
+const GROUP: &str = "crm_lookup";
+const SENDER: &str = "rstorrie@pinnilly.com";
+
+fn median_ns(bench: &str) -> Option<f64> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/criterion")
+        .join(GROUP)
+        .join(bench)
+        .join("new/estimates.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let crm = rt.block_on(FakeCrm::start());
+    crm.add_customer(
+        SENDER,
+        serde_json::json!({"claimNumber": "CLM-9", "region": "EMEA", "tier": "gold"}),
+    );
+    let db = sled::Config::new().temporary(true).open().expect("sled");
+    let backend = rt.block_on(async {
+        HttpCrm::new(HttpSettings {
+            email_url: format!("http://{}/customers?email={{email}}", crm.addr),
+            domain_url: Some(format!("http://{}/companies?domain={{domain}}", crm.addr)),
+            headers: Vec::new(),
+            fields: Vec::new(),
+            timeout: Duration::from_secs(2),
+            max_concurrency: 16,
+        })
+        .expect("http backend")
+    });
+    let source = Arc::new(
+        CrmSource::new(
+            "bench",
+            Backend::Http(Box::new(backend)),
+            CacheSettings {
+                ttl: Duration::from_secs(3600),
+                negative_ttl: Duration::from_secs(3600),
+                max_capacity: 10_000_000,
+                backend_timeout: Duration::from_secs(2),
+                refresh_every: None,
+            },
+            &db,
+            rt.block_on(async { enrichd::idempotency::Clock::new() }),
+        )
+        .expect("source"),
+    );
+    let deadline = || Instant::now() + Duration::from_secs(5);
+    // Warm the cache for the hit case; check the miss path works.
+    let warm = rt.block_on(source.lookup_email(SENDER, deadline()));
+    assert_eq!(
+        warm.map(|a| a.fields["claimNumber"].clone()).as_deref(),
+        Some("CLM-9")
+    );
+
+    let mut c = Criterion::default().configure_from_args();
+    let mut group = c.benchmark_group(GROUP);
+    group.bench_function("cached", |b| {
+        b.to_async(&rt)
+            .iter(|| source.lookup_email(SENDER, deadline()));
+    });
+    // Every iteration asks for a domain never seen: one backend round trip.
+    let n = AtomicU64::new(0);
+    group.bench_function("miss", |b| {
+        b.to_async(&rt).iter(|| {
+            let domain = format!("d{}.example", n.fetch_add(1, Ordering::Relaxed));
+            let source = source.clone();
+            async move { source.lookup_domain(&domain, deadline()).await }
+        });
+    });
+    group.finish();
+    c.final_summary();
+
+    println!("\n== CRM lookup summary (medians of this run) ==");
+    if let (Some(hit), Some(miss)) = (median_ns("cached"), median_ns("miss")) {
+        println!(
+            "cached lookup {hit:.0} ns; miss against the loopback REST CRM {:.1} µs -> a miss costs {:.0}x a hit",
+            miss / 1e3,
+            miss / hit
+        );
+    }
+    println!(
+        "backend calls made: {}",
+        crm.email_calls() + crm.domain_calls()
+    );
+}

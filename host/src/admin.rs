@@ -133,6 +133,7 @@ fn stats(app: &App) -> Answer {
         "allocator": format!("{:?}", app.engine.allocator()),
         "plugins": plugins,
         "crm": crm_stats(app),
+        "engagelab": app.event_stats.snapshot(app.events.len()),
     }))
 }
 

@@ -55,6 +55,12 @@ pub enum StartError {
     /// The delivery store could not be opened.
     #[error(transparent)]
     Deliveries(#[from] StoreError),
+    /// The EngageLab queue could not be opened.
+    #[error(transparent)]
+    Events(#[from] crate::engagelab::queue::QueueError),
+    /// A chain names a plugin that does not implement what the chain needs.
+    #[error("{0}")]
+    Chain(String),
 }
 
 /// One Emailgistics webhook route, ready to serve.
@@ -85,6 +91,16 @@ pub struct App {
     pub clock: Clock,
     /// Every loaded plugin, in config order.
     pub plugins: Vec<Arc<crate::plugin::Plugin>>,
+    /// EngageLab routes by path.
+    pub event_routes: Vec<crate::engagelab::EventRoute>,
+    /// Queued EngageLab callbacks.
+    pub events: crate::engagelab::queue::EventQueue,
+    /// Event queue settings.
+    pub event_settings: crate::config::EventSettings,
+    /// Wakes the event worker when a callback is queued.
+    pub event_wakeup: tokio::sync::Notify,
+    /// EngageLab counters.
+    pub event_stats: crate::engagelab::EventStats,
     /// The wasm engine; dropping it stops the epoch ticker.
     pub engine: PluginEngine,
     _db: sled::Db,
@@ -107,6 +123,7 @@ impl App {
                 source,
             })?;
         let store = DeliveryStore::open(&db, config.store)?;
+        let events = crate::engagelab::queue::EventQueue::open(&db, config.events.dedupe_window)?;
         let clock = Clock::new();
         let crm = config
             .crm
@@ -143,6 +160,44 @@ impl App {
             "plugins compiled"
         );
 
+        // What each chain needs is only known once the plugins are loaded.
+        for r in &config.routes {
+            for e in &r.chain {
+                if !plugins[e.plugin].handles_deliveries() {
+                    return Err(StartError::Chain(format!(
+                        "route {:?}: plugin {:?} does not export enrichd:plugin/handler (it is an event plugin)",
+                        r.path, config.plugins[e.plugin].name
+                    )));
+                }
+            }
+        }
+        let event_routes = config
+            .event_routes
+            .iter()
+            .map(|r| {
+                let chain = r
+                    .chain
+                    .iter()
+                    .map(|&i| {
+                        if plugins[i].handles_events() {
+                            Ok(Arc::clone(&plugins[i]))
+                        } else {
+                            Err(StartError::Chain(format!(
+                                "engagelab {:?}: plugin {:?} does not export enrichd:plugin/events",
+                                r.path, config.plugins[i].name
+                            )))
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(crate::engagelab::EventRoute {
+                    path: r.path.clone(),
+                    app_keys: r.app_keys.clone(),
+                    replay_window: r.replay_window,
+                    chain,
+                })
+            })
+            .collect::<Result<Vec<_>, StartError>>()?;
+
         let routes = config
             .routes
             .iter()
@@ -169,11 +224,19 @@ impl App {
             routes,
             max_body_bytes: config.max_body_bytes,
             delivery_budget: config.delivery_budget,
-            services: Services { crm },
+            services: Services {
+                crm,
+                kv: Some(crate::kv::KvStore::new(&db)),
+            },
             store,
             inflight: Arc::new(Inflight::default()),
             clock,
             plugins,
+            event_routes,
+            events,
+            event_settings: config.events,
+            event_wakeup: tokio::sync::Notify::new(),
+            event_stats: Default::default(),
             engine,
             _db: db,
         })
@@ -191,6 +254,11 @@ impl App {
             .iter()
             .find(|p| p.info().name == name)
             .map(|p| p.calls())
+    }
+
+    /// The EngageLab route serving `path`, if any.
+    pub fn event_route(&self, path: &str) -> Option<&crate::engagelab::EventRoute> {
+        self.event_routes.iter().find(|r| r.path == path)
     }
 
     /// The route serving `path`, if any.

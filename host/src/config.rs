@@ -17,6 +17,8 @@ use serde::Deserialize;
 use crate::auth::Secret;
 use crate::crm::cache::{CacheSettings, DEFAULT_MAX_CAPACITY, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL};
 use crate::crm::http::HttpSettings;
+use crate::engagelab::queue::DEFAULT_DEDUPE_WINDOW;
+use crate::engagelab::verify::{AppKey, DEFAULT_REPLAY_WINDOW};
 use crate::store::{FlushPolicy, StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
 
 /// Default admin listener (delivery log, stats): loopback only, so the
@@ -129,6 +131,45 @@ pub struct RawConfig {
     /// Emailgistics webhook routes.
     #[serde(default)]
     pub route: Vec<RawRoute>,
+    /// EngageLab callback routes.
+    #[serde(default)]
+    pub engagelab: Vec<RawEventRoute>,
+    /// How EngageLab callbacks are queued and retried.
+    #[serde(default)]
+    pub events: RawEvents,
+}
+
+/// `[[engagelab]]`: one EngageLab callback URL.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEventRoute {
+    /// Request path, e.g. `/engagelab-webhook`.
+    pub path: String,
+    /// The app keys signatures are checked with (several during a rotation).
+    pub app_keys: Vec<RawSecret>,
+    /// How far a callback's timestamp may be from now, seconds.
+    pub replay_window_secs: Option<u64>,
+    /// Event plugins to run, in order.
+    #[serde(default)]
+    pub chain: Vec<RawEventChainEntry>,
+}
+
+/// One entry of an EngageLab route's chain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEventChainEntry {
+    /// A `[[plugin]]` name.
+    pub plugin: String,
+}
+
+/// `[events]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvents {
+    /// How long a callback is remembered to drop duplicates, hours.
+    pub dedupe_hours: Option<u64>,
+    /// Attempts for a callback whose plugin asks for a retry.
+    pub max_attempts: Option<u32>,
 }
 
 /// `[idempotency]`
@@ -232,6 +273,9 @@ pub struct RawPlugin {
     pub timeout_ms: Option<u64>,
     /// CRM sources this plugin may use, in order (default: all).
     pub crm_sources: Option<Vec<String>>,
+    /// Other plugins whose kv namespaces this plugin may read.
+    #[serde(default)]
+    pub kv_read: Vec<String>,
     /// Fuel (roughly, wasm instructions) per call: a deterministic CPU limit.
     pub fuel: Option<u64>,
     /// Linear memory limit, in bytes.
@@ -320,6 +364,8 @@ pub enum Capability {
     Config,
     /// `crm`
     Crm,
+    /// `kv`
+    Kv,
 }
 
 impl Capability {
@@ -328,6 +374,7 @@ impl Capability {
             "log" => Some(Self::Log),
             "config" => Some(Self::Config),
             "crm" => Some(Self::Crm),
+            "kv" => Some(Self::Kv),
             _ => None,
         }
     }
@@ -375,6 +422,10 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     /// Routes, in file order.
     pub routes: Vec<RouteSpec>,
+    /// EngageLab routes, in file order.
+    pub event_routes: Vec<EventRouteSpec>,
+    /// Event queue settings.
+    pub events: EventSettings,
 }
 
 /// A validated `[[plugin]]`.
@@ -398,6 +449,8 @@ pub struct PluginSpec {
     pub sha256: Option<[u8; 32]>,
     /// Indexes into [`Config::crm`] of the sources this plugin may use.
     pub crm_sources: Vec<usize>,
+    /// Other plugins whose kv namespaces this plugin may read.
+    pub kv_read: Vec<String>,
 }
 
 /// A validated CRM source.
@@ -459,6 +512,32 @@ impl Default for Limits {
         }
     }
 }
+
+/// A validated `[[engagelab]]`.
+#[derive(Debug, Clone)]
+pub struct EventRouteSpec {
+    /// Request path.
+    pub path: String,
+    /// Accepted app keys.
+    pub app_keys: Vec<AppKey>,
+    /// Accepted timestamp skew.
+    pub replay_window: Duration,
+    /// Indexes into [`Config::plugins`], in order.
+    pub chain: Vec<usize>,
+}
+
+/// Queueing of EngageLab callbacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSettings {
+    /// How long duplicates are recognised.
+    pub dedupe_window: Duration,
+    /// Attempts per callback when a plugin asks for a retry.
+    pub max_attempts: u32,
+}
+
+/// Default attempts: a plugin with `on_error = "retry"` gets a few more
+/// chances over a few seconds, then the callback is dropped (and logged).
+pub const DEFAULT_EVENT_ATTEMPTS: u32 = 5;
 
 /// A validated `[[route]]`.
 #[derive(Debug, Clone)]
@@ -583,7 +662,7 @@ impl RawConfig {
             for c in &p.capabilities {
                 caps.push(Capability::parse(c).ok_or_else(|| {
                     invalid(format!(
-                        "plugin {:?}: unknown capability {c:?} (known: log, config, crm)",
+                        "plugin {:?}: unknown capability {c:?} (known: log, config, crm, kv)",
                         p.name
                     ))
                 })?);
@@ -633,8 +712,22 @@ impl RawConfig {
                 on_error: p.on_error.unwrap_or_default(),
                 sha256,
                 crm_sources,
+                kv_read: p.kv_read,
                 name: p.name,
             });
+        }
+
+        for p in &plugins {
+            if let Some(other) = p
+                .kv_read
+                .iter()
+                .find(|n| !plugins.iter().any(|q| &q.name == *n))
+            {
+                return Err(invalid(format!(
+                    "plugin {:?}: kv_read names {other:?}, which no [[plugin]] defines",
+                    p.name
+                )));
+            }
         }
 
         let mut routes: Vec<RouteSpec> = Vec::with_capacity(self.route.len());
@@ -650,24 +743,7 @@ impl RawConfig {
             }
             let mut secrets = Vec::with_capacity(r.secrets.len());
             for (i, s) in r.secrets.iter().enumerate() {
-                let value = match (&s.value, &s.env) {
-                    (Some(v), None) => v.clone(),
-                    (None, Some(var)) => env(var).ok_or_else(|| {
-                        invalid(format!(
-                            "route {:?}: secret {i} reads environment variable {var:?}, which is not set",
-                            r.path
-                        ))
-                    })?,
-                    _ => {
-                        return Err(invalid(format!(
-                            "route {:?}: secret {i} needs exactly one of `value` or `env`",
-                            r.path
-                        )))
-                    }
-                };
-                if value.is_empty() {
-                    return Err(invalid(format!("route {:?}: secret {i} is empty", r.path)));
-                }
+                let value = resolve_secret(s, &format!("route {:?}: secret {i}", r.path), env)?;
                 secrets.push(Secret::new(&value));
             }
             let mut chain = Vec::with_capacity(r.chain.len());
@@ -692,9 +768,73 @@ impl RawConfig {
                 chain,
             });
         }
-        if routes.is_empty() {
+        let mut event_routes: Vec<EventRouteSpec> = Vec::with_capacity(self.engagelab.len());
+        for r in self.engagelab {
+            let taken = r.path == crate::server::HEALTHZ_PATH
+                || routes.iter().any(|q| q.path == r.path)
+                || event_routes.iter().any(|q| q.path == r.path);
+            if !r.path.starts_with('/') || taken {
+                return Err(invalid(format!(
+                    "engagelab path {:?} must start with '/' and not be used twice",
+                    r.path
+                )));
+            }
+            if r.app_keys.is_empty() {
+                return Err(invalid(format!(
+                    "engagelab {:?}: app_keys is empty; EngageLab signs every callback, so an app key is required",
+                    r.path
+                )));
+            }
+            let app_keys = r
+                .app_keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    resolve_secret(k, &format!("engagelab {:?}: app key {i}", r.path), env)
+                        .map(|v| AppKey::new(&v))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let chain = r
+                .chain
+                .iter()
+                .map(|e| {
+                    plugins
+                        .iter()
+                        .position(|p| p.name == e.plugin)
+                        .ok_or_else(|| {
+                            invalid(format!(
+                            "engagelab {:?}: chain names plugin {:?}, which no [[plugin]] defines",
+                            r.path, e.plugin
+                        ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            event_routes.push(EventRouteSpec {
+                path: r.path,
+                app_keys,
+                replay_window: r
+                    .replay_window_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(DEFAULT_REPLAY_WINDOW),
+                chain,
+            });
+        }
+        if routes.is_empty() && event_routes.is_empty() {
             return Err(invalid(
-                "no [[route]] is defined: enrichd would serve nothing",
+                "no [[route]] or [[engagelab]] is defined: enrichd would serve nothing",
+            ));
+        }
+        let events = EventSettings {
+            dedupe_window: self
+                .events
+                .dedupe_hours
+                .map(|h| Duration::from_secs(h * 3600))
+                .unwrap_or(DEFAULT_DEDUPE_WINDOW),
+            max_attempts: self.events.max_attempts.unwrap_or(DEFAULT_EVENT_ATTEMPTS),
+        };
+        if events.dedupe_window.is_zero() || events.max_attempts == 0 {
+            return Err(invalid(
+                "[events] dedupe_hours and max_attempts must be > 0",
             ));
         }
 
@@ -711,8 +851,36 @@ impl RawConfig {
             crm,
             plugins,
             routes,
+            event_routes,
+            events,
         })
     }
+}
+
+/// A secret's value, from the file or the environment; `what` names it in
+/// errors.
+fn resolve_secret(
+    s: &RawSecret,
+    what: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let value = match (&s.value, &s.env) {
+        (Some(v), None) => v.clone(),
+        (None, Some(var)) => env(var).ok_or_else(|| {
+            invalid(format!(
+                "{what} reads environment variable {var:?}, which is not set"
+            ))
+        })?,
+        _ => {
+            return Err(invalid(format!(
+                "{what} needs exactly one of `value` or `env`"
+            )))
+        }
+    };
+    if value.is_empty() {
+        return Err(invalid(format!("{what} is empty")));
+    }
+    Ok(value)
 }
 
 fn crm_source(
@@ -766,21 +934,12 @@ fn crm_source(
                 .ok_or_else(|| bad("kind = \"http\" needs email_url".into()))?;
             let mut headers = Vec::with_capacity(raw.headers.len());
             for h in raw.headers {
-                let value = match (h.value, h.env) {
-                    (Some(v), None) => v,
-                    (None, Some(var)) => env(&var).ok_or_else(|| {
-                        bad(format!(
-                            "header {:?} reads environment variable {var:?}, which is not set",
-                            h.name
-                        ))
-                    })?,
-                    _ => {
-                        return Err(bad(format!(
-                            "header {:?} needs exactly one of `value` or `env`",
-                            h.name
-                        )))
-                    }
+                let secret = RawSecret {
+                    value: h.value,
+                    env: h.env,
                 };
+                let what = format!("CRM source {name:?}: header {:?}", h.name);
+                let value = resolve_secret(&secret, &what, env)?;
                 headers.push((h.name, format!("{}{value}", h.prefix)));
             }
             let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_CRM_CONCURRENCY);
@@ -1092,6 +1251,34 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("no CRM source named \"nope\""), "{err}");
+    }
+
+    #[test]
+    fn engagelab_routes_need_app_keys_and_known_plugins() {
+        let el = "[[engagelab]]\npath = \"/el\"\napp_keys = [{ env = \"HOOK_SECRET\" }, { value = \"k2\" }]\nchain = [{ plugin = \"a\" }]\n";
+        let c = resolve(&format!("{MINIMAL}{el}")).unwrap();
+        assert_eq!(c.event_routes[0].app_keys.len(), 2);
+        assert_eq!(c.event_routes[0].replay_window, DEFAULT_REPLAY_WINDOW);
+        assert_eq!(c.event_routes[0].chain, vec![0]);
+        assert_eq!(c.events.max_attempts, DEFAULT_EVENT_ATTEMPTS);
+        for (bad, needle) in [
+            (
+                el.replace("[{ env = \"HOOK_SECRET\" }, { value = \"k2\" }]", "[]"),
+                "app key is required",
+            ),
+            (el.replace("\"/el\"", "\"/hook\""), "not be used twice"),
+            (
+                el.replace("plugin = \"a\"", "plugin = \"zz\""),
+                "no [[plugin]] defines",
+            ),
+            (
+                el.replace("HOOK_SECRET", "NOPE"),
+                "\"NOPE\", which is not set",
+            ),
+        ] {
+            let err = resolve(&format!("{MINIMAL}{bad}")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
     }
 
     #[test]

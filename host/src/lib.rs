@@ -22,6 +22,8 @@
 //! - [`store`]: answered deliveries in sled: idempotent replays and the delivery log.
 //! - [`idempotency`]: answers of deliveries in flight; the store's clock.
 //! - [`singleflight`]: one caller works per key, concurrent callers wait for its result.
+//! - [`engagelab`]: EngageLab callbacks: verification, durable queue, event worker.
+//! - [`kv`]: per-plugin key-value namespaces behind the `kv` import.
 //! - [`admin`]: the admin listener (delivery log, stats), loopback by default.
 
 pub mod actions;
@@ -32,7 +34,9 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod crm;
+pub mod engagelab;
 pub mod idempotency;
+pub mod kv;
 pub mod payload;
 pub mod plugin;
 pub mod server;

@@ -55,6 +55,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(sweep_periodically(app.clone()));
+    let event_worker = tokio::spawn(crate::engagelab::work(app.clone()));
     let refreshers: Vec<_> = app
         .services
         .crm
@@ -68,6 +69,7 @@ pub async fn run(
     })
     .await;
     sweeper.abort();
+    event_worker.abort();
     refreshers.iter().for_each(|r| r.abort());
     result
 }
@@ -171,6 +173,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             _ => method_not_allowed("GET, HEAD"),
         };
     }
+    if let Some(route) = app.event_route(&path) {
+        return crate::engagelab::receive(app, route, req).await;
+    }
     let Some(route) = app.route(&path) else {
         return error(StatusCode::NOT_FOUND, "no such route");
     };
@@ -194,8 +199,9 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     deliver(app, route, &body, arrived).await
 }
 
-/// Read the body within the size limit and the delivery's budget.
-async fn read_body(
+/// Read the body within the size limit and the delivery's budget (counted
+/// from `arrived`).
+pub(crate) async fn read_body(
     app: &App,
     req: Request<Incoming>,
     arrived: Instant,

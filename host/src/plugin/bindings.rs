@@ -6,10 +6,14 @@
 //! guest (a host bug), the inner one is an answer the guest handles.
 
 wasmtime::component::bindgen!({
-    world: "delivery-plugin",
+    // The world with every import and both exports: a plugin's component
+    // exports `handler`, `events` or both, and each export is looked up on
+    // its own (see `plugin::engine`), so one binding serves every plugin.
+    world: "enrichd-plugin",
     path: "../wit",
     imports: { default: async | trappable },
     exports: { default: async },
 });
 
 pub use enrichd::plugin::types;
+pub use exports::enrichd::plugin::{events, handler};

@@ -22,6 +22,10 @@ use crate::config::{Allocator, PluginSpec};
 /// far below 1% while a 2 s timeout is enforced within 1%.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// The exported interfaces a plugin may implement.
+const HANDLER_EXPORT: &str = "enrichd:plugin/handler@0.1.0";
+const EVENTS_EXPORT: &str = "enrichd:plugin/events@0.1.0";
+
 /// Concurrent plugin instances the pooling allocator is sized for, and the
 /// number of calls allowed at once (with either allocator). Each delivery
 /// runs one plugin at a time, so this is also the number of deliveries in
@@ -86,7 +90,7 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| {
-                bindings::DeliveryPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+                bindings::EnrichdPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
                     &mut linker,
                     |s| s,
                 )
@@ -139,8 +143,23 @@ impl PluginEngine {
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(bindings::DeliveryPluginPre::new)
-            .map_err(|e| invalid(format!("does not fit the delivery-plugin world: {e}")))?;
+            .map_err(|e| invalid(format!("imports something enrichd does not provide: {e}")))?;
+        // A plugin exports `handler`, `events` or both; each is resolved on
+        // its own so a plugin needs only what it implements.
+        let exports = |name: &str| pre.component().get_export_index(None, name).is_some();
+        let handler = exports(HANDLER_EXPORT)
+            .then(|| bindings::handler::GuestIndices::new(&pre))
+            .transpose()
+            .map_err(|e| invalid(format!("its {HANDLER_EXPORT} export is malformed: {e}")))?;
+        let events = exports(EVENTS_EXPORT)
+            .then(|| bindings::events::GuestIndices::new(&pre))
+            .transpose()
+            .map_err(|e| invalid(format!("its {EVENTS_EXPORT} export is malformed: {e}")))?;
+        if handler.is_none() && events.is_none() {
+            return Err(invalid(format!(
+                "exports neither {HANDLER_EXPORT} nor {EVENTS_EXPORT}: not an enrichd plugin"
+            )));
+        }
         tracing::info!(
             plugin = %spec.name,
             path = %spec.path.display(),
@@ -158,8 +177,11 @@ impl PluginEngine {
                 limits: spec.limits,
                 on_error: spec.on_error,
                 crm_sources: spec.crm_sources.clone(),
+                kv_read: spec.kv_read.clone(),
             }),
             pre,
+            handler,
+            events,
             fuel_metered: self.options.fuel,
             permits: self.permits.clone(),
             calls: Default::default(),

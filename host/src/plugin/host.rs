@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::enrichd::plugin::{config, crm, log, types};
+use super::bindings::enrichd::plugin::{config, crm, kv, log, types};
 use super::limits::Limiter;
 use super::stdio::Capture;
 use super::PluginInfo;
@@ -34,6 +34,8 @@ pub struct Services {
     /// The CRM sources behind the `crm` import, in config order; a plugin
     /// uses those its config grants.
     pub crm: Vec<Arc<CrmSource>>,
+    /// The namespaces behind the `kv` import; `None` answers `unavailable`.
+    pub kv: Option<crate::kv::KvStore>,
 }
 
 /// Data of one store, i.e. of one plugin call.
@@ -216,5 +218,70 @@ impl crm::Host for HostState {
             }
         }
         Ok(Ok(None))
+    }
+}
+
+impl HostState {
+    /// The kv store, after the grant check.
+    fn kv(&self) -> Result<&crate::kv::KvStore, types::HostError> {
+        self.grant(Capability::Kv, "kv")?;
+        self.services
+            .kv
+            .as_ref()
+            .ok_or_else(|| types::HostError::Unavailable("no kv store is configured".into()))
+    }
+}
+
+fn kv_error(e: crate::kv::KvError) -> types::HostError {
+    match e {
+        crate::kv::KvError::Refused(why) => types::HostError::Invalid(why),
+        crate::kv::KvError::Store(e) => types::HostError::Unavailable(e.to_string()),
+    }
+}
+
+impl kv::Host for HostState {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, types::HostError>> {
+        let ns = self.plugin.name.clone();
+        Ok(self.kv().and_then(|kv| kv.get(&ns, &key).map_err(kv_error)))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<Result<(), types::HostError>> {
+        let ns = self.plugin.name.clone();
+        Ok(self
+            .kv()
+            .and_then(|kv| kv.set(&ns, &key, &value).map_err(kv_error)))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), types::HostError>> {
+        let ns = self.plugin.name.clone();
+        Ok(self
+            .kv()
+            .and_then(|kv| kv.delete(&ns, &key).map_err(kv_error)))
+    }
+
+    async fn get_from(
+        &mut self,
+        namespace: String,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, types::HostError>> {
+        let kv = match self.kv() {
+            Ok(kv) => kv,
+            Err(e) => return Ok(Err(e)),
+        };
+        // Its own namespace is always readable; others only when granted.
+        if namespace != self.plugin.name && !self.plugin.kv_read.contains(&namespace) {
+            return Ok(Err(types::HostError::Denied(format!(
+                "plugin {:?} may not read the kv namespace {namespace:?} (grant it with kv_read)",
+                self.plugin.name
+            ))));
+        }
+        Ok(kv.get(&namespace, &key).map_err(kv_error))
     }
 }

@@ -30,6 +30,8 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::actions::Action;
 use crate::config::{Grants, Limits, OnError};
+pub use bindings::events::EngagelabEvent as WitEvent;
+pub use bindings::events::EventKind as WitEventKind;
 pub use bindings::types::Delivery as WitDelivery;
 pub use convert::delivery as wit_delivery;
 pub use engine::{AllocatorKind, EngineOptions, PluginEngine, EPOCH_TICK, MAX_CONCURRENT_CALLS};
@@ -55,6 +57,8 @@ pub struct PluginInfo {
     pub on_error: OnError,
     /// Indexes of the CRM sources this plugin may use.
     pub crm_sources: Vec<usize>,
+    /// Other plugins' kv namespaces this plugin may read.
+    pub kv_read: Vec<String>,
 }
 
 /// Why a plugin could not be loaded at start.
@@ -161,10 +165,24 @@ pub struct Output {
 /// A compiled plugin, ready to be instantiated per call.
 pub struct Plugin {
     info: Arc<PluginInfo>,
-    pre: bindings::DeliveryPluginPre<HostState>,
+    pre: wasmtime::component::InstancePre<HostState>,
+    handler: Option<bindings::handler::GuestIndices>,
+    events: Option<bindings::events::GuestIndices>,
     fuel_metered: bool,
     permits: Arc<tokio::sync::Semaphore>,
     calls: std::sync::atomic::AtomicU64,
+}
+
+/// Which export a call runs, with its argument.
+enum Call<'a> {
+    Delivery(&'a WitDelivery),
+    Event(&'a WitEvent),
+}
+
+/// What the export returned.
+enum Returned {
+    Delivery(Result<bindings::types::PluginOutput, bindings::types::PluginError>),
+    Event(Result<(), bindings::types::PluginError>),
 }
 
 /// How a call's time limit came about, so a timeout can be reported as the
@@ -189,6 +207,16 @@ impl Plugin {
         self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether the plugin handles Emailgistics deliveries.
+    pub fn handles_deliveries(&self) -> bool {
+        self.handler.is_some()
+    }
+
+    /// Whether the plugin handles EngageLab events.
+    pub fn handles_events(&self) -> bool {
+        self.events.is_some()
+    }
+
     /// Run the plugin on one delivery in a fresh instance, until
     /// `limit.deadline` at the latest.
     pub async fn call(
@@ -197,6 +225,48 @@ impl Plugin {
         services: &Services,
         limit: CallLimit,
     ) -> Result<Output, Failure> {
+        match self
+            .invoke(Call::Delivery(delivery), &delivery.id, services, limit)
+            .await?
+        {
+            Returned::Delivery(Ok(out)) => self.check_output(out),
+            Returned::Delivery(Err(guest)) | Returned::Event(Err(guest)) => {
+                Err(Failure::Guest(describe_guest_error(guest)))
+            }
+            Returned::Event(Ok(())) => Ok(Output {
+                actions: Vec::new(),
+                message: None,
+            }),
+        }
+    }
+
+    /// Run the plugin on one EngageLab event in a fresh instance, until
+    /// `limit.deadline` at the latest.
+    pub async fn call_event(
+        &self,
+        event: &WitEvent,
+        services: &Services,
+        limit: CallLimit,
+    ) -> Result<(), Failure> {
+        match self
+            .invoke(Call::Event(event), &event.message_id, services, limit)
+            .await?
+        {
+            Returned::Event(Ok(())) | Returned::Delivery(Ok(_)) => Ok(()),
+            Returned::Event(Err(guest)) | Returned::Delivery(Err(guest)) => {
+                Err(Failure::Guest(describe_guest_error(guest)))
+            }
+        }
+    }
+
+    /// One call of one export, with every limit applied.
+    async fn invoke(
+        &self,
+        call: Call<'_>,
+        subject: &str,
+        services: &Services,
+        limit: CallLimit,
+    ) -> Result<Returned, Failure> {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
@@ -214,20 +284,34 @@ impl Plugin {
             return Err(timed_out(Instant::now()));
         };
 
-        let mut store = self.new_store(delivery, services, limit.deadline)?;
+        let mut store = self.new_store(subject, services, limit.deadline)?;
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
-            instance
-                .enrichd_plugin_handler()
-                .call_handle(&mut store, delivery)
-                .await
+            let missing = || wasmtime::format_err!("the plugin does not export this interface");
+            Ok::<_, wasmtime::Error>(match call {
+                Call::Delivery(delivery) => {
+                    let guest = self
+                        .handler
+                        .as_ref()
+                        .ok_or_else(missing)?
+                        .load(&mut store, &instance)?;
+                    Returned::Delivery(guest.call_handle(&mut store, delivery).await?)
+                }
+                Call::Event(event) => {
+                    let guest = self
+                        .events
+                        .as_ref()
+                        .ok_or_else(missing)?
+                        .load(&mut store, &instance)?;
+                    Returned::Event(guest.call_handle_event(&mut store, event).await?)
+                }
+            })
         };
         let outcome = tokio::time::timeout_at(limit.deadline, run).await;
         let result = match outcome {
             Err(_) => Err(timed_out(Instant::now())),
             Ok(Err(trap)) => Err(self.classify_trap(&trap, store.data())),
-            Ok(Ok(Err(guest))) => Err(Failure::Guest(describe_guest_error(guest))),
-            Ok(Ok(Ok(out))) => self.check_output(out),
+            Ok(Ok(returned)) => Ok(returned),
         };
         self.forward_output(store.data());
         result
@@ -235,7 +319,7 @@ impl Plugin {
 
     fn new_store(
         &self,
-        delivery: &WitDelivery,
+        subject: &str,
         services: &Services,
         deadline: Instant,
     ) -> Result<Store<HostState>, Failure> {
@@ -252,7 +336,7 @@ impl Plugin {
                 limiter: Limiter::new(self.info.limits),
                 plugin: self.info.clone(),
                 services: services.clone(),
-                delivery_id: delivery.id.clone(),
+                delivery_id: subject.to_owned(),
                 deadline,
                 stdout,
                 stderr,

@@ -33,6 +33,22 @@
 //!   `dependency("crm denied: <msg>")`, success `tag` "ungranted" `[CRM-OK]`.
 //! - `print`: prints `lines` (default 100000) lines of 100 characters to
 //!   stdout and to stderr, then returns `tag` "print" `[printed]`.
+//! - `kv-probe`: calls, in order, `kv::set("probe", "1")`, `kv::get("probe")`,
+//!   `kv::get-from(<ns>, "probe")` (`ns` is a string key, default
+//!   `engagement-tracker`), `kv::set("big", <70 KiB of x>)` and
+//!   `kv::set(<300 k's>, "x")`; returns `set-custom-fields` "kv" with keys
+//!   `set`, `get`, `getFrom`, `bigValue`, `longKey`, each `ok:<value>` (empty
+//!   for `set` and for a missing key), `denied`, `unavailable` or `invalid`
+//!   (the `host-error` case).
+//!
+//! ## Events
+//!
+//! The plugin targets `enrichd-plugin`, so it also exports `events`:
+//! `handle-event` reads the same `mode` and runs `loop`, `spin`, `alloc`,
+//! `recurse`, `print` and `kv-probe` just like `handle` (the same config keys,
+//! the same traps), then returns `Ok(())`, dropping the actions. `flood`,
+//! `escape` and `ungranted` only make sense for deliveries: events return
+//! `Ok(())` at once. Unknown or missing modes fail as for deliveries.
 //!
 //! Integers are non-negative decimals (so `-1` is "not an integer"); an unparsable one returns
 //! `internal("hostile: config `<key>` is not an integer")`, one too large for
@@ -48,7 +64,7 @@
 //! The output message is the mode name.
 
 wit_bindgen::generate!({
-    world: "delivery-plugin",
+    world: "enrichd-plugin",
     path: "../../../wit",
 });
 
@@ -58,8 +74,9 @@ use std::time::{Duration, Instant};
 use enrichd::plugin::types::{
     Action, ActionValue, Delivery, HostError, PluginError, PluginOutput, TagAction,
 };
-use enrichd::plugin::{config, crm};
-use exports::enrichd::plugin::handler::Guest;
+use enrichd::plugin::{config, crm, kv};
+use exports::enrichd::plugin::events::{EngagelabEvent, Guest as EventsGuest};
+use exports::enrichd::plugin::handler::Guest as HandlerGuest;
 
 /// Size of one allocation of the `alloc` memory bomb.
 const BOMB_CHUNK: usize = 16 << 20;
@@ -70,36 +87,67 @@ const FRAME_BYTES: usize = 256;
 /// Characters per line printed by `print`.
 const LINE_CHARS: usize = 100;
 
-/// The plugin; exported as the `handler` interface.
+/// Default namespace read by `kv-probe`'s `get-from`.
+const DEFAULT_PROBE_NS: &str = "engagement-tracker";
+
+/// Size of the value `kv-probe` sets to hit the host's 64 KiB limit.
+const BIG_VALUE_BYTES: usize = 70 * 1024;
+
+/// Length of the key `kv-probe` sets to hit the host's 256-byte limit.
+const LONG_KEY_CHARS: usize = 300;
+
+/// The plugin; exported as both the `handler` and the `events` interface.
 struct Hostile;
 
-impl Guest for Hostile {
+/// Which export is running: some modes only make sense for deliveries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Delivery,
+    Event,
+}
+
+/// Runs the configured mode; returns the mode and the actions.
+fn run(call: Call) -> Result<(Option<String>, Vec<Action>), PluginError> {
+    let mode = config_str("mode")?;
+    let actions = match mode.as_deref() {
+        Some("loop") => busy_loop_forever(),
+        Some("spin") => spin()?,
+        Some("alloc") => alloc()?,
+        Some("recurse") => recurse()?,
+        Some("print") => print()?,
+        Some("kv-probe") => kv_probe()?,
+        // Output-size, sandbox and grant attacks are about deliveries.
+        Some("flood" | "escape" | "ungranted") if call == Call::Event => Vec::new(),
+        Some("flood") => flood()?,
+        Some("escape") => escape()?,
+        Some("ungranted") => ungranted()?,
+        Some(other) => {
+            return Err(PluginError::Internal(format!(
+                "hostile: unknown mode `{other}`"
+            )))
+        }
+        None => {
+            return Err(PluginError::Internal(
+                "hostile: unknown mode (config `mode` is not set)".to_string(),
+            ))
+        }
+    };
+    Ok((mode, actions))
+}
+
+impl HandlerGuest for Hostile {
     fn handle(_delivery: Delivery) -> Result<PluginOutput, PluginError> {
-        let mode = config_str("mode")?;
-        let actions = match mode.as_deref() {
-            Some("loop") => busy_loop_forever(),
-            Some("spin") => spin()?,
-            Some("alloc") => alloc()?,
-            Some("recurse") => recurse()?,
-            Some("flood") => flood()?,
-            Some("escape") => escape()?,
-            Some("ungranted") => ungranted()?,
-            Some("print") => print()?,
-            Some(other) => {
-                return Err(PluginError::Internal(format!(
-                    "hostile: unknown mode `{other}`"
-                )))
-            }
-            None => {
-                return Err(PluginError::Internal(
-                    "hostile: unknown mode (config `mode` is not set)".to_string(),
-                ))
-            }
-        };
+        let (mode, actions) = run(Call::Delivery)?;
         Ok(PluginOutput {
             actions,
             message: mode,
         })
+    }
+}
+
+impl EventsGuest for Hostile {
+    fn handle_event(_event: EngagelabEvent) -> Result<(), PluginError> {
+        run(Call::Event).map(|_| ())
     }
 }
 
@@ -326,6 +374,36 @@ fn print() -> Result<Vec<Action>, PluginError> {
     Ok(vec![tag("print", "printed")])
 }
 
+/// `ok:<value>` (empty for none), or the name of the `host-error` case.
+fn kv_outcome(result: Result<Option<String>, HostError>) -> String {
+    match result {
+        Ok(value) => format!("ok:{}", value.unwrap_or_default()),
+        Err(HostError::Denied(_)) => "denied".to_string(),
+        Err(HostError::Unavailable(_)) => "unavailable".to_string(),
+        Err(HostError::Invalid(_)) => "invalid".to_string(),
+    }
+}
+
+/// `kv-probe`: one call of each kv operation, plus the two size limits.
+fn kv_probe() -> Result<Vec<Action>, PluginError> {
+    let ns = config_str("ns")?.unwrap_or_else(|| DEFAULT_PROBE_NS.to_string());
+    let set = kv_outcome(kv::set("probe", "1").map(|()| None));
+    let get = kv_outcome(kv::get("probe"));
+    let get_from = kv_outcome(kv::get_from(&ns, "probe"));
+    let big_value = kv_outcome(kv::set("big", &"x".repeat(BIG_VALUE_BYTES)).map(|()| None));
+    let long_key = kv_outcome(kv::set(&"k".repeat(LONG_KEY_CHARS), "x").map(|()| None));
+    Ok(vec![fields(
+        "kv",
+        &[
+            ("set", set),
+            ("get", get),
+            ("getFrom", get_from),
+            ("bigValue", big_value),
+            ("longKey", long_key),
+        ],
+    )])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +425,18 @@ mod tests {
     fn bounded_recursion_returns() {
         assert_eq!(descend(Some(0)), 0);
         assert!(descend(Some(100)) >= 100);
+    }
+
+    #[test]
+    fn kv_outcomes_name_the_case() {
+        assert_eq!(kv_outcome(Ok(Some("1".to_string()))), "ok:1");
+        assert_eq!(kv_outcome(Ok(None)), "ok:");
+        assert_eq!(kv_outcome(Err(HostError::Denied("x".into()))), "denied");
+        assert_eq!(kv_outcome(Err(HostError::Invalid("x".into()))), "invalid");
+        assert_eq!(
+            kv_outcome(Err(HostError::Unavailable("x".into()))),
+            "unavailable"
+        );
     }
 
     #[test]

@@ -4,7 +4,6 @@
 //!
 //! Run with `cargo bench -p enrichd-tests --bench crm_lookup`.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,17 +17,6 @@ use tokio::time::Instant;
 
 const GROUP: &str = "crm_lookup";
 const SENDER: &str = "rstorrie@pinnilly.com";
-
-fn median_ns(bench: &str) -> Option<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/criterion")
-        .join(GROUP)
-        .join(bench)
-        .join("new/estimates.json");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
-}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -95,7 +83,10 @@ fn main() {
     c.final_summary();
 
     println!("\n== CRM lookup summary (medians of this run) ==");
-    if let (Some(hit), Some(miss)) = (median_ns("cached"), median_ns("miss")) {
+    if let (Some(hit), Some(miss)) = (
+        enrichd_tests::criterion_median_ns(GROUP, "cached"),
+        enrichd_tests::criterion_median_ns(GROUP, "miss"),
+    ) {
         println!(
             "cached lookup {hit:.0} ns; miss against the loopback REST CRM {:.1} µs -> a miss costs {:.0}x a hit",
             miss / 1e3,

@@ -43,17 +43,6 @@ fn answer(id: String) -> StoredDelivery {
     }
 }
 
-fn median_ns(bench: &str) -> Option<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/criterion")
-        .join(GROUP)
-        .join(bench)
-        .join("new/estimates.json");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
-}
-
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -88,7 +77,10 @@ fn main() {
     c.final_summary();
 
     println!("\n== delivery store summary (medians of this run) ==");
-    if let (Some(always), Some(periodic)) = (median_ns("always"), median_ns("periodic")) {
+    if let (Some(always), Some(periodic)) = (
+        enrichd_tests::criterion_median_ns(GROUP, "always"),
+        enrichd_tests::criterion_median_ns(GROUP, "periodic"),
+    ) {
         println!(
             "store an answer: flush=always {:.1} µs, flush=periodic {:.1} µs -> always costs {:.1}x periodic ({:.2} ms added per delivery)",
             always / 1e3,
@@ -97,7 +89,7 @@ fn main() {
             (always - periodic) / 1e6
         );
     }
-    if let Some(get) = median_ns("replay-lookup") {
+    if let Some(get) = enrichd_tests::criterion_median_ns(GROUP, "replay-lookup") {
         println!("replay lookup: {:.1} µs", get / 1e3);
     }
 }

@@ -99,18 +99,6 @@ fn bench_loads(c: &mut Criterion, dir: &Path) {
     group.finish();
 }
 
-/// Median of the last run of a criterion benchmark, in ns.
-fn median_ns(group: &str, bench: &str) -> Option<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/criterion")
-        .join(group)
-        .join(bench)
-        .join("new/estimates.json");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    json["median"]["point_estimate"].as_f64()
-}
-
 fn timeout_overshoot(dir: &Path, rt: &tokio::runtime::Runtime) -> Vec<Duration> {
     let file = dir.join("loop.toml");
     std::fs::write(
@@ -158,8 +146,8 @@ fn main() {
     println!("\n== plugin runtime summary (medians of this run) ==");
     let us = |ns: f64| ns / 1000.0;
     if let (Some(pool), Some(demand)) = (
-        median_ns(GROUP_CALL, "pooling"),
-        median_ns(GROUP_CALL, "on-demand"),
+        enrichd_tests::criterion_median_ns(GROUP_CALL, "pooling"),
+        enrichd_tests::criterion_median_ns(GROUP_CALL, "on-demand"),
     ) {
         println!(
             "instantiate+call, crm-enrich: pooling {:.1} µs, on-demand {:.1} µs -> pooling is {:.2}x the speed of on-demand (aim: <= 20 µs with pooling)",
@@ -169,8 +157,8 @@ fn main() {
         );
     }
     if let (Some(compile), Some(cached)) = (
-        median_ns(GROUP_LOAD, "compile"),
-        median_ns(GROUP_LOAD, "from-cache"),
+        enrichd_tests::criterion_median_ns(GROUP_LOAD, "compile"),
+        enrichd_tests::criterion_median_ns(GROUP_LOAD, "from-cache"),
     ) {
         println!(
             "load crm-enrich: compile {:.1} ms, from cache {:.2} ms -> cache is {:.0}x faster",

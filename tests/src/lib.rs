@@ -284,6 +284,18 @@ impl Drop for TestServer {
     }
 }
 
+/// The median (ns) of the last run of a criterion benchmark, read from the
+/// estimates criterion writes; the benches print ratios from these.
+pub fn criterion_median_ns(group: &str, bench: &str) -> Option<f64> {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/criterion"))
+        .join(group)
+        .join(bench)
+        .join("new/estimates.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
 /// The `enrichd` binary, built if needed (tests that kill -9 a real process
 /// need it; the tests crate cannot name another package's binary directly).
 ///

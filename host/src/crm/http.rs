@@ -305,7 +305,7 @@ fn record_from(answer: Value, fields: &[(String, String)]) -> Result<Option<Reco
         other => {
             return Err(invalid(format!(
                 "expected a JSON object, got {}",
-                kind(&other)
+                super::json_kind(&other)
             )))
         }
     };
@@ -334,17 +334,6 @@ fn scalar(value: &Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         Value::Null | Value::Array(_) | Value::Object(_) => None,
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -492,7 +492,12 @@ fn json_row(bytes: &[u8]) -> Option<Parsed> {
     }
     let object = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(object)) => object,
-        Ok(other) => return Some(Err(format!("not a JSON object but {}", kind(&other)))),
+        Ok(other) => {
+            return Some(Err(format!(
+                "not a JSON object but {}",
+                super::json_kind(&other)
+            )))
+        }
         Err(e) => return Some(Err(format!("not JSON: {e}"))),
     };
     let mut email = None;
@@ -506,7 +511,7 @@ fn json_row(bytes: &[u8]) -> Option<Parsed> {
             nested @ (Value::Array(_) | Value::Object(_)) => {
                 return Some(Err(format!(
                     "field {key:?} is {}; only strings, numbers and booleans are allowed",
-                    kind(&nested)
+                    super::json_kind(&nested)
                 )))
             }
         };
@@ -519,18 +524,6 @@ fn json_row(bytes: &[u8]) -> Option<Parsed> {
         }
     }
     Some(checked(email.as_deref().unwrap_or_default(), record))
-}
-
-fn kind(value: &serde_json::Value) -> &'static str {
-    use serde_json::Value;
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

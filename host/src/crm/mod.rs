@@ -79,6 +79,20 @@ pub fn domain_of(email: &str) -> Option<String> {
     (!domain.is_empty() && domain.contains('.')).then_some(domain)
 }
 
+/// "a string", "an object", …: what a JSON value is, for error messages
+/// about CRM answers and import rows.
+pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Email keys are compared case-insensitively.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()

@@ -33,7 +33,8 @@
 //!
 //! # Durability
 //!
-//! [`EventQueue::enqueue`] waits for sled to fsync before returning, also for
+//! [`EventQueue::enqueue`] waits for sled to fsync before returning (on
+//! tokio's blocking pool, see `EventQueue::flush` for why), also for
 //! a duplicate (whose original may still be in flight): a 200 sent after it
 //! means the callback survives `kill -9`. [`EventQueue::done`] and
 //! [`EventQueue::retry_later`] flush too, so a processed callback is not
@@ -106,6 +107,10 @@ pub enum QueueError {
     /// (already done, or already moved).
     #[error("callback {0} is not queued")]
     NotQueued(u64),
+    /// The flush task did not complete (it panicked, or the runtime is
+    /// shutting down): whether the write reached the disk is unknown.
+    #[error("queue flush did not complete: {0}")]
+    Flush(#[from] tokio::task::JoinError),
     /// A [`Queued`] could not be encoded (cannot happen with serde_json).
     #[error("cannot encode a queued callback: {0}")]
     Encode(#[from] serde_json::Error),
@@ -162,7 +167,7 @@ impl EventQueue {
                 Ok::<_, ConflictableTransactionError<Infallible>>(Enqueued::New(seq))
             })
             .map_err(storage)?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(outcome)
     }
 
@@ -188,7 +193,7 @@ impl EventQueue {
     /// one that is not queued is not an error.
     pub async fn done(&self, seq: u64) -> Result<(), QueueError> {
         self.queue.remove(seq.to_be_bytes())?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
@@ -216,7 +221,7 @@ impl EventQueue {
                 TransactionError::Abort(old) => QueueError::NotQueued(old),
                 TransactionError::Storage(e) => QueueError::Sled(e),
             })?;
-        self.db.flush_async().await?;
+        self.flush().await?;
         Ok(())
     }
 
@@ -253,6 +258,20 @@ impl EventQueue {
             }
         }
         Ok(removed)
+    }
+
+    /// Wait until every write so far is on disk.
+    ///
+    /// Not `flush_async`: in sled 0.34.7 it runs the flush on sled's own IO
+    /// pool, where concurrent flushes can take every thread while they wait
+    /// for a log write queued on that same pool, and then never finish
+    /// (sled issues #1241 and #1308, fixed on sled's main branch but never
+    /// released; `concurrent_copies_queue_once` hung that way). The blocking
+    /// `flush` on tokio's blocking pool leaves sled's pool free to write.
+    async fn flush(&self) -> Result<(), QueueError> {
+        let db = self.db.clone();
+        db.flush_async().await?;
+        Ok(())
     }
 
     /// Whether a fingerprint first seen at `seen_at_ms` still suppresses
@@ -493,12 +512,18 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_copies_queue_once() {
+        // 64 concurrent enqueues of 8 distinct callbacks, each flushing: one
+        // copy of each is queued. This also hung with sled's `flush_async`.
         let (_dir, db) = temp_db();
         let q = queue(&db);
-        let tasks: Vec<_> = (0..16)
-            .map(|_| {
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
                 let q = q.clone();
-                tokio::spawn(async move { q.enqueue(ROUTE, "same", T0).await.unwrap() })
+                tokio::spawn(async move {
+                    q.enqueue(ROUTE, &format!("body-{}", i % 8), T0)
+                        .await
+                        .unwrap()
+                })
             })
             .collect();
         let mut new = 0;
@@ -507,8 +532,12 @@ mod tests {
                 new += 1;
             }
         }
-        assert_eq!(new, 1);
-        assert_eq!(q.len(), 1);
+        assert_eq!(new, 8);
+        assert_eq!(q.len(), 8);
+        let mut queued = bodies(&q);
+        queued.sort();
+        queued.dedup();
+        assert_eq!(queued.len(), 8);
     }
 
     #[tokio::test]

@@ -65,16 +65,17 @@ wit_bindgen::generate!({
 use enrichd::plugin::log::Level;
 use enrichd::plugin::types::{Action, ActionValue, Delivery, HostError, PluginError, PluginOutput};
 use enrichd::plugin::{config, crm, log};
+use enrichd_plugin_support::HostFailure;
 use exports::enrichd::plugin::handler::Guest;
-use logic::{Failure, HostFailure, Planned};
+use logic::Planned;
 
 /// The plugin; exported as the `handler` interface.
 struct CrmEnrich;
 
 impl Guest for CrmEnrich {
     fn handle(delivery: Delivery) -> Result<PluginOutput, PluginError> {
-        let settings = logic::read_settings(|key| config::get(key).map_err(host_failure))
-            .map_err(plugin_error)?;
+        let settings = logic::read_settings(|key| config::get(key).map_err(HostFailure::from))
+            .map_err(PluginError::from)?;
         let plan = logic::enrich(
             &delivery.from.address,
             &delivery.sender.address,
@@ -82,14 +83,14 @@ impl Guest for CrmEnrich {
             |email| {
                 crm::lookup_email(email)
                     .map(|found| found.map(answer))
-                    .map_err(host_failure)
+                    .map_err(HostFailure::from)
             },
             |line| {
                 // Logging is best effort: a denied `log` capability is fine.
                 let _ = log::log(Level::Debug, line);
             },
         )
-        .map_err(plugin_error)?;
+        .map_err(PluginError::from)?;
         let actions = plan
             .actions
             .into_iter()
@@ -130,19 +131,7 @@ fn answer(a: crm::CrmAnswer) -> logic::Found {
     }
 }
 
-fn host_failure(e: HostError) -> HostFailure {
-    match e {
-        HostError::Denied(r) => HostFailure::Denied(r),
-        HostError::Unavailable(r) => HostFailure::Unavailable(r),
-        HostError::Invalid(r) => HostFailure::Invalid(r),
-    }
-}
-
-fn plugin_error(f: Failure) -> PluginError {
-    match f {
-        Failure::InvalidDelivery(m) => PluginError::InvalidDelivery(m),
-        Failure::Dependency(m) => PluginError::Dependency(m),
-    }
-}
+enrichd_plugin_support::host_failure_from!(HostError);
+enrichd_plugin_support::plugin_error_from!(PluginError);
 
 export!(CrmEnrich);

@@ -4,6 +4,8 @@
 //! Host calls are passed in as closures; their failures are described by
 //! [`HostFailure`], a mirror of the WIT `host-error`.
 
+use enrichd_plugin_support::{candidate_emails, read_config, split_list, Failure, HostFailure};
+
 /// Default for the `vip-tiers` config key.
 pub const DEFAULT_VIP_TIERS: &str = "vip,gold,platinum";
 /// Default for the `vip-tag` config key.
@@ -54,38 +56,6 @@ pub struct Found {
     pub provenance: Provenance,
 }
 
-/// Why a host import call failed (mirror of the WIT `host-error`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostFailure {
-    /// The capability was not granted to this plugin.
-    Denied(String),
-    /// The backend could not answer.
-    Unavailable(String),
-    /// The request was not acceptable.
-    Invalid(String),
-}
-
-impl HostFailure {
-    /// `kind: reason`, for error messages.
-    pub fn describe(&self) -> String {
-        match self {
-            HostFailure::Denied(r) => format!("denied: {r}"),
-            HostFailure::Unavailable(r) => format!("unavailable: {r}"),
-            HostFailure::Invalid(r) => format!("invalid: {r}"),
-        }
-    }
-}
-
-/// Why the plugin could not handle a delivery (mirror of the WIT
-/// `plugin-error` cases this plugin uses).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// The delivery has neither a from nor a sender address.
-    InvalidDelivery(String),
-    /// The `crm` or `config` import failed, or the config is unusable.
-    Dependency(String),
-}
-
 /// The plugin's settings, read from its config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -116,16 +86,6 @@ impl Default for Settings {
     }
 }
 
-/// Splits a comma-separated list, trimming items and dropping empty ones.
-pub fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// Reads the settings through `get` (the `config::get` import).
 ///
 /// Unset keys take their default. If the `config` capability is denied, all
@@ -133,67 +93,46 @@ pub fn split_list(value: &str) -> Vec<String> {
 /// dependency error. An explicitly empty `vip-tiers` disables VIP tagging; an
 /// explicitly empty `fields` copies no fields.
 pub fn read_settings(
-    mut get: impl FnMut(&str) -> Result<Option<String>, HostFailure>,
+    get: impl FnMut(&str) -> Result<Option<String>, HostFailure>,
 ) -> Result<Settings, Failure> {
-    let mut settings = Settings::default();
-    for key in [
+    let keys = [
         "vip-tiers",
         "vip-tag",
         "fields",
         "stale-tag",
         "domain-fields",
-    ] {
-        let value = match get(key) {
-            Ok(Some(value)) => value,
-            Ok(None) => continue,
-            Err(HostFailure::Denied(_)) => return Ok(Settings::default()),
-            Err(e) => {
-                return Err(Failure::Dependency(format!(
-                    "crm-enrich config: cannot read `{key}`: {}",
-                    e.describe()
-                )))
-            }
-        };
-        match key {
-            "vip-tiers" => {
-                settings.vip_tiers = split_list(&value)
-                    .into_iter()
-                    .map(|t| t.to_lowercase())
-                    .collect()
-            }
-            "vip-tag" | "stale-tag" => {
-                let tag = value.trim();
-                if tag.is_empty() {
-                    return Err(Failure::Dependency(format!(
-                        "crm-enrich config: `{key}` is empty"
-                    )));
+    ];
+    read_config(
+        "crm-enrich",
+        &keys,
+        get,
+        |settings: &mut Settings, key, value| {
+            match key {
+                "vip-tiers" => {
+                    settings.vip_tiers = split_list(&value)
+                        .into_iter()
+                        .map(|t| t.to_lowercase())
+                        .collect()
                 }
-                if key == "vip-tag" {
-                    settings.vip_tag = tag.to_string();
-                } else {
-                    settings.stale_tag = tag.to_string();
+                "vip-tag" | "stale-tag" => {
+                    let tag = value.trim();
+                    if tag.is_empty() {
+                        return Err(Failure::Dependency(format!(
+                            "crm-enrich config: `{key}` is empty"
+                        )));
+                    }
+                    if key == "vip-tag" {
+                        settings.vip_tag = tag.to_string();
+                    } else {
+                        settings.stale_tag = tag.to_string();
+                    }
                 }
+                "domain-fields" => settings.domain_fields = split_list(&value),
+                _ => settings.fields = split_list(&value),
             }
-            "domain-fields" => settings.domain_fields = split_list(&value),
-            _ => settings.fields = split_list(&value),
-        }
-    }
-    Ok(settings)
-}
-
-/// The addresses to look up, in order: `from`, then `sender` when it differs
-/// (case-insensitively, as the CRM matches). Empty addresses are skipped.
-pub fn candidate_emails(from: &str, sender: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let from = from.trim();
-    let sender = sender.trim();
-    if !from.is_empty() {
-        out.push(from.to_string());
-    }
-    if !sender.is_empty() && !sender.eq_ignore_ascii_case(from) {
-        out.push(sender.to_string());
-    }
-    out
+            Ok(())
+        },
+    )
 }
 
 /// The value of `key` in a record (first occurrence, exact key).
@@ -445,12 +384,6 @@ mod tests {
     }
 
     #[test]
-    fn split_list_trims_and_drops_empty() {
-        assert_eq!(split_list(" a, b ,,c ,"), vec!["a", "b", "c"]);
-        assert!(split_list("  ").is_empty());
-    }
-
-    #[test]
     fn defaults() {
         let s = Settings::default();
         assert_eq!(s.vip_tiers, vec!["vip", "gold", "platinum"]);
@@ -501,18 +434,6 @@ mod tests {
     fn settings_empty_vip_tag_is_rejected() {
         let err = read_settings(|k| Ok((k == "vip-tag").then(|| " ".to_string()))).unwrap_err();
         assert!(matches!(err, Failure::Dependency(m) if m.contains("vip-tag")));
-    }
-
-    #[test]
-    fn candidates() {
-        assert_eq!(candidate_emails("a@x.com", "a@x.com"), vec!["a@x.com"]);
-        assert_eq!(candidate_emails("a@x.com", "A@X.com"), vec!["a@x.com"]);
-        assert_eq!(
-            candidate_emails("a@x.com", "b@x.com"),
-            vec!["a@x.com", "b@x.com"]
-        );
-        assert_eq!(candidate_emails("", "b@x.com"), vec!["b@x.com"]);
-        assert!(candidate_emails(" ", "").is_empty());
     }
 
     #[test]

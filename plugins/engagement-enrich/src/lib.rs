@@ -61,23 +61,24 @@ use enrichd::plugin::types::{
     Action, ActionValue, Delivery, HostError, PluginError, PluginOutput, TagAction,
 };
 use enrichd::plugin::{config, kv, log};
+use enrichd_plugin_support::HostFailure;
 use exports::enrichd::plugin::handler::Guest;
-use logic::{Failure, HostFailure, Planned};
+use logic::Planned;
 
 /// The plugin; exported as the `handler` interface.
 struct EngagementEnrich;
 
 impl Guest for EngagementEnrich {
     fn handle(delivery: Delivery) -> Result<PluginOutput, PluginError> {
-        let settings = logic::read_settings(|key| config::get(key).map_err(host_failure))
-            .map_err(plugin_error)?;
+        let settings = logic::read_settings(|key| config::get(key).map_err(HostFailure::from))
+            .map_err(PluginError::from)?;
         let plan = logic::enrich(
             &delivery.from.address,
             &delivery.sender.address,
             &settings,
-            |ns, key| kv::get_from(ns, key).map_err(host_failure),
+            |ns, key| kv::get_from(ns, key).map_err(HostFailure::from),
         )
-        .map_err(plugin_error)?;
+        .map_err(PluginError::from)?;
         // Logging is best effort: a denied `log` capability is fine.
         let _ = log::log(Level::Debug, &plan.message);
         let actions = plan
@@ -101,19 +102,7 @@ impl Guest for EngagementEnrich {
     }
 }
 
-fn host_failure(e: HostError) -> HostFailure {
-    match e {
-        HostError::Denied(r) => HostFailure::Denied(r),
-        HostError::Unavailable(r) => HostFailure::Unavailable(r),
-        HostError::Invalid(r) => HostFailure::Invalid(r),
-    }
-}
-
-fn plugin_error(f: Failure) -> PluginError {
-    match f {
-        Failure::InvalidDelivery(m) => PluginError::InvalidDelivery(m),
-        Failure::Dependency(m) => PluginError::Dependency(m),
-    }
-}
+enrichd_plugin_support::host_failure_from!(HostError);
+enrichd_plugin_support::plugin_error_from!(PluginError);
 
 export!(EngagementEnrich);

@@ -4,6 +4,7 @@
 //! Host calls are passed in as closures; their failures are described by
 //! [`HostFailure`], a mirror of the WIT `host-error`.
 
+use enrichd_plugin_support::{candidate_emails, read_config, Failure, HostFailure};
 use serde::Deserialize;
 
 /// Default for the `tracker` config key.
@@ -25,37 +26,6 @@ pub const TAG_ACTION_NAME: &str = "Engagement flags";
 pub const FIELDS_ACTION_NAME: &str = "Engagement context";
 /// The custom field holding the latest open, click or reply.
 pub const LAST_ENGAGEMENT_FIELD: &str = "lastEngagement";
-
-/// Why a host import call failed (mirror of the WIT `host-error`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostFailure {
-    /// The capability (or the namespace) was not granted to this plugin.
-    Denied(String),
-    /// The backend could not answer.
-    Unavailable(String),
-    /// The request was not acceptable.
-    Invalid(String),
-}
-
-impl HostFailure {
-    /// `kind: reason`, for error messages.
-    pub fn describe(&self) -> String {
-        match self {
-            HostFailure::Denied(r) => format!("denied: {r}"),
-            HostFailure::Unavailable(r) => format!("unavailable: {r}"),
-            HostFailure::Invalid(r) => format!("invalid: {r}"),
-        }
-    }
-}
-
-/// Why the plugin could not handle a delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// The delivery has neither a from nor a sender address.
-    InvalidDelivery(String),
-    /// kv or config failed, the config is unusable, or the tracker's data is.
-    Dependency(String),
-}
 
 /// The plugin's settings, read from its config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,52 +63,47 @@ impl Default for Settings {
 /// defaults. Other config failures, a blank value, or a threshold that is
 /// not a positive integer are dependency errors.
 pub fn read_settings(
-    mut get: impl FnMut(&str) -> Result<Option<String>, HostFailure>,
+    get: impl FnMut(&str) -> Result<Option<String>, HostFailure>,
 ) -> Result<Settings, Failure> {
     let config_error =
         |problem: String| Failure::Dependency(format!("engagement-enrich config: {problem}"));
-    let mut s = Settings::default();
-    for key in [
+    let keys = [
         "tracker",
         "soft-bounce-threshold",
         "bounced-tag",
         "soft-bounced-tag",
         "unsubscribed-tag",
         "spam-tag",
-    ] {
-        let value = match get(key) {
-            Ok(Some(value)) => value.trim().to_string(),
-            Ok(None) => continue,
-            Err(HostFailure::Denied(_)) => return Ok(Settings::default()),
-            Err(e) => {
-                return Err(config_error(format!(
-                    "cannot read `{key}`: {}",
-                    e.describe()
-                )))
+    ];
+    read_config(
+        "engagement-enrich",
+        &keys,
+        get,
+        |s: &mut Settings, key, value| {
+            let value = value.trim().to_string();
+            if value.is_empty() {
+                return Err(config_error(format!("`{key}` is empty")));
             }
-        };
-        if value.is_empty() {
-            return Err(config_error(format!("`{key}` is empty")));
-        }
-        match key {
-            "tracker" => s.tracker = value,
-            "soft-bounce-threshold" => {
-                s.soft_bounce_threshold = match value.parse::<u64>() {
-                    Ok(n) if n >= 1 => n,
-                    _ => {
-                        return Err(config_error(format!(
-                            "`{key}` must be a positive integer, not `{value}`"
-                        )))
+            match key {
+                "tracker" => s.tracker = value,
+                "soft-bounce-threshold" => {
+                    s.soft_bounce_threshold = match value.parse::<u64>() {
+                        Ok(n) if n >= 1 => n,
+                        _ => {
+                            return Err(config_error(format!(
+                                "`{key}` must be a positive integer, not `{value}`"
+                            )))
+                        }
                     }
                 }
+                "bounced-tag" => s.bounced_tag = value,
+                "soft-bounced-tag" => s.soft_bounced_tag = value,
+                "unsubscribed-tag" => s.unsubscribed_tag = value,
+                _ => s.spam_tag = value,
             }
-            "bounced-tag" => s.bounced_tag = value,
-            "soft-bounced-tag" => s.soft_bounced_tag = value,
-            "unsubscribed-tag" => s.unsubscribed_tag = value,
-            _ => s.spam_tag = value,
-        }
-    }
-    Ok(s)
+            Ok(())
+        },
+    )
 }
 
 /// The parts of the tracker's state this plugin reads. Lenient: missing
@@ -221,14 +186,13 @@ pub fn format_rfc3339(ms: i64) -> String {
 /// The addresses to read, lower-cased (the tracker's keys are): `from`, then
 /// `sender` when it differs. Empty addresses are skipped.
 pub fn candidate_keys(from: &str, sender: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for a in [from, sender] {
-        let a = a.trim().to_lowercase();
-        if !a.is_empty() && !out.contains(&a) {
-            out.push(a);
-        }
-    }
-    out
+    let mut keys: Vec<String> = candidate_emails(from, sender)
+        .iter()
+        .map(|a| a.to_lowercase())
+        .collect();
+    // Addresses that differ only in the case of non-ASCII letters.
+    keys.dedup();
+    keys
 }
 
 /// One action the plugin returns.
@@ -336,6 +300,18 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_from_days(-719_468), (0, 3, 1));
+    }
+
+    #[test]
+    fn candidate_keys_are_lower_cased_and_distinct() {
+        assert_eq!(
+            candidate_keys(" Rob@X.com ", "boss@x.com"),
+            strings(&["rob@x.com", "boss@x.com"])
+        );
+        assert_eq!(candidate_keys("A@X.COM", "a@x.com"), strings(&["a@x.com"]));
+        assert_eq!(candidate_keys("É@x.com", "é@x.com"), strings(&["é@x.com"]));
+        assert_eq!(candidate_keys("", " B@x.com"), strings(&["b@x.com"]));
+        assert!(candidate_keys(" ", "").is_empty());
     }
 
     #[test]

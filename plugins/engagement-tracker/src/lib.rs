@@ -53,6 +53,7 @@ wit_bindgen::generate!({
 use enrichd::plugin::log::Level;
 use enrichd::plugin::types::{HostError, PluginError};
 use enrichd::plugin::{kv, log};
+use enrichd_plugin_support::HostFailure;
 use exports::enrichd::plugin::events::{EngagelabEvent, EventKind, Guest};
 use logic::{Applied, Event, Kind};
 
@@ -125,14 +126,17 @@ fn to_logic(e: EngagelabEvent) -> Event {
 /// A failed kv call: the store being denied or down is a dependency failure
 /// (worth retrying later); a rejected request is a bug here.
 fn kv_error(op: &str, address: &str, e: HostError) -> PluginError {
-    let text = |kind: &str, reason: String| {
-        format!("engagement-tracker: kv {op} of {address} failed: {kind}: {reason}")
-    };
-    match e {
-        HostError::Denied(r) => PluginError::Dependency(text("denied", r)),
-        HostError::Unavailable(r) => PluginError::Dependency(text("unavailable", r)),
-        HostError::Invalid(r) => PluginError::Internal(text("invalid", r)),
+    let failure = HostFailure::from(e);
+    let text = format!(
+        "engagement-tracker: kv {op} of {address} failed: {}",
+        failure.describe()
+    );
+    match failure {
+        HostFailure::Denied(_) | HostFailure::Unavailable(_) => PluginError::Dependency(text),
+        HostFailure::Invalid(_) => PluginError::Internal(text),
     }
 }
+
+enrichd_plugin_support::host_failure_from!(HostError);
 
 export!(EngagementTracker);

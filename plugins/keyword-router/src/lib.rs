@@ -55,6 +55,7 @@ use enrichd::plugin::types::{
     Action, ActionValue, AssignAction, AssignmentSpec, Delivery, HostError, PluginError,
     PluginOutput,
 };
+use enrichd_plugin_support::HostFailure;
 use exports::enrichd::plugin::handler::Guest;
 use logic::Backup;
 
@@ -120,17 +121,15 @@ fn spec() -> AssignmentSpec {
 /// `config::get(key)`, with host errors turned into dependency errors.
 fn read_config(key: &str) -> Result<Option<String>, PluginError> {
     config::get(key).map_err(|e| {
-        let (kind, reason) = match e {
-            HostError::Denied(r) => ("denied", r),
-            HostError::Unavailable(r) => ("unavailable", r),
-            HostError::Invalid(r) => ("invalid", r),
-        };
-        config_error(format!("cannot read `{key}`: {kind}: {reason}"))
+        let failure = HostFailure::from(e);
+        config_error(format!("cannot read `{key}`: {}", failure.describe()))
     })
 }
 
 fn config_error(problem: String) -> PluginError {
     PluginError::Dependency(format!("keyword-router config: {problem}"))
 }
+
+enrichd_plugin_support::host_failure_from!(HostError);
 
 export!(KeywordRouter);

@@ -1,6 +1,8 @@
 //! The plugin's decisions, in plain Rust with no dependency on the generated
 //! bindings, so that they can be unit-tested on the host target.
 
+use enrichd_plugin_support::split_list;
+
 /// One routing rule: any of `keywords` in the subject routes to `users`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -31,16 +33,6 @@ pub struct Route<'a> {
 /// The action name for a route by `keyword`.
 pub fn action_name(keyword: &str) -> String {
     format!("Route by keyword \"{keyword}\"")
-}
-
-/// Splits a comma-separated list, trimming items and dropping empty ones.
-fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 /// Parses the `rules` config value:

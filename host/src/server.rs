@@ -128,12 +128,12 @@ where
 
 async fn sweep_periodically(app: Arc<App>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
-    let mut crm_logged = serde_json::Value::Null;
+    // Counters are logged when they moved, not every minute of an idle day.
+    let mut crm_logged = crate::admin::crm_stats(&app);
     loop {
         every.tick().await;
-        // The CRM counters, when they moved since the last sweep.
         let crm = crate::admin::crm_stats(&app);
-        if crm != crm_logged && !app.services.crm.is_empty() {
+        if crm != crm_logged {
             tracing::info!(crm = %crm, "CRM counters");
             crm_logged = crm;
         }

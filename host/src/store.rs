@@ -240,8 +240,7 @@ impl DeliveryStore {
             )
             .map_err(tx_error)?;
         if self.settings.flush == FlushPolicy::Always {
-            // sled fsyncs on its own thread pool, so this does not block the runtime.
-            self.db.flush_async().await?;
+            flush(&self.db).await?;
         }
         Ok(())
     }
@@ -485,6 +484,22 @@ fn tx_error(e: TransactionError<Infallible>) -> StoreError {
     match e {
         TransactionError::Abort(never) => match never {},
         TransactionError::Storage(e) => StoreError::Sled(e),
+    }
+}
+
+/// Wait until every write to `db` so far is on disk.
+///
+/// Not sled's `flush_async`: in sled 0.34.7 it runs the flush on sled's own
+/// IO pool, where concurrent flushes can take every thread while they wait
+/// for a log write queued on that same pool, and then never finish (sled
+/// issues #1241 and #1308, fixed on sled's main branch but never released).
+/// The blocking `flush` on tokio's blocking pool leaves sled's pool free to
+/// write. Used by every store that must be durable before it answers.
+pub(crate) async fn flush(db: &sled::Db) -> Result<(), sled::Error> {
+    let db = db.clone();
+    match tokio::task::spawn_blocking(move || db.flush()).await {
+        Ok(flushed) => flushed.map(|_| ()),
+        Err(e) => Err(sled::Error::Io(std::io::Error::other(e))),
     }
 }
 

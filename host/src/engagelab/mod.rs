@@ -149,6 +149,11 @@ pub async fn work(app: Arc<App>) {
                     () = tokio::time::sleep(IDLE_POLL) => {}
                 }
             }
+            Err(queue::QueueError::Corrupt { seq, detail }) => {
+                // Left in place it would block every callback behind it.
+                tracing::error!(seq, %detail, "dropping an unreadable queued EngageLab callback");
+                done(&app, seq).await;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the EngageLab queue");
                 tokio::time::sleep(IDLE_POLL).await;

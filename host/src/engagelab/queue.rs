@@ -107,10 +107,6 @@ pub enum QueueError {
     /// (already done, or already moved).
     #[error("callback {0} is not queued")]
     NotQueued(u64),
-    /// The flush task did not complete (it panicked, or the runtime is
-    /// shutting down): whether the write reached the disk is unknown.
-    #[error("queue flush did not complete: {0}")]
-    Flush(#[from] tokio::task::JoinError),
     /// A [`Queued`] could not be encoded (cannot happen with serde_json).
     #[error("cannot encode a queued callback: {0}")]
     Encode(#[from] serde_json::Error),
@@ -260,17 +256,11 @@ impl EventQueue {
         Ok(removed)
     }
 
-    /// Wait until every write so far is on disk.
-    ///
-    /// Not `flush_async`: in sled 0.34.7 it runs the flush on sled's own IO
-    /// pool, where concurrent flushes can take every thread while they wait
-    /// for a log write queued on that same pool, and then never finish
-    /// (sled issues #1241 and #1308, fixed on sled's main branch but never
-    /// released; `concurrent_copies_queue_once` hung that way). The blocking
-    /// `flush` on tokio's blocking pool leaves sled's pool free to write.
+    /// Wait until every write so far is on disk (see [`crate::store::flush`]
+    /// for why not sled's `flush_async`; `concurrent_copies_queue_once`
+    /// hung with it).
     async fn flush(&self) -> Result<(), QueueError> {
-        let db = self.db.clone();
-        db.flush_async().await?;
+        crate::store::flush(&self.db).await?;
         Ok(())
     }
 

@@ -1,0 +1,327 @@
+//! The host configuration: a TOML file read into [`RawConfig`] (serde, unknown
+//! keys refused) and validated into a [`Config`] with every default applied,
+//! every path made absolute and every secret resolved.
+//!
+//! Validation does no I/O of its own: the file's directory and an environment
+//! lookup are passed in, so every rule is unit-testable. Reading the file is
+//! [`Config::load`]'s only job.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::Secret;
+use crate::crm::cache::{CacheSettings, DEFAULT_MAX_CAPACITY, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL};
+use crate::crm::http::HttpSettings;
+use crate::engagelab::queue::DEFAULT_DEDUPE_WINDOW;
+use crate::engagelab::verify::{AppKey, DEFAULT_REPLAY_WINDOW};
+use crate::store::{FlushPolicy, StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
+
+/// Default admin listener (delivery log, stats): loopback only, so the
+/// delivery records are not exposed beside the public webhook.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+/// sled's background flush interval with `flush = "periodic"`: the most a
+/// crash can lose of answered deliveries under that policy.
+pub const DEFAULT_FLUSH_EVERY_MS: u64 = 500;
+/// Default public listener: loopback, so a fresh install exposes nothing
+/// until an operator chooses an address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default body limit. A delivery is a few KiB; `bodyText` of a long mail
+/// thread can reach hundreds of KiB; 1 MiB leaves room without letting a
+/// client make the host buffer arbitrary amounts.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Upper bound for `max_body_bytes`: beyond this a misconfiguration (an
+/// extra zero) would let one request hold a large buffer per connection.
+pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Default wall-clock limit for one plugin call. Plugins do small in-memory
+/// work plus host calls; 10 s is generous and still leaves room in the
+/// delivery budget for the rest of the chain.
+pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default data directory, relative to the config file.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// The whole time enrichd allows itself per delivery, from the moment the
+/// request arrives. Emailgistics gives up after 100 s; answering by 90 s
+/// leaves room for the network and a TLS terminator in front of enrichd.
+pub const DEFAULT_DELIVERY_BUDGET: Duration = Duration::from_secs(90);
+/// Emailgistics' own timeout: a budget at or above it would let enrichd
+/// answer after the sender stopped listening, so it is refused.
+pub const SENDER_TIMEOUT: Duration = Duration::from_secs(100);
+/// Linear memory one plugin instance may grow to. Enrichment plugins need a
+/// few MiB; 64 MiB stops a memory bomb long before it hurts the host.
+pub const DEFAULT_MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+/// Upper bound for `max_memory_bytes`: the pooling allocator reserves this
+/// much address space per slot, and 4 GiB is all a 32-bit wasm memory has.
+pub const MAX_MAX_MEMORY_BYTES: usize = 4 * 1024 * 1024 * 1024;
+/// Elements per table of one plugin instance. Function tables of real
+/// guests hold a few thousand entries; 100 000 costs the host under 1 MiB.
+pub const DEFAULT_MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Core instances, tables and memories per plugin instance (each counted
+/// separately). A Rust component has a handful; componentize-py guests need
+/// more than 8; 32 leaves room without letting a component multiply.
+pub const DEFAULT_MAX_INSTANCES: usize = 32;
+/// Actions one plugin may return. A real enrichment returns a handful;
+/// Emailgistics applies them one by one, so hundreds would be a bug or an
+/// attack, and the plugin's whole output is refused.
+pub const DEFAULT_MAX_ACTIONS: usize = 100;
+/// Bytes of actions (as JSON) one plugin may return. Leaves room for a
+/// sendMessage with an inline image or two (base64), refuses floods.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What TOML said, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// A host import a plugin may be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// `log`
+    Log,
+    /// `config`
+    Config,
+    /// `crm`
+    Crm,
+    /// `kv`
+    Kv,
+}
+
+impl Capability {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "log" => Some(Self::Log),
+            "config" => Some(Self::Config),
+            "crm" => Some(Self::Crm),
+            "kv" => Some(Self::Kv),
+            _ => None,
+        }
+    }
+}
+
+/// The capabilities granted to one plugin; everything else is denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants(HashSet<Capability>);
+
+impl Grants {
+    /// Grants from a list.
+    pub fn new(caps: impl IntoIterator<Item = Capability>) -> Self {
+        Grants(caps.into_iter().collect())
+    }
+    /// Whether `cap` was granted.
+    pub fn allows(&self, cap: Capability) -> bool {
+        self.0.contains(&cap)
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Public listener.
+    pub listen: SocketAddr,
+    /// Admin listener; `None`: off.
+    pub admin_listen: Option<SocketAddr>,
+    /// Delivery store settings.
+    pub store: StoreSettings,
+    /// sled's background flush interval, ms.
+    pub flush_every_ms: u64,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Time allowed per delivery.
+    pub delivery_budget: Duration,
+    /// Instance allocator.
+    pub allocator: Allocator,
+    /// Precompiled component cache.
+    pub cache_dir: PathBuf,
+    /// CRM sources, in order.
+    pub crm: Vec<CrmSourceSpec>,
+    /// Plugins, in file order.
+    pub plugins: Vec<PluginSpec>,
+    /// Routes, in file order.
+    pub routes: Vec<RouteSpec>,
+    /// EngageLab routes, in file order.
+    pub event_routes: Vec<EventRouteSpec>,
+    /// Event queue settings.
+    pub events: EventSettings,
+}
+
+/// A validated `[[plugin]]`.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// Unique name.
+    pub name: String,
+    /// Absolute path of the component.
+    pub path: PathBuf,
+    /// Granted capabilities.
+    pub grants: Grants,
+    /// Values for the `config` import.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// Wall-clock limit per call.
+    pub timeout: Duration,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Failure policy.
+    pub on_error: OnError,
+    /// Expected SHA-256 of the component.
+    pub sha256: Option<[u8; 32]>,
+    /// Indexes into [`Config::crm`] of the sources this plugin may use.
+    pub crm_sources: Vec<usize>,
+    /// Other plugins whose kv namespaces this plugin may read.
+    pub kv_read: Vec<String>,
+}
+
+/// A validated CRM source.
+#[derive(Debug, Clone)]
+pub struct CrmSourceSpec {
+    /// Name.
+    pub name: String,
+    /// Backend.
+    pub backend: CrmBackendSpec,
+    /// Cache.
+    pub cache: CacheSettings,
+}
+
+/// A validated CRM backend.
+#[derive(Debug, Clone)]
+pub enum CrmBackendSpec {
+    /// Embedded, with an optional seed file.
+    Embedded {
+        /// Upserted at start.
+        seed: Option<PathBuf>,
+    },
+    /// REST.
+    Http(HttpSettings),
+}
+
+/// Default per-request timeout of an http CRM: an interactive CRM answers in
+/// well under a second; past 2 s the last-known value is the better answer.
+pub const DEFAULT_CRM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default requests in flight to an http CRM: enough for a busy mailbox,
+/// few enough not to be mistaken for an attack by the CRM's rate limiter.
+pub const DEFAULT_CRM_CONCURRENCY: usize = 16;
+
+/// The sandbox limits of one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel per call; `None`: not metered.
+    pub fuel: Option<u64>,
+    /// Linear memory, bytes.
+    pub max_memory_bytes: usize,
+    /// Elements per table.
+    pub max_table_elements: usize,
+    /// Core instances, tables and memories per instance (each).
+    pub max_instances: usize,
+    /// Actions per call.
+    pub max_actions: usize,
+    /// JSON bytes of actions per call.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: None,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            max_table_elements: DEFAULT_MAX_TABLE_ELEMENTS,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            max_actions: DEFAULT_MAX_ACTIONS,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
+}
+
+/// A validated `[[engagelab]]`.
+#[derive(Debug, Clone)]
+pub struct EventRouteSpec {
+    /// Request path.
+    pub path: String,
+    /// Accepted app keys.
+    pub app_keys: Vec<AppKey>,
+    /// Accepted timestamp skew.
+    pub replay_window: Duration,
+    /// Indexes into [`Config::plugins`], in order.
+    pub chain: Vec<usize>,
+}
+
+/// Queueing of EngageLab callbacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSettings {
+    /// How long duplicates are recognised.
+    pub dedupe_window: Duration,
+    /// Attempts per callback when a plugin asks for a retry.
+    pub max_attempts: u32,
+}
+
+/// Default attempts: a plugin with `on_error = "retry"` gets a few more
+/// chances over a few seconds, then the callback is dropped (and logged).
+pub const DEFAULT_EVENT_ATTEMPTS: u32 = 5;
+
+/// A validated `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// Request path.
+    pub path: String,
+    /// Accepted secrets (empty: no check).
+    pub secrets: Vec<Secret>,
+    /// Chain, in order.
+    pub chain: Vec<ChainEntrySpec>,
+}
+
+/// A validated chain entry.
+#[derive(Debug, Clone)]
+pub struct ChainEntrySpec {
+    /// Index into [`Config::plugins`].
+    pub plugin: usize,
+    /// Lower-cased mailbox filter; `None` runs for every mailbox.
+    pub mailboxes: Option<Vec<String>>,
+}
+
+impl Config {
+    /// Read and validate a config file, resolving secrets from the process
+    /// environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
+        raw.resolve(&base, &|name| std::env::var(name).ok())
+    }
+}
+
+mod raw;
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+pub use raw::*;

@@ -1,0 +1,428 @@
+//! Validation of a [`RawConfig`] into a [`Config`]: defaults applied, paths
+//! made absolute, secrets resolved, every cross-reference checked. No I/O:
+//! the file's directory and an environment lookup are passed in.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+impl RawConfig {
+    /// Validate into a [`Config`]. Relative paths are taken from `base`;
+    /// `env` looks up environment variables named by secrets.
+    pub fn resolve(
+        self,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let listen = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen
+            .parse()
+            .map_err(|e| invalid(format!("listen = {listen:?}: {e}")))?;
+        let admin_listen = match self.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN) {
+            "off" => None,
+            addr => Some(
+                addr.parse::<SocketAddr>()
+                    .map_err(|e| invalid(format!("admin_listen = {addr:?}: {e} (or \"off\")")))?,
+            ),
+        };
+        let idem = &self.idempotency;
+        let retention = idem
+            .retention_hours
+            .map(|h| Duration::from_secs(h * 3600))
+            .unwrap_or(DEFAULT_RETENTION);
+        let store = StoreSettings {
+            retention,
+            max_records: idem.max_records.unwrap_or(DEFAULT_MAX_RECORDS),
+            flush: idem.flush.unwrap_or(FlushPolicy::Always),
+        };
+        if store.retention.is_zero() || store.max_records == 0 {
+            return Err(invalid(
+                "[idempotency] retention_hours and max_records must be > 0",
+            ));
+        }
+        let flush_every_ms = idem.flush_every_ms.unwrap_or(DEFAULT_FLUSH_EVERY_MS);
+        if flush_every_ms == 0 {
+            return Err(invalid("[idempotency] flush_every_ms must be > 0"));
+        }
+        let max_body_bytes = self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes == 0 || max_body_bytes > MAX_MAX_BODY_BYTES {
+            return Err(invalid(format!(
+                "max_body_bytes = {max_body_bytes}: must be between 1 and {MAX_MAX_BODY_BYTES}"
+            )));
+        }
+        let data_dir = base.join(self.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
+        let delivery_budget = self
+            .delivery_budget_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_DELIVERY_BUDGET);
+        if delivery_budget.is_zero() || delivery_budget >= SENDER_TIMEOUT {
+            return Err(invalid(format!(
+                "delivery_budget_ms = {}: must be above 0 and below {} (Emailgistics stops waiting at {} s)",
+                delivery_budget.as_millis(),
+                SENDER_TIMEOUT.as_millis(),
+                SENDER_TIMEOUT.as_secs()
+            )));
+        }
+        let cache_dir = match self.cache_dir {
+            Some(dir) => base.join(dir),
+            None => data_dir.join("component-cache"),
+        };
+
+        let mut crm: Vec<CrmSourceSpec> = Vec::with_capacity(self.crm.len());
+        for raw in self.crm {
+            if crm.iter().any(|c| c.name == raw.name) || raw.name.trim().is_empty() {
+                return Err(invalid(format!(
+                    "CRM source name {:?} is empty or used twice",
+                    raw.name
+                )));
+            }
+            crm.push(crm_source(raw, base, env)?);
+        }
+
+        let mut plugins = Vec::with_capacity(self.plugin.len());
+        for p in self.plugin {
+            if p.name.trim().is_empty() {
+                return Err(invalid("a [[plugin]] has an empty name"));
+            }
+            if plugins.iter().any(|q: &PluginSpec| q.name == p.name) {
+                return Err(invalid(format!("plugin {:?} is defined twice", p.name)));
+            }
+            let mut caps = Vec::new();
+            for c in &p.capabilities {
+                caps.push(Capability::parse(c).ok_or_else(|| {
+                    invalid(format!(
+                        "plugin {:?}: unknown capability {c:?} (known: log, config, crm, kv)",
+                        p.name
+                    ))
+                })?);
+            }
+            let timeout = match p.timeout_ms {
+                Some(0) => {
+                    return Err(invalid(format!(
+                        "plugin {:?}: timeout_ms must be > 0",
+                        p.name
+                    )))
+                }
+                Some(ms) => Duration::from_millis(ms),
+                None => DEFAULT_PLUGIN_TIMEOUT,
+            };
+            let limits = plugin_limits(&p)?;
+            let crm_sources = match &p.crm_sources {
+                None => (0..crm.len()).collect(),
+                Some(names) => names
+                    .iter()
+                    .map(|n| {
+                        crm.iter().position(|c| &c.name == n).ok_or_else(|| {
+                            invalid(format!("plugin {:?}: no CRM source named {n:?}", p.name))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            let sha256 = p
+                .sha256
+                .as_deref()
+                .map(|hex_digest| {
+                    let mut digest = [0u8; 32];
+                    hex::decode_to_slice(hex_digest.trim(), &mut digest).map(|()| digest)
+                })
+                .transpose()
+                .map_err(|e| {
+                    invalid(format!(
+                        "plugin {:?}: sha256 is not 64 hex digits: {e}",
+                        p.name
+                    ))
+                })?;
+            plugins.push(PluginSpec {
+                path: base.join(&p.path),
+                grants: Grants::new(caps),
+                config: Arc::new(p.config),
+                timeout,
+                limits,
+                on_error: p.on_error.unwrap_or_default(),
+                sha256,
+                crm_sources,
+                kv_read: p.kv_read,
+                name: p.name,
+            });
+        }
+
+        for p in &plugins {
+            if let Some(other) = p
+                .kv_read
+                .iter()
+                .find(|n| !plugins.iter().any(|q| &q.name == *n))
+            {
+                return Err(invalid(format!(
+                    "plugin {:?}: kv_read names {other:?}, which no [[plugin]] defines",
+                    p.name
+                )));
+            }
+        }
+
+        let mut routes: Vec<RouteSpec> = Vec::with_capacity(self.route.len());
+        for r in self.route {
+            if !r.path.starts_with('/') {
+                return Err(invalid(format!(
+                    "route path {:?} must start with '/'",
+                    r.path
+                )));
+            }
+            if r.path == crate::server::HEALTHZ_PATH || routes.iter().any(|q| q.path == r.path) {
+                return Err(invalid(format!("route path {:?} is used twice", r.path)));
+            }
+            let mut secrets = Vec::with_capacity(r.secrets.len());
+            for (i, s) in r.secrets.iter().enumerate() {
+                let value = resolve_secret(s, &format!("route {:?}: secret {i}", r.path), env)?;
+                secrets.push(Secret::new(&value));
+            }
+            let mut chain = Vec::with_capacity(r.chain.len());
+            for e in r.chain {
+                let plugin = plugins
+                    .iter()
+                    .position(|p| p.name == e.plugin)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "route {:?}: chain names plugin {:?}, which no [[plugin]] defines",
+                            r.path, e.plugin
+                        ))
+                    })?;
+                let mailboxes = e
+                    .mailboxes
+                    .map(|m| m.iter().map(|s| s.trim().to_lowercase()).collect());
+                chain.push(ChainEntrySpec { plugin, mailboxes });
+            }
+            routes.push(RouteSpec {
+                path: r.path,
+                secrets,
+                chain,
+            });
+        }
+        let mut event_routes: Vec<EventRouteSpec> = Vec::with_capacity(self.engagelab.len());
+        for r in self.engagelab {
+            let taken = r.path == crate::server::HEALTHZ_PATH
+                || routes.iter().any(|q| q.path == r.path)
+                || event_routes.iter().any(|q| q.path == r.path);
+            if !r.path.starts_with('/') || taken {
+                return Err(invalid(format!(
+                    "engagelab path {:?} must start with '/' and not be used twice",
+                    r.path
+                )));
+            }
+            if r.app_keys.is_empty() {
+                return Err(invalid(format!(
+                    "engagelab {:?}: app_keys is empty; EngageLab signs every callback, so an app key is required",
+                    r.path
+                )));
+            }
+            let app_keys = r
+                .app_keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    resolve_secret(k, &format!("engagelab {:?}: app key {i}", r.path), env)
+                        .map(|v| AppKey::new(&v))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let chain = r
+                .chain
+                .iter()
+                .map(|e| {
+                    plugins
+                        .iter()
+                        .position(|p| p.name == e.plugin)
+                        .ok_or_else(|| {
+                            invalid(format!(
+                            "engagelab {:?}: chain names plugin {:?}, which no [[plugin]] defines",
+                            r.path, e.plugin
+                        ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            event_routes.push(EventRouteSpec {
+                path: r.path,
+                app_keys,
+                replay_window: r
+                    .replay_window_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(DEFAULT_REPLAY_WINDOW),
+                chain,
+            });
+        }
+        if routes.is_empty() && event_routes.is_empty() {
+            return Err(invalid(
+                "no [[route]] or [[engagelab]] is defined: enrichd would serve nothing",
+            ));
+        }
+        let events = EventSettings {
+            dedupe_window: self
+                .events
+                .dedupe_hours
+                .map(|h| Duration::from_secs(h * 3600))
+                .unwrap_or(DEFAULT_DEDUPE_WINDOW),
+            max_attempts: self.events.max_attempts.unwrap_or(DEFAULT_EVENT_ATTEMPTS),
+        };
+        if events.dedupe_window.is_zero() || events.max_attempts == 0 {
+            return Err(invalid(
+                "[events] dedupe_hours and max_attempts must be > 0",
+            ));
+        }
+
+        Ok(Config {
+            listen,
+            admin_listen,
+            store,
+            flush_every_ms,
+            data_dir,
+            max_body_bytes,
+            delivery_budget,
+            allocator: self.allocator.unwrap_or_default(),
+            cache_dir,
+            crm,
+            plugins,
+            routes,
+            event_routes,
+            events,
+        })
+    }
+}
+
+/// A secret's value, from the file or the environment; `what` names it in
+/// errors.
+fn resolve_secret(
+    s: &RawSecret,
+    what: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let value = match (&s.value, &s.env) {
+        (Some(v), None) => v.clone(),
+        (None, Some(var)) => env(var).ok_or_else(|| {
+            invalid(format!(
+                "{what} reads environment variable {var:?}, which is not set"
+            ))
+        })?,
+        _ => {
+            return Err(invalid(format!(
+                "{what} needs exactly one of `value` or `env`"
+            )))
+        }
+    };
+    if value.is_empty() {
+        return Err(invalid(format!("{what} is empty")));
+    }
+    Ok(value)
+}
+
+fn crm_source(
+    raw: RawCrmSource,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<CrmSourceSpec, ConfigError> {
+    let name = raw.name;
+    let bad = |what: String| invalid(format!("CRM source {name:?}: {what}"));
+    let secs = |s: Option<u64>, default: Duration| s.map(Duration::from_secs).unwrap_or(default);
+    let timeout = raw
+        .timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_CRM_TIMEOUT);
+    let cache = CacheSettings {
+        ttl: secs(raw.cache.ttl_secs, DEFAULT_TTL),
+        negative_ttl: secs(raw.cache.negative_ttl_secs, DEFAULT_NEGATIVE_TTL),
+        max_capacity: raw.cache.max_capacity.unwrap_or(DEFAULT_MAX_CAPACITY),
+        backend_timeout: timeout,
+        refresh_every: raw
+            .cache
+            .refresh_every_secs
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs),
+    };
+    if cache.ttl.is_zero() || timeout.is_zero() || cache.max_capacity == 0 {
+        return Err(bad(
+            "ttl_secs, timeout_ms and max_capacity must be > 0".into()
+        ));
+    }
+    let http_only = raw.email_url.is_some()
+        || raw.domain_url.is_some()
+        || !raw.headers.is_empty()
+        || !raw.fields.is_empty()
+        || raw.max_concurrency.is_some();
+    let backend = match raw.kind {
+        CrmKind::Embedded => {
+            if http_only {
+                return Err(bad("email_url, domain_url, headers, fields and max_concurrency are for kind = \"http\"".into()));
+            }
+            CrmBackendSpec::Embedded {
+                seed: raw.seed.map(|p| base.join(p)),
+            }
+        }
+        CrmKind::Http => {
+            if raw.seed.is_some() {
+                return Err(bad("seed is for kind = \"embedded\"".into()));
+            }
+            let email_url = raw
+                .email_url
+                .ok_or_else(|| bad("kind = \"http\" needs email_url".into()))?;
+            let mut headers = Vec::with_capacity(raw.headers.len());
+            for h in raw.headers {
+                let secret = RawSecret {
+                    value: h.value,
+                    env: h.env,
+                };
+                let what = format!("CRM source {name:?}: header {:?}", h.name);
+                let value = resolve_secret(&secret, &what, env)?;
+                headers.push((h.name, format!("{}{value}", h.prefix)));
+            }
+            let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_CRM_CONCURRENCY);
+            if max_concurrency == 0 {
+                return Err(bad("max_concurrency must be > 0".into()));
+            }
+            CrmBackendSpec::Http(HttpSettings {
+                email_url,
+                domain_url: raw.domain_url,
+                headers,
+                fields: raw.fields.into_iter().collect(),
+                timeout,
+                max_concurrency,
+            })
+        }
+    };
+    Ok(CrmSourceSpec {
+        name,
+        backend,
+        cache,
+    })
+}
+
+fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
+    let name = &p.name;
+    let d = Limits::default();
+    let limits = Limits {
+        fuel: p.fuel,
+        max_memory_bytes: p.max_memory_bytes.unwrap_or(d.max_memory_bytes),
+        max_table_elements: p.max_table_elements.unwrap_or(d.max_table_elements),
+        max_instances: p.max_instances.unwrap_or(d.max_instances),
+        max_actions: p.max_actions.unwrap_or(d.max_actions),
+        max_output_bytes: p.max_output_bytes.unwrap_or(d.max_output_bytes),
+    };
+    if limits.fuel == Some(0) {
+        return Err(invalid(format!("plugin {name:?}: fuel must be > 0")));
+    }
+    // Below 1 MiB not even a minimal Rust component instantiates.
+    if !(1024 * 1024..=MAX_MAX_MEMORY_BYTES).contains(&limits.max_memory_bytes) {
+        return Err(invalid(format!(
+            "plugin {name:?}: max_memory_bytes must be between 1 MiB and {MAX_MAX_MEMORY_BYTES}"
+        )));
+    }
+    if limits.max_instances == 0 || limits.max_table_elements == 0 {
+        return Err(invalid(format!(
+            "plugin {name:?}: max_instances and max_table_elements must be > 0"
+        )));
+    }
+    if limits.max_actions == 0 || limits.max_output_bytes == 0 {
+        return Err(invalid(format!(
+            "plugin {name:?}: max_actions and max_output_bytes must be > 0"
+        )));
+    }
+    Ok(limits)
+}

@@ -1,0 +1,308 @@
+//! Unit tests of the config rules.
+
+use super::*;
+
+fn resolve(text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    raw.resolve(Path::new("/etc/enrichd"), &|name| {
+        (name == "HOOK_SECRET").then(|| "from-env-0123456789".to_owned())
+    })
+}
+
+const MINIMAL: &str = r#"
+    [[plugin]]
+    name = "a"
+    path = "a.wasm"
+    capabilities = ["crm", "log"]
+    [[route]]
+    path = "/hook"
+    chain = [{ plugin = "a" }]
+"#;
+
+#[test]
+fn defaults_apply_and_paths_are_taken_from_the_config_dir() {
+    let c = resolve(MINIMAL).unwrap();
+    assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+    assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(c.data_dir, Path::new("/etc/enrichd/data"));
+    assert_eq!(c.plugins[0].path, Path::new("/etc/enrichd/a.wasm"));
+    assert_eq!(c.plugins[0].timeout, DEFAULT_PLUGIN_TIMEOUT);
+    assert!(c.plugins[0].grants.allows(Capability::Crm));
+    assert!(!c.plugins[0].grants.allows(Capability::Config));
+    assert!(c.routes[0].secrets.is_empty());
+}
+
+#[test]
+fn secrets_come_from_the_file_or_the_environment() {
+    let c = resolve(&format!(
+        "{MINIMAL}\nsecrets = [{{ value = \"literal-secret-123\" }}, {{ env = \"HOOK_SECRET\" }}]"
+    ))
+    .unwrap();
+    assert_eq!(c.routes[0].secrets.len(), 2);
+    let err = resolve(&format!("{MINIMAL}\nsecrets = [{{ env = \"NOPE\" }}]")).unwrap_err();
+    assert!(
+        err.to_string().contains("\"NOPE\", which is not set"),
+        "{err}"
+    );
+    let err = resolve(&format!(
+        "{MINIMAL}\nsecrets = [{{ env = \"HOOK_SECRET\", value = \"x\" }}]"
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("exactly one"), "{err}");
+}
+
+#[test]
+fn inconsistent_configs_are_refused_with_a_reason() {
+    let cases = [
+        ("listen = \"nowhere\"\n", "listen"),
+        ("max_body_bytes = 0\n", "max_body_bytes"),
+        ("bogus_key = 1\n", "unknown field"),
+    ];
+    for (prefix, needle) in cases {
+        let err = resolve(&format!("{prefix}{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{prefix}: {err}");
+    }
+    let err = resolve(&MINIMAL.replace("\"crm\"", "\"network\"")).unwrap_err();
+    assert!(
+        err.to_string().contains("unknown capability \"network\""),
+        "{err}"
+    );
+    let err = resolve(&MINIMAL.replace("plugin = \"a\"", "plugin = \"b\"")).unwrap_err();
+    assert!(err.to_string().contains("no [[plugin]] defines"), "{err}");
+    let err = resolve(&MINIMAL.replace("/hook", "hook")).unwrap_err();
+    assert!(err.to_string().contains("must start with '/'"), "{err}");
+    let twice = format!("{MINIMAL}\n[[plugin]]\nname = \"a\"\npath = \"x.wasm\"\n");
+    assert!(resolve(&twice)
+        .unwrap_err()
+        .to_string()
+        .contains("defined twice"));
+    let no_route = "[[plugin]]\nname = \"a\"\npath = \"a.wasm\"\n";
+    assert!(resolve(no_route)
+        .unwrap_err()
+        .to_string()
+        .contains("no [[route]]"));
+}
+
+#[test]
+fn sandbox_settings_have_defaults_and_are_checked() {
+    let c = resolve(MINIMAL).unwrap();
+    assert_eq!(c.delivery_budget, DEFAULT_DELIVERY_BUDGET);
+    assert_eq!(c.allocator, Allocator::Auto);
+    assert_eq!(c.cache_dir, Path::new("/etc/enrichd/data/component-cache"));
+    let p = &c.plugins[0];
+    assert_eq!(p.limits, Limits::default());
+    assert_eq!(p.on_error, OnError::Skip);
+    assert_eq!(p.sha256, None);
+
+    let c = resolve(&format!(
+        "delivery_budget_ms = 99999\nallocator = \"on-demand\"\n{}",
+        MINIMAL.replace(
+            "capabilities",
+            "fuel = 5000\nmax_memory_bytes = 2097152\nmax_table_elements = 5000\nmax_instances = 8\nmax_actions = 3\nmax_output_bytes = 100\non_error = \"retry\"\n\
+             sha256 = \"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855\"\ncapabilities"
+        )
+    ))
+    .unwrap();
+    assert_eq!(c.delivery_budget, Duration::from_millis(99_999));
+    assert_eq!(c.allocator, Allocator::OnDemand);
+    let p = &c.plugins[0];
+    assert_eq!(
+        p.limits,
+        Limits {
+            fuel: Some(5000),
+            max_memory_bytes: 2 << 20,
+            max_table_elements: 5000,
+            max_instances: 8,
+            max_actions: 3,
+            max_output_bytes: 100
+        }
+    );
+    assert_eq!(p.on_error, OnError::Retry);
+    assert_eq!(p.sha256.unwrap()[..2], [0xe3, 0xb0]);
+
+    for (setting, needle) in [
+        ("delivery_budget_ms = 100000\n", "below 100000"),
+        ("delivery_budget_ms = 0\n", "above 0"),
+        ("allocator = \"magic\"\n", "unknown variant"),
+    ] {
+        let err = resolve(&format!("{setting}{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{setting}: {err}");
+    }
+    for (setting, needle) in [
+        ("fuel = 0", "fuel must be > 0"),
+        (
+            "max_memory_bytes = 1000",
+            "max_memory_bytes must be between",
+        ),
+        ("max_actions = 0", "must be > 0"),
+        (
+            "max_instances = 0",
+            "max_instances and max_table_elements must be > 0",
+        ),
+        (
+            "max_table_elements = 0",
+            "max_instances and max_table_elements must be > 0",
+        ),
+        ("on_error = \"ignore\"", "unknown variant"),
+        ("sha256 = \"abc\"", "sha256 is not 64 hex digits"),
+    ] {
+        let err = resolve(&MINIMAL.replace("capabilities", &format!("{setting}\ncapabilities")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{setting}: {err}");
+    }
+}
+
+#[test]
+fn idempotency_and_admin_settings() {
+    let c = resolve(MINIMAL).unwrap();
+    assert_eq!(c.admin_listen, Some(DEFAULT_ADMIN_LISTEN.parse().unwrap()));
+    assert_eq!(c.store.retention, DEFAULT_RETENTION);
+    assert_eq!(c.store.flush, FlushPolicy::Always);
+    let c = resolve(&format!(
+        "admin_listen = \"off\"\n[idempotency]\nretention_hours = 1\nmax_records = 10\nflush = \"periodic\"\nflush_every_ms = 50\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(c.admin_listen, None);
+    assert_eq!(c.store.retention, Duration::from_secs(3600));
+    assert_eq!(c.store.max_records, 10);
+    assert_eq!(c.store.flush, FlushPolicy::Periodic);
+    assert_eq!(c.flush_every_ms, 50);
+    for (setting, needle) in [
+        ("admin_listen = \"everywhere\"\n", "admin_listen"),
+        ("[idempotency]\nretention_hours = 0\n", "must be > 0"),
+        ("[idempotency]\nflush = \"sometimes\"\n", "unknown variant"),
+    ] {
+        let err = resolve(&format!("{setting}{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{setting}: {err}");
+    }
+}
+
+#[test]
+fn crm_sources_are_validated_and_granted_by_name() {
+    let sources = r#"
+        [[crm]]
+        name = "local"
+        kind = "embedded"
+        seed = "crm.csv"
+        [[crm]]
+        name = "remote"
+        kind = "http"
+        email_url = "https://crm.example/api?email={email}"
+        headers = [{ name = "Authorization", env = "HOOK_SECRET", prefix = "Bearer " }]
+        fields = { region = "/address/region" }
+        timeout_ms = 1500
+        [crm.cache]
+        ttl_secs = 60
+        negative_ttl_secs = 5
+    "#;
+    let c = resolve(&format!("{sources}{MINIMAL}")).unwrap();
+    assert_eq!(
+        c.plugins[0].crm_sources,
+        vec![0, 1],
+        "all sources by default"
+    );
+    assert_eq!(c.crm[1].cache.ttl, Duration::from_secs(60));
+    assert_eq!(c.crm[0].cache.ttl, DEFAULT_TTL);
+    match &c.crm[1].backend {
+        CrmBackendSpec::Http(h) => {
+            assert_eq!(
+                h.headers,
+                vec![(
+                    "Authorization".to_owned(),
+                    "Bearer from-env-0123456789".to_owned()
+                )]
+            );
+            assert_eq!(
+                h.fields,
+                vec![("region".to_owned(), "/address/region".to_owned())]
+            );
+            assert_eq!(h.timeout, Duration::from_millis(1500));
+        }
+        other => panic!("{other:?}"),
+    }
+    let c = resolve(&format!(
+        "{sources}{}",
+        MINIMAL.replace("capabilities", "crm_sources = [\"remote\"]\ncapabilities")
+    ))
+    .unwrap();
+    assert_eq!(c.plugins[0].crm_sources, vec![1]);
+
+    for (src, needle) in [
+        ("[[crm]]\nname = \"x\"\nkind = \"http\"\n", "needs email_url"),
+        ("[[crm]]\nname = \"x\"\nkind = \"embedded\"\nemail_url = \"http://a/{email}\"\n", "are for kind"),
+        ("[[crm]]\nname = \"x\"\nkind = \"ldap\"\n", "unknown variant"),
+        (
+            "[[crm]]\nname = \"x\"\nkind = \"http\"\nemail_url = \"http://a/{email}\"\nheaders = [{ name = \"A\", env = \"NOPE\" }]\n",
+            "\"NOPE\", which is not set",
+        ),
+        ("[[crm]]\nname = \"x\"\nkind = \"embedded\"\n[[crm]]\nname = \"x\"\nkind = \"embedded\"\n", "used twice"),
+    ] {
+        let err = resolve(&format!("{src}{MINIMAL}")).unwrap_err().to_string();
+        assert!(err.contains(needle), "{src}: {err}");
+    }
+    let err = resolve(&MINIMAL.replace("capabilities", "crm_sources = [\"nope\"]\ncapabilities"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no CRM source named \"nope\""), "{err}");
+}
+
+#[test]
+fn engagelab_routes_need_app_keys_and_known_plugins() {
+    let el = "[[engagelab]]\npath = \"/el\"\napp_keys = [{ env = \"HOOK_SECRET\" }, { value = \"k2\" }]\nchain = [{ plugin = \"a\" }]\n";
+    let c = resolve(&format!("{MINIMAL}{el}")).unwrap();
+    assert_eq!(c.event_routes[0].app_keys.len(), 2);
+    assert_eq!(c.event_routes[0].replay_window, DEFAULT_REPLAY_WINDOW);
+    assert_eq!(c.event_routes[0].chain, vec![0]);
+    assert_eq!(c.events.max_attempts, DEFAULT_EVENT_ATTEMPTS);
+    for (bad, needle) in [
+        (
+            el.replace("[{ env = \"HOOK_SECRET\" }, { value = \"k2\" }]", "[]"),
+            "app key is required",
+        ),
+        (el.replace("\"/el\"", "\"/hook\""), "not be used twice"),
+        (
+            el.replace("plugin = \"a\"", "plugin = \"zz\""),
+            "no [[plugin]] defines",
+        ),
+        (
+            el.replace("HOOK_SECRET", "NOPE"),
+            "\"NOPE\", which is not set",
+        ),
+    ] {
+        let err = resolve(&format!("{MINIMAL}{bad}")).unwrap_err().to_string();
+        assert!(err.contains(needle), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn mailbox_filters_are_lower_cased() {
+    let c = resolve(&MINIMAL.replace(
+        "{ plugin = \"a\" }",
+        "{ plugin = \"a\", mailboxes = [\" Claims@Example.com \"] }",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.routes[0].chain[0].mailboxes.as_deref(),
+        Some(&["claims@example.com".to_owned()][..])
+    );
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let c = Config::load(&dir.join("enrichd.toml")).unwrap();
+    assert!(!c.routes.is_empty() && !c.plugins.is_empty());
+    match &c.crm[0].backend {
+        CrmBackendSpec::Embedded { seed } => {
+            assert!(seed.as_ref().unwrap().ends_with("crm-sample.jsonl"))
+        }
+        other => panic!("{other:?}"),
+    }
+}

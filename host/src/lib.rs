@@ -41,5 +41,7 @@ pub mod payload;
 pub mod plugin;
 pub mod server;
 pub mod singleflight;
+#[cfg(test)]
+mod sled_test;
 pub mod store;
 pub mod validate;

@@ -506,8 +506,8 @@ pub(crate) async fn flush(db: &sled::Db) -> Result<(), sled::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sled_test::{copy_dir, reopen, temp_db};
     use serde_json::json;
-    use std::path::Path;
 
     const HOUR_MS: u64 = 60 * 60 * 1000;
     const T0: u64 = 1_700_000_000_000;
@@ -524,12 +524,6 @@ mod tests {
         DeliveryStore::open(db, settings(HOUR_MS, 1000, FlushPolicy::Always)).unwrap()
     }
 
-    fn temp_db() -> (tempfile::TempDir, sled::Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        (dir, db)
-    }
-
     fn delivery(route: &str, id: &str, at: u64) -> StoredDelivery {
         StoredDelivery {
             route: route.into(),
@@ -543,19 +537,6 @@ mod tests {
 
     fn ids(list: &[DeliverySummary]) -> Vec<&str> {
         list.iter().map(|s| s.id.as_str()).collect()
-    }
-
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy_dir(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), target).unwrap();
-            }
-        }
     }
 
     #[test]
@@ -937,21 +918,6 @@ mod tests {
         let db = reopen(dir.path());
         let store = DeliveryStore::open(&db, settings(HOUR_MS, 10, FlushPolicy::Periodic)).unwrap();
         assert_eq!(store.get("/hook", "p", T0 + 2).unwrap(), Some(d));
-    }
-
-    /// Open `path` once the previous handle in this process has let go.
-    fn reopen(path: &std::path::Path) -> sled::Db {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            match sled::open(path) {
-                Ok(db) => return db,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => panic!("cannot reopen {}: {e}", path.display()),
-            }
-        }
     }
 
     #[tokio::test]

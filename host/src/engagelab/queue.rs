@@ -298,17 +298,11 @@ fn storage(error: TransactionError<Infallible>) -> QueueError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
+    use crate::sled_test::{crash_copy, reopen, temp_db};
 
     const T0: u64 = 1_676_617_200_000;
     const DAY_MS: u64 = 24 * 60 * 60 * 1000;
     const ROUTE: &str = "/engagelab/email";
-
-    fn temp_db() -> (tempfile::TempDir, sled::Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        (dir, db)
-    }
 
     fn queue(db: &sled::Db) -> EventQueue {
         EventQueue::open(db, DEFAULT_DEDUPE_WINDOW).unwrap()
@@ -562,15 +556,6 @@ mod tests {
         );
     }
 
-    /// Open a snapshot of `db`'s directory taken while it is still open and
-    /// sled's background flusher is off: what a crash would leave.
-    fn crash_copy(dir: &Path) -> (tempfile::TempDir, sled::Db) {
-        let snapshot = tempfile::tempdir().unwrap();
-        copy_dir(dir, snapshot.path());
-        let db = sled::open(snapshot.path()).unwrap();
-        (snapshot, db)
-    }
-
     fn unflushed_db() -> (tempfile::TempDir, sled::Db) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new()
@@ -616,33 +601,5 @@ mod tests {
             .unwrap();
         let (_snapshot, recovered) = crash_copy(dir.path());
         assert_eq!(queue(&recovered).peek().unwrap(), None);
-    }
-
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let target = to.join(entry.file_name());
-            if entry.file_type().unwrap().is_dir() {
-                copy_dir(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), target).unwrap();
-            }
-        }
-    }
-
-    /// Open `path` once the previous handle in this process has let go:
-    /// sled's flusher thread releases the file lock a moment after the drop.
-    fn reopen(path: &Path) -> sled::Db {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match sled::open(path) {
-                Ok(db) => return db,
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("cannot reopen {}: {e}", path.display()),
-            }
-        }
     }
 }

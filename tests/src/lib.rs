@@ -13,8 +13,13 @@
 //! [`TestServer`] runs a real enrichd (real config file, real sled store in a
 //! temp dir, real plugins) on `127.0.0.1:0`, and speaks raw HTTP/1.1 to it so
 //! tests control every byte (a body larger than declared, a missing header).
+//!
+//! [`resources`] measures what the host spends while a test runs: the
+//! worst `/healthz` latency, the process's RSS, a directory's size, and the
+//! bytes the host logged.
 
 pub mod crm_server;
+pub mod resources;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -23,8 +23,8 @@ use crate::config::{Allocator, PluginSpec};
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// The exported interfaces a plugin may implement.
-const HANDLER_EXPORT: &str = "enrichd:plugin/handler@0.1.0";
-const EVENTS_EXPORT: &str = "enrichd:plugin/events@0.1.0";
+const HANDLER_EXPORT: &str = "enrichd:plugin/handler@0.2.0";
+const EVENTS_EXPORT: &str = "enrichd:plugin/events@0.2.0";
 
 /// Concurrent plugin instances the pooling allocator is sized for, and the
 /// number of calls allowed at once (with either allocator). Each delivery

@@ -135,6 +135,14 @@ pub enum Failure {
     /// The call could not start (instantiation failed).
     #[error("cannot instantiate: {0}")]
     Instantiate(String),
+    /// The call never started: no instance slot became free within its
+    /// time (this many ms). The host was saturated; the plugin did nothing.
+    #[error("no free instance slot within {0} ms")]
+    Busy(u64),
+    /// The call was not made: the plugin's circuit breaker is open after
+    /// repeated failures, for this many more ms.
+    #[error("quarantined after repeated failures; {0} ms of cool-down left")]
+    Quarantined(u64),
 }
 
 impl Failure {
@@ -149,6 +157,8 @@ impl Failure {
             Failure::OutputLimit(_) => "output limit",
             Failure::Guest(_) => "guest error",
             Failure::Instantiate(_) => "instantiate",
+            Failure::Busy(_) => "busy",
+            Failure::Quarantined(_) => "quarantined",
         }
     }
 }
@@ -281,7 +291,7 @@ impl Plugin {
         // Waiting for a free instance slot counts against the same deadline.
         let Ok(Ok(_permit)) = tokio::time::timeout_at(limit.deadline, self.permits.acquire()).await
         else {
-            return Err(timed_out(Instant::now()));
+            return Err(Failure::Busy(started.elapsed().as_millis() as u64));
         };
 
         let mut store = self.new_store(subject, services, limit.deadline)?;

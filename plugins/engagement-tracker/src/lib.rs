@@ -132,7 +132,11 @@ fn kv_error(op: &str, address: &str, e: HostError) -> PluginError {
         failure.describe()
     );
     match failure {
-        HostFailure::Denied(_) | HostFailure::Unavailable(_) => PluginError::Dependency(text),
+        // A full namespace is the operator's to fix (quota), like a store
+        // that is down: a dependency failure, worth retrying later.
+        HostFailure::Denied(_) | HostFailure::Unavailable(_) | HostFailure::OverLimit(_) => {
+            PluginError::Dependency(text)
+        }
         HostFailure::Invalid(_) => PluginError::Internal(text),
     }
 }

@@ -25,6 +25,8 @@ pub enum HostFailure {
     Unavailable(String),
     /// The request was not acceptable.
     Invalid(String),
+    /// A host budget or quota of this plugin is used up (WIT 0.2.0).
+    OverLimit(String),
 }
 
 impl HostFailure {
@@ -34,6 +36,7 @@ impl HostFailure {
             HostFailure::Denied(r) => format!("denied: {r}"),
             HostFailure::Unavailable(r) => format!("unavailable: {r}"),
             HostFailure::Invalid(r) => format!("invalid: {r}"),
+            HostFailure::OverLimit(r) => format!("over limit: {r}"),
         }
     }
 }
@@ -62,6 +65,7 @@ macro_rules! host_failure_from {
                     $($host_error)::+::Denied(r) => $crate::HostFailure::Denied(r),
                     $($host_error)::+::Unavailable(r) => $crate::HostFailure::Unavailable(r),
                     $($host_error)::+::Invalid(r) => $crate::HostFailure::Invalid(r),
+                    $($host_error)::+::OverLimit(r) => $crate::HostFailure::OverLimit(r),
                 }
             }
         }

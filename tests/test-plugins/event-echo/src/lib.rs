@@ -60,6 +60,7 @@ fn kv_error(op: &str, key: &str, e: HostError) -> PluginError {
         HostError::Denied(r) => PluginError::Dependency(text("denied", r)),
         HostError::Unavailable(r) => PluginError::Dependency(text("unavailable", r)),
         HostError::Invalid(r) => PluginError::Internal(text("invalid", r)),
+        HostError::OverLimit(r) => PluginError::Dependency(text("over-limit", r)),
     }
 }
 

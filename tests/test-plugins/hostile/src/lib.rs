@@ -41,6 +41,31 @@
 //!   for `set` and for a missing key), `denied`, `unavailable` or `invalid`
 //!   (the `host-error` case).
 //!
+//!
+//! Modes aimed at what a plugin makes the *host* spend (issue 9):
+//!
+//! - `fields`: one `set-custom-fields` "fields" with `count` (default 90000)
+//!   distinct keys `k<i>`, each padded with `_` to `key_len` characters when
+//!   that is larger, and value `v`.
+//! - `tags`: one `tag` "tags" with `count` (default 90000) distinct tags `t<i>`.
+//! - `message`: no actions, a message of `bytes` (default 20 MiB) `m`s.
+//! - `guest-error`: fails with `internal(<bytes x's>)` (`bytes` default 20 MiB).
+//! - `log`: calls `log::log(info, ...)` `lines` times (default 1000), or for
+//!   `ms` milliseconds when `ms` is set; each line is `text` (default
+//!   `line <i>`). Returns `set-custom-fields` "log" `{logged: <ok calls>,
+//!   refused: <failed calls>, error: <first host-error, or empty>}`.
+//! - `kv-fill`: sets unique keys `fill-<i>` to values of `value_len` (default
+//!   65536) bytes, `count` times (default: until `ms` milliseconds passed,
+//!   default 5000), stopping at the first error. Returns `set-custom-fields`
+//!   "kv-fill" `{written: <n>, error: <host-error case: message, or empty>}`.
+//! - `crm-flood`: looks up `count` (default 200000) distinct addresses
+//!   `u<i>@d<i>.example` through `crm::lookup-email`, going on after errors.
+//!   Returns `set-custom-fields` "crm-flood" `{ok: <n>, failed: <n>, error:
+//!   <first host-error, or empty>}`.
+//! - `sick`: fails with `internal("hostile: sick")` unless its own kv key
+//!   `healed` is set (to anything); then returns `tag` "sick" `[healed]`. A
+//!   test heals it by writing the key through the host's kv store.
+//!
 //! ## Events
 //!
 //! The plugin targets `enrichd-plugin`, so it also exports `events`:
@@ -71,10 +96,11 @@ wit_bindgen::generate!({
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use enrichd::plugin::log::Level;
 use enrichd::plugin::types::{
     Action, ActionValue, Delivery, HostError, PluginError, PluginOutput, TagAction,
 };
-use enrichd::plugin::{config, crm, kv};
+use enrichd::plugin::{config, crm, kv, log};
 use exports::enrichd::plugin::events::{EngagelabEvent, Guest as EventsGuest};
 use exports::enrichd::plugin::handler::Guest as HandlerGuest;
 
@@ -96,6 +122,13 @@ const BIG_VALUE_BYTES: usize = 70 * 1024;
 /// Length of the key `kv-probe` sets to hit the host's 256-byte limit.
 const LONG_KEY_CHARS: usize = 300;
 
+/// Default size of the `message` and `guest-error` texts: 20 MiB.
+const BIG_TEXT_BYTES: usize = 20 << 20;
+
+/// Default count of `fields` keys and `tags` tags: fits the host's 1 MiB
+/// output limit, so only the per-action caps stop it.
+const MANY: usize = 90_000;
+
 /// The plugin; exported as both the `handler` and the `events` interface.
 struct Hostile;
 
@@ -116,6 +149,22 @@ fn run(call: Call) -> Result<(Option<String>, Vec<Action>), PluginError> {
         Some("recurse") => recurse()?,
         Some("print") => print()?,
         Some("kv-probe") => kv_probe()?,
+        Some("log") => log_loop()?,
+        Some("kv-fill") => kv_fill()?,
+        Some("crm-flood") => crm_flood()?,
+        Some("sick") => sick()?,
+        Some("guest-error") => {
+            let bytes: usize = config_int("bytes")?.unwrap_or(BIG_TEXT_BYTES);
+            return Err(PluginError::Internal("x".repeat(bytes)));
+        }
+        // Output attacks are about deliveries.
+        Some("fields" | "tags" | "message") if call == Call::Event => Vec::new(),
+        Some("fields") => many_fields()?,
+        Some("tags") => many_tags()?,
+        Some("message") => {
+            let bytes: usize = config_int("bytes")?.unwrap_or(BIG_TEXT_BYTES);
+            return Ok((Some("m".repeat(bytes)), Vec::new()));
+        }
         // Output-size, sandbox and grant attacks are about deliveries.
         Some("flood" | "escape" | "ungranted") if call == Call::Event => Vec::new(),
         Some("flood") => flood()?,
@@ -161,6 +210,7 @@ fn describe(e: &HostError) -> String {
         HostError::Denied(m) => format!("denied: {m}"),
         HostError::Unavailable(m) => format!("unavailable: {m}"),
         HostError::Invalid(m) => format!("invalid: {m}"),
+        HostError::OverLimit(m) => format!("over-limit: {m}"),
     }
 }
 
@@ -381,6 +431,7 @@ fn kv_outcome(result: Result<Option<String>, HostError>) -> String {
         Err(HostError::Denied(_)) => "denied".to_string(),
         Err(HostError::Unavailable(_)) => "unavailable".to_string(),
         Err(HostError::Invalid(_)) => "invalid".to_string(),
+        Err(HostError::OverLimit(_)) => "over-limit".to_string(),
     }
 }
 
@@ -402,6 +453,144 @@ fn kv_probe() -> Result<Vec<Action>, PluginError> {
             ("longKey", long_key),
         ],
     )])
+}
+
+/// `fields`: one set-custom-fields action with many distinct keys.
+fn many_fields() -> Result<Vec<Action>, PluginError> {
+    let count: usize = config_int("count")?.unwrap_or(MANY);
+    let key_len: usize = config_int("key_len")?.unwrap_or(0);
+    let pairs = (0..count)
+        .map(|i| (padded_key(i, key_len), "v".to_string()))
+        .collect();
+    Ok(vec![Action {
+        name: Some("fields".to_string()),
+        value: ActionValue::SetCustomFields(pairs),
+    }])
+}
+
+/// `k<i>`, padded with `_` to `len` characters.
+fn padded_key(i: usize, len: usize) -> String {
+    let mut key = format!("k{i}");
+    while key.len() < len {
+        key.push('_');
+    }
+    key
+}
+
+/// `tags`: one tag action with many distinct tags.
+fn many_tags() -> Result<Vec<Action>, PluginError> {
+    let count: usize = config_int("count")?.unwrap_or(MANY);
+    Ok(vec![Action {
+        name: Some("tags".to_string()),
+        value: ActionValue::Tag(TagAction {
+            tags: (0..count).map(|i| format!("t{i}")).collect(),
+        }),
+    }])
+}
+
+/// `log`: log lines until the count or the time is reached.
+fn log_loop() -> Result<Vec<Action>, PluginError> {
+    let lines: u64 = config_int("lines")?.unwrap_or(1000);
+    let ms: Option<u64> = config_int("ms")?;
+    let text = config_str("text")?;
+    let start = Instant::now();
+    let (mut logged, mut refused, mut error) = (0u64, 0u64, String::new());
+    let mut i = 0u64;
+    loop {
+        let done = match ms {
+            Some(ms) => start.elapsed() >= Duration::from_millis(ms),
+            None => i >= lines,
+        };
+        if done {
+            break;
+        }
+        let line = text.clone().unwrap_or_else(|| format!("line {i}"));
+        match log::log(Level::Info, &line) {
+            Ok(()) => logged += 1,
+            Err(e) => {
+                refused += 1;
+                if error.is_empty() {
+                    error = describe(&e);
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(vec![fields(
+        "log",
+        &[
+            ("logged", logged.to_string()),
+            ("refused", refused.to_string()),
+            ("error", error),
+        ],
+    )])
+}
+
+/// `kv-fill`: write unique keys until told to stop or refused.
+fn kv_fill() -> Result<Vec<Action>, PluginError> {
+    let value_len: usize = config_int("value_len")?.unwrap_or(64 * 1024);
+    let count: Option<u64> = config_int("count")?;
+    let ms: u64 = config_int("ms")?.unwrap_or(5000);
+    let value = "x".repeat(value_len);
+    let start = Instant::now();
+    let (mut written, mut error) = (0u64, String::new());
+    loop {
+        let done = match count {
+            Some(n) => written >= n,
+            None => start.elapsed() >= Duration::from_millis(ms),
+        };
+        if done {
+            break;
+        }
+        match kv::set(&format!("fill-{written}"), &value) {
+            Ok(()) => written += 1,
+            Err(e) => {
+                error = describe(&e);
+                break;
+            }
+        }
+    }
+    Ok(vec![fields(
+        "kv-fill",
+        &[("written", written.to_string()), ("error", error)],
+    )])
+}
+
+/// `crm-flood`: many distinct lookups, going on after errors.
+fn crm_flood() -> Result<Vec<Action>, PluginError> {
+    let count: u64 = config_int("count")?.unwrap_or(200_000);
+    let (mut ok, mut failed, mut error) = (0u64, 0u64, String::new());
+    for i in 0..count {
+        match crm::lookup_email(&format!("u{i}@d{i}.example")) {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                if error.is_empty() {
+                    error = describe(&e);
+                }
+            }
+        }
+    }
+    Ok(vec![fields(
+        "crm-flood",
+        &[
+            ("ok", ok.to_string()),
+            ("failed", failed.to_string()),
+            ("error", error),
+        ],
+    )])
+}
+
+/// `sick`: fails until the kv key `healed` is set.
+fn sick() -> Result<Vec<Action>, PluginError> {
+    match kv::get("healed") {
+        Ok(Some(_)) => Ok(vec![tag("sick", "healed")]),
+        Ok(None) => Err(PluginError::Internal("hostile: sick".to_string())),
+        Err(e) => Err(PluginError::Dependency(format!(
+            "hostile: sick: kv {}",
+            describe(&e)
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -437,6 +626,13 @@ mod tests {
             kv_outcome(Err(HostError::Unavailable("x".into()))),
             "unavailable"
         );
+    }
+
+    #[test]
+    fn padded_keys_are_distinct_and_long_enough() {
+        assert_eq!(padded_key(7, 0), "k7");
+        assert_eq!(padded_key(7, 5), "k7___");
+        assert_ne!(padded_key(1, 5), padded_key(11, 5));
     }
 
     #[test]

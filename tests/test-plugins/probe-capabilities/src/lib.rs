@@ -31,6 +31,7 @@ pub fn outcome<T>(result: &Result<T, HostError>) -> &'static str {
         Err(HostError::Denied(_)) => "denied",
         Err(HostError::Unavailable(_)) => "unavailable",
         Err(HostError::Invalid(_)) => "invalid",
+        Err(HostError::OverLimit(_)) => "over-limit",
     }
 }
 

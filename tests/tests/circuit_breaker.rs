@@ -436,6 +436,13 @@ async fn deliveries_and_events_share_the_breaker_and_a_quarantined_retry_event_i
     .await;
     assert_eq!(server.app.events.len(), 1, "the callback is still queued");
     assert_eq!(
+        stats
+            .plugin_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a bypassed event call is not counted as a plugin failure"
+    );
+    assert_eq!(
         calls(&server, name),
         called,
         "a bypassed event call runs nothing"
@@ -457,4 +464,87 @@ async fn deliveries_and_events_share_the_breaker_and_a_quarantined_retry_event_i
     until("the callback is processed", || app.events.is_empty()).await;
     assert_eq!(calls(&server, name), called + 1);
     assert_eq!(breaker(&server, name).await["state"], "closed");
+}
+
+/// The bar, once the breaker is open: while two deliveries to a
+/// quarantined plugin that hangs run at once, `/healthz` answers within
+/// 100 ms, each delivery in a fraction of the plugin's timeout, the other
+/// plugins' actions apply and no instance is made. (Before it opens, each
+/// delivery costs the plugin's whole timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_plugin_stops_costing_time_once_quarantined() {
+    let name = "stuck";
+    let timeout = Duration::from_millis(2000);
+    let table = hostile_loop(name, timeout);
+    let server = std::sync::Arc::new(TestServer::start(&sandwich("", &[(name, table)])).await);
+    let pair = |round: &'static str| {
+        let server = server.clone();
+        async move {
+            let (id1, id2) = (format!("{round}-1"), format!("{round}-2"));
+            let one = deliver(&server, name, &id1);
+            let two = deliver(&server, name, &id2);
+            let (a, b) = tokio::join!(one, two);
+            [a, b]
+        }
+    };
+
+    // Two timeouts at once open it (breaker_failures = 2). How /healthz
+    // fares while wasm hangs is the epoch/timeout part's bar, not asserted
+    // here; this test is about what the breaker saves afterwards.
+    let (answers, _, _) = resources::healthz_worst_during(server.addr, pair("hang")).await;
+    for (status, body, took) in &answers {
+        assert_eq!(*status, 200);
+        assert_neighbours_applied(body);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("failed: stuck (timeout)"),
+            "{body}"
+        );
+        // It really hung (so the bypass below has something to save);
+        // the timeout's own precision is the timeout tests' business.
+        assert!(*took >= timeout && *took < timeout * 2, "took {took:?}");
+    }
+    assert_eq!(breaker(&server, name).await["state"], "open");
+    let called = calls(&server, name);
+
+    let (answers, worst, _) = resources::healthz_worst_during(server.addr, pair("bypass")).await;
+    assert!(
+        worst < Duration::from_millis(100),
+        "/healthz took {worst:?}"
+    );
+    for (status, body, took) in &answers {
+        assert_eq!(*status, 200);
+        assert_neighbours_applied(body);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("quarantined: stuck"),
+            "{body}"
+        );
+        // Not a fraction of the timeout is spent on the quarantined plugin.
+        assert!(*took < timeout / 2, "took {took:?}");
+    }
+    assert_eq!(
+        calls(&server, name),
+        called,
+        "no instance for a quarantined plugin"
+    );
+    assert_eq!(breaker(&server, name).await["bypassed"], 2);
+}
+
+/// A plugin that busy-loops until its timeout, with a breaker that opens
+/// after two failures and stays open for the whole test.
+fn hostile_loop(name: &str, timeout: Duration) -> String {
+    plugin_toml_as(
+        name,
+        "hostile",
+        &["config"],
+        &format!(
+            "timeout_ms = {}\nbreaker_failures = 2\nbreaker_cooldown_ms = 600000\n[plugin.config]\nmode = \"loop\"\n",
+            timeout.as_millis()
+        ),
+    )
 }

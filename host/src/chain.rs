@@ -274,7 +274,9 @@ fn merge_output(plugin: &str, output: crate::plugin::Output) -> PluginRecord {
 }
 
 /// The envelope message: one line naming what each plugin contributed and
-/// which plugins failed or ran out of time.
+/// which plugins failed, were quarantined (bypassed by their circuit
+/// breaker: `quarantined: <plugin>`, apart from `failed:`) or ran out of
+/// time.
 pub fn summarize(records: &[PluginRecord]) -> String {
     let applied: Vec<String> = records
         .iter()

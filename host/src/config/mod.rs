@@ -69,6 +69,39 @@ pub const DEFAULT_MAX_ACTIONS: usize = 100;
 /// sendMessage with an inline image or two (base64), refuses floods.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 
+/// Consecutive failures of a plugin that open its circuit breaker. One or
+/// two failures in a row happen to healthy plugins (a bad payload, a slow
+/// dependency); five in a row mean it is broken, and every further call
+/// would cost an instance and up to its timeout for nothing. 0 disables the
+/// breaker.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+/// How long an open breaker bypasses its plugin before one probe call.
+/// Long enough that a broken plugin costs one call per 30 s instead of one
+/// per delivery; short enough that a plugin whose dependency came back is
+/// used again well before a sender's retry schedule gives up.
+pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
+/// Upper bound for `breaker_cooldown_ms`: beyond an hour a typo (an extra
+/// zero) would silently take a plugin out of service for most of a day.
+pub const MAX_BREAKER_COOLDOWN: Duration = Duration::from_secs(3600);
+
+/// A plugin's circuit breaker settings (see [`crate::plugin::breaker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the breaker; 0: never opens.
+    pub failures: u32,
+    /// How long an open breaker bypasses the plugin before a probe.
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failures: DEFAULT_BREAKER_FAILURES,
+            cooldown: DEFAULT_BREAKER_COOLDOWN,
+        }
+    }
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -240,6 +273,8 @@ pub struct Limits {
     pub max_actions: usize,
     /// JSON bytes of actions per call.
     pub max_output_bytes: usize,
+    /// Circuit breaker: when repeated failures bypass the plugin.
+    pub breaker: BreakerSettings,
 }
 
 impl Default for Limits {
@@ -251,6 +286,7 @@ impl Default for Limits {
             max_instances: DEFAULT_MAX_INSTANCES,
             max_actions: DEFAULT_MAX_ACTIONS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            breaker: BreakerSettings::default(),
         }
     }
 }

@@ -116,7 +116,8 @@ fn sandbox_settings_have_defaults_and_are_checked() {
             max_table_elements: 5000,
             max_instances: 8,
             max_actions: 3,
-            max_output_bytes: 100
+            max_output_bytes: 100,
+            breaker: BreakerSettings::default(),
         }
     );
     assert_eq!(p.on_error, OnError::Retry);
@@ -305,4 +306,43 @@ fn the_example_config_is_valid() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn breaker_settings_have_defaults_are_per_plugin_and_are_checked() {
+    let with = |setting: &str| {
+        resolve(&MINIMAL.replace("capabilities", &format!("{setting}\ncapabilities")))
+    };
+    let b = resolve(MINIMAL).unwrap().plugins[0].limits.breaker;
+    assert_eq!(b.failures, DEFAULT_BREAKER_FAILURES);
+    assert_eq!(b.cooldown, DEFAULT_BREAKER_COOLDOWN);
+    let b = with("breaker_failures = 3\nbreaker_cooldown_ms = 1500")
+        .unwrap()
+        .plugins[0]
+        .limits
+        .breaker;
+    assert_eq!(
+        b,
+        BreakerSettings {
+            failures: 3,
+            cooldown: Duration::from_millis(1500)
+        }
+    );
+    // 0 turns the breaker off; it is not an error.
+    assert_eq!(
+        with("breaker_failures = 0").unwrap().plugins[0]
+            .limits
+            .breaker
+            .failures,
+        0
+    );
+    for setting in ["breaker_cooldown_ms = 0", "breaker_cooldown_ms = 3600001"] {
+        let err = with(setting).unwrap_err().to_string();
+        assert!(
+            err.contains("breaker_cooldown_ms must be between 1 and 3600000"),
+            "{setting}: {err}"
+        );
+    }
+    let err = with("breaker_failures = -1").unwrap_err().to_string();
+    assert!(err.contains("breaker_failures"), "{err}");
 }

@@ -304,7 +304,11 @@ mod tests {
             ("/conversationId", "conversationId", MAX_ID_BYTES),
             ("/mailbox", "mailbox", MAX_ADDRESS_BYTES),
             ("/subject", "subject", MAX_SUBJECT_BYTES),
-            ("/internetMessageId", "internetMessageId", MAX_MESSAGE_ID_BYTES),
+            (
+                "/internetMessageId",
+                "internetMessageId",
+                MAX_MESSAGE_ID_BYTES,
+            ),
             (
                 "/sender/emailAddress/address",
                 "sender.emailAddress.address",
@@ -350,7 +354,8 @@ mod tests {
         }
         // The second cc is named by its index.
         let mut v: serde_json::Value = serde_json::from_str(SEED).unwrap();
-        let long = serde_json::json!({"emailAddress": {"address": "c".repeat(MAX_ADDRESS_BYTES + 1)}});
+        let long =
+            serde_json::json!({"emailAddress": {"address": "c".repeat(MAX_ADDRESS_BYTES + 1)}});
         v["cc"] = serde_json::json!([{"emailAddress": {"address": "ok@x.example"}}, long]);
         let err = parse(v.to_string().as_bytes()).unwrap_err().to_string();
         assert!(err.contains("`cc[1].emailAddress.address`"), "{err}");

@@ -374,7 +374,10 @@ pub(crate) async fn read_body(
                     app.body_read_timeout.as_millis()
                 )
             } else {
-                format!("the delivery budget of {} ms", app.delivery_budget.as_millis())
+                format!(
+                    "the delivery budget of {} ms",
+                    app.delivery_budget.as_millis()
+                )
             };
             let mut res = error(
                 StatusCode::REQUEST_TIMEOUT,

@@ -672,7 +672,11 @@ mod tests {
     fn keyed_fields_at_their_limit_pass_and_over_it_are_named() {
         let cases: [(&str, &str, usize); 6] = [
             ("/message_id", "message_id", MAX_EVENT_ID_BYTES),
-            ("/status/status_data/email_id", "email_id", MAX_EVENT_ID_BYTES),
+            (
+                "/status/status_data/email_id",
+                "email_id",
+                MAX_EVENT_ID_BYTES,
+            ),
             ("/status/message_status", "kind", MAX_KIND_BYTES),
             ("/subject", "subject", MAX_SUBJECT_BYTES),
             ("/to", "to", MAX_EVENT_ADDRESSES_BYTES),
@@ -689,7 +693,18 @@ mod tests {
                 (field, limit + 1, limit)
             );
         }
-        for fixture in [TARGET, SENT, DELIVERED, INVALID_EMAIL, SOFT_BOUNCE, OPEN, CLICK, UNSUBSCRIBE, REPORT_SPAM, ROUTE] {
+        for fixture in [
+            TARGET,
+            SENT,
+            DELIVERED,
+            INVALID_EMAIL,
+            SOFT_BOUNCE,
+            OPEN,
+            CLICK,
+            UNSUBSCRIBE,
+            REPORT_SPAM,
+            ROUTE,
+        ] {
             parsed(fixture).check_lengths().unwrap();
         }
     }

@@ -143,7 +143,11 @@ pub async fn receive(app: &App, route: &EventRoute, req: Request<Incoming>) -> R
             return error(StatusCode::BAD_REQUEST, &format!("invalid callback: {e}"));
         }
     };
-    match app.events.enqueue(&route.path, &text, app.clock.now_ms()).await {
+    match app
+        .events
+        .enqueue(&route.path, &text, app.clock.now_ms())
+        .await
+    {
         Ok(Enqueued::New(_)) => {
             app.event_stats.received.fetch_add(1, Ordering::Relaxed);
             app.event_wakeup.notify_one();
@@ -203,7 +207,9 @@ pub async fn work(app: Arc<App>) {
 
 /// When a callback that failed `attempts` times is due again.
 fn retry_at(now_ms: u64, attempts: u32) -> u64 {
-    let backoff = RETRY_BACKOFF.saturating_mul(attempts).min(MAX_RETRY_BACKOFF);
+    let backoff = RETRY_BACKOFF
+        .saturating_mul(attempts)
+        .min(MAX_RETRY_BACKOFF);
     now_ms.saturating_add(backoff.as_millis() as u64)
 }
 
@@ -277,7 +283,10 @@ async fn process(app: &App, item: Queued) {
     let attempts = item.attempts + 1;
     if retry && attempts < app.event_settings.max_attempts {
         let at = retry_at(app.clock.now_ms(), attempts);
-        finish(&format!("{summary}; will retry in {} ms", at.saturating_sub(app.clock.now_ms())));
+        finish(&format!(
+            "{summary}; will retry in {} ms",
+            at.saturating_sub(app.clock.now_ms())
+        ));
         app.event_stats.retried.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = app.events.retry_later(&item, at).await {
             tracing::error!(error = %e, seq, "cannot requeue an EngageLab callback");

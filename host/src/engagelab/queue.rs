@@ -754,7 +754,10 @@ mod tests {
         // A duplicate does not take a place either.
         let first = q.peek().unwrap().unwrap();
         q.done(first.seq).await.unwrap();
-        assert_eq!(q.enqueue(ROUTE, "b", T0).await.unwrap(), Enqueued::Duplicate);
+        assert_eq!(
+            q.enqueue(ROUTE, "b", T0).await.unwrap(),
+            Enqueued::Duplicate
+        );
         assert_eq!(q.len(), 1);
         assert!(matches!(
             q.enqueue(ROUTE, "c", T0).await.unwrap(),
@@ -800,7 +803,10 @@ mod tests {
         assert_eq!(b.body, "b");
         q.done(b.seq).await.unwrap();
         // Only the retried one is left, not yet due.
-        assert_eq!(q.next_due(T0 + 4_999).unwrap(), Next::Idle(Some(T0 + 5_000)));
+        assert_eq!(
+            q.next_due(T0 + 4_999).unwrap(),
+            Next::Idle(Some(T0 + 5_000))
+        );
         // A newer arrival overtakes it.
         q.enqueue(ROUTE, "c", T0).await.unwrap();
         let Next::Due(c) = q.next_due(T0 + 1).unwrap() else {

@@ -5,6 +5,12 @@
 //! everything that was processed (even when plugins failed), 401 for a bad
 //! secret, other 4xx for requests that can never succeed (the sender does
 //! not retry them), 5xx only when a retry could help.
+//!
+//! What a sender can make the host hold is bounded here: open connections
+//! (`max_connections`, plus a small reserve that answers only `/healthz`,
+//! see [`ConnectionCap`]), the time to send a request head
+//! ([`HEADER_READ_TIMEOUT`]) and a body (`body_read_timeout_ms`, 408), and
+//! the body's size (`max_body_bytes`, 413).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -59,7 +65,8 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Serve `app`'s webhook routes on `listener` until `shutdown` resolves,
 /// then stop accepting and let in-flight requests finish, for up to the
 /// delivery budget (so no accepted delivery is cut short). Expired answers
-/// are swept in the background meanwhile.
+/// and the EngageLab duplicate filter are swept in the background
+/// meanwhile, and the event worker runs.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,

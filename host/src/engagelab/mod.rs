@@ -9,6 +9,15 @@
 //! only afterwards: delivery to plugins is at least once and survives
 //! restarts and crashes. Identical callbacks (EngageLab retries) are queued
 //! once.
+//!
+//! What a sender can make this path spend is bounded: the replay window is
+//! judged against the system clock as it is now; keyed fields are
+//! length-capped (400); the queue holds at most `[events] max_queued`
+//! callbacks (beyond it 503, so EngageLab keeps the callback and retries). A
+//! callback put back for a retry waits for its not-before time without
+//! blocking the others, and event calls take permits from a pool of their
+//! own: a call that got no permit in time never ran, so its callback is put
+//! back without counting an attempt, whatever the plugin's `on_error`.
 
 pub mod event;
 pub mod queue;
@@ -177,7 +186,7 @@ pub async fn receive(app: &App, route: &EventRoute, req: Request<Incoming>) -> R
 /// Process queued callbacks until the task is dropped: always the oldest
 /// that is due, so a callback waiting for its retry never holds up others;
 /// sleeps only when nothing is due (until the earliest not-before time, a
-/// wake-up, or [`IDLE_POLL`]).
+/// wake-up, or a one-second safety poll).
 pub async fn work(app: Arc<App>) {
     loop {
         let now = app.clock.now_ms();

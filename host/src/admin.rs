@@ -4,9 +4,10 @@
 //! - `GET /deliveries?since=<unix ms>&limit=<n>`: newest first.
 //! - `GET /deliveries/<id>[?route=<path>]`: the full record of a delivery
 //!   (the newest, if the id was delivered to several routes).
-//! - `GET /stats`: stored deliveries, bytes on disk, in flight, and per
-//!   plugin its calls and its circuit breaker
-//!   ([`crate::plugin::breaker::BreakerStats`]).
+//! - `GET /stats`: stored deliveries, bytes on disk, in flight, per plugin
+//!   its calls and its circuit breaker
+//!   ([`crate::plugin::breaker::BreakerStats`]), the EngageLab queue (length
+//!   and cap) and the public listener's connections (open, cap, refused).
 //! - `GET /healthz`.
 
 use std::future::Future;
@@ -135,7 +136,12 @@ fn stats(app: &App) -> Answer {
         "allocator": format!("{:?}", app.engine.allocator()),
         "plugins": plugins,
         "crm": crm_stats(app),
-        "engagelab": app.event_stats.snapshot(app.events.len()),
+        "engagelab": app.event_stats.snapshot(app.events.len(), app.events.max_queued()),
+        "connections": {
+            "open": app.connections.open(),
+            "max": app.connections.max(),
+            "refused": app.connections.refused(),
+        },
     }))
 }
 

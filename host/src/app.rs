@@ -101,6 +101,10 @@ pub struct App {
     pub event_wakeup: tokio::sync::Notify,
     /// EngageLab counters.
     pub event_stats: crate::engagelab::EventStats,
+    /// The public listener's connection cap and counts (`max_connections`).
+    pub connections: crate::server::ConnectionCap,
+    /// Time a client gets to send a request body (`body_read_timeout_ms`).
+    pub body_read_timeout: std::time::Duration,
     /// The wasm engine; dropping it stops the epoch ticker.
     pub engine: PluginEngine,
     _db: sled::Db,
@@ -123,7 +127,11 @@ impl App {
                 source,
             })?;
         let store = DeliveryStore::open(&db, config.store)?;
-        let events = crate::engagelab::queue::EventQueue::open(&db, config.events.dedupe_window)?;
+        let events = crate::engagelab::queue::EventQueue::open(
+            &db,
+            config.events.dedupe_window,
+            config.events.max_queued,
+        )?;
         let clock = Clock::new();
         let crm = config
             .crm
@@ -237,6 +245,8 @@ impl App {
             event_settings: config.events,
             event_wakeup: tokio::sync::Notify::new(),
             event_stats: Default::default(),
+            connections: crate::server::ConnectionCap::new(config.max_connections),
+            body_read_timeout: config.body_read_timeout,
             engine,
             _db: db,
         })

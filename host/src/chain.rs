@@ -211,7 +211,15 @@ pub async fn run(
                 );
                 // Running out of the delivery's time is not the plugin's
                 // failure: the answer carries what was merged so far.
-                if !out_of_time {
+                if matches!(failure, Failure::Busy(_)) {
+                    // The host was saturated and the plugin never ran:
+                    // whatever its policy, the sender retries (503).
+                    decided = Some(Verdict::Retry(format!(
+                        "plugin {} could not run ({}): {failure}",
+                        info.name,
+                        failure.kind()
+                    )));
+                } else if !out_of_time {
                     decided = policy_verdict(info.on_error, &info.name, &failure);
                 }
                 r.failure = Some(failure);

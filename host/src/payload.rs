@@ -8,6 +8,11 @@
 //! those no plugin decision hinges on (`internetMessageId`, `received`,
 //! `timestamp`, `hasAttachments`, `to`, `cc`): a delivery missing one of
 //! those still deserves enrichment rather than a terminal 400.
+//!
+//! Fields that become keys, log fields or parts of the stored record are
+//! length-capped ([`check_lengths`]): a sender must not make a sled key or
+//! every log line as large as the body. An over-long field is a 400 naming
+//! the field and its limit, before any plugin runs or anything is stored.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +20,49 @@ use serde::Deserialize;
 
 /// The one event Emailgistics sends today.
 pub const EVENT_RECEIVED: &str = "received";
+
+/// Longest delivery `id` and `conversationId`, bytes. Emailgistics ids are
+/// 24 hex digits and conversation ids 9 characters; the id is part of two
+/// sled keys (the stored answer and the delivery log) and of every log line
+/// about the delivery, so 256 (ten times any real id) is plenty.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest email address (`mailbox` and every `address`), bytes: RFC 5321
+/// allows 64 for the local part, 255 for the domain and the `@`.
+pub const MAX_ADDRESS_BYTES: usize = 320;
+/// Longest `subject`, bytes. RFC 5322 recommends 78-character header lines
+/// and forbids lines over 998; a subject of a few folded lines is the most
+/// a real mail has. It is copied into every delivery record and log line,
+/// so 4 KiB bounds those without refusing any honest mail.
+pub const MAX_SUBJECT_BYTES: usize = 4096;
+/// Longest `internetMessageId`, bytes: one RFC 5322 line (998 characters).
+pub const MAX_MESSAGE_ID_BYTES: usize = 998;
+/// Longest `event` name, bytes: names are short words (`received`); an
+/// unknown one is logged.
+pub const MAX_EVENT_NAME_BYTES: usize = 64;
+
+/// A field longer than its limit (answered with 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}` is {len} bytes, more than the {limit} allowed")]
+pub struct FieldTooLong {
+    /// The field, as named in the payload (`id`, `to[2].address`, …).
+    pub field: String,
+    /// Its length, bytes.
+    pub len: usize,
+    /// The limit, bytes.
+    pub limit: usize,
+}
+
+/// `Err` naming `field` when `value` is longer than `limit` bytes.
+pub fn check_len(field: &str, value: &str, limit: usize) -> Result<(), FieldTooLong> {
+    if value.len() > limit {
+        return Err(FieldTooLong {
+            field: field.to_owned(),
+            len: value.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
 
 /// Why a body is not an acceptable delivery (answered with 400).
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +73,9 @@ pub enum PayloadError {
     /// The body is not UTF-8 text.
     #[error("invalid payload: body is not UTF-8")]
     NotUtf8,
+    /// A keyed or recorded field is over its length limit.
+    #[error("invalid payload: {0}")]
+    TooLong(#[from] FieldTooLong),
 }
 
 /// What a body turned out to be.
@@ -124,12 +175,49 @@ struct EventOnly {
 pub fn parse(body: &[u8]) -> Result<Parsed, PayloadError> {
     let text = std::str::from_utf8(body).map_err(|_| PayloadError::NotUtf8)?;
     let EventOnly { event } = serde_json::from_str(text)?;
+    check_len("event", &event, MAX_EVENT_NAME_BYTES)?;
     if event != EVENT_RECEIVED {
         return Ok(Parsed::UnknownEvent(event));
     }
     let mut delivery: Delivery = serde_json::from_str(text)?;
+    check_lengths(&delivery)?;
     delivery.raw_json = text.to_owned();
     Ok(Parsed::Received(Box::new(delivery)))
+}
+
+/// Check every length-capped field of a delivery (see the module docs).
+pub fn check_lengths(d: &Delivery) -> Result<(), FieldTooLong> {
+    check_len("id", &d.id, MAX_ID_BYTES)?;
+    check_len("conversationId", &d.conversation_id, MAX_ID_BYTES)?;
+    check_len("mailbox", &d.mailbox, MAX_ADDRESS_BYTES)?;
+    check_len("subject", &d.subject, MAX_SUBJECT_BYTES)?;
+    check_len(
+        "internetMessageId",
+        &d.internet_message_id,
+        MAX_MESSAGE_ID_BYTES,
+    )?;
+    check_len(
+        "sender.emailAddress.address",
+        &d.sender.address,
+        MAX_ADDRESS_BYTES,
+    )?;
+    check_len(
+        "from.emailAddress.address",
+        &d.from.address,
+        MAX_ADDRESS_BYTES,
+    )?;
+    for (list, name) in [(&d.to, "to"), (&d.cc, "cc")] {
+        for (i, a) in list.iter().enumerate() {
+            if a.address.len() > MAX_ADDRESS_BYTES {
+                check_len(
+                    &format!("{name}[{i}].emailAddress.address"),
+                    &a.address,
+                    MAX_ADDRESS_BYTES,
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -207,5 +295,69 @@ mod tests {
         v.as_object_mut().unwrap().remove("mailbox");
         let err = parse(v.to_string().as_bytes()).unwrap_err().to_string();
         assert!(err.contains("mailbox"), "{err}");
+    }
+
+    #[test]
+    fn keyed_fields_at_their_limit_are_accepted_and_over_it_refused() {
+        let cases: [(&str, &str, usize); 9] = [
+            ("/id", "id", MAX_ID_BYTES),
+            ("/conversationId", "conversationId", MAX_ID_BYTES),
+            ("/mailbox", "mailbox", MAX_ADDRESS_BYTES),
+            ("/subject", "subject", MAX_SUBJECT_BYTES),
+            (
+                "/internetMessageId",
+                "internetMessageId",
+                MAX_MESSAGE_ID_BYTES,
+            ),
+            (
+                "/sender/emailAddress/address",
+                "sender.emailAddress.address",
+                MAX_ADDRESS_BYTES,
+            ),
+            (
+                "/from/emailAddress/address",
+                "from.emailAddress.address",
+                MAX_ADDRESS_BYTES,
+            ),
+            (
+                "/to/0/emailAddress/address",
+                "to[0].emailAddress.address",
+                MAX_ADDRESS_BYTES,
+            ),
+            ("/event", "event", MAX_EVENT_NAME_BYTES),
+        ];
+        for (pointer, field, limit) in cases {
+            let mut v: serde_json::Value = serde_json::from_str(SEED).unwrap();
+            // "received" padded keeps the event known only at its own length.
+            if field == "event" {
+                *v.pointer_mut(pointer).unwrap() = "e".repeat(limit).into();
+                assert!(matches!(
+                    parse(v.to_string().as_bytes()).unwrap(),
+                    Parsed::UnknownEvent(_)
+                ));
+            } else {
+                *v.pointer_mut(pointer).unwrap() = "a".repeat(limit).into();
+                let d = received(&v.to_string());
+                assert_eq!(d.raw_json.len(), v.to_string().len());
+            }
+            *v.pointer_mut(pointer).unwrap() = "a".repeat(limit + 1).into();
+            let err = parse(v.to_string().as_bytes()).unwrap_err();
+            assert!(
+                matches!(&err, PayloadError::TooLong(f) if f.field == field && f.limit == limit && f.len == limit + 1),
+                "{field}: {err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("`{field}`")) && text.contains(&limit.to_string()),
+                "{text}"
+            );
+        }
+        // The second cc is named by its index.
+        let mut v: serde_json::Value = serde_json::from_str(SEED).unwrap();
+        let long =
+            serde_json::json!({"emailAddress": {"address": "c".repeat(MAX_ADDRESS_BYTES + 1)}});
+        v["cc"] = serde_json::json!([{"emailAddress": {"address": "ok@x.example"}}, long]);
+        let err = parse(v.to_string().as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("`cc[1].emailAddress.address`"), "{err}");
     }
 }

@@ -5,9 +5,16 @@
 //! everything that was processed (even when plugins failed), 401 for a bad
 //! secret, other 4xx for requests that can never succeed (the sender does
 //! not retry them), 5xx only when a retry could help.
+//!
+//! What a sender can make the host hold is bounded here: open connections
+//! (`max_connections`, plus a small reserve that answers only `/healthz`,
+//! see [`ConnectionCap`]), the time to send a request head
+//! ([`HEADER_READ_TIMEOUT`]) and a body (`body_read_timeout_ms`, 408), and
+//! the body's size (`max_body_bytes`, 413).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +30,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::{App, Route};
 use crate::chain::{self, Envelope, Verdict};
@@ -37,6 +45,15 @@ pub const HEALTHZ_PATH: &str = "/healthz";
 /// Time a client gets to send the request head; stops idle or slow-loris
 /// connections from holding sockets.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections accepted beyond `max_connections` that may still ask for
+/// `/healthz` (everything else on them is answered 503). A load balancer
+/// and a monitor probe a couple at a time; 8 covers them with margin for
+/// 8 more descriptors. Beyond the reserve too, a connection is closed at
+/// once.
+pub const HEALTH_RESERVE_CONNECTIONS: usize = 8;
+/// Time a reserve connection gets to send its request head: a probe sends
+/// it at once, and a slow one must not keep the small reserve full.
+pub const RESERVE_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) type Body = Full<Bytes>;
 
@@ -48,13 +65,15 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Serve `app`'s webhook routes on `listener` until `shutdown` resolves,
 /// then stop accepting and let in-flight requests finish, for up to the
 /// delivery budget (so no accepted delivery is cut short). Expired answers
-/// are swept in the background meanwhile.
+/// and the EngageLab duplicate filter are swept in the background
+/// meanwhile, and the event worker runs.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(sweep_periodically(app.clone()));
+    let seen_sweeper = tokio::spawn(sweep_seen_periodically(app.clone()));
     let event_worker = tokio::spawn(crate::engagelab::work(app.clone()));
     let refreshers: Vec<_> = app
         .services
@@ -63,19 +82,78 @@ pub async fn run(
         .map(|s| tokio::spawn(s.clone().refresh_periodically()))
         .collect();
     let grace = app.delivery_budget;
-    let result = serve(listener, shutdown, grace, move |req| {
+    let cap = app.connections.clone();
+    let result = serve_capped(listener, shutdown, grace, &cap, move |req| {
         let app = app.clone();
         async move { handle(&app, req).await }
     })
     .await;
     sweeper.abort();
+    seen_sweeper.abort();
     event_worker.abort();
     refreshers.iter().for_each(|r| r.abort());
     result
 }
 
+/// The cap on open connections of a listener: `max` ordinary slots, then
+/// [`HEALTH_RESERVE_CONNECTIONS`] that answer only `/healthz` (a saturated
+/// host still reports itself alive, and its senders get a clean 503), then
+/// connections are closed as soon as they are accepted. Accepting and
+/// closing (rather than not accepting) keeps the kernel's backlog from
+/// holding connections that would only time out, and keeps the accept loop
+/// free to serve the reserve. Cloning shares the counts.
+#[derive(Clone)]
+pub struct ConnectionCap {
+    max: usize,
+    slots: Arc<Semaphore>,
+    reserve: Arc<Semaphore>,
+    refused: Arc<AtomicU64>,
+}
+
+impl ConnectionCap {
+    /// A cap of `max` connections plus the health reserve.
+    pub fn new(max: usize) -> Self {
+        ConnectionCap {
+            max,
+            slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            reserve: Arc::new(Semaphore::new(HEALTH_RESERVE_CONNECTIONS)),
+            refused: Arc::default(),
+        }
+    }
+
+    /// The configured cap (`max_connections`).
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Connections open now, reserve ones included.
+    pub fn open(&self) -> usize {
+        let slots = self.max.min(Semaphore::MAX_PERMITS) - self.slots.available_permits();
+        slots + HEALTH_RESERVE_CONNECTIONS - self.reserve.available_permits()
+    }
+
+    /// Connections closed at once because the cap and the reserve were full.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// A slot for a new connection: `(permit, false)` for an ordinary one,
+    /// `(permit, true)` for a reserve one, `None` when all are taken.
+    fn admit(&self) -> Option<(OwnedSemaphorePermit, bool)> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Some((permit, false));
+        }
+        if let Ok(permit) = self.reserve.clone().try_acquire_owned() {
+            return Some((permit, true));
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 /// Accept HTTP/1 connections on `listener` and answer each request with
 /// `handler` until `shutdown`, then wait up to `grace` for open connections.
+/// No connection cap (the admin listener is loopback-only by default).
 pub async fn serve<F, Fut>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
@@ -86,10 +164,31 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    let cap = ConnectionCap::new(Semaphore::MAX_PERMITS);
+    serve_capped(listener, shutdown, grace, &cap, handler).await
+}
+
+/// [`serve`], with at most `cap` connections open (see [`ConnectionCap`]).
+pub async fn serve_capped<F, Fut>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    cap: &ConnectionCap,
+    handler: F,
+) -> std::io::Result<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    // Reserve connections answer one request and close, quickly.
+    let mut reserve_http = http.clone();
+    reserve_http
+        .keep_alive(false)
+        .header_read_timeout(RESERVE_HEADER_READ_TIMEOUT);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -103,16 +202,28 @@ where
                         continue;
                     }
                 };
+                let Some((permit, reserve)) = cap.admit() else {
+                    // Dropping the stream closes it: the descriptor is back at once.
+                    tracing::debug!(%peer, max_connections = cap.max(), "connection refused: max_connections and the health reserve are full");
+                    continue;
+                };
                 let handler = handler.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let fut = handler(req);
-                    async move { Ok::<_, Infallible>(fut.await) }
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let fut = (!reserve || req.uri().path() == HEALTHZ_PATH).then(|| handler(req));
+                    async move {
+                        Ok::<_, Infallible>(match fut {
+                            Some(fut) => fut.await,
+                            None => over_capacity(),
+                        })
+                    }
                 });
-                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let builder = if reserve { &reserve_http } else { &http };
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             () = &mut shutdown => break,
@@ -126,8 +237,46 @@ where
     Ok(())
 }
 
+/// The answer on a reserve connection to anything but `/healthz`.
+fn over_capacity() -> Response<Body> {
+    let mut res = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many open connections (max_connections); retry later",
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
+/// Sweep the EngageLab duplicate filter every [`SEEN_SWEEP_EVERY`] (on
+/// tokio's clock), so it holds about one dedupe window of fingerprints
+/// instead of growing forever.
+///
+/// [`SEEN_SWEEP_EVERY`]: crate::engagelab::queue::SEEN_SWEEP_EVERY
+async fn sweep_seen_periodically(app: Arc<App>) {
+    let mut every = tokio::time::interval(crate::engagelab::queue::SEEN_SWEEP_EVERY);
+    // After a pause (a suspended VM), one sweep catches up; a burst would not.
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let swept = app.clone();
+        let now = app.clock.now_ms();
+        match tokio::task::spawn_blocking(move || swept.events.sweep_seen(now)).await {
+            Ok(Ok(removed)) if removed > 0 => {
+                tracing::info!(removed, "EngageLab duplicate filter swept")
+            }
+            Ok(Ok(_)) => tracing::debug!("EngageLab duplicate filter swept; nothing expired"),
+            Ok(Err(e)) => tracing::error!(error = %e, "EngageLab duplicate filter sweep failed"),
+            Err(e) => tracing::error!(error = %e, "EngageLab duplicate filter sweep panicked"),
+        }
+    }
+}
+
 async fn sweep_periodically(app: Arc<App>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Counters are logged when they moved, not every minute of an idle day.
     let mut crm_logged = crate::admin::crm_stats(&app);
     loop {
@@ -199,8 +348,10 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     deliver(app, route, &body, arrived).await
 }
 
-/// Read the body within the size limit and the delivery's budget (counted
-/// from `arrived`).
+/// Read the body within the size limit, within `body_read_timeout_ms` from
+/// now (so a trickling body cannot hold the connection for the whole
+/// delivery budget) and within the delivery's budget (counted from
+/// `arrived`), whichever ends first.
 pub(crate) async fn read_body(
     app: &App,
     req: Request<Incoming>,
@@ -215,14 +366,35 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
-    let left = app.delivery_budget.saturating_sub(arrived.elapsed());
-    let collected =
-        tokio::time::timeout(left, Limited::new(req.into_body(), limit).collect()).await;
+    let body_end = Instant::now() + app.body_read_timeout;
+    let budget_end = arrived + app.delivery_budget;
+    let collected = tokio::time::timeout_at(
+        body_end.min(budget_end),
+        Limited::new(req.into_body(), limit).collect(),
+    )
+    .await;
     match collected {
-        Err(_) => Err(error(
-            StatusCode::REQUEST_TIMEOUT,
-            "request body not received in time",
-        )),
+        Err(_) => {
+            let which = if body_end <= budget_end {
+                format!(
+                    "body_read_timeout_ms = {}",
+                    app.body_read_timeout.as_millis()
+                )
+            } else {
+                format!(
+                    "the delivery budget of {} ms",
+                    app.delivery_budget.as_millis()
+                )
+            };
+            let mut res = error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("request body not received in time ({which})"),
+            );
+            // The rest of the body is not read: the connection cannot be reused.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(res)
+        }
         Ok(Ok(body)) => Ok(body.to_bytes()),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
         Ok(Err(e)) => Err(error(

@@ -201,6 +201,12 @@ pub struct Config {
     pub event_routes: Vec<EventRouteSpec>,
     /// Event queue settings.
     pub events: EventSettings,
+    // Senders (issue 9).
+    /// Most open connections on the public listener (beyond it, a small
+    /// reserve answers only `/healthz`).
+    pub max_connections: usize,
+    /// Time a client gets to send a request body, from when its head arrived.
+    pub body_read_timeout: Duration,
 }
 
 /// A validated `[[plugin]]`.
@@ -311,11 +317,40 @@ pub struct EventSettings {
     pub dedupe_window: Duration,
     /// Attempts per callback when a plugin asks for a retry.
     pub max_attempts: u32,
+    /// Most callbacks queued at once.
+    pub max_queued: usize,
 }
 
 /// Default attempts: a plugin with `on_error = "retry"` gets a few more
 /// chances over a few seconds, then the callback is dropped (and logged).
 pub const DEFAULT_EVENT_ATTEMPTS: u32 = 5;
+
+/// Most EngageLab callbacks queued at once by default. A callback is a few
+/// KiB, so 100 000 of them are a few hundred MB of sled at worst, and the
+/// worker clears them in minutes once its plugins work again; beyond it a
+/// stuck chain must not fill the disk, so callbacks are answered 503 and
+/// EngageLab keeps them and retries (nothing is lost).
+pub const DEFAULT_MAX_QUEUED_EVENTS: usize = 100_000;
+/// Upper bound for `[events] max_queued`: ten million callbacks are tens of
+/// GB and hours of work; a larger value is a typo, refused at start.
+pub const MAX_MAX_QUEUED_EVENTS: usize = 10_000_000;
+
+/// Most open connections on the public listener by default. Each costs a
+/// file descriptor and a task; the usual `ulimit -n` is 1024 to 65536, and
+/// sled, the component cache and the admin listener need descriptors too.
+/// Emailgistics and EngageLab open a handful at once; 1024 is far above any
+/// honest sender and far below descriptor exhaustion.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Upper bound for `max_connections`: beyond it the cap no longer protects
+/// the descriptor table of any ordinary host.
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+/// Time a client gets to send a whole request body by default, counted from
+/// when its head arrived. A 1 MiB body at a slow 1 Mbit/s takes 8 s; an
+/// honest sender on a data-centre link sends it in milliseconds (EngageLab's
+/// whole request must fit in its own 3 s). A body that trickles longer is
+/// a slow-loris attempt and gets 408 instead of holding a connection for
+/// the whole 90 s delivery budget.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A validated `[[route]]`.
 #[derive(Debug, Clone)]

@@ -46,6 +46,11 @@ pub struct RawConfig {
     /// How EngageLab callbacks are queued and retried.
     #[serde(default)]
     pub events: RawEvents,
+    // Senders (issue 9): connection and body-read bounds.
+    /// Most open connections on the public listener.
+    pub max_connections: Option<usize>,
+    /// Time a client gets to send a request body once its head arrived, ms.
+    pub body_read_timeout_ms: Option<u64>,
 }
 
 /// `[[engagelab]]`: one EngageLab callback URL.
@@ -79,6 +84,8 @@ pub struct RawEvents {
     pub dedupe_hours: Option<u64>,
     /// Attempts for a callback whose plugin asks for a retry.
     pub max_attempts: Option<u32>,
+    /// Most callbacks queued at once; beyond it callbacks are answered 503.
+    pub max_queued: Option<usize>,
 }
 
 /// `[idempotency]`

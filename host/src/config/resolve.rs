@@ -262,11 +262,36 @@ impl RawConfig {
                 .map(|h| Duration::from_secs(h * 3600))
                 .unwrap_or(DEFAULT_DEDUPE_WINDOW),
             max_attempts: self.events.max_attempts.unwrap_or(DEFAULT_EVENT_ATTEMPTS),
+            max_queued: self.events.max_queued.unwrap_or(DEFAULT_MAX_QUEUED_EVENTS),
         };
         if events.dedupe_window.is_zero() || events.max_attempts == 0 {
             return Err(invalid(
                 "[events] dedupe_hours and max_attempts must be > 0",
             ));
+        }
+        if events.max_queued == 0 || events.max_queued > MAX_MAX_QUEUED_EVENTS {
+            return Err(invalid(format!(
+                "[events] max_queued = {}: must be between 1 and {MAX_MAX_QUEUED_EVENTS}",
+                events.max_queued
+            )));
+        }
+        // Senders (issue 9): connection cap and body-read timeout.
+        let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 || max_connections > MAX_MAX_CONNECTIONS {
+            return Err(invalid(format!(
+                "max_connections = {max_connections}: must be between 1 and {MAX_MAX_CONNECTIONS}"
+            )));
+        }
+        let body_read_timeout = self
+            .body_read_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_BODY_READ_TIMEOUT);
+        if body_read_timeout.is_zero() || body_read_timeout > delivery_budget {
+            return Err(invalid(format!(
+                "body_read_timeout_ms = {}: must be above 0 and at most the delivery budget ({} ms)",
+                body_read_timeout.as_millis(),
+                delivery_budget.as_millis()
+            )));
         }
 
         Ok(Config {
@@ -284,6 +309,8 @@ impl RawConfig {
             routes,
             event_routes,
             events,
+            max_connections,
+            body_read_timeout,
         })
     }
 }

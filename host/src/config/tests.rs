@@ -346,3 +346,37 @@ fn breaker_settings_have_defaults_are_per_plugin_and_are_checked() {
     let err = with("breaker_failures = -1").unwrap_err().to_string();
     assert!(err.contains("breaker_failures"), "{err}");
 }
+
+// Senders (issue 9): queue cap, connection cap, body-read timeout.
+#[test]
+fn sender_bounds_have_defaults_and_are_checked() {
+    let c = resolve(MINIMAL).unwrap();
+    assert_eq!(c.events.max_queued, DEFAULT_MAX_QUEUED_EVENTS);
+    assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(c.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
+    let set = "max_connections = 8\nbody_read_timeout_ms = 1500\n[events]\nmax_queued = 3\n";
+    let c = resolve(&format!("{set}{MINIMAL}")).unwrap();
+    assert_eq!(c.events.max_queued, 3);
+    assert_eq!(c.max_connections, 8);
+    assert_eq!(c.body_read_timeout, Duration::from_millis(1500));
+    for (bad, needle) in [
+        ("max_connections = 0\n", "max_connections = 0"),
+        ("max_connections = 1000001\n", "max_connections = 1000001"),
+        ("body_read_timeout_ms = 0\n", "body_read_timeout_ms = 0"),
+        (
+            "delivery_budget_ms = 5000\nbody_read_timeout_ms = 5001\n",
+            "at most the delivery budget",
+        ),
+        ("[events]\nmax_queued = 0\n", "max_queued = 0"),
+        ("[events]\nmax_queued = 10000001\n", "max_queued = 10000001"),
+    ] {
+        // Top-level keys must come before the first table.
+        let text = if bad.starts_with('[') {
+            format!("{MINIMAL}{bad}")
+        } else {
+            format!("{bad}{MINIMAL}")
+        };
+        let err = resolve(&text).unwrap_err().to_string();
+        assert!(err.contains(needle), "{bad}: {err}");
+    }
+}

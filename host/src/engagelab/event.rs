@@ -26,6 +26,22 @@
 
 use serde_json::Value;
 
+use crate::payload::{check_len, FieldTooLong, MAX_SUBJECT_BYTES};
+
+/// Longest `message_id` and `email_id`, bytes. EngageLab's ids are about 80
+/// characters followed by the recipient's address (up to 320), and plugins
+/// key their records by them: 1 KiB leaves room without letting a sender
+/// make a key as large as the body.
+pub const MAX_EVENT_ID_BYTES: usize = 1024;
+/// Longest kind name (`status.message_status` / `response.event`), bytes:
+/// the known ones are at most 13 characters; an unknown one is logged and
+/// handed to plugins as is.
+pub const MAX_KIND_BYTES: usize = 64;
+/// Longest `to` and `from`, bytes: header values that may list several
+/// mailboxes with display names (a route callback's `to`), so several
+/// addresses' worth rather than one.
+pub const MAX_EVENT_ADDRESSES_BYTES: usize = 4096;
+
 /// What a callback reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -214,6 +230,24 @@ pub fn parse(body: &[u8]) -> Result<Callback, EventError> {
 }
 
 impl Callback {
+    /// Check the fields that become keys, log fields or plugin inputs
+    /// against their length limits; the caller answers 400 naming the field.
+    /// Only new callbacks are checked: one queued by an older version is
+    /// still processed.
+    pub fn check_lengths(&self) -> Result<(), FieldTooLong> {
+        check_len("message_id", &self.message_id, MAX_EVENT_ID_BYTES)?;
+        check_len(
+            "email_id",
+            self.email_id.as_deref().unwrap_or(""),
+            MAX_EVENT_ID_BYTES,
+        )?;
+        check_len("kind", self.kind.name(), MAX_KIND_BYTES)?;
+        check_len("subject", &self.subject, MAX_SUBJECT_BYTES)?;
+        check_len("to", &self.to, MAX_EVENT_ADDRESSES_BYTES)?;
+        check_len("from", &self.from, MAX_EVENT_ADDRESSES_BYTES)?;
+        Ok(())
+    }
+
     /// The address the event is about, as a lower-cased bare address, or ""
     /// when there is none.
     ///
@@ -631,6 +665,47 @@ mod tests {
                 matches!(parse(body.as_bytes()), Err(EventError::NoKind)),
                 "{body:?}"
             );
+        }
+    }
+
+    #[test]
+    fn keyed_fields_at_their_limit_pass_and_over_it_are_named() {
+        let cases: [(&str, &str, usize); 6] = [
+            ("/message_id", "message_id", MAX_EVENT_ID_BYTES),
+            (
+                "/status/status_data/email_id",
+                "email_id",
+                MAX_EVENT_ID_BYTES,
+            ),
+            ("/status/message_status", "kind", MAX_KIND_BYTES),
+            ("/subject", "subject", MAX_SUBJECT_BYTES),
+            ("/to", "to", MAX_EVENT_ADDRESSES_BYTES),
+            ("/from", "from", MAX_EVENT_ADDRESSES_BYTES),
+        ];
+        for (pointer, field, limit) in cases {
+            let mut body: Value = serde_json::from_str(DELIVERED).unwrap();
+            *body.pointer_mut(pointer).unwrap() = "a".repeat(limit).into();
+            parsed(&body.to_string()).check_lengths().unwrap();
+            *body.pointer_mut(pointer).unwrap() = "a".repeat(limit + 1).into();
+            let err = parsed(&body.to_string()).check_lengths().unwrap_err();
+            assert_eq!(
+                (err.field.as_str(), err.len, err.limit),
+                (field, limit + 1, limit)
+            );
+        }
+        for fixture in [
+            TARGET,
+            SENT,
+            DELIVERED,
+            INVALID_EMAIL,
+            SOFT_BOUNCE,
+            OPEN,
+            CLICK,
+            UNSUBSCRIBE,
+            REPORT_SPAM,
+            ROUTE,
+        ] {
+            parsed(fixture).check_lengths().unwrap();
         }
     }
 }

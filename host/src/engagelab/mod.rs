@@ -9,6 +9,15 @@
 //! only afterwards: delivery to plugins is at least once and survives
 //! restarts and crashes. Identical callbacks (EngageLab retries) are queued
 //! once.
+//!
+//! What a sender can make this path spend is bounded: the replay window is
+//! judged against the system clock as it is now; keyed fields are
+//! length-capped (400); the queue holds at most `[events] max_queued`
+//! callbacks (beyond it 503, so EngageLab keeps the callback and retries). A
+//! callback put back for a retry waits for its not-before time without
+//! blocking the others, and event calls take permits from a pool of their
+//! own: a call that got no permit in time never ran, so its callback is put
+//! back without counting an attempt, whatever the plugin's `on_error`.
 
 pub mod event;
 pub mod queue;
@@ -28,14 +37,22 @@ use crate::config::OnError;
 use crate::plugin::{CallLimit, Failure, Plugin, WitEvent, WitEventKind};
 use crate::server::{error, json, Body};
 use event::{Callback, Kind};
-use queue::{Enqueued, Queued};
+use queue::{Enqueued, Next, QueueError, Queued};
 
-/// When the queue is empty, how often the worker looks again even without
-/// being woken (a safety net; enqueueing wakes it at once).
+/// When nothing is due, the longest the worker waits before looking again
+/// without being woken (a safety net; enqueueing wakes it at once).
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// Pause after a retried callback, per attempt so far: a plugin that asked
-/// for a retry is given time to recover, and an only item is not spun on.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Delay before a retried callback is due again, per failed attempt so far:
+/// a plugin that asked for a retry is given time to recover, and an only
+/// item is not spun on. Other callbacks are processed meanwhile.
+pub const RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest delay between two attempts: with a high `max_attempts`, a
+/// callback is still tried at least once a minute.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(60);
+/// Delay before a callback whose plugin call found no free call permit is
+/// tried again. The plugin never ran, so this is not an attempt; a second
+/// leaves the calls holding the permits time to finish.
+pub const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// One EngageLab callback URL, ready to serve.
 pub struct EventRoute {
@@ -64,11 +81,16 @@ pub struct EventStats {
     pub plugin_failures: AtomicU64,
     /// Callbacks put back for another attempt.
     pub retried: AtomicU64,
+    /// Callbacks put back because a plugin call got no call permit in time
+    /// (not an attempt).
+    pub postponed: AtomicU64,
+    /// Callbacks answered 503 because the queue was full.
+    pub queue_full: AtomicU64,
 }
 
 impl EventStats {
-    /// A JSON snapshot.
-    pub fn snapshot(&self, queued: usize) -> serde_json::Value {
+    /// A JSON snapshot, with the queue's length and cap.
+    pub fn snapshot(&self, queued: usize, max_queued: usize) -> serde_json::Value {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         serde_json::json!({
             "received": get(&self.received),
@@ -77,7 +99,10 @@ impl EventStats {
             "processed": get(&self.processed),
             "pluginFailures": get(&self.plugin_failures),
             "retried": get(&self.retried),
+            "postponed": get(&self.postponed),
+            "queueFull": get(&self.queue_full),
             "queued": queued,
+            "maxQueued": max_queued,
         })
     }
 }
@@ -90,8 +115,15 @@ pub async fn receive(app: &App, route: &EventRoute, req: Request<Incoming>) -> R
             .insert(hyper::header::ALLOW, HeaderValue::from_static("POST"));
         return res;
     }
-    let now = app.clock.now_ms();
-    if let Err(e) = verify::verify(req.headers(), &route.app_keys, now, route.replay_window) {
+    // The replay window against the system clock as it is now (see
+    // `verify::wall_clock_ms`); the dedupe stamp below uses the queue's clock.
+    let wall_now = verify::wall_clock_ms();
+    if let Err(e) = verify::verify(
+        req.headers(),
+        &route.app_keys,
+        wall_now,
+        route.replay_window,
+    ) {
         app.event_stats.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(route = %route.path, reason = %e, "EngageLab callback refused: 401");
         let mut res = Response::new(Body::default());
@@ -106,6 +138,11 @@ pub async fn receive(app: &App, route: &EventRoute, req: Request<Incoming>) -> R
     // what is queued, so fields this version does not know are kept.
     let text = match event::parse(&body) {
         Ok(callback) => {
+            if let Err(e) = callback.check_lengths() {
+                app.event_stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(route = %route.path, error = %e, "EngageLab callback refused: 400");
+                return error(StatusCode::BAD_REQUEST, &format!("invalid callback: {e}"));
+            }
             tracing::debug!(route = %route.path, kind = callback.kind.name(), message_id = %callback.message_id, "EngageLab callback");
             String::from_utf8_lossy(&body).into_owned()
         }
@@ -115,7 +152,11 @@ pub async fn receive(app: &App, route: &EventRoute, req: Request<Incoming>) -> R
             return error(StatusCode::BAD_REQUEST, &format!("invalid callback: {e}"));
         }
     };
-    match app.events.enqueue(&route.path, &text, now).await {
+    match app
+        .events
+        .enqueue(&route.path, &text, app.clock.now_ms())
+        .await
+    {
         Ok(Enqueued::New(_)) => {
             app.event_stats.received.fetch_add(1, Ordering::Relaxed);
             app.event_wakeup.notify_one();
@@ -125,6 +166,15 @@ pub async fn receive(app: &App, route: &EventRoute, req: Request<Incoming>) -> R
             app.event_stats.duplicates.fetch_add(1, Ordering::Relaxed);
             json(StatusCode::OK, r#"{"status":"duplicate"}"#.into())
         }
+        Err(e @ QueueError::Full(_)) => {
+            // Not stored: EngageLab keeps it and sends it again later.
+            app.event_stats.queue_full.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(route = %route.path, error = %e, "EngageLab callback refused: 503");
+            let mut res = error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            res.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("60"));
+            res
+        }
         Err(e) => {
             // Not stored: EngageLab should send it again.
             tracing::error!(route = %route.path, error = %e, "cannot queue an EngageLab callback");
@@ -133,24 +183,26 @@ pub async fn receive(app: &App, route: &EventRoute, req: Request<Incoming>) -> R
     }
 }
 
-/// Process queued callbacks until the task is dropped.
+/// Process queued callbacks until the task is dropped: always the oldest
+/// that is due, so a callback waiting for its retry never holds up others;
+/// sleeps only when nothing is due (until the earliest not-before time, a
+/// wake-up, or a one-second safety poll).
 pub async fn work(app: Arc<App>) {
     loop {
-        match app.events.peek() {
-            Ok(Some(item)) => {
-                let attempts = process(&app, item).await;
-                if attempts > 0 {
-                    tokio::time::sleep(RETRY_PAUSE * attempts).await;
-                }
-            }
-            Ok(None) => {
+        let now = app.clock.now_ms();
+        match app.events.next_due(now) {
+            Ok(Next::Due(item)) => process(&app, item).await,
+            Ok(Next::Idle(earliest)) => {
+                let wait = earliest.map_or(IDLE_POLL, |at| {
+                    Duration::from_millis(at.saturating_sub(now)).min(IDLE_POLL)
+                });
                 tokio::select! {
                     () = app.event_wakeup.notified() => {}
-                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
-            Err(queue::QueueError::Corrupt { seq, detail }) => {
-                // Left in place it would block every callback behind it.
+            Err(QueueError::Corrupt { seq, detail }) => {
+                // Left in place it would be met on every scan.
                 tracing::error!(seq, %detail, "dropping an unreadable queued EngageLab callback");
                 done(&app, seq).await;
             }
@@ -162,10 +214,20 @@ pub async fn work(app: Arc<App>) {
     }
 }
 
-/// Run one callback through its route's chain; remove it, or put it back
-/// when a plugin with `on_error = "retry"` failed and attempts remain.
-/// Returns the attempts made so far when it was put back, else 0.
-async fn process(app: &App, item: Queued) -> u32 {
+/// When a callback that failed `attempts` times is due again.
+fn retry_at(now_ms: u64, attempts: u32) -> u64 {
+    let backoff = RETRY_BACKOFF
+        .saturating_mul(attempts)
+        .min(MAX_RETRY_BACKOFF);
+    now_ms.saturating_add(backoff.as_millis() as u64)
+}
+
+/// Run one callback through its route's chain; remove it, or put it back:
+/// for a later attempt when a plugin with `on_error = "retry"` failed and
+/// attempts remain, and without counting an attempt (whatever `on_error`
+/// says) when a plugin call got no call permit in time: that plugin never
+/// ran, so the callback must not be dropped for it.
+async fn process(app: &App, item: Queued) {
     let seq = item.seq;
     let finish = |outcome: &str| {
         tracing::info!(target: "enrichd::event", route = %item.route, seq, attempts = item.attempts + 1, "{outcome}");
@@ -173,14 +235,14 @@ async fn process(app: &App, item: Queued) -> u32 {
     let Some(route) = app.event_route(&item.route) else {
         finish("dropped: the route is no longer configured");
         done(app, seq).await;
-        return 0;
+        return;
     };
     let callback = match event::parse(item.body.as_bytes()) {
         Ok(c) => c,
         Err(e) => {
             finish(&format!("dropped: cannot parse the stored callback: {e}"));
             done(app, seq).await;
-            return 0;
+            return;
         }
     };
     let wit = wit_event(&callback);
@@ -192,15 +254,47 @@ async fn process(app: &App, item: Queued) -> u32 {
             deadline: Instant::now() + info.timeout,
             budget_bound: false,
         };
-        if let Err(f) = plugin.call_event(&wit, &app.services, limit).await {
-            // A call its circuit breaker bypassed is no new failure.
-            if !matches!(f, Failure::Quarantined(_)) {
-                app.event_stats
-                    .plugin_failures
-                    .fetch_add(1, Ordering::Relaxed);
+        match plugin.call_event(&wit, &app.services, limit).await {
+            Ok(()) => {}
+            Err(Failure::Busy(ms)) => {
+                // The rest of the chain runs on the next try too (plugins
+                // before this one may run twice: at least once).
+                finish(&format!(
+                    "postponed: plugin {} got no call permit within {ms} ms (busy); not counted as an attempt",
+                    info.name
+                ));
+                app.event_stats.postponed.fetch_add(1, Ordering::Relaxed);
+                let at = app.clock.now_ms() + BUSY_RETRY.as_millis() as u64;
+                if let Err(e) = app.events.postpone(&item, at).await {
+                    tracing::error!(error = %e, seq, "cannot requeue an EngageLab callback");
+                }
+                return;
             }
-            failures.push(format!("{} ({}): {f}", info.name, f.kind()));
-            retry |= info.on_error == OnError::Retry;
+            Err(Failure::Quarantined(left)) if info.on_error == OnError::Retry => {
+                // Its circuit breaker bypassed it: the plugin did not run, so
+                // this is no attempt; try again once the cool-down is over.
+                finish(&format!(
+                    "postponed: plugin {} is quarantined for {left} ms more; not counted as an attempt",
+                    info.name
+                ));
+                app.event_stats.postponed.fetch_add(1, Ordering::Relaxed);
+                let wait = BUSY_RETRY.max(Duration::from_millis(left));
+                let at = app.clock.now_ms() + wait.as_millis() as u64;
+                if let Err(e) = app.events.postpone(&item, at).await {
+                    tracing::error!(error = %e, seq, "cannot requeue an EngageLab callback");
+                }
+                return;
+            }
+            Err(f) => {
+                // A call its circuit breaker bypassed is no new failure.
+                if !matches!(f, Failure::Quarantined(_)) {
+                    app.event_stats
+                        .plugin_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                failures.push(format!("{} ({}): {f}", info.name, f.kind()));
+                retry |= info.on_error == OnError::Retry;
+            }
         }
     }
     let summary = if failures.is_empty() {
@@ -215,17 +309,20 @@ async fn process(app: &App, item: Queued) -> u32 {
     };
     let attempts = item.attempts + 1;
     if retry && attempts < app.event_settings.max_attempts {
-        finish(&format!("{summary}; will retry"));
+        let at = retry_at(app.clock.now_ms(), attempts);
+        finish(&format!(
+            "{summary}; will retry in {} ms",
+            at.saturating_sub(app.clock.now_ms())
+        ));
         app.event_stats.retried.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = app.events.retry_later(&item).await {
+        if let Err(e) = app.events.retry_later(&item, at).await {
             tracing::error!(error = %e, seq, "cannot requeue an EngageLab callback");
         }
-        return attempts;
+        return;
     }
     finish(&summary);
     app.event_stats.processed.fetch_add(1, Ordering::Relaxed);
     done(app, seq).await;
-    0
 }
 
 async fn done(app: &App, seq: u64) {
@@ -265,5 +362,18 @@ pub fn wit_event(c: &Callback) -> WitEvent {
         url: c.url.clone(),
         custom_args: c.custom_args.to_string(),
         raw_json: c.raw.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_per_attempt_up_to_a_cap() {
+        assert_eq!(retry_at(1_000, 1), 2_000);
+        assert_eq!(retry_at(1_000, 3), 4_000);
+        assert_eq!(retry_at(1_000, 1_000), 1_000 + 60_000);
+        assert_eq!(retry_at(u64::MAX, 2), u64::MAX);
     }
 }

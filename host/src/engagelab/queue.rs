@@ -3,12 +3,23 @@
 //! EngageLab wants an answer within 3 s, and treats a slow answer as a
 //! failure. So the host does not process a callback while EngageLab waits:
 //! it verifies the signature, stores the callback here, and answers 200 at
-//! once. A background worker then takes callbacks from the front of the
-//! queue ([`EventQueue::peek`]), processes them, and removes them
-//! ([`EventQueue::done`]) or sends them to the back for a later attempt
-//! ([`EventQueue::retry_later`]). Processing is at least once: a callback is
-//! removed only after it was processed, so a crash in between processes it
-//! again after the restart.
+//! once. A background worker then takes the oldest callback that is due
+//! ([`EventQueue::next_due`]), processes it, and removes it
+//! ([`EventQueue::done`]) or sends it to the back with a not-before time for
+//! a later attempt ([`EventQueue::retry_later`], [`EventQueue::postpone`]), so
+//! a callback waiting for its retry never holds up the others. Processing is
+//! at least once: a callback is removed only after it was processed, so a
+//! crash in between processes it again after the restart.
+//!
+//! # Bounds
+//!
+//! The queue holds at most `max_queued` callbacks; beyond it
+//! [`EventQueue::enqueue`] fails with [`QueueError::Full`] (answered 503, so
+//! the sender keeps the callback and retries). The length is an atomic
+//! counter set at open, not a scan per request. The duplicate filter is
+//! swept by the server ([`EventQueue::sweep_seen`], every
+//! [`SEEN_SWEEP_EVERY`]), so it holds about one dedupe window of
+//! fingerprints.
 //!
 //! # Layout: two trees in the shared sled database
 //!
@@ -42,6 +53,8 @@
 //! processing and the flush.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -62,6 +75,12 @@ const SEEN_TREE: &str = "engagelab-seen";
 /// a day keep a few hundred MB of fingerprints.
 pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
+/// How often the server sweeps the duplicate filter. A sweep scans every
+/// fingerprint (a million take about a second of one core's time), and a
+/// fingerprint kept an hour past its window costs 40 bytes: hourly keeps the
+/// filter within one window plus an hour, for a negligible share of CPU.
+pub const SEEN_SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
+
 /// One queued callback.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -76,6 +95,21 @@ pub struct Queued {
     pub body: String,
     /// Failed processing attempts so far.
     pub attempts: u32,
+    /// Not to be processed before this time (the queue's clock, Unix ms);
+    /// 0: at once. Absent from items queued by older versions (serde
+    /// default), which are then due at once.
+    #[serde(default)]
+    pub not_before_ms: u64,
+}
+
+/// What [`EventQueue::next_due`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// The oldest callback that is due; it stays queued.
+    Due(Queued),
+    /// Nothing is due. Holds the earliest not-before time of the callbacks
+    /// waiting, or `None` when the queue is empty.
+    Idle(Option<u64>),
 }
 
 /// What [`EventQueue::enqueue`] did.
@@ -110,6 +144,9 @@ pub enum QueueError {
     /// A [`Queued`] could not be encoded (cannot happen with serde_json).
     #[error("cannot encode a queued callback: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The queue holds `max_queued` callbacks already: not queued.
+    #[error("the event queue is full ({0} callbacks, [events] max_queued)")]
+    Full(usize),
 }
 
 /// The queue and its duplicate filter. Cloning is cheap and shares the trees.
@@ -119,16 +156,31 @@ pub struct EventQueue {
     queue: sled::Tree,
     seen: sled::Tree,
     dedupe_window_ms: u64,
+    max_queued: usize,
+    /// Callbacks queued (plus enqueues in progress that reserved a place):
+    /// counted once at open, then kept by enqueue and done.
+    queued: Arc<AtomicUsize>,
 }
 
 impl EventQueue {
-    /// Open (or create) the queue's trees in `db`.
-    pub fn open(db: &sled::Db, dedupe_window: Duration) -> Result<Self, QueueError> {
+    /// Open (or create) the queue's trees in `db`; at most `max_queued`
+    /// callbacks will be queued at once.
+    pub fn open(
+        db: &sled::Db,
+        dedupe_window: Duration,
+        max_queued: usize,
+    ) -> Result<Self, QueueError> {
+        let queue = db.open_tree(QUEUE_TREE)?;
+        // The one full count, at start; a queue left over the cap (a lower
+        // cap configured since) just refuses until it drains below it.
+        let queued = Arc::new(AtomicUsize::new(queue.len()));
         Ok(EventQueue {
             db: db.clone(),
-            queue: db.open_tree(QUEUE_TREE)?,
+            queue,
             seen: db.open_tree(SEEN_TREE)?,
             dedupe_window_ms: u64::try_from(dedupe_window.as_millis()).unwrap_or(u64::MAX),
+            max_queued,
+            queued,
         })
     }
 
@@ -140,6 +192,23 @@ impl EventQueue {
         body: &str,
         now_ms: u64,
     ) -> Result<Enqueued, QueueError> {
+        // A place is reserved first, so concurrent enqueues cannot overshoot
+        // the cap; it is given back unless a new item was queued.
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(QueueError::Full(self.max_queued));
+        }
+        let outcome = self.insert_new(route, body, now_ms);
+        if !matches!(outcome, Ok(Enqueued::New(_))) {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        let outcome = outcome?;
+        self.flush().await?;
+        Ok(outcome)
+    }
+
+    /// The duplicate check and the append, in one transaction.
+    fn insert_new(&self, route: &str, body: &str, now_ms: u64) -> Result<Enqueued, QueueError> {
         let fingerprint = fingerprint(route, body);
         let seq = self.db.generate_id()?;
         let item = Queued {
@@ -148,9 +217,10 @@ impl EventQueue {
             received_at_ms: now_ms,
             body: body.to_string(),
             attempts: 0,
+            not_before_ms: 0,
         };
         let value = serde_json::to_vec(&item)?;
-        let outcome = (&self.queue, &self.seen)
+        (&self.queue, &self.seen)
             .transaction(|(queue, seen)| {
                 if let Some(stored) = seen.get(fingerprint)? {
                     // A malformed stamp is treated as unseen and rewritten.
@@ -162,46 +232,97 @@ impl EventQueue {
                 queue.insert(&seq.to_be_bytes(), value.as_slice())?;
                 Ok::<_, ConflictableTransactionError<Infallible>>(Enqueued::New(seq))
             })
-            .map_err(storage)?;
-        self.flush().await?;
-        Ok(outcome)
+            .map_err(storage)
     }
 
-    /// The oldest queued callback, if any; it stays queued.
+    /// The oldest queued callback, if any, due or not; it stays queued.
     pub fn peek(&self) -> Result<Option<Queued>, QueueError> {
-        for entry in self.queue.iter() {
-            let (key, value) = entry?;
-            // Keys other than 8 bytes are not ours: skip them.
-            let Some(seq) = stamp(&key) else { continue };
-            let mut item: Queued =
-                serde_json::from_slice(&value).map_err(|e| QueueError::Corrupt {
-                    seq,
-                    detail: e.to_string(),
-                })?;
-            // The key is authoritative.
-            item.seq = seq;
-            return Ok(Some(item));
+        match self.items().next() {
+            Some(item) => item.map(Some),
+            None => Ok(None),
         }
-        Ok(None)
+    }
+
+    /// The oldest callback whose not-before time is at or before `now_ms`
+    /// (it stays queued), else the earliest not-before time of those
+    /// waiting. Scans past the waiting ones: they are the callbacks in
+    /// retry, a few at a time, since each failed attempt waits seconds.
+    pub fn next_due(&self, now_ms: u64) -> Result<Next, QueueError> {
+        let mut earliest: Option<u64> = None;
+        for item in self.items() {
+            let item = item?;
+            if item.not_before_ms <= now_ms {
+                return Ok(Next::Due(item));
+            }
+            earliest = Some(earliest.map_or(item.not_before_ms, |e| e.min(item.not_before_ms)));
+        }
+        Ok(Next::Idle(earliest))
+    }
+
+    /// The queued callbacks, oldest first; a corrupt one is an error.
+    fn items(&self) -> impl Iterator<Item = Result<Queued, QueueError>> + '_ {
+        self.queue.iter().filter_map(|entry| {
+            let (key, value) = match entry {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            // Keys other than 8 bytes are not ours: skip them.
+            let seq = stamp(&key)?;
+            Some(
+                serde_json::from_slice::<Queued>(&value)
+                    .map(|mut item| {
+                        // The key is authoritative.
+                        item.seq = seq;
+                        item
+                    })
+                    .map_err(|e| QueueError::Corrupt {
+                        seq,
+                        detail: e.to_string(),
+                    }),
+            )
+        })
     }
 
     /// Remove a processed callback and wait until that is on disk. Removing
     /// one that is not queued is not an error.
     pub async fn done(&self, seq: u64) -> Result<(), QueueError> {
-        self.queue.remove(seq.to_be_bytes())?;
+        if self.queue.remove(seq.to_be_bytes())?.is_some() {
+            // Saturating: a lower count than the truth only lets the queue
+            // go briefly over the cap, never stick at it.
+            let _ = self
+                .queued
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        }
         self.flush().await?;
         Ok(())
     }
 
     /// Count a failed attempt: atomically replace `item` with a copy that has
-    /// `attempts + 1` and a new sequence number, at the back of the queue.
-    /// Fails with [`QueueError::NotQueued`] if `item.seq` is no longer queued,
-    /// so a callback already done is never brought back.
-    pub async fn retry_later(&self, item: &Queued) -> Result<(), QueueError> {
+    /// `attempts + 1`, a new sequence number (the back of the queue) and
+    /// `not_before_ms`. Fails with [`QueueError::NotQueued`] if `item.seq` is
+    /// no longer queued, so a callback already done is never brought back.
+    pub async fn retry_later(&self, item: &Queued, not_before_ms: u64) -> Result<(), QueueError> {
+        self.move_back(item, item.attempts.saturating_add(1), not_before_ms)
+            .await
+    }
+
+    /// Like [`EventQueue::retry_later`], without counting an attempt: for a
+    /// callback whose plugins never ran (no call permit came in time).
+    pub async fn postpone(&self, item: &Queued, not_before_ms: u64) -> Result<(), QueueError> {
+        self.move_back(item, item.attempts, not_before_ms).await
+    }
+
+    async fn move_back(
+        &self,
+        item: &Queued,
+        attempts: u32,
+        not_before_ms: u64,
+    ) -> Result<(), QueueError> {
         let seq = self.db.generate_id()?;
         let moved = Queued {
             seq,
-            attempts: item.attempts.saturating_add(1),
+            attempts,
+            not_before_ms,
             ..item.clone()
         };
         let value = serde_json::to_vec(&moved)?;
@@ -221,15 +342,26 @@ impl EventQueue {
         Ok(())
     }
 
-    /// Number of queued callbacks. Counts by iterating (sled keeps no count):
-    /// fine for metrics and tests, not for a hot path.
+    /// Number of queued callbacks (an O(1) counter; enqueues in progress
+    /// count already).
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.queued.load(Ordering::SeqCst)
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.len() == 0
+    }
+
+    /// The most callbacks queued at once (`[events] max_queued`).
+    pub fn max_queued(&self) -> usize {
+        self.max_queued
+    }
+
+    /// Fingerprints held by the duplicate filter. Counts by iterating: for
+    /// stats and tests, not for a hot path.
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
     }
 
     /// Forget the fingerprints first seen a dedupe window or more before
@@ -305,7 +437,7 @@ mod tests {
     const ROUTE: &str = "/engagelab/email";
 
     fn queue(db: &sled::Db) -> EventQueue {
-        EventQueue::open(db, DEFAULT_DEDUPE_WINDOW).unwrap()
+        EventQueue::open(db, DEFAULT_DEDUPE_WINDOW, 1000).unwrap()
     }
 
     fn bodies(q: &EventQueue) -> Vec<String> {
@@ -341,6 +473,7 @@ mod tests {
                     received_at_ms: T0 + i as u64,
                     body: body.into(),
                     attempts: 0,
+                    not_before_ms: 0,
                 }
             );
             // Peeking does not remove.
@@ -403,7 +536,7 @@ mod tests {
     #[tokio::test]
     async fn duplicate_after_the_window_is_accepted_again() {
         let (_dir, db) = temp_db();
-        let q = EventQueue::open(&db, Duration::from_secs(60)).unwrap();
+        let q = EventQueue::open(&db, Duration::from_secs(60), 1000).unwrap();
         q.enqueue(ROUTE, "x", T0).await.unwrap();
         q.enqueue(ROUTE, "y", T0 + 30_000).await.unwrap();
         assert_eq!(
@@ -454,7 +587,7 @@ mod tests {
             q.enqueue(ROUTE, body, T0).await.unwrap();
         }
         let a = q.peek().unwrap().unwrap();
-        q.retry_later(&a).await.unwrap();
+        q.retry_later(&a, 0).await.unwrap();
         assert_eq!(q.len(), 2);
         let b = q.peek().unwrap().unwrap();
         assert_eq!(b.body, "b");
@@ -464,12 +597,12 @@ mod tests {
         assert_eq!(again.attempts, 1);
         assert_eq!(again.received_at_ms, a.received_at_ms);
         assert!(again.seq > b.seq, "{} > {}", again.seq, b.seq);
-        q.retry_later(&again).await.unwrap();
+        q.retry_later(&again, 0).await.unwrap();
         assert_eq!(q.peek().unwrap().unwrap().attempts, 2);
         assert_eq!(q.len(), 1);
         // The stale copy is no longer queued: refused, nothing resurrected.
         assert!(matches!(
-            q.retry_later(&again).await,
+            q.retry_later(&again, 0).await,
             Err(QueueError::NotQueued(seq)) if seq == again.seq
         ));
         assert_eq!(q.len(), 1);
@@ -534,7 +667,7 @@ mod tests {
             q.enqueue(ROUTE, "a", T0).await.unwrap();
             q.enqueue(ROUTE, "b", T0).await.unwrap();
             a = q.peek().unwrap().unwrap();
-            q.retry_later(&a).await.unwrap();
+            q.retry_later(&a, 0).await.unwrap();
             b = q.peek().unwrap().unwrap();
         }
         let db = reopen(dir.path());
@@ -595,11 +728,121 @@ mod tests {
             received_at_ms: T0,
             body: "lost".into(),
             attempts: 0,
+            not_before_ms: 0,
         };
         q.queue
             .insert(1u64.to_be_bytes(), serde_json::to_vec(&item).unwrap())
             .unwrap();
         let (_snapshot, recovered) = crash_copy(dir.path());
         assert_eq!(queue(&recovered).peek().unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_a_done_item_makes_room() {
+        let (_dir, db) = temp_db();
+        let q = EventQueue::open(&db, DEFAULT_DEDUPE_WINDOW, 2).unwrap();
+        q.enqueue(ROUTE, "a", T0).await.unwrap();
+        q.enqueue(ROUTE, "b", T0).await.unwrap();
+        assert_eq!(q.len(), 2);
+        // At the cap: refused, not queued, and not remembered as seen (so
+        // the sender's retry is accepted later).
+        assert!(matches!(
+            q.enqueue(ROUTE, "c", T0).await,
+            Err(QueueError::Full(2))
+        ));
+        assert_eq!((q.len(), q.queue.len(), q.seen_len()), (2, 2, 2));
+        // A duplicate does not take a place either.
+        let first = q.peek().unwrap().unwrap();
+        q.done(first.seq).await.unwrap();
+        assert_eq!(
+            q.enqueue(ROUTE, "b", T0).await.unwrap(),
+            Enqueued::Duplicate
+        );
+        assert_eq!(q.len(), 1);
+        assert!(matches!(
+            q.enqueue(ROUTE, "c", T0).await.unwrap(),
+            Enqueued::New(_)
+        ));
+        assert_eq!(q.len(), 2);
+        // Done twice counts once.
+        q.done(first.seq).await.unwrap();
+        assert_eq!(q.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_length_is_counted_again_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let q = queue(&db);
+            for body in ["a", "b", "c"] {
+                q.enqueue(ROUTE, body, T0).await.unwrap();
+            }
+        }
+        let db = reopen(dir.path());
+        let q = EventQueue::open(&db, DEFAULT_DEDUPE_WINDOW, 3).unwrap();
+        assert_eq!(q.len(), 3);
+        assert!(matches!(
+            q.enqueue(ROUTE, "d", T0).await,
+            Err(QueueError::Full(3))
+        ));
+    }
+
+    #[tokio::test]
+    async fn next_due_skips_callbacks_waiting_for_their_retry() {
+        let (_dir, db) = temp_db();
+        let q = queue(&db);
+        for body in ["a", "b"] {
+            q.enqueue(ROUTE, body, T0).await.unwrap();
+        }
+        let a = q.peek().unwrap().unwrap();
+        q.retry_later(&a, T0 + 5_000).await.unwrap();
+        let Next::Due(b) = q.next_due(T0).unwrap() else {
+            panic!("b is due")
+        };
+        assert_eq!(b.body, "b");
+        q.done(b.seq).await.unwrap();
+        // Only the retried one is left, not yet due.
+        assert_eq!(
+            q.next_due(T0 + 4_999).unwrap(),
+            Next::Idle(Some(T0 + 5_000))
+        );
+        // A newer arrival overtakes it.
+        q.enqueue(ROUTE, "c", T0).await.unwrap();
+        let Next::Due(c) = q.next_due(T0 + 1).unwrap() else {
+            panic!("c is due")
+        };
+        assert_eq!(c.body, "c");
+        q.done(c.seq).await.unwrap();
+        let Next::Due(again) = q.next_due(T0 + 5_000).unwrap() else {
+            panic!("a is due at its not-before time")
+        };
+        assert_eq!((again.body.as_str(), again.attempts), ("a", 1));
+        q.done(again.seq).await.unwrap();
+        assert_eq!(q.next_due(T0).unwrap(), Next::Idle(None));
+    }
+
+    #[tokio::test]
+    async fn postpone_does_not_count_an_attempt() {
+        let (_dir, db) = temp_db();
+        let q = queue(&db);
+        q.enqueue(ROUTE, "a", T0).await.unwrap();
+        let a = q.peek().unwrap().unwrap();
+        q.postpone(&a, T0 + 1_000).await.unwrap();
+        let moved = q.peek().unwrap().unwrap();
+        assert_eq!((moved.attempts, moved.not_before_ms), (0, T0 + 1_000));
+        assert!(moved.seq > a.seq);
+        assert_eq!(q.len(), 1);
+        assert!(matches!(
+            q.postpone(&a, T0).await,
+            Err(QueueError::NotQueued(_))
+        ));
+    }
+
+    #[test]
+    fn an_item_queued_by_an_older_version_is_due_at_once() {
+        let old = r#"{"seq":7,"route":"/r","receivedAtMs":1,"body":"x","attempts":2}"#;
+        let item: Queued = serde_json::from_str(old).unwrap();
+        assert_eq!((item.attempts, item.not_before_ms), (2, 0));
     }
 }

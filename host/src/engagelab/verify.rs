@@ -173,6 +173,23 @@ pub fn verify(
     Ok(())
 }
 
+/// The current Unix time in ms from the system clock, read per request: what
+/// [`verify`]'s `now_ms` must be.
+///
+/// Not the host's start-up-anchored `Clock` (wall time read once, then
+/// advanced monotonically): EngageLab stamps callbacks with *its* wall clock,
+/// so the only meaningful comparison is with *our* wall clock as it is now.
+/// After an NTP step the anchored clock stays off by the step, and with a
+/// step over the window every genuine callback would be refused until a
+/// restart. A monotonic clock cannot be compared with a Unix timestamp at
+/// all. A clock before 1970 reads as 0 (everything is then refused as
+/// stale, which the log shows as a skew).
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The signature of `timestamp` under `app_key`, as lowercase hex: what
 /// EngageLab sends in `X-WebHook-Signature`. For tests, and for operators
 /// checking their setup.
@@ -458,5 +475,20 @@ mod tests {
     fn debug_redacts_the_key() {
         let shown = format!("{:?}", AppKey::new(KEY));
         assert_eq!(shown, "AppKey(<redacted>)");
+    }
+
+    #[test]
+    fn the_window_is_judged_against_the_clock_as_it_is_now() {
+        // A genuine callback signed now.
+        let ts = wall_clock_ms().to_string();
+        let map = signed(&ts);
+        let keys = [AppKey::new(KEY)];
+        assert_eq!(verify(&map, &keys, wall_clock_ms(), WINDOW), Ok(()));
+        // A clock anchored before a 10-minute NTP step would refuse it.
+        let anchored_before_step = wall_clock_ms() - 10 * 60 * 1000;
+        assert!(matches!(
+            verify(&map, &keys, anchored_before_step, WINDOW),
+            Err(VerifyError::Stale { .. })
+        ));
     }
 }

@@ -26,11 +26,18 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 const HANDLER_EXPORT: &str = "enrichd:plugin/handler@0.2.0";
 const EVENTS_EXPORT: &str = "enrichd:plugin/events@0.2.0";
 
-/// Concurrent plugin instances the pooling allocator is sized for, and the
-/// number of calls allowed at once (with either allocator). Each delivery
-/// runs one plugin at a time, so this is also the number of deliveries in
-/// flight before new ones queue.
+/// Delivery plugin calls allowed at once (with either allocator). Each
+/// delivery runs one plugin at a time, so this is also the number of
+/// deliveries in flight before new ones queue.
 pub const MAX_CONCURRENT_CALLS: u32 = 256;
+/// Event plugin calls allowed at once, from a pool of their own so that a
+/// flood of deliveries cannot starve EngageLab callbacks (nor the reverse).
+/// The event worker runs one call at a time; 4 leaves room for it to be
+/// parallelised, and costs 4 pool slots.
+pub const MAX_CONCURRENT_EVENT_CALLS: u32 = 4;
+/// Concurrent plugin instances the pooling allocator is sized for: every
+/// delivery and event call that holds a permit.
+const POOL_INSTANCES: u32 = MAX_CONCURRENT_CALLS + MAX_CONCURRENT_EVENT_CALLS;
 /// Core instances, memories and tables per component instance in the pool:
 /// a Rust wasip2 component uses a few of each; these leave headroom.
 const POOL_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
@@ -67,7 +74,7 @@ pub struct PluginEngine {
     linker: Linker<HostState>,
     options: EngineOptions,
     allocator: AllocatorKind,
-    permits: Arc<tokio::sync::Semaphore>,
+    permits: super::CallPermits,
     _ticker: EpochTicker,
 }
 
@@ -103,7 +110,12 @@ impl PluginEngine {
             linker,
             options,
             allocator,
-            permits: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS as usize)),
+            permits: super::CallPermits {
+                deliveries: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS as usize)),
+                events: Arc::new(tokio::sync::Semaphore::new(
+                    MAX_CONCURRENT_EVENT_CALLS as usize,
+                )),
+            },
             _ticker,
         })
     }
@@ -111,6 +123,17 @@ impl PluginEngine {
     /// The allocator in use.
     pub fn allocator(&self) -> AllocatorKind {
         self.allocator
+    }
+
+    /// The call permits of event plugins ([`MAX_CONCURRENT_EVENT_CALLS`]).
+    /// Shared with every plugin; for stats and for tests that saturate them.
+    pub fn event_permits(&self) -> Arc<tokio::sync::Semaphore> {
+        self.permits.events.clone()
+    }
+
+    /// The call permits of delivery plugins ([`MAX_CONCURRENT_CALLS`]).
+    pub fn delivery_permits(&self) -> Arc<tokio::sync::Semaphore> {
+        self.permits.deliveries.clone()
     }
 
     /// Compile (or load from the cache) a plugin, check its pin, and check
@@ -259,11 +282,11 @@ fn build_engine(options: &EngineOptions, pooling: bool) -> Result<Engine, LoadEr
     config.memory_init_cow(true);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(MAX_CONCURRENT_CALLS)
-            .total_core_instances(MAX_CONCURRENT_CALLS * POOL_CORE_INSTANCES_PER_COMPONENT)
-            .total_memories(MAX_CONCURRENT_CALLS * POOL_MEMORIES_PER_COMPONENT)
-            .total_tables(MAX_CONCURRENT_CALLS * POOL_TABLES_PER_COMPONENT)
-            .total_stacks(MAX_CONCURRENT_CALLS)
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * POOL_CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(POOL_INSTANCES * POOL_MEMORIES_PER_COMPONENT)
+            .total_tables(POOL_INSTANCES * POOL_TABLES_PER_COMPONENT)
+            .total_stacks(POOL_INSTANCES)
             .max_core_instances_per_component(POOL_CORE_INSTANCES_PER_COMPONENT)
             .max_memories_per_component(POOL_MEMORIES_PER_COMPONENT)
             .max_tables_per_component(POOL_TABLES_PER_COMPONENT)

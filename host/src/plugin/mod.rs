@@ -35,7 +35,10 @@ pub use bindings::events::EngagelabEvent as WitEvent;
 pub use bindings::events::EventKind as WitEventKind;
 pub use bindings::types::Delivery as WitDelivery;
 pub use convert::delivery as wit_delivery;
-pub use engine::{AllocatorKind, EngineOptions, PluginEngine, EPOCH_TICK, MAX_CONCURRENT_CALLS};
+pub use engine::{
+    AllocatorKind, EngineOptions, PluginEngine, EPOCH_TICK, MAX_CONCURRENT_CALLS,
+    MAX_CONCURRENT_EVENT_CALLS,
+};
 use host::HostState;
 pub use host::Services;
 use limits::{LimitHit, Limiter};
@@ -180,11 +183,19 @@ pub struct Plugin {
     handler: Option<bindings::handler::GuestIndices>,
     events: Option<bindings::events::GuestIndices>,
     fuel_metered: bool,
-    permits: Arc<tokio::sync::Semaphore>,
+    permits: CallPermits,
     calls: std::sync::atomic::AtomicU64,
     /// Bypasses the plugin after repeated failures (delivery and event
     /// calls alike).
     breaker: breaker::Breaker,
+}
+
+/// The engine's call permits: one pool for delivery calls, one for event
+/// calls, so neither kind can starve the other.
+#[derive(Clone)]
+pub(crate) struct CallPermits {
+    pub(crate) deliveries: Arc<tokio::sync::Semaphore>,
+    pub(crate) events: Arc<tokio::sync::Semaphore>,
 }
 
 /// Which export a call runs, with its argument.
@@ -322,7 +333,11 @@ impl Plugin {
             }
         };
         // Waiting for a free instance slot counts against the same deadline.
-        let Ok(Ok(_permit)) = tokio::time::timeout_at(limit.deadline, self.permits.acquire()).await
+        let permits = match call {
+            Call::Delivery(_) => &self.permits.deliveries,
+            Call::Event(_) => &self.permits.events,
+        };
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(limit.deadline, permits.acquire()).await
         else {
             return Err(Failure::Busy(started.elapsed().as_millis() as u64));
         };

@@ -404,6 +404,9 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
         max_instances: p.max_instances.unwrap_or(d.max_instances),
         max_actions: p.max_actions.unwrap_or(d.max_actions),
         max_output_bytes: p.max_output_bytes.unwrap_or(d.max_output_bytes),
+        max_list_items: p.max_list_items.unwrap_or(d.max_list_items),
+        max_name_bytes: p.max_name_bytes.unwrap_or(d.max_name_bytes),
+        max_message_bytes: p.max_message_bytes.unwrap_or(d.max_message_bytes),
     };
     if limits.fuel == Some(0) {
         return Err(invalid(format!("plugin {name:?}: fuel must be > 0")));
@@ -424,5 +427,22 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
             "plugin {name:?}: max_actions and max_output_bytes must be > 0"
         )));
     }
+    output_caps(name, &limits)?;
     Ok(limits)
+}
+
+/// The caps on a plugin's actions and texts.
+fn output_caps(name: &str, limits: &Limits) -> Result<(), ConfigError> {
+    if limits.max_list_items == 0 {
+        return Err(invalid(format!(
+            "plugin {name:?}: max_list_items must be > 0"
+        )));
+    }
+    // Below 16 bytes even a short tag or the cut marker would not fit.
+    if limits.max_name_bytes < 16 || limits.max_message_bytes < 64 {
+        return Err(invalid(format!(
+            "plugin {name:?}: max_name_bytes must be >= 16 and max_message_bytes >= 64"
+        )));
+    }
+    Ok(())
 }

@@ -116,7 +116,8 @@ fn sandbox_settings_have_defaults_and_are_checked() {
             max_table_elements: 5000,
             max_instances: 8,
             max_actions: 3,
-            max_output_bytes: 100
+            max_output_bytes: 100,
+            ..Limits::default()
         }
     );
     assert_eq!(p.on_error, OnError::Retry);
@@ -304,5 +305,33 @@ fn the_example_config_is_valid() {
             assert!(seed.as_ref().unwrap().ends_with("crm-sample.jsonl"))
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn output_caps_have_defaults_overrides_and_bounds() {
+    let c = resolve(MINIMAL).unwrap();
+    let l = c.plugins[0].limits;
+    assert_eq!(l.max_list_items, DEFAULT_MAX_LIST_ITEMS);
+    assert_eq!(l.max_name_bytes, DEFAULT_MAX_NAME_BYTES);
+    assert_eq!(l.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+
+    let with =
+        |keys: &str| resolve(&MINIMAL.replace("capabilities", &format!("{keys}\ncapabilities")));
+    let l = with("max_list_items = 5\nmax_name_bytes = 32\nmax_message_bytes = 100")
+        .unwrap()
+        .plugins[0]
+        .limits;
+    assert_eq!(
+        (l.max_list_items, l.max_name_bytes, l.max_message_bytes),
+        (5, 32, 100)
+    );
+    for (keys, needle) in [
+        ("max_list_items = 0", "max_list_items"),
+        ("max_name_bytes = 15", "max_name_bytes"),
+        ("max_message_bytes = 63", "max_message_bytes"),
+    ] {
+        let err = with(keys).unwrap_err().to_string();
+        assert!(err.contains(needle), "{keys}: {err}");
     }
 }

@@ -240,9 +240,9 @@ impl Plugin {
             .await?
         {
             Returned::Delivery(Ok(out)) => self.check_output(out),
-            Returned::Delivery(Err(guest)) | Returned::Event(Err(guest)) => {
-                Err(Failure::Guest(describe_guest_error(guest)))
-            }
+            Returned::Delivery(Err(guest)) | Returned::Event(Err(guest)) => Err(Failure::Guest(
+                describe_guest_error(guest, self.info.limits.max_message_bytes),
+            )),
             Returned::Event(Ok(())) => Ok(Output {
                 actions: Vec::new(),
                 message: None,
@@ -263,9 +263,9 @@ impl Plugin {
             .await?
         {
             Returned::Event(Ok(())) | Returned::Delivery(Ok(_)) => Ok(()),
-            Returned::Event(Err(guest)) | Returned::Delivery(Err(guest)) => {
-                Err(Failure::Guest(describe_guest_error(guest)))
-            }
+            Returned::Event(Err(guest)) | Returned::Delivery(Err(guest)) => Err(Failure::Guest(
+                describe_guest_error(guest, self.info.limits.max_message_bytes),
+            )),
         }
     }
 
@@ -367,7 +367,7 @@ impl Plugin {
     }
 
     fn classify_trap(&self, err: &wasmtime::Error, state: &HostState) -> Failure {
-        let trap = describe_trap(err, &state.stderr);
+        let trap = describe_trap(err, &state.stderr, self.info.limits.max_message_bytes);
         match (err.downcast_ref::<wasmtime::Trap>(), state.limiter.hit) {
             (Some(wasmtime::Trap::OutOfFuel), _) => {
                 Failure::Fuel(self.info.limits.fuel.unwrap_or(u64::MAX))
@@ -389,6 +389,7 @@ impl Plugin {
 
     /// Convert the output, refusing it whole when it is over a limit: a
     /// truncated list could drop the one action that mattered, silently.
+    /// The plugin's message is only a note, so it is cut (marked) instead.
     fn check_output(&self, out: bindings::types::PluginOutput) -> Result<Output, Failure> {
         let limits = &self.info.limits;
         if out.actions.len() > limits.max_actions {
@@ -399,19 +400,18 @@ impl Plugin {
             )));
         }
         let actions: Vec<Action> = out.actions.into_iter().map(convert::action).collect();
-        let bytes = serde_json::to_vec(&actions)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let bytes = json_len(&actions);
         if bytes > limits.max_output_bytes {
             return Err(Failure::OutputLimit(format!(
                 "{bytes} bytes of actions returned, at most {} allowed",
                 limits.max_output_bytes
             )));
         }
-        Ok(Output {
-            actions,
-            message: out.message,
-        })
+        let mut message = out.message;
+        if let Some(m) = &mut message {
+            crate::text::cut_in_place(m, limits.max_message_bytes);
+        }
+        Ok(Output { actions, message })
     }
 
     /// Write what the guest printed to tracing.
@@ -428,7 +428,29 @@ impl Plugin {
     }
 }
 
-fn describe_trap(err: &wasmtime::Error, stderr: &stdio::Capture) -> String {
+/// The length of `value` as JSON, counted without building the text.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    /// Counts what serde_json writes.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// The trap's text, with the guest's last stderr line, cut to `max_bytes`
+/// (the stderr line is the guest's to choose).
+fn describe_trap(err: &wasmtime::Error, stderr: &stdio::Capture, max_bytes: usize) -> String {
     let mut text = match err.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
         None => format!("{err}"),
@@ -440,14 +462,19 @@ fn describe_trap(err: &wasmtime::Error, stderr: &stdio::Capture) -> String {
         text.push_str(&last);
         text.push(')');
     }
+    crate::text::cut_in_place(&mut text, max_bytes);
     text
 }
 
-fn describe_guest_error(e: bindings::types::PluginError) -> String {
+/// The guest's error as one text, cut to `max_bytes`.
+fn describe_guest_error(e: bindings::types::PluginError, max_bytes: usize) -> String {
     use bindings::types::PluginError as E;
-    match e {
-        E::InvalidDelivery(m) => format!("invalid delivery: {m}"),
-        E::Dependency(m) => format!("dependency: {m}"),
-        E::Internal(m) => format!("internal: {m}"),
-    }
+    let (case, m) = match &e {
+        E::InvalidDelivery(m) => ("invalid delivery", m),
+        E::Dependency(m) => ("dependency", m),
+        E::Internal(m) => ("internal", m),
+    };
+    // Cut before formatting, so a 20 MiB error is never copied whole.
+    let budget = max_bytes.saturating_sub(case.len() + 2);
+    format!("{case}: {}", crate::text::cut(m, budget))
 }

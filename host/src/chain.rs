@@ -438,6 +438,59 @@ mod tests {
     }
 
     #[test]
+    fn an_output_checked_past_the_deadline_is_the_plugins_overrun() {
+        let started = Instant::now() - Duration::from_millis(30);
+        let limit = |deadline, budget_bound| CallLimit {
+            deadline,
+            budget_bound,
+        };
+        let later = Instant::now() + Duration::from_secs(60);
+        assert_eq!(overrun(limit(later, false), started), None);
+        let past = Instant::now() - Duration::from_millis(10);
+        assert!(matches!(
+            overrun(limit(past, false), started),
+            Some(Failure::Timeout(ms)) if ms >= 30
+        ));
+        assert!(matches!(
+            overrun(limit(past, true), started),
+            Some(Failure::OutOfTime(_))
+        ));
+    }
+
+    #[test]
+    fn the_retry_reason_is_bounded() {
+        let f = Failure::Guest("x".repeat(100_000));
+        match policy_verdict(OnError::Retry, "p", &f) {
+            Some(Verdict::Retry(reason)) => {
+                assert_eq!(reason.chars().count(), MAX_MESSAGE_CHARS + 1);
+                assert!(reason.starts_with("plugin p failed (guest error)"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dropped_actions_long_label_is_cut_in_the_record() {
+        let output = crate::plugin::Output {
+            actions: vec![Action {
+                name: Some("n".repeat(10_000)),
+                kind: ActionKind::Tag(Tag { tags: vec![] }),
+            }],
+            message: None,
+        };
+        let r = merge_output("p", output, &validate::Caps::default());
+        let name = r.dropped[0].name.as_deref().unwrap();
+        assert!(
+            name.len() <= crate::config::DEFAULT_MAX_NAME_BYTES,
+            "{name}"
+        );
+        assert!(name.ends_with("(10000 bytes, cut)"));
+        assert!(r.dropped[0]
+            .reason
+            .starts_with("name: 10000 bytes, more than max_name_bytes"));
+    }
+
+    #[test]
     fn summary_is_one_bounded_line() {
         let many: Vec<PluginRecord> = (0..200)
             .map(|i| record(&format!("plugin-{i}"), 1))

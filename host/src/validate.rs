@@ -92,6 +92,7 @@ impl From<&Limits> for Caps {
 /// Validates one action under `caps`, returning it (possibly adjusted, with
 /// notes) or the reason it must be dropped.
 pub fn check(action: Action, caps: &Caps) -> Result<Checked, Rejected> {
+    check_list_caps(&action, caps)?;
     let mut notes = Vec::new();
     if let Some(n) = &action.name {
         cap_name("name", n, caps)?;
@@ -115,6 +116,60 @@ pub fn check(action: Action, caps: &Caps) -> Result<Checked, Rejected> {
         action: Action { name, kind },
         notes,
     })
+}
+
+/// Refuses an action with a list longer than `max_list_items`, looking at
+/// list lengths only (no per-item work): the first step of [`check`], and
+/// cheap enough to screen an output before anything else is done with it.
+pub fn check_list_caps(action: &Action, caps: &Caps) -> Result<(), Rejected> {
+    let users = |path: &str, spec: &AssignmentSpec| match &spec.users {
+        Some(u) => cap_list(&format!("{path}.users"), "users", u.len(), caps),
+        None => Ok(()),
+    };
+    match &action.kind {
+        ActionKind::Assign(a) => {
+            users("assign.mainAssignment", &a.main_assignment)?;
+            let backups = a.backup_assignments.as_deref().unwrap_or(&[]);
+            let path = "assign.backupAssignments";
+            cap_list(path, "backup assignments", backups.len(), caps)?;
+            for (i, spec) in backups.iter().enumerate() {
+                users(&format!("{path}[{i}]"), spec)?;
+            }
+            Ok(())
+        }
+        ActionKind::Tag(t) => cap_list("tag.tags", "tags", t.tags.len(), caps),
+        ActionKind::SetCustomFields(f) => cap_list("setCustomFields", "keys", f.len(), caps),
+        ActionKind::SendMessage(m) => {
+            let lists = [
+                (
+                    "sendMessage.toAddresses",
+                    "recipients",
+                    Some(&m.to_addresses),
+                ),
+                (
+                    "sendMessage.ccAddresses",
+                    "recipients",
+                    m.cc_addresses.as_ref(),
+                ),
+                (
+                    "sendMessage.bccAddresses",
+                    "recipients",
+                    m.bcc_addresses.as_ref(),
+                ),
+            ];
+            for (path, what, list) in lists {
+                cap_list(path, what, list.map_or(0, Vec::len), caps)?;
+            }
+            let assets = m.inline_assets.as_ref().map_or(0, Vec::len);
+            cap_list("sendMessage.inlineAssets", "inline assets", assets, caps)
+        }
+        ActionKind::ForwardMessage(f) => cap_list(
+            "forwardMessage.toAddresses",
+            "recipients",
+            f.to_addresses.len(),
+            caps,
+        ),
+    }
 }
 
 fn reject(path: &str, why: impl fmt::Display) -> Rejected {
@@ -182,7 +237,6 @@ fn is_email_address(s: &str) -> bool {
 }
 
 fn check_addresses(path: &str, list: &[EmailAddress], caps: &Caps) -> Result<(), Rejected> {
-    cap_list(path, "recipients", list.len(), caps)?;
     for (i, a) in list.iter().enumerate() {
         cap_name(&format!("{path}[{i}].name"), &a.name, caps)?;
         let at = format!("{path}[{i}].address");
@@ -222,12 +276,6 @@ fn check_assign(
         notes.push("assign.backupAssignments: empty list removed".into());
     }
     if let Some(backups) = &assign.backup_assignments {
-        cap_list(
-            "assign.backupAssignments",
-            "backup assignments",
-            backups.len(),
-            caps,
-        )?;
         for (i, spec) in backups.iter().enumerate() {
             check_spec(&format!("assign.backupAssignments[{i}]"), spec, caps)?;
         }
@@ -243,7 +291,6 @@ fn check_spec(path: &str, spec: &AssignmentSpec, caps: &Caps) -> Result<(), Reje
             return Err(reject(&format!("{path}.users"), "empty list"));
         }
         Some(users) => {
-            cap_list(&format!("{path}.users"), "users", users.len(), caps)?;
             for (i, u) in users.iter().enumerate() {
                 cap_name(&format!("{path}.users[{i}]"), u, caps)?;
                 if is_blank(u) {
@@ -287,7 +334,6 @@ fn check_tag(tag: Tag, caps: &Caps, notes: &mut Vec<String>) -> Result<Tag, Reje
     if tag.tags.is_empty() {
         return Err(reject("tag.tags", "empty list"));
     }
-    cap_list("tag.tags", "tags", tag.tags.len(), caps)?;
     for (i, t) in tag.tags.iter().enumerate() {
         cap_name(&format!("tag.tags[{i}]"), t, caps)?;
     }
@@ -320,7 +366,6 @@ fn check_custom_fields(
     if fields.is_empty() {
         return Err(reject("setCustomFields", "no fields"));
     }
-    cap_list("setCustomFields", "keys", fields.len(), caps)?;
     for (i, (key, _)) in fields.iter().enumerate() {
         // The path names the entry, not the key: the key is what is too long.
         cap_name(&format!("setCustomFields: key of entry {i}"), key, caps)?;
@@ -456,12 +501,6 @@ fn send_mode(msg: &SendMessage) -> Result<Mode, Rejected> {
 }
 
 fn check_assets(assets: &[InlineAsset], caps: &Caps) -> Result<(), Rejected> {
-    cap_list(
-        "sendMessage.inlineAssets",
-        "inline assets",
-        assets.len(),
-        caps,
-    )?;
     let mut ids: HashSet<&str> = HashSet::with_capacity(assets.len());
     for (i, asset) in assets.iter().enumerate() {
         let path = format!("sendMessage.inlineAssets[{i}]");

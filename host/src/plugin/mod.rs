@@ -25,6 +25,7 @@ use std::time::Duration;
 // under tokio's test clock).
 use tokio::time::Instant;
 
+use tokio::runtime::RuntimeFlavor;
 use wasmtime::Store;
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -235,6 +236,28 @@ impl Plugin {
         services: &Services,
         limit: CallLimit,
     ) -> Result<Output, Failure> {
+        let call = self.call_here(delivery, services, limit);
+        match tokio::runtime::Handle::try_current() {
+            // Lifting a plugin's output out of its memory (tens of thousands
+            // of strings) and converting it is host work wasmtime does in
+            // one poll, with no epoch to yield at: on a multi-threaded
+            // runtime the call runs off the async workers, so it cannot
+            // hold up other deliveries or /healthz. The deadline still
+            // applies inside.
+            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| handle.block_on(call))
+            }
+            _ => call.await,
+        }
+    }
+
+    /// [`Plugin::call`] on the current task.
+    async fn call_here(
+        &self,
+        delivery: &WitDelivery,
+        services: &Services,
+        limit: CallLimit,
+    ) -> Result<Output, Failure> {
         match self
             .invoke(Call::Delivery(delivery), &delivery.id, services, limit)
             .await?
@@ -400,7 +423,15 @@ impl Plugin {
             )));
         }
         let actions: Vec<Action> = out.actions.into_iter().map(convert::action).collect();
-        let bytes = json_len(&actions);
+        // An action over a list cap is dropped by validation and never
+        // reaches the envelope, so it is not counted: serializing a
+        // 90 000-item list only to count it would cost more than refusing it.
+        let caps = crate::validate::Caps::from(limits);
+        let counted: Vec<&Action> = actions
+            .iter()
+            .filter(|a| crate::validate::check_list_caps(a, &caps).is_ok())
+            .collect();
+        let bytes = json_len(&counted);
         if bytes > limits.max_output_bytes {
             return Err(Failure::OutputLimit(format!(
                 "{bytes} bytes of actions returned, at most {} allowed",

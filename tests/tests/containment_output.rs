@@ -176,9 +176,10 @@ fn warm_route() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ninety_thousand_custom_field_keys_are_refused_in_time_and_healthz_stays_fast() {
     let _serial = SERIAL.lock().await;
-    // 90 000 keys are 1.16 MB of JSON: the output limit is raised so that
-    // the list cap, not the byte limit, is what refuses them.
-    let limits = "timeout_ms = 5000\nmax_output_bytes = 2097152";
+    // 90 000 keys are 1.16 MB of JSON, over the default 1 MiB output
+    // limit: an action over a list cap is not counted (it never reaches the
+    // envelope), so the list cap is what refuses it, not the byte limit.
+    let limits = "timeout_ms = 5000";
     let server = TestServer::start(&format!(
         "{}{}",
         sandwich(&[
@@ -562,4 +563,73 @@ async fn a_record_over_the_bound_is_stored_summarised_and_a_normal_one_whole() {
     assert!(record.get("truncated").is_none(), "{record}");
     let entry = hostile_entry(&record);
     assert_eq!(entry["actions"][0]["value"]["k2"], "v", "{record}");
+}
+
+#[tokio::test]
+async fn per_plugin_overrides_of_the_caps_are_obeyed_and_violated() {
+    let _serial = SERIAL.lock().await;
+    let caps = "max_list_items = 5\nmax_name_bytes = 32\nmax_message_bytes = 100";
+    let server = TestServer::start(&sandwich(&[
+        ("five", hostile("five", "tags", caps, "count = \"5\"")),
+        ("six", hostile("six", "tags", caps, "count = \"6\"")),
+        (
+            "key32",
+            hostile("key32", "fields", caps, "count = \"1\"\nkey_len = \"32\""),
+        ),
+        (
+            "key33",
+            hostile("key33", "fields", caps, "count = \"1\"\nkey_len = \"33\""),
+        ),
+        (
+            "msg100",
+            hostile("msg100", "message", caps, "bytes = \"100\""),
+        ),
+        (
+            "msg101",
+            hostile("msg101", "message", caps, "bytes = \"101\""),
+        ),
+    ]))
+    .await;
+    let hostile_actions = |body: &Value| action_names(body).len() - 3;
+    for (route, kept, reason) in [
+        ("five", 1, None),
+        (
+            "six",
+            0,
+            Some("tag.tags: 6 tags, more than max_list_items = 5"),
+        ),
+        ("key32", 1, None),
+        (
+            "key33",
+            0,
+            Some("setCustomFields: key of entry 0: 33 bytes, more than max_name_bytes = 32"),
+        ),
+    ] {
+        let body = server
+            .deliver(&format!("/{route}"), &with_id(route))
+            .await
+            .json();
+        assert_sandwiched(&body);
+        assert_eq!(hostile_actions(&body), kept, "{route}: {body}");
+        let record = stored_record(&server, route, route).await;
+        let dropped = &hostile_entry(&record)["dropped"];
+        match reason {
+            Some(reason) => assert_eq!(dropped[0]["reason"], reason, "{record}"),
+            None => assert_eq!(dropped, &json!([]), "{record}"),
+        }
+    }
+    for (route, bytes) in [("msg100", 100), ("msg101", 101)] {
+        server.deliver(&format!("/{route}"), &with_id(route)).await;
+        let record = stored_record(&server, route, route).await;
+        let kept = hostile_entry(&record)["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if bytes <= 100 {
+            assert_eq!(kept, "m".repeat(bytes));
+        } else {
+            assert!(kept.len() <= 100, "{kept}");
+            assert!(kept.ends_with("… (101 bytes, cut)"), "{kept}");
+        }
+    }
 }

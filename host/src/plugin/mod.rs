@@ -509,3 +509,37 @@ fn describe_guest_error(e: bindings::types::PluginError, max_bytes: usize) -> St
     let budget = max_bytes.saturating_sub(case.len() + 2);
     format!("{case}: {}", crate::text::cut(m, budget))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bindings::types::PluginError;
+
+    #[test]
+    fn a_short_guest_error_is_kept_as_written() {
+        let e = PluginError::Dependency("CRM down".into());
+        assert_eq!(describe_guest_error(e, 2048), "dependency: CRM down");
+    }
+
+    #[test]
+    fn a_long_guest_error_is_cut_to_the_bound_and_marked() {
+        let e = PluginError::Internal("x".repeat(20 << 20));
+        let text = describe_guest_error(e, 2048);
+        assert!(text.len() <= 2048, "{}", text.len());
+        assert!(text.starts_with("internal: xxx"));
+        assert!(text.ends_with("… (20971520 bytes, cut)"), "{text}");
+    }
+
+    #[test]
+    fn a_long_trap_text_is_cut_to_the_bound_and_marked() {
+        let err = wasmtime::format_err!("{}", "t".repeat(100_000));
+        let text = describe_trap(&err, &stdio::Capture::default(), 2048);
+        assert!(text.len() <= 2048, "{}", text.len());
+        assert!(text.ends_with("(100000 bytes, cut)"), "{text}");
+        let err = wasmtime::format_err!("short");
+        assert_eq!(
+            describe_trap(&err, &stdio::Capture::default(), 2048),
+            "short"
+        );
+    }
+}

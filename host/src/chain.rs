@@ -284,10 +284,14 @@ fn merge_output(
     for (index, action) in output.actions.into_iter().enumerate() {
         let action_type = action.kind.type_name();
         // The label of a dropped action may be what was over the cap.
-        let name = action
-            .name
-            .as_deref()
-            .map(|n| crate::text::cut(n, caps.max_name_bytes));
+        let name = action.name.as_deref().map(|n| {
+            crate::text::cut(
+                n,
+                caps.max_name_bytes,
+                "max_name_bytes",
+                caps.max_name_bytes,
+            )
+        });
         match validate::check(action, caps) {
             Ok(checked) => {
                 r.notes.extend(
@@ -484,7 +488,7 @@ mod tests {
             name.len() <= crate::config::DEFAULT_MAX_NAME_BYTES,
             "{name}"
         );
-        assert!(name.ends_with("(10000 bytes, cut)"));
+        assert!(name.ends_with("(10000 bytes, cut at max_name_bytes = 256)"));
         assert!(r.dropped[0]
             .reason
             .starts_with("name: 10000 bytes, more than max_name_bytes"));

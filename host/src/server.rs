@@ -396,7 +396,12 @@ fn error_parts(
     status: StatusCode,
     message: &str,
 ) -> (StatusCode, Bytes, serde_json::Value, String) {
-    let message = crate::text::cut(message, MAX_ERROR_MESSAGE_BYTES);
+    let message = crate::text::cut(
+        message,
+        MAX_ERROR_MESSAGE_BYTES,
+        "the 5xx message limit",
+        MAX_ERROR_MESSAGE_BYTES,
+    );
     let body = serde_json::json!({ "status": "error", "message": message });
     (
         status,

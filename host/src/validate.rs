@@ -583,7 +583,12 @@ fn note_cid_mismatches(body: &str, assets: &[InlineAsset], caps: &Caps, notes: &
         )
     });
     let dangling = dangling.into_iter().map(|r| {
-        let r = crate::text::cut(r, caps.max_name_bytes);
+        let r = crate::text::cut(
+            r,
+            caps.max_name_bytes,
+            "max_name_bytes",
+            caps.max_name_bytes,
+        );
         format!("sendMessage.body: \"cid:{r}\" has no matching inline asset")
     });
     notes.extend(unused.chain(dangling).take(caps.max_list_items));

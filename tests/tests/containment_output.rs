@@ -348,7 +348,10 @@ async fn a_20_mib_message_is_cut_everywhere_and_a_short_one_passes_unchanged() {
     let kept = hostile_entry(&record)["message"].as_str().unwrap();
     assert!(kept.len() <= DEFAULT_MAX_MESSAGE_BYTES, "{}", kept.len());
     assert!(
-        kept.starts_with("mmmm") && kept.ends_with(&format!("… ({TWENTY_MIB} bytes, cut)")),
+        kept.starts_with("mmmm")
+            && kept.ends_with(&format!(
+                "… ({TWENTY_MIB} bytes, cut at max_message_bytes = {DEFAULT_MAX_MESSAGE_BYTES})"
+            )),
         "the cut is marked: {kept:?}"
     );
     let logged = log.bytes_matching("bigmessage");
@@ -369,7 +372,10 @@ async fn a_20_mib_message_is_cut_everywhere_and_a_short_one_passes_unchanged() {
         .await;
     let record = stored_record(&server, "msgoverlimit", "msgoverlimit").await;
     let kept = hostile_entry(&record)["message"].as_str().unwrap();
-    assert!(kept.ends_with(&format!("({} bytes, cut)", DEFAULT_MAX_MESSAGE_BYTES + 1)));
+    assert!(kept.ends_with(&format!(
+        "({} bytes, cut at max_message_bytes = {DEFAULT_MAX_MESSAGE_BYTES})",
+        DEFAULT_MAX_MESSAGE_BYTES + 1
+    )));
 }
 
 #[tokio::test]
@@ -394,7 +400,8 @@ async fn a_20_mib_guest_error_is_cut_under_every_failure_policy() {
     let hostiles: Vec<(&str, String)> =
         cases.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
     let server = TestServer::start(&sandwich(&hostiles)).await;
-    let cut_marker = format!("… ({TWENTY_MIB} bytes, cut)");
+    let cut_marker =
+        format!("… ({TWENTY_MIB} bytes, cut at max_message_bytes = {DEFAULT_MAX_MESSAGE_BYTES})");
 
     // skip: the chain goes on; the record keeps a cut, marked detail.
     let res = server.deliver("/gerrskip", &with_id("gerrskip")).await;
@@ -568,7 +575,7 @@ async fn a_record_over_the_bound_is_stored_summarised_and_a_normal_one_whole() {
 #[tokio::test]
 async fn per_plugin_overrides_of_the_caps_are_obeyed_and_violated() {
     let _serial = SERIAL.lock().await;
-    let caps = "max_list_items = 5\nmax_name_bytes = 32\nmax_message_bytes = 100";
+    let caps = "max_list_items = 5\nmax_name_bytes = 32\nmax_message_bytes = 128";
     let server = TestServer::start(&sandwich(&[
         ("five", hostile("five", "tags", caps, "count = \"5\"")),
         ("six", hostile("six", "tags", caps, "count = \"6\"")),
@@ -581,12 +588,12 @@ async fn per_plugin_overrides_of_the_caps_are_obeyed_and_violated() {
             hostile("key33", "fields", caps, "count = \"1\"\nkey_len = \"33\""),
         ),
         (
-            "msg100",
-            hostile("msg100", "message", caps, "bytes = \"100\""),
+            "msg128",
+            hostile("msg128", "message", caps, "bytes = \"128\""),
         ),
         (
-            "msg101",
-            hostile("msg101", "message", caps, "bytes = \"101\""),
+            "msg129",
+            hostile("msg129", "message", caps, "bytes = \"129\""),
         ),
     ]))
     .await;
@@ -618,18 +625,21 @@ async fn per_plugin_overrides_of_the_caps_are_obeyed_and_violated() {
             None => assert_eq!(dropped, &json!([]), "{record}"),
         }
     }
-    for (route, bytes) in [("msg100", 100), ("msg101", 101)] {
+    for (route, bytes) in [("msg128", 128), ("msg129", 129)] {
         server.deliver(&format!("/{route}"), &with_id(route)).await;
         let record = stored_record(&server, route, route).await;
         let kept = hostile_entry(&record)["message"]
             .as_str()
             .unwrap()
             .to_owned();
-        if bytes <= 100 {
+        if bytes <= 128 {
             assert_eq!(kept, "m".repeat(bytes));
         } else {
-            assert!(kept.len() <= 100, "{kept}");
-            assert!(kept.ends_with("… (101 bytes, cut)"), "{kept}");
+            assert!(kept.len() <= 128, "{kept}");
+            assert!(
+                kept.ends_with("… (129 bytes, cut at max_message_bytes = 128)"),
+                "{kept}"
+            );
         }
     }
 }

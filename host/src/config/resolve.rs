@@ -438,10 +438,11 @@ fn output_caps(name: &str, limits: &Limits) -> Result<(), ConfigError> {
             "plugin {name:?}: max_list_items must be > 0"
         )));
     }
-    // Below 16 bytes even a short tag or the cut marker would not fit.
-    if limits.max_name_bytes < 16 || limits.max_message_bytes < 64 {
+    // Below 16 bytes not even a short tag fits; below 128 the cut marker
+    // (with the original size and the limit) leaves nothing of the text.
+    if limits.max_name_bytes < 16 || limits.max_message_bytes < 128 {
         return Err(invalid(format!(
-            "plugin {name:?}: max_name_bytes must be >= 16 and max_message_bytes >= 64"
+            "plugin {name:?}: max_name_bytes must be >= 16 and max_message_bytes >= 128"
         )));
     }
     Ok(())

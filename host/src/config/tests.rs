@@ -318,18 +318,18 @@ fn output_caps_have_defaults_overrides_and_bounds() {
 
     let with =
         |keys: &str| resolve(&MINIMAL.replace("capabilities", &format!("{keys}\ncapabilities")));
-    let l = with("max_list_items = 5\nmax_name_bytes = 32\nmax_message_bytes = 100")
+    let l = with("max_list_items = 5\nmax_name_bytes = 32\nmax_message_bytes = 128")
         .unwrap()
         .plugins[0]
         .limits;
     assert_eq!(
         (l.max_list_items, l.max_name_bytes, l.max_message_bytes),
-        (5, 32, 100)
+        (5, 32, 128)
     );
     for (keys, needle) in [
         ("max_list_items = 0", "max_list_items"),
         ("max_name_bytes = 15", "max_name_bytes"),
-        ("max_message_bytes = 63", "max_message_bytes"),
+        ("max_message_bytes = 127", "max_message_bytes"),
     ] {
         let err = with(keys).unwrap_err().to_string();
         assert!(err.contains(needle), "{keys}: {err}");

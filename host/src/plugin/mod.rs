@@ -8,7 +8,8 @@
 //! interruption: guests yield to tokio at every epoch tick, and the caller's
 //! timeout drops the call's future, ending the instance wherever it was —
 //! host calls it made included. Memory, fuel and output are bounded per call
-//! ([`limits`], [`Plugin::call`]).
+//! ([`limits`], [`Plugin::call`]); the guest's texts (message, error, trap)
+//! are cut to `max_message_bytes`.
 
 mod bindings;
 mod convert;
@@ -229,7 +230,10 @@ impl Plugin {
     }
 
     /// Run the plugin on one delivery in a fresh instance, until
-    /// `limit.deadline` at the latest.
+    /// `limit.deadline` at the latest. On a multi-threaded runtime the call
+    /// runs off the async workers (`block_in_place`). The output is checked
+    /// against `max_actions` and `max_output_bytes` and its message cut to
+    /// `max_message_bytes`; validation is the caller's (`chain`).
     pub async fn call(
         &self,
         delivery: &WitDelivery,
@@ -440,7 +444,7 @@ impl Plugin {
         }
         let mut message = out.message;
         if let Some(m) = &mut message {
-            crate::text::cut_in_place(m, limits.max_message_bytes);
+            crate::text::cut_in_place(m, limits.max_message_bytes, "max_message_bytes");
         }
         Ok(Output { actions, message })
     }
@@ -493,7 +497,7 @@ fn describe_trap(err: &wasmtime::Error, stderr: &stdio::Capture, max_bytes: usiz
         text.push_str(&last);
         text.push(')');
     }
-    crate::text::cut_in_place(&mut text, max_bytes);
+    crate::text::cut_in_place(&mut text, max_bytes, "max_message_bytes");
     text
 }
 
@@ -507,7 +511,10 @@ fn describe_guest_error(e: bindings::types::PluginError, max_bytes: usize) -> St
     };
     // Cut before formatting, so a 20 MiB error is never copied whole.
     let budget = max_bytes.saturating_sub(case.len() + 2);
-    format!("{case}: {}", crate::text::cut(m, budget))
+    format!(
+        "{case}: {}",
+        crate::text::cut(m, budget, "max_message_bytes", max_bytes)
+    )
 }
 
 #[cfg(test)]
@@ -527,7 +534,10 @@ mod tests {
         let text = describe_guest_error(e, 2048);
         assert!(text.len() <= 2048, "{}", text.len());
         assert!(text.starts_with("internal: xxx"));
-        assert!(text.ends_with("… (20971520 bytes, cut)"), "{text}");
+        assert!(
+            text.ends_with("… (20971520 bytes, cut at max_message_bytes = 2048)"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -535,7 +545,10 @@ mod tests {
         let err = wasmtime::format_err!("{}", "t".repeat(100_000));
         let text = describe_trap(&err, &stdio::Capture::default(), 2048);
         assert!(text.len() <= 2048, "{}", text.len());
-        assert!(text.ends_with("(100000 bytes, cut)"), "{text}");
+        assert!(
+            text.ends_with("(100000 bytes, cut at max_message_bytes = 2048)"),
+            "{text}"
+        );
         let err = wasmtime::format_err!("short");
         assert_eq!(
             describe_trap(&err, &stdio::Capture::default(), 2048),

@@ -643,3 +643,42 @@ async fn per_plugin_overrides_of_the_caps_are_obeyed_and_violated() {
         }
     }
 }
+
+/// Plugin calls run off the async workers on a multi-threaded runtime
+/// (`Plugin::call`): the deadline must still cut a guest that never
+/// returns, and the workers stay free meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_the_workers_a_looping_plugin_is_still_cut_at_its_timeout() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start(&format!(
+        "{}{}",
+        sandwich(&[("looper", hostile("looper", "loop", "timeout_ms = 2000", ""))]),
+        warm_route()
+    ))
+    .await;
+    server.deliver("/warm", &with_id("looper-warm")).await;
+    let timeout = Duration::from_secs(2);
+    let ((a, b), worst, probes) = healthz_worst_during(server.addr, async {
+        tokio::join!(
+            timed(&server, "looper", "looper-1"),
+            timed(&server, "looper", "looper-2")
+        )
+    })
+    .await;
+    for (res, took) in [a, b] {
+        assert!(took <= timeout + timeout / 10, "answered after {took:?}");
+        let body = res.json();
+        assert_sandwiched(&body);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("failed: looper (timeout)"),
+            "{body}"
+        );
+    }
+    assert!(
+        worst < HEALTHZ_BAR,
+        "/healthz took {worst:?} (worst of {probes} probes) while two loops ran"
+    );
+}

@@ -197,8 +197,18 @@ pub async fn run(
             deadline: own_end.min(budget_end),
             budget_bound: budget_end < own_end,
         };
-        let mut r = match entry.plugin.call(delivery, services, limit).await {
-            Ok(output) => merge_output(&info.name, output),
+        let called = entry.plugin.call(delivery, services, limit).await;
+        // Validating the output is the plugin's time too: an output that
+        // takes past the deadline to check counts as the plugin's overrun.
+        let caps = validate::Caps::from(&info.limits);
+        let merged = called
+            .map(|output| merge_output(&info.name, output, &caps))
+            .and_then(|r| match overrun(limit, started) {
+                Some(failure) => Err(failure),
+                None => Ok(r),
+            });
+        let mut r = match merged {
+            Ok(r) => r,
             Err(failure) => {
                 let out_of_time = matches!(failure, Failure::OutOfTime(_));
                 let mut r = PluginRecord::new(
@@ -239,6 +249,21 @@ pub async fn run(
     (verdict, records)
 }
 
+/// The failure of a call whose output was checked after `limit.deadline`:
+/// the plugin's timeout, or the delivery's budget when that was the bound.
+fn overrun(limit: CallLimit, started: Instant) -> Option<Failure> {
+    let now = Instant::now();
+    if now <= limit.deadline {
+        return None;
+    }
+    let ms = now.duration_since(started).as_millis() as u64;
+    Some(if limit.budget_bound {
+        Failure::OutOfTime(ms)
+    } else {
+        Failure::Timeout(ms)
+    })
+}
+
 /// What a failure means for the delivery under the plugin's policy; `None`
 /// when the chain goes on.
 fn policy_verdict(policy: OnError, plugin: &str, failure: &Failure) -> Option<Verdict> {
@@ -250,17 +275,32 @@ fn policy_verdict(policy: OnError, plugin: &str, failure: &Failure) -> Option<Ve
             message: bounded(reason),
             actions: Vec::new(),
         })),
-        OnError::Retry => Some(Verdict::Retry(reason)),
+        // The reason becomes the 503 body and a log line: bounded like the
+        // envelope message.
+        OnError::Retry => Some(Verdict::Retry(bounded(reason))),
     }
 }
 
-/// Validate a plugin's output into its record.
-fn merge_output(plugin: &str, output: crate::plugin::Output) -> PluginRecord {
+/// Validate a plugin's output into its record, under the plugin's caps.
+fn merge_output(
+    plugin: &str,
+    output: crate::plugin::Output,
+    caps: &validate::Caps,
+) -> PluginRecord {
     let mut r = PluginRecord::new(plugin, Outcome::Applied);
     r.message = output.message;
     for (index, action) in output.actions.into_iter().enumerate() {
-        let (action_type, name) = (action.kind.type_name(), action.name.clone());
-        match validate::check(action) {
+        let action_type = action.kind.type_name();
+        // The label of a dropped action may be what was over the cap.
+        let name = action.name.as_deref().map(|n| {
+            crate::text::cut(
+                n,
+                caps.max_name_bytes,
+                "max_name_bytes",
+                caps.max_name_bytes,
+            )
+        });
+        match validate::check(action, caps) {
             Ok(checked) => {
                 r.notes.extend(
                     checked
@@ -451,6 +491,59 @@ mod tests {
         assert!(
             matches!(policy_verdict(OnError::Retry, "p", &f), Some(Verdict::Retry(r)) if r.contains("plugin p failed (trap)"))
         );
+    }
+
+    #[test]
+    fn an_output_checked_past_the_deadline_is_the_plugins_overrun() {
+        let started = Instant::now() - Duration::from_millis(30);
+        let limit = |deadline, budget_bound| CallLimit {
+            deadline,
+            budget_bound,
+        };
+        let later = Instant::now() + Duration::from_secs(60);
+        assert_eq!(overrun(limit(later, false), started), None);
+        let past = Instant::now() - Duration::from_millis(10);
+        assert!(matches!(
+            overrun(limit(past, false), started),
+            Some(Failure::Timeout(ms)) if ms >= 30
+        ));
+        assert!(matches!(
+            overrun(limit(past, true), started),
+            Some(Failure::OutOfTime(_))
+        ));
+    }
+
+    #[test]
+    fn the_retry_reason_is_bounded() {
+        let f = Failure::Guest("x".repeat(100_000));
+        match policy_verdict(OnError::Retry, "p", &f) {
+            Some(Verdict::Retry(reason)) => {
+                assert_eq!(reason.chars().count(), MAX_MESSAGE_CHARS + 1);
+                assert!(reason.starts_with("plugin p failed (guest error)"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dropped_actions_long_label_is_cut_in_the_record() {
+        let output = crate::plugin::Output {
+            actions: vec![Action {
+                name: Some("n".repeat(10_000)),
+                kind: ActionKind::Tag(Tag { tags: vec![] }),
+            }],
+            message: None,
+        };
+        let r = merge_output("p", output, &validate::Caps::default());
+        let name = r.dropped[0].name.as_deref().unwrap();
+        assert!(
+            name.len() <= crate::config::DEFAULT_MAX_NAME_BYTES,
+            "{name}"
+        );
+        assert!(name.ends_with("(10000 bytes, cut at max_name_bytes = 256)"));
+        assert!(r.dropped[0]
+            .reason
+            .starts_with("name: 10000 bytes, more than max_name_bytes"));
     }
 
     #[test]

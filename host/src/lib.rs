@@ -25,6 +25,8 @@
 //! - [`engagelab`]: EngageLab callbacks: verification, durable queue, event worker.
 //! - [`kv`]: per-plugin key-value namespaces behind the `kv` import.
 //! - [`admin`]: the admin listener (delivery log, stats), loopback by default.
+//! - [`text`]: cutting untrusted text to a byte bound, marking the cut.
+//! - [`record`]: the delivery record, bounded in bytes for the log and the store.
 
 pub mod actions;
 pub mod admin;
@@ -39,9 +41,11 @@ pub mod idempotency;
 pub mod kv;
 pub mod payload;
 pub mod plugin;
+pub mod record;
 pub mod server;
 pub mod singleflight;
 #[cfg(test)]
 mod sled_test;
 pub mod store;
+pub mod text;
 pub mod validate;

@@ -515,6 +515,7 @@ async fn run_and_store(
         Verdict::Retry(reason) => error_parts(StatusCode::SERVICE_UNAVAILABLE, reason),
     };
     let now = app.clock.now_ms();
+    // One bounded record for both the log line and the store.
     let record = serde_json::json!({
         "route": route.path,
         "delivery": delivery.id,
@@ -528,6 +529,7 @@ async fn run_and_store(
         "message": message,
         "plugins": records,
     });
+    let record = crate::record::bound(record, crate::record::MAX_RECORD_BYTES);
     tracing::info!(target: "enrichd::delivery", route = %route.path, delivery = %delivery.id, record = %record, "{message}");
     let mut answer = Answer {
         status: status.as_u16(),
@@ -559,18 +561,32 @@ async fn run_and_store(
     answer
 }
 
+/// A 5xx answer's parts. The message may carry a plugin's text: it is
+/// bounded by the chain already, and cut here again so no path can put an
+/// unbounded reason into a 503 body.
 fn error_parts(
     status: StatusCode,
     message: &str,
 ) -> (StatusCode, Bytes, serde_json::Value, String) {
+    let message = crate::text::cut(
+        message,
+        MAX_ERROR_MESSAGE_BYTES,
+        "the 5xx message limit",
+        MAX_ERROR_MESSAGE_BYTES,
+    );
     let body = serde_json::json!({ "status": "error", "message": message });
     (
         status,
         body.to_string().into(),
         serde_json::json!("retry"),
-        message.to_owned(),
+        message,
     )
 }
+
+/// Most bytes of the message of a 5xx body: the chain's reasons are one
+/// line of at most [`chain::MAX_MESSAGE_CHARS`] characters (up to 4 bytes
+/// each); this is the backstop.
+const MAX_ERROR_MESSAGE_BYTES: usize = 4 * chain::MAX_MESSAGE_CHARS + 64;
 
 /// Header marking an answer replayed from the store (or from the copy in
 /// flight): no plugin ran for this request.

@@ -15,13 +15,24 @@
 //! theirs. What this module cannot know is whether a user, tag, key or
 //! template exists in the mailbox; that needs mailbox configuration the host
 //! does not have.
+//!
+//! A plugin is untrusted, so validation is also a budget: every list of an
+//! action is capped ([`Caps::max_list_items`]) and so is every name-like
+//! value ([`Caps::max_name_bytes`], addresses [`MAX_ADDRESS_BYTES`]). The
+//! caps are checked before any per-item work, so a 90 000-key action costs
+//! O(1) to refuse; everything else is linear (hash sets, no pairwise
+//! comparisons). Over a cap the whole action is dropped with a reason naming
+//! the limit and its value, never truncated silently; a reason or note never
+//! quotes a value longer than the name cap.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use crate::actions::{
     Action, ActionKind, Assign, AssignmentSpec, BodyType, EmailAddress, ForwardMessage,
     InlineAsset, SendMessage, Tag,
 };
+use crate::config::{Limits, DEFAULT_MAX_LIST_ITEMS, DEFAULT_MAX_NAME_BYTES};
 
 /// An action that passed validation, possibly adjusted (e.g. truncated values), with notes on what was adjusted.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,19 +51,64 @@ pub struct Rejected(pub String);
 /// Maximum length of a custom-field value, in Unicode characters (runes), per the setCustomFields reference.
 pub const MAX_CUSTOM_FIELD_CHARS: usize = 100;
 
-/// Validates one action, returning it (possibly adjusted, with notes) or the reason it must be dropped.
-pub fn check(action: Action) -> Result<Checked, Rejected> {
+/// Longest email address, in bytes: RFC 5321 allows a 64-byte local part,
+/// the `@` and a 255-byte domain (RFC 3696 errata give 320 as the total).
+pub const MAX_ADDRESS_BYTES: usize = 320;
+
+/// Longest `sendMessage.subject`, in bytes: RFC 5322's limit for one line
+/// of a header; a longer subject is a bug or an attack, not a subject.
+pub const MAX_SUBJECT_BYTES: usize = 998;
+
+/// The per-plugin caps validation applies (from the plugin's [`Limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Items in one list of one action (tags, custom-field keys, users,
+    /// backup assignments, to/cc/bcc recipients, inline assets).
+    pub max_list_items: usize,
+    /// Bytes of one name-like value (tag name, custom-field key, user name,
+    /// template name, display name, action label, asset id, filename and
+    /// content type).
+    pub max_name_bytes: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            max_list_items: DEFAULT_MAX_LIST_ITEMS,
+            max_name_bytes: DEFAULT_MAX_NAME_BYTES,
+        }
+    }
+}
+
+impl From<&Limits> for Caps {
+    fn from(l: &Limits) -> Self {
+        Caps {
+            max_list_items: l.max_list_items,
+            max_name_bytes: l.max_name_bytes,
+        }
+    }
+}
+
+/// Validates one action under `caps`, returning it (possibly adjusted, with
+/// notes) or the reason it must be dropped.
+pub fn check(action: Action, caps: &Caps) -> Result<Checked, Rejected> {
+    check_list_caps(&action, caps)?;
     let mut notes = Vec::new();
+    if let Some(n) = &action.name {
+        cap_name("name", n, caps)?;
+    }
     let name = normalise_name(action.name, &mut notes);
     let kind = match action.kind {
-        ActionKind::Assign(v) => ActionKind::Assign(check_assign(v, &mut notes)?),
-        ActionKind::Tag(v) => ActionKind::Tag(check_tag(v, &mut notes)?),
+        ActionKind::Assign(v) => ActionKind::Assign(check_assign(v, caps, &mut notes)?),
+        ActionKind::Tag(v) => ActionKind::Tag(check_tag(v, caps, &mut notes)?),
         ActionKind::SetCustomFields(v) => {
-            ActionKind::SetCustomFields(check_custom_fields(v, &mut notes)?)
+            ActionKind::SetCustomFields(check_custom_fields(v, caps, &mut notes)?)
         }
-        ActionKind::SendMessage(v) => ActionKind::SendMessage(check_send_message(v, &mut notes)?),
+        ActionKind::SendMessage(v) => {
+            ActionKind::SendMessage(check_send_message(v, caps, &mut notes)?)
+        }
         ActionKind::ForwardMessage(v) => {
-            check_forward_message(&v)?;
+            check_forward_message(&v, caps)?;
             ActionKind::ForwardMessage(v)
         }
     };
@@ -62,8 +118,92 @@ pub fn check(action: Action) -> Result<Checked, Rejected> {
     })
 }
 
+/// Refuses an action with a list longer than `max_list_items`, looking at
+/// list lengths only (no per-item work): the first step of [`check`], and
+/// cheap enough to screen an output before anything else is done with it.
+pub fn check_list_caps(action: &Action, caps: &Caps) -> Result<(), Rejected> {
+    let users = |path: &str, spec: &AssignmentSpec| match &spec.users {
+        Some(u) => cap_list(&format!("{path}.users"), "users", u.len(), caps),
+        None => Ok(()),
+    };
+    match &action.kind {
+        ActionKind::Assign(a) => {
+            users("assign.mainAssignment", &a.main_assignment)?;
+            let backups = a.backup_assignments.as_deref().unwrap_or(&[]);
+            let path = "assign.backupAssignments";
+            cap_list(path, "backup assignments", backups.len(), caps)?;
+            for (i, spec) in backups.iter().enumerate() {
+                users(&format!("{path}[{i}]"), spec)?;
+            }
+            Ok(())
+        }
+        ActionKind::Tag(t) => cap_list("tag.tags", "tags", t.tags.len(), caps),
+        ActionKind::SetCustomFields(f) => cap_list("setCustomFields", "keys", f.len(), caps),
+        ActionKind::SendMessage(m) => {
+            let lists = [
+                (
+                    "sendMessage.toAddresses",
+                    "recipients",
+                    Some(&m.to_addresses),
+                ),
+                (
+                    "sendMessage.ccAddresses",
+                    "recipients",
+                    m.cc_addresses.as_ref(),
+                ),
+                (
+                    "sendMessage.bccAddresses",
+                    "recipients",
+                    m.bcc_addresses.as_ref(),
+                ),
+            ];
+            for (path, what, list) in lists {
+                cap_list(path, what, list.map_or(0, Vec::len), caps)?;
+            }
+            let assets = m.inline_assets.as_ref().map_or(0, Vec::len);
+            cap_list("sendMessage.inlineAssets", "inline assets", assets, caps)
+        }
+        ActionKind::ForwardMessage(f) => cap_list(
+            "forwardMessage.toAddresses",
+            "recipients",
+            f.to_addresses.len(),
+            caps,
+        ),
+    }
+}
+
 fn reject(path: &str, why: impl fmt::Display) -> Rejected {
     Rejected(format!("{path}: {why}"))
+}
+
+/// Refuses a list longer than `max_list_items`, before any per-item work.
+fn cap_list(path: &str, what: &str, len: usize, caps: &Caps) -> Result<(), Rejected> {
+    if len > caps.max_list_items {
+        return Err(reject(
+            path,
+            format_args!(
+                "{len} {what}, more than max_list_items = {}",
+                caps.max_list_items
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a name-like value longer than `max_name_bytes`; the reason gives
+/// its size, never the value.
+fn cap_name(path: &str, value: &str, caps: &Caps) -> Result<(), Rejected> {
+    cap_bytes(path, value, "max_name_bytes", caps.max_name_bytes)
+}
+
+fn cap_bytes(path: &str, value: &str, limit: &str, max: usize) -> Result<(), Rejected> {
+    if value.len() > max {
+        return Err(reject(
+            path,
+            format_args!("{} bytes, more than {limit} = {max}", value.len()),
+        ));
+    }
+    Ok(())
 }
 
 fn is_blank(s: &str) -> bool {
@@ -96,28 +236,37 @@ fn is_email_address(s: &str) -> bool {
     }
 }
 
-fn check_addresses(path: &str, list: &[EmailAddress]) -> Result<(), Rejected> {
-    match list.iter().position(|a| !is_email_address(&a.address)) {
-        Some(i) => Err(reject(
-            &format!("{path}[{i}].address"),
-            format_args!("{:?} is not an email address", list[i].address),
-        )),
-        None => Ok(()),
+fn check_addresses(path: &str, list: &[EmailAddress], caps: &Caps) -> Result<(), Rejected> {
+    for (i, a) in list.iter().enumerate() {
+        cap_name(&format!("{path}[{i}].name"), &a.name, caps)?;
+        let at = format!("{path}[{i}].address");
+        cap_bytes(&at, &a.address, "the address limit", MAX_ADDRESS_BYTES)?;
+        if !is_email_address(&a.address) {
+            return Err(reject(
+                &at,
+                format_args!("{:?} is not an email address", a.address),
+            ));
+        }
     }
+    Ok(())
 }
 
 /// Like [`check_addresses`], but the list must name at least one recipient.
-fn check_recipients(path: &str, list: &[EmailAddress]) -> Result<(), Rejected> {
+fn check_recipients(path: &str, list: &[EmailAddress], caps: &Caps) -> Result<(), Rejected> {
     if list.is_empty() {
         return Err(reject(path, "no recipients"));
     }
-    check_addresses(path, list)
+    check_addresses(path, list, caps)
 }
 
 // ------------------------------------------------------------------- assign
 
-fn check_assign(mut assign: Assign, notes: &mut Vec<String>) -> Result<Assign, Rejected> {
-    check_spec("assign.mainAssignment", &assign.main_assignment)?;
+fn check_assign(
+    mut assign: Assign,
+    caps: &Caps,
+    notes: &mut Vec<String>,
+) -> Result<Assign, Rejected> {
+    check_spec("assign.mainAssignment", &assign.main_assignment, caps)?;
     if assign
         .backup_assignments
         .as_ref()
@@ -126,22 +275,27 @@ fn check_assign(mut assign: Assign, notes: &mut Vec<String>) -> Result<Assign, R
         assign.backup_assignments = None;
         notes.push("assign.backupAssignments: empty list removed".into());
     }
-    for (i, spec) in assign.backup_assignments.iter().flatten().enumerate() {
-        check_spec(&format!("assign.backupAssignments[{i}]"), spec)?;
+    if let Some(backups) = &assign.backup_assignments {
+        for (i, spec) in backups.iter().enumerate() {
+            check_spec(&format!("assign.backupAssignments[{i}]"), spec, caps)?;
+        }
     }
     Ok(assign)
 }
 
 /// The docs require exactly one of a `users` list or `assignToAnyUser: true`, "not both".
-fn check_spec(path: &str, spec: &AssignmentSpec) -> Result<(), Rejected> {
+fn check_spec(path: &str, spec: &AssignmentSpec, caps: &Caps) -> Result<(), Rejected> {
     let any_user = spec.assign_to_any_user == Some(true);
     match &spec.users {
         Some(users) if users.is_empty() => {
             return Err(reject(&format!("{path}.users"), "empty list"));
         }
         Some(users) => {
-            if let Some(i) = users.iter().position(|u| is_blank(u)) {
-                return Err(reject(&format!("{path}.users[{i}]"), "empty user name"));
+            for (i, u) in users.iter().enumerate() {
+                cap_name(&format!("{path}.users[{i}]"), u, caps)?;
+                if is_blank(u) {
+                    return Err(reject(&format!("{path}.users[{i}]"), "empty user name"));
+                }
             }
             if any_user {
                 return Err(reject(
@@ -176,17 +330,21 @@ fn non_negative(path: &str, field: &str, value: Option<i64>) -> Result<(), Rejec
 // ---------------------------------------------------------------------- tag
 
 /// Tags match case-sensitively and exactly, so padded or empty names are dead weight.
-fn check_tag(tag: Tag, notes: &mut Vec<String>) -> Result<Tag, Rejected> {
+fn check_tag(tag: Tag, caps: &Caps, notes: &mut Vec<String>) -> Result<Tag, Rejected> {
     if tag.tags.is_empty() {
         return Err(reject("tag.tags", "empty list"));
     }
+    for (i, t) in tag.tags.iter().enumerate() {
+        cap_name(&format!("tag.tags[{i}]"), t, caps)?;
+    }
+    let mut seen: HashSet<String> = HashSet::with_capacity(tag.tags.len());
     let mut kept: Vec<String> = Vec::with_capacity(tag.tags.len());
     for (i, t) in tag.tags.into_iter().enumerate() {
         if t.is_empty() || t.trim() != t {
             notes.push(format!(
                 "tag.tags[{i}]: dropped {t:?}: tags match exactly, so an empty or space-padded name never matches"
             ));
-        } else if kept.contains(&t) {
+        } else if !seen.insert(t.clone()) {
             notes.push(format!("tag.tags[{i}]: dropped duplicate {t:?}"));
         } else {
             kept.push(t);
@@ -202,11 +360,17 @@ fn check_tag(tag: Tag, notes: &mut Vec<String>) -> Result<Tag, Rejected> {
 
 fn check_custom_fields(
     fields: Vec<(String, String)>,
+    caps: &Caps,
     notes: &mut Vec<String>,
 ) -> Result<Vec<(String, String)>, Rejected> {
     if fields.is_empty() {
         return Err(reject("setCustomFields", "no fields"));
     }
+    for (i, (key, _)) in fields.iter().enumerate() {
+        // The path names the entry, not the key: the key is what is too long.
+        cap_name(&format!("setCustomFields: key of entry {i}"), key, caps)?;
+    }
+    let mut seen: HashSet<String> = HashSet::with_capacity(fields.len());
     let mut kept: Vec<(String, String)> = Vec::with_capacity(fields.len());
     for (i, (key, mut value)) in fields.into_iter().enumerate() {
         if key.is_empty() {
@@ -216,7 +380,7 @@ fn check_custom_fields(
             continue;
         }
         // The JSON object can hold each key once; the first one wins.
-        if kept.iter().any(|(k, _)| *k == key) {
+        if !seen.insert(key.clone()) {
             notes.push(format!(
                 "setCustomFields[{key:?}]: dropped duplicate key (entry {i})"
             ));
@@ -255,17 +419,31 @@ enum Mode {
 
 fn check_send_message(
     mut msg: SendMessage,
+    caps: &Caps,
     notes: &mut Vec<String>,
 ) -> Result<SendMessage, Rejected> {
+    if let Some(t) = &msg.template_name {
+        cap_name("sendMessage.templateName", t, caps)?;
+    }
+    if let Some(s) = &msg.subject {
+        cap_bytes(
+            "sendMessage.subject",
+            s,
+            "the subject limit",
+            MAX_SUBJECT_BYTES,
+        )?;
+    }
     let mode = send_mode(&msg)?;
-    check_recipients("sendMessage.toAddresses", &msg.to_addresses)?;
+    check_recipients("sendMessage.toAddresses", &msg.to_addresses, caps)?;
     check_addresses(
         "sendMessage.ccAddresses",
         msg.cc_addresses.as_deref().unwrap_or(&[]),
+        caps,
     )?;
     check_addresses(
         "sendMessage.bccAddresses",
         msg.bcc_addresses.as_deref().unwrap_or(&[]),
+        caps,
     )?;
 
     if msg.inline_assets.as_ref().is_some_and(Vec::is_empty) {
@@ -279,10 +457,15 @@ fn check_send_message(
                 "only allowed with an inline HTML body (bodyType html)",
             ));
         }
-        check_assets(assets)?;
+        check_assets(assets, caps)?;
     }
     if let (Mode::Inline(BodyType::Html), Some(body)) = (&mode, &msg.body) {
-        note_cid_mismatches(body, msg.inline_assets.as_deref().unwrap_or(&[]), notes);
+        note_cid_mismatches(
+            body,
+            msg.inline_assets.as_deref().unwrap_or(&[]),
+            caps,
+            notes,
+        );
     }
     Ok(msg)
 }
@@ -317,11 +500,12 @@ fn send_mode(msg: &SendMessage) -> Result<Mode, Rejected> {
     }
 }
 
-fn check_assets(assets: &[InlineAsset]) -> Result<(), Rejected> {
+fn check_assets(assets: &[InlineAsset], caps: &Caps) -> Result<(), Rejected> {
+    let mut ids: HashSet<&str> = HashSet::with_capacity(assets.len());
     for (i, asset) in assets.iter().enumerate() {
         let path = format!("sendMessage.inlineAssets[{i}]");
-        check_asset(&path, asset)?;
-        if assets[..i].iter().any(|a| a.id == asset.id) {
+        check_asset(&path, asset, caps)?;
+        if !ids.insert(&asset.id) {
             return Err(reject(
                 &format!("{path}.id"),
                 format_args!("duplicate id {:?}", asset.id),
@@ -331,7 +515,10 @@ fn check_assets(assets: &[InlineAsset]) -> Result<(), Rejected> {
     Ok(())
 }
 
-fn check_asset(path: &str, asset: &InlineAsset) -> Result<(), Rejected> {
+fn check_asset(path: &str, asset: &InlineAsset, caps: &Caps) -> Result<(), Rejected> {
+    cap_name(&format!("{path}.id"), &asset.id, caps)?;
+    cap_name(&format!("{path}.filename"), &asset.filename, caps)?;
+    cap_name(&format!("{path}.contentType"), &asset.content_type, caps)?;
     if is_blank(&asset.id) {
         return Err(reject(&format!("{path}.id"), "empty"));
     }
@@ -376,23 +563,41 @@ fn check_base64(s: &str) -> Result<(), String> {
 
 /// Warns (does not reject) on unused assets and on `cid:` references that
 /// point nowhere: the message still goes out, just with a broken image or an
-/// unused attachment.
-fn note_cid_mismatches(body: &str, assets: &[InlineAsset], notes: &mut Vec<String>) {
+/// unused attachment. A body can hold any number of references, so the
+/// notes stop at `max_list_items` with a count of the rest, and quoted ids
+/// are cut to `max_name_bytes`.
+fn note_cid_mismatches(body: &str, assets: &[InlineAsset], caps: &Caps, notes: &mut Vec<String>) {
     let refs = cid_refs(body);
-    for asset in assets {
-        if !refs.contains(&asset.id.as_str()) {
-            notes.push(format!(
-                "sendMessage.inlineAssets: asset {:?} is never referenced as \"cid:{}\" in the body",
-                asset.id, asset.id
-            ));
-        }
-    }
-    for r in refs {
-        if !assets.iter().any(|a| a.id == r) {
-            notes.push(format!(
-                "sendMessage.body: \"cid:{r}\" has no matching inline asset"
-            ));
-        }
+    let referenced: HashSet<&str> = refs.iter().copied().collect();
+    let ids: HashSet<&str> = assets.iter().map(|a| a.id.as_str()).collect();
+    let unused: Vec<&str> = assets
+        .iter()
+        .map(|a| a.id.as_str())
+        .filter(|id| !referenced.contains(id))
+        .collect();
+    let dangling: Vec<&str> = refs.into_iter().filter(|r| !ids.contains(r)).collect();
+    let total = unused.len() + dangling.len();
+    let unused = unused.into_iter().map(|id| {
+        format!(
+            "sendMessage.inlineAssets: asset {id:?} is never referenced as \"cid:{id}\" in the body"
+        )
+    });
+    let dangling = dangling.into_iter().map(|r| {
+        let r = crate::text::cut(
+            r,
+            caps.max_name_bytes,
+            "max_name_bytes",
+            caps.max_name_bytes,
+        );
+        format!("sendMessage.body: \"cid:{r}\" has no matching inline asset")
+    });
+    notes.extend(unused.chain(dangling).take(caps.max_list_items));
+    if total > caps.max_list_items {
+        notes.push(format!(
+            "sendMessage: {} more cid mismatches not listed (max_list_items = {})",
+            total - caps.max_list_items,
+            caps.max_list_items
+        ));
     }
 }
 
@@ -401,6 +606,7 @@ fn cid_refs(body: &str) -> Vec<&str> {
     // ASCII lowercasing keeps byte offsets, so indices found in `lower` are valid in `body`.
     let lower = body.to_ascii_lowercase();
     let mut refs: Vec<&str> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     let mut from = 0;
     while let Some(at) = lower[from..].find("cid:") {
         let scheme_at = from + at;
@@ -415,7 +621,7 @@ fn cid_refs(body: &str) -> Vec<&str> {
             .next_back()
             .is_some_and(|c| c.is_alphanumeric());
         let id = &rest[..len];
-        if !part_of_word && !id.is_empty() && !refs.contains(&id) {
+        if !part_of_word && !id.is_empty() && seen.insert(id) {
             refs.push(id);
         }
         from = start + len;
@@ -426,8 +632,8 @@ fn cid_refs(body: &str) -> Vec<&str> {
 // ----------------------------------------------------------- forwardMessage
 
 /// `comment` is plain text and may be anything; only the recipients can be wrong.
-fn check_forward_message(fwd: &ForwardMessage) -> Result<(), Rejected> {
-    check_recipients("forwardMessage.toAddresses", &fwd.to_addresses)
+fn check_forward_message(fwd: &ForwardMessage, caps: &Caps) -> Result<(), Rejected> {
+    check_recipients("forwardMessage.toAddresses", &fwd.to_addresses, caps)
 }
 
 #[cfg(test)]
@@ -450,7 +656,7 @@ mod tests {
     /// Asserts the action passes untouched with no notes.
     fn assert_unchanged(kind: ActionKind) {
         let a = action(kind);
-        let checked = check(a.clone()).expect("should pass");
+        let checked = check(a.clone(), &Caps::default()).expect("should pass");
         assert_eq!(checked.action, a);
         assert!(
             checked.notes.is_empty(),
@@ -460,14 +666,14 @@ mod tests {
     }
 
     fn rejected(kind: ActionKind) -> String {
-        match check(action(kind)) {
+        match check(action(kind), &Caps::default()) {
             Ok(c) => panic!("expected rejection, got {c:?}"),
             Err(Rejected(why)) => why,
         }
     }
 
     fn passed(kind: ActionKind) -> Checked {
-        check(action(kind)).expect("should pass")
+        check(action(kind), &Caps::default()).expect("should pass")
     }
 
     fn users(names: &[&str]) -> AssignmentSpec {
@@ -559,7 +765,7 @@ mod tests {
         for blank in ["", "  \t"] {
             let mut a = action(tag(&["VIP"]));
             a.name = Some(blank.into());
-            let checked = check(a).expect("should pass");
+            let checked = check(a, &Caps::default()).expect("should pass");
             assert_eq!(checked.action.name, None);
             assert_eq!(checked.notes.len(), 1);
             assert!(checked.notes[0].starts_with("name:"), "{:?}", checked.notes);
@@ -570,7 +776,7 @@ mod tests {
     fn real_name_is_kept_without_notes() {
         let mut a = action(tag(&["VIP"]));
         a.name = Some("Tag VIP".into());
-        let checked = check(a.clone()).expect("should pass");
+        let checked = check(a.clone(), &Caps::default()).expect("should pass");
         assert_eq!(checked.action, a);
         assert!(checked.notes.is_empty());
     }
@@ -1166,6 +1372,308 @@ mod tests {
         assert_eq!(
             rejected(forward(vec![addr("alice@example.com"), addr("bob")])),
             "forwardMessage.toAddresses[1].address: \"bob\" is not an email address"
+        );
+    }
+
+    // ------------------------------------------------------------- caps
+
+    const MAX_ITEMS: usize = crate::config::DEFAULT_MAX_LIST_ITEMS;
+    const MAX_NAME: usize = crate::config::DEFAULT_MAX_NAME_BYTES;
+
+    fn strings(n: usize, prefix: &str) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    fn tags_of(n: usize) -> ActionKind {
+        ActionKind::Tag(Tag {
+            tags: strings(n, "t"),
+        })
+    }
+
+    fn keys_of(n: usize) -> ActionKind {
+        ActionKind::SetCustomFields(
+            strings(n, "k")
+                .into_iter()
+                .map(|k| (k, "v".into()))
+                .collect(),
+        )
+    }
+
+    fn addrs(n: usize) -> Vec<EmailAddress> {
+        (0..n).map(|i| addr(&format!("u{i}@example.com"))).collect()
+    }
+
+    /// The rejection names the limit and its value.
+    fn assert_list_cap(kind: ActionKind, path: &str, n: usize) {
+        assert_eq!(
+            rejected(kind),
+            format!(
+                "{path}: {n} {}, more than max_list_items = {MAX_ITEMS}",
+                list_word(path)
+            )
+        );
+    }
+
+    fn list_word(path: &str) -> &'static str {
+        match path {
+            "tag.tags" => "tags",
+            "setCustomFields" => "keys",
+            "sendMessage.inlineAssets" => "inline assets",
+            "assign.backupAssignments" => "backup assignments",
+            p if p.ends_with(".users") => "users",
+            _ => "recipients",
+        }
+    }
+
+    fn assert_name_cap(why: String, path: &str, len: usize) {
+        assert_eq!(
+            why,
+            format!("{path}: {len} bytes, more than max_name_bytes = {MAX_NAME}")
+        );
+    }
+
+    #[test]
+    fn tag_list_at_the_cap_passes_and_over_it_is_refused() {
+        assert_unchanged(tags_of(MAX_ITEMS));
+        assert_list_cap(tags_of(MAX_ITEMS + 1), "tag.tags", MAX_ITEMS + 1);
+    }
+
+    #[test]
+    fn custom_field_keys_at_the_cap_pass_and_over_it_are_refused() {
+        assert_unchanged(keys_of(MAX_ITEMS));
+        assert_list_cap(keys_of(MAX_ITEMS + 1), "setCustomFields", MAX_ITEMS + 1);
+    }
+
+    #[test]
+    fn users_and_backups_at_the_cap_pass_and_over_it_are_refused() {
+        let names = strings(MAX_ITEMS, "user ");
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_unchanged(assign(users(&refs), None));
+        let names = strings(MAX_ITEMS + 1, "user ");
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_list_cap(
+            assign(users(&refs), None),
+            "assign.mainAssignment.users",
+            MAX_ITEMS + 1,
+        );
+        assert_unchanged(assign(any_user(), Some(vec![any_user(); MAX_ITEMS])));
+        assert_list_cap(
+            assign(any_user(), Some(vec![any_user(); MAX_ITEMS + 1])),
+            "assign.backupAssignments",
+            MAX_ITEMS + 1,
+        );
+    }
+
+    #[test]
+    fn recipients_at_the_cap_pass_and_over_it_are_refused() {
+        let mut m = template();
+        m.to_addresses = addrs(MAX_ITEMS);
+        m.cc_addresses = Some(addrs(MAX_ITEMS));
+        m.bcc_addresses = Some(addrs(MAX_ITEMS));
+        assert_unchanged(send(m));
+        let mut m = template();
+        m.to_addresses = addrs(MAX_ITEMS + 1);
+        assert_list_cap(send(m), "sendMessage.toAddresses", MAX_ITEMS + 1);
+        let mut m = template();
+        m.cc_addresses = Some(addrs(MAX_ITEMS + 1));
+        assert_list_cap(send(m), "sendMessage.ccAddresses", MAX_ITEMS + 1);
+        let mut m = template();
+        m.bcc_addresses = Some(addrs(MAX_ITEMS + 1));
+        assert_list_cap(send(m), "sendMessage.bccAddresses", MAX_ITEMS + 1);
+        assert_unchanged(forward(addrs(MAX_ITEMS)));
+        assert_list_cap(
+            forward(addrs(MAX_ITEMS + 1)),
+            "forwardMessage.toAddresses",
+            MAX_ITEMS + 1,
+        );
+    }
+
+    #[test]
+    fn inline_assets_at_the_cap_pass_and_over_it_are_refused() {
+        let body = |n: usize| {
+            (0..n)
+                .map(|i| format!("<img src=\"cid:a{i}\">"))
+                .collect::<String>()
+        };
+        let assets = |n: usize| (0..n).map(|i| asset(&format!("a{i}"))).collect();
+        assert_unchanged(send(html(&body(MAX_ITEMS), Some(assets(MAX_ITEMS)))));
+        assert_list_cap(
+            send(html(&body(MAX_ITEMS + 1), Some(assets(MAX_ITEMS + 1)))),
+            "sendMessage.inlineAssets",
+            MAX_ITEMS + 1,
+        );
+    }
+
+    #[test]
+    fn names_at_the_cap_pass_and_over_it_are_refused_without_quoting_them() {
+        let at = "n".repeat(MAX_NAME);
+        let over = "n".repeat(MAX_NAME + 1);
+        assert_unchanged(tag(&[&at]));
+        assert_name_cap(rejected(tag(&["ok", &over])), "tag.tags[1]", MAX_NAME + 1);
+        assert_unchanged(fields(&[(&at, "v")]));
+        assert_name_cap(
+            rejected(fields(&[(&over, "v")])),
+            "setCustomFields: key of entry 0",
+            MAX_NAME + 1,
+        );
+        assert_unchanged(assign(users(&[&at]), None));
+        assert_name_cap(
+            rejected(assign(users(&[&over]), None)),
+            "assign.mainAssignment.users[0]",
+            MAX_NAME + 1,
+        );
+        let mut m = template();
+        m.template_name = Some(at.clone());
+        assert_unchanged(send(m.clone()));
+        m.template_name = Some(over.clone());
+        assert_name_cap(rejected(send(m)), "sendMessage.templateName", MAX_NAME + 1);
+        let mut m = template();
+        m.to_addresses[0].name = over.clone();
+        assert_name_cap(
+            rejected(send(m)),
+            "sendMessage.toAddresses[0].name",
+            MAX_NAME + 1,
+        );
+        for (field, edit) in [
+            (
+                "id",
+                (|a: &mut InlineAsset, v: &str| a.id = v.into()) as fn(&mut InlineAsset, &str),
+            ),
+            ("filename", |a, v| a.filename = v.into()),
+            ("contentType", |a, v| a.content_type = format!("image/{v}")),
+        ] {
+            assert_name_cap(
+                rejected_asset(|a| edit(a, &over)),
+                &format!("sendMessage.inlineAssets[0].{field}"),
+                MAX_NAME + 1 + if field == "contentType" { 6 } else { 0 },
+            );
+        }
+        let mut a = action(tag(&["VIP"]));
+        a.name = Some(at);
+        assert!(check(a.clone(), &Caps::default()).is_ok());
+        a.name = Some(over);
+        assert_name_cap(
+            check(a, &Caps::default()).unwrap_err().0,
+            "name",
+            MAX_NAME + 1,
+        );
+    }
+
+    #[test]
+    fn addresses_and_subjects_have_their_own_byte_limits() {
+        let local = "a".repeat(64);
+        let at_limit = format!("{local}@{}.com", "d".repeat(MAX_ADDRESS_BYTES - 64 - 1 - 4));
+        assert_eq!(at_limit.len(), MAX_ADDRESS_BYTES);
+        assert_unchanged(forward(vec![addr(&at_limit)]));
+        let over = format!("x{at_limit}");
+        assert_eq!(
+            rejected(forward(vec![addr(&over)])),
+            format!(
+                "forwardMessage.toAddresses[0].address: {} bytes, more than the address limit = {MAX_ADDRESS_BYTES}",
+                MAX_ADDRESS_BYTES + 1
+            )
+        );
+        let mut m = template();
+        m.subject = Some("s".repeat(MAX_SUBJECT_BYTES));
+        assert_unchanged(send(m.clone()));
+        m.subject = Some("s".repeat(MAX_SUBJECT_BYTES + 1));
+        assert!(rejected(send(m)).starts_with("sendMessage.subject: 999 bytes, more than"));
+    }
+
+    #[test]
+    fn caps_come_from_the_plugins_limits() {
+        let limits = Limits {
+            max_list_items: 2,
+            max_name_bytes: 20,
+            ..Limits::default()
+        };
+        let caps = Caps::from(&limits);
+        assert!(check(action(tags_of(2)), &caps).is_ok());
+        assert_eq!(
+            check(action(tags_of(3)), &caps).unwrap_err().0,
+            "tag.tags: 3 tags, more than max_list_items = 2"
+        );
+        assert!(check(action(tag(&[&"x".repeat(21)])), &caps)
+            .unwrap_err()
+            .0
+            .ends_with("21 bytes, more than max_name_bytes = 20"));
+    }
+
+    #[test]
+    fn a_900_kib_key_is_refused_with_a_short_reason() {
+        let key = "k".repeat(900 * 1024);
+        let why = rejected(fields(&[(&key, "v")]));
+        assert!(why.len() < 100, "{why}");
+        assert!(
+            why.contains("921600 bytes, more than max_name_bytes = 256"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_list_cap_is_checked_before_any_per_item_work() {
+        // Every item would be refused on its own (over-long, blank,
+        // duplicate); the reason is the list cap, so no item was looked at.
+        let long = "x".repeat(MAX_NAME + 1);
+        let tags = ActionKind::Tag(Tag {
+            tags: vec![long.clone(); 90_000],
+        });
+        assert!(rejected(tags).starts_with("tag.tags: 90000 tags, more than max_list_items"));
+        let keys = ActionKind::SetCustomFields(vec![(long, String::new()); 90_000]);
+        assert!(rejected(keys).starts_with("setCustomFields: 90000 keys, more than"));
+    }
+
+    /// The fastest of a few runs of validating `n` distinct tags and `n`
+    /// distinct keys with the list cap out of the way.
+    fn fastest_check_of(n: usize) -> std::time::Duration {
+        let caps = Caps {
+            max_list_items: usize::MAX,
+            max_name_bytes: MAX_NAME,
+        };
+        (0..3)
+            .map(|_| {
+                let (t, k) = (action(tags_of(n)), action(keys_of(n)));
+                let started = std::time::Instant::now();
+                assert!(check(t, &caps).is_ok() && check(k, &caps).is_ok());
+                started.elapsed()
+            })
+            .min()
+            .unwrap()
+    }
+
+    #[test]
+    fn validation_is_linear_in_the_list_length() {
+        // Ten times the items must cost about ten times the time; the old
+        // pairwise duplicate checks cost a hundred times (and ~20 s at
+        // 90 000). The bound is generous against noise on a shared machine.
+        let small = fastest_check_of(9_000);
+        let big = fastest_check_of(90_000);
+        assert!(
+            big < small * 40 + std::time::Duration::from_millis(50),
+            "9 000 items: {small:?}, 90 000 items: {big:?}"
+        );
+    }
+
+    #[test]
+    fn cid_mismatch_notes_are_bounded() {
+        let body: String = (0..1000)
+            .map(|i| format!("<img src=\"cid:x{i}\">"))
+            .collect();
+        let checked = passed(send(html(&body, None)));
+        assert_eq!(checked.notes.len(), MAX_ITEMS + 1);
+        assert_eq!(
+            checked.notes.last().unwrap(),
+            &format!(
+                "sendMessage: {} more cid mismatches not listed (max_list_items = {MAX_ITEMS})",
+                1000 - MAX_ITEMS
+            )
+        );
+        let long = format!("<img src=\"cid:{}\">", "y".repeat(10_000));
+        let checked = passed(send(html(&long, None)));
+        assert!(
+            checked.notes[0].len() < MAX_NAME + 100,
+            "{}",
+            checked.notes[0]
         );
     }
 }

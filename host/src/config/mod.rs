@@ -68,6 +68,23 @@ pub const DEFAULT_MAX_ACTIONS: usize = 100;
 /// Bytes of actions (as JSON) one plugin may return. Leaves room for a
 /// sendMessage with an inline image or two (base64), refuses floods.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// Items in one list of one action (tags, custom-field keys, users, backup
+/// assignments, to/cc/bcc recipients, inline assets). Real mailboxes have
+/// tens of users and tags, and a message tens of recipients; 100 matches
+/// `max_actions` and keeps the per-action work and the record small, while
+/// a flood (tens of thousands of keys) is refused before any per-item work.
+pub const DEFAULT_MAX_LIST_ITEMS: usize = 100;
+/// Bytes of one name-like value of an action (tag name, custom-field key,
+/// user name, template name, display name, action label, asset id,
+/// filename and content type). Emailgistics names are short identifiers
+/// typed by an admin; 256 bytes covers any real one, even in a 4-byte
+/// script, and bounds what a rejection reason or a note may quote.
+pub const DEFAULT_MAX_NAME_BYTES: usize = 256;
+/// Bytes of a plugin's own text kept by the host: its output `message`, a
+/// guest error and a trap's text (with the guest's last stderr line). A
+/// useful diagnostic is a line or two; 2 KiB keeps one, while a plugin's
+/// 20 MiB "message" no longer reaches the log, the record or a 503 body.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 2048;
 
 /// Consecutive failures of a plugin that open its circuit breaker. One or
 /// two failures in a row happen to healthy plugins (a bad payload, a slow
@@ -281,6 +298,12 @@ pub struct Limits {
     pub max_output_bytes: usize,
     /// Circuit breaker: when repeated failures bypass the plugin.
     pub breaker: BreakerSettings,
+    /// Items per list of one action.
+    pub max_list_items: usize,
+    /// Bytes of one name-like value of an action.
+    pub max_name_bytes: usize,
+    /// Bytes kept of the plugin's message, guest error or trap text.
+    pub max_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -293,6 +316,9 @@ impl Default for Limits {
             max_actions: DEFAULT_MAX_ACTIONS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             breaker: BreakerSettings::default(),
+            max_list_items: DEFAULT_MAX_LIST_ITEMS,
+            max_name_bytes: DEFAULT_MAX_NAME_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }

@@ -208,6 +208,12 @@ pub struct RawPlugin {
     pub breaker_failures: Option<u32>,
     /// How long an open breaker bypasses the plugin before a probe, ms.
     pub breaker_cooldown_ms: Option<u64>,
+    /// Most items in one list of one action (tags, keys, users, recipients…).
+    pub max_list_items: Option<usize>,
+    /// Most bytes of one name-like value (tag, key, user, template, asset id…).
+    pub max_name_bytes: Option<usize>,
+    /// Most bytes kept of the plugin's message, guest error or trap text.
+    pub max_message_bytes: Option<usize>,
     /// What a failure of this plugin does to the delivery.
     pub on_error: Option<OnError>,
     /// Expected SHA-256 of the component file (hex); a mismatch refuses start.

@@ -285,7 +285,9 @@ impl RawConfig {
         let body_read_timeout = self
             .body_read_timeout_ms
             .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_BODY_READ_TIMEOUT);
+            // The default never outlasts a shorter delivery budget; only a
+            // value written in the file is refused for that.
+            .unwrap_or(DEFAULT_BODY_READ_TIMEOUT.min(delivery_budget));
         if body_read_timeout.is_zero() || body_read_timeout > delivery_budget {
             return Err(invalid(format!(
                 "body_read_timeout_ms = {}: must be above 0 and at most the delivery budget ({} ms)",
@@ -432,6 +434,9 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
         max_actions: p.max_actions.unwrap_or(d.max_actions),
         max_output_bytes: p.max_output_bytes.unwrap_or(d.max_output_bytes),
         breaker: breaker_settings(p)?,
+        max_list_items: p.max_list_items.unwrap_or(d.max_list_items),
+        max_name_bytes: p.max_name_bytes.unwrap_or(d.max_name_bytes),
+        max_message_bytes: p.max_message_bytes.unwrap_or(d.max_message_bytes),
     };
     if limits.fuel == Some(0) {
         return Err(invalid(format!("plugin {name:?}: fuel must be > 0")));
@@ -452,6 +457,7 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
             "plugin {name:?}: max_actions and max_output_bytes must be > 0"
         )));
     }
+    output_caps(name, &limits)?;
     Ok(limits)
 }
 
@@ -472,4 +478,21 @@ fn breaker_settings(p: &RawPlugin) -> Result<BreakerSettings, ConfigError> {
         )));
     }
     Ok(settings)
+}
+
+/// The caps on a plugin's actions and texts.
+fn output_caps(name: &str, limits: &Limits) -> Result<(), ConfigError> {
+    if limits.max_list_items == 0 {
+        return Err(invalid(format!(
+            "plugin {name:?}: max_list_items must be > 0"
+        )));
+    }
+    // Below 16 bytes not even a short tag fits; below 128 the cut marker
+    // (with the original size and the limit) leaves nothing of the text.
+    if limits.max_name_bytes < 16 || limits.max_message_bytes < 128 {
+        return Err(invalid(format!(
+            "plugin {name:?}: max_name_bytes must be >= 16 and max_message_bytes >= 128"
+        )));
+    }
+    Ok(())
 }

@@ -117,7 +117,7 @@ fn sandbox_settings_have_defaults_and_are_checked() {
             max_instances: 8,
             max_actions: 3,
             max_output_bytes: 100,
-            breaker: BreakerSettings::default(),
+            ..Limits::default()
         }
     );
     assert_eq!(p.on_error, OnError::Retry);
@@ -359,6 +359,9 @@ fn sender_bounds_have_defaults_and_are_checked() {
     assert_eq!(c.events.max_queued, 3);
     assert_eq!(c.max_connections, 8);
     assert_eq!(c.body_read_timeout, Duration::from_millis(1500));
+    // The default follows a delivery budget shorter than itself.
+    let c = resolve(&format!("delivery_budget_ms = 2000\n{MINIMAL}")).unwrap();
+    assert_eq!(c.body_read_timeout, Duration::from_millis(2000));
     for (bad, needle) in [
         ("max_connections = 0\n", "max_connections = 0"),
         ("max_connections = 1000001\n", "max_connections = 1000001"),
@@ -378,5 +381,33 @@ fn sender_bounds_have_defaults_and_are_checked() {
         };
         let err = resolve(&text).unwrap_err().to_string();
         assert!(err.contains(needle), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn output_caps_have_defaults_overrides_and_bounds() {
+    let c = resolve(MINIMAL).unwrap();
+    let l = c.plugins[0].limits;
+    assert_eq!(l.max_list_items, DEFAULT_MAX_LIST_ITEMS);
+    assert_eq!(l.max_name_bytes, DEFAULT_MAX_NAME_BYTES);
+    assert_eq!(l.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+
+    let with =
+        |keys: &str| resolve(&MINIMAL.replace("capabilities", &format!("{keys}\ncapabilities")));
+    let l = with("max_list_items = 5\nmax_name_bytes = 32\nmax_message_bytes = 128")
+        .unwrap()
+        .plugins[0]
+        .limits;
+    assert_eq!(
+        (l.max_list_items, l.max_name_bytes, l.max_message_bytes),
+        (5, 32, 128)
+    );
+    for (keys, needle) in [
+        ("max_list_items = 0", "max_list_items"),
+        ("max_name_bytes = 15", "max_name_bytes"),
+        ("max_message_bytes = 127", "max_message_bytes"),
+    ] {
+        let err = with(keys).unwrap_err().to_string();
+        assert!(err.contains(needle), "{keys}: {err}");
     }
 }

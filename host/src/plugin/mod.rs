@@ -8,7 +8,8 @@
 //! interruption: guests yield to tokio at every epoch tick, and the caller's
 //! timeout drops the call's future, ending the instance wherever it was —
 //! host calls it made included. Memory, fuel and output are bounded per call
-//! ([`limits`], [`Plugin::call`]).
+//! ([`limits`], [`Plugin::call`]); the guest's texts (message, error, trap)
+//! are cut to `max_message_bytes`.
 
 mod bindings;
 pub mod breaker;
@@ -26,6 +27,7 @@ use std::time::Duration;
 // under tokio's test clock).
 use tokio::time::Instant;
 
+use tokio::runtime::RuntimeFlavor;
 use wasmtime::Store;
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -249,7 +251,11 @@ impl Plugin {
 
     /// Run the plugin on one delivery in a fresh instance, until
     /// `limit.deadline` at the latest; `Failure::Quarantined` at once while
-    /// its circuit breaker is open.
+    /// its circuit breaker is open. On a multi-threaded runtime the call
+    /// runs off the async workers (`block_in_place`) once it has an instance
+    /// slot. The output is checked against `max_actions` and
+    /// `max_output_bytes` and its message cut to `max_message_bytes`;
+    /// validation is the caller's (`chain`).
     pub async fn call(
         &self,
         delivery: &WitDelivery,
@@ -259,23 +265,54 @@ impl Plugin {
         // Checked before the instance slot is waited for; settled with the
         // final result, so output limits and guest errors count too.
         let ticket = self.breaker.admit()?;
-        ticket.settle(self.deliver(delivery, services, limit).await)
+        // The slot is waited for on the async worker: a delivery queued for
+        // one holds no thread.
+        let permit = self.acquire(&self.permits.deliveries, limit).await?;
+        let call = self.deliver(delivery, services, limit, permit);
+        let result = match tokio::runtime::Handle::try_current() {
+            // Lifting a plugin's output out of its memory (tens of thousands
+            // of strings) and converting it is host work wasmtime does in
+            // one poll, with no epoch to yield at: on a multi-threaded
+            // runtime the call runs off the async workers, so it cannot
+            // hold up other deliveries or /healthz. The deadline still
+            // applies inside. At most one thread per instance slot.
+            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| handle.block_on(call))
+            }
+            _ => call.await,
+        };
+        ticket.settle(result)
     }
 
+    /// Wait for an instance slot from `pool` until the call's deadline.
+    async fn acquire<'p>(
+        &self,
+        pool: &'p tokio::sync::Semaphore,
+        limit: CallLimit,
+    ) -> Result<tokio::sync::SemaphorePermit<'p>, Failure> {
+        let started = Instant::now();
+        match tokio::time::timeout_at(limit.deadline, pool.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Failure::Busy(started.elapsed().as_millis() as u64)),
+        }
+    }
+
+    /// [`Plugin::call`] once it has its instance slot.
     async fn deliver(
         &self,
         delivery: &WitDelivery,
         services: &Services,
         limit: CallLimit,
+        permit: tokio::sync::SemaphorePermit<'_>,
     ) -> Result<Output, Failure> {
         match self
-            .invoke(Call::Delivery(delivery), &delivery.id, services, limit)
+            .invoke(Call::Delivery(delivery), &delivery.id, services, limit, permit)
             .await?
         {
             Returned::Delivery(Ok(out)) => self.check_output(out),
-            Returned::Delivery(Err(guest)) | Returned::Event(Err(guest)) => {
-                Err(Failure::Guest(describe_guest_error(guest)))
-            }
+            Returned::Delivery(Err(guest)) | Returned::Event(Err(guest)) => Err(Failure::Guest(
+                describe_guest_error(guest, self.info.limits.max_message_bytes),
+            )),
             Returned::Event(Ok(())) => Ok(Output {
                 actions: Vec::new(),
                 message: None,
@@ -302,14 +339,15 @@ impl Plugin {
         services: &Services,
         limit: CallLimit,
     ) -> Result<(), Failure> {
+        let permit = self.acquire(&self.permits.events, limit).await?;
         match self
-            .invoke(Call::Event(event), &event.message_id, services, limit)
+            .invoke(Call::Event(event), &event.message_id, services, limit, permit)
             .await?
         {
             Returned::Event(Ok(())) | Returned::Delivery(Ok(_)) => Ok(()),
-            Returned::Event(Err(guest)) | Returned::Delivery(Err(guest)) => {
-                Err(Failure::Guest(describe_guest_error(guest)))
-            }
+            Returned::Event(Err(guest)) | Returned::Delivery(Err(guest)) => Err(Failure::Guest(
+                describe_guest_error(guest, self.info.limits.max_message_bytes),
+            )),
         }
     }
 
@@ -320,6 +358,8 @@ impl Plugin {
         subject: &str,
         services: &Services,
         limit: CallLimit,
+        // Held until the instance is gone.
+        _permit: tokio::sync::SemaphorePermit<'_>,
     ) -> Result<Returned, Failure> {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -332,16 +372,6 @@ impl Plugin {
                 Failure::Timeout(ms)
             }
         };
-        // Waiting for a free instance slot counts against the same deadline.
-        let permits = match call {
-            Call::Delivery(_) => &self.permits.deliveries,
-            Call::Event(_) => &self.permits.events,
-        };
-        let Ok(Ok(_permit)) = tokio::time::timeout_at(limit.deadline, permits.acquire()).await
-        else {
-            return Err(Failure::Busy(started.elapsed().as_millis() as u64));
-        };
-
         let mut store = self.new_store(subject, services, limit.deadline)?;
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
@@ -415,7 +445,7 @@ impl Plugin {
     }
 
     fn classify_trap(&self, err: &wasmtime::Error, state: &HostState) -> Failure {
-        let trap = describe_trap(err, &state.stderr);
+        let trap = describe_trap(err, &state.stderr, self.info.limits.max_message_bytes);
         match (err.downcast_ref::<wasmtime::Trap>(), state.limiter.hit) {
             (Some(wasmtime::Trap::OutOfFuel), _) => {
                 Failure::Fuel(self.info.limits.fuel.unwrap_or(u64::MAX))
@@ -437,6 +467,7 @@ impl Plugin {
 
     /// Convert the output, refusing it whole when it is over a limit: a
     /// truncated list could drop the one action that mattered, silently.
+    /// The plugin's message is only a note, so it is cut (marked) instead.
     fn check_output(&self, out: bindings::types::PluginOutput) -> Result<Output, Failure> {
         let limits = &self.info.limits;
         if out.actions.len() > limits.max_actions {
@@ -447,19 +478,26 @@ impl Plugin {
             )));
         }
         let actions: Vec<Action> = out.actions.into_iter().map(convert::action).collect();
-        let bytes = serde_json::to_vec(&actions)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        // An action over a list cap is dropped by validation and never
+        // reaches the envelope, so it is not counted: serializing a
+        // 90 000-item list only to count it would cost more than refusing it.
+        let caps = crate::validate::Caps::from(limits);
+        let counted: Vec<&Action> = actions
+            .iter()
+            .filter(|a| crate::validate::check_list_caps(a, &caps).is_ok())
+            .collect();
+        let bytes = json_len(&counted);
         if bytes > limits.max_output_bytes {
             return Err(Failure::OutputLimit(format!(
                 "{bytes} bytes of actions returned, at most {} allowed",
                 limits.max_output_bytes
             )));
         }
-        Ok(Output {
-            actions,
-            message: out.message,
-        })
+        let mut message = out.message;
+        if let Some(m) = &mut message {
+            crate::text::cut_in_place(m, limits.max_message_bytes, "max_message_bytes");
+        }
+        Ok(Output { actions, message })
     }
 
     /// Write what the guest printed to tracing.
@@ -476,7 +514,29 @@ impl Plugin {
     }
 }
 
-fn describe_trap(err: &wasmtime::Error, stderr: &stdio::Capture) -> String {
+/// The length of `value` as JSON, counted without building the text.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    /// Counts what serde_json writes.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// The trap's text, with the guest's last stderr line, cut to `max_bytes`
+/// (the stderr line is the guest's to choose).
+fn describe_trap(err: &wasmtime::Error, stderr: &stdio::Capture, max_bytes: usize) -> String {
     let mut text = match err.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
         None => format!("{err}"),
@@ -488,14 +548,62 @@ fn describe_trap(err: &wasmtime::Error, stderr: &stdio::Capture) -> String {
         text.push_str(&last);
         text.push(')');
     }
+    crate::text::cut_in_place(&mut text, max_bytes, "max_message_bytes");
     text
 }
 
-fn describe_guest_error(e: bindings::types::PluginError) -> String {
+/// The guest's error as one text, cut to `max_bytes`.
+fn describe_guest_error(e: bindings::types::PluginError, max_bytes: usize) -> String {
     use bindings::types::PluginError as E;
-    match e {
-        E::InvalidDelivery(m) => format!("invalid delivery: {m}"),
-        E::Dependency(m) => format!("dependency: {m}"),
-        E::Internal(m) => format!("internal: {m}"),
+    let (case, m) = match &e {
+        E::InvalidDelivery(m) => ("invalid delivery", m),
+        E::Dependency(m) => ("dependency", m),
+        E::Internal(m) => ("internal", m),
+    };
+    // Cut before formatting, so a 20 MiB error is never copied whole.
+    let budget = max_bytes.saturating_sub(case.len() + 2);
+    format!(
+        "{case}: {}",
+        crate::text::cut(m, budget, "max_message_bytes", max_bytes)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bindings::types::PluginError;
+
+    #[test]
+    fn a_short_guest_error_is_kept_as_written() {
+        let e = PluginError::Dependency("CRM down".into());
+        assert_eq!(describe_guest_error(e, 2048), "dependency: CRM down");
+    }
+
+    #[test]
+    fn a_long_guest_error_is_cut_to_the_bound_and_marked() {
+        let e = PluginError::Internal("x".repeat(20 << 20));
+        let text = describe_guest_error(e, 2048);
+        assert!(text.len() <= 2048, "{}", text.len());
+        assert!(text.starts_with("internal: xxx"));
+        assert!(
+            text.ends_with("… (20971520 bytes, cut at max_message_bytes = 2048)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_long_trap_text_is_cut_to_the_bound_and_marked() {
+        let err = wasmtime::format_err!("{}", "t".repeat(100_000));
+        let text = describe_trap(&err, &stdio::Capture::default(), 2048);
+        assert!(text.len() <= 2048, "{}", text.len());
+        assert!(
+            text.ends_with("(100000 bytes, cut at max_message_bytes = 2048)"),
+            "{text}"
+        );
+        let err = wasmtime::format_err!("short");
+        assert_eq!(
+            describe_trap(&err, &stdio::Capture::default(), 2048),
+            "short"
+        );
     }
 }

@@ -1,0 +1,62 @@
+//! Bounding untrusted text (a plugin's message, a guest error, a trap's
+//! stderr line, a label in a rejection reason) before the host keeps it.
+//!
+//! A cut is never silent: the kept prefix ends with a marker giving the
+//! original size and the limit that cut it, e.g.
+//! `mmmm… (20971520 bytes, cut at max_message_bytes = 2048)`, so a reader of
+//! the log or the record knows the text went on, and why.
+
+/// `text` as it is when it fits in `max_bytes`; otherwise its longest prefix
+/// that fits together with the cut marker, ending on a char boundary. The
+/// marker names the limit as `{limit} = {value}`.
+pub fn cut(text: &str, max_bytes: usize, limit: &str, value: usize) -> String {
+    if text.len() <= max_bytes {
+        return text.to_owned();
+    }
+    let marker = format!("… ({} bytes, cut at {limit} = {value})", text.len());
+    let keep = text.floor_char_boundary(max_bytes.saturating_sub(marker.len()));
+    format!("{}{marker}", &text[..keep])
+}
+
+/// Like [`cut`], in place; a no-op (no copy) when `text` fits.
+pub fn cut_in_place(text: &mut String, max_bytes: usize, limit: &str) {
+    if text.len() > max_bytes {
+        *text = cut(text, max_bytes, limit, max_bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_that_fits_is_unchanged() {
+        assert_eq!(cut("short", 5, "l", 5), "short");
+        assert_eq!(cut("", 0, "l", 0), "");
+    }
+
+    #[test]
+    fn long_text_is_cut_within_the_bound_and_marked() {
+        let long = "m".repeat(20 << 20);
+        let kept = cut(&long, 2048, "max_message_bytes", 2048);
+        assert!(kept.len() <= 2048, "{}", kept.len());
+        assert!(
+            kept.ends_with("… (20971520 bytes, cut at max_message_bytes = 2048)"),
+            "{kept}"
+        );
+        assert!(kept.starts_with("mmmm"));
+    }
+
+    #[test]
+    fn the_cut_falls_on_a_char_boundary() {
+        let long = "😀".repeat(1000);
+        for max in 50..70 {
+            let kept = cut(&long, max, "l", max);
+            assert!(kept.len() <= max, "{max}: {}", kept.len());
+            assert!(kept.contains("(4000 bytes, cut at l = "), "{kept}");
+        }
+        let mut s = "漢".repeat(100);
+        cut_in_place(&mut s, 64, "l");
+        assert!(s.len() <= 64 && s.starts_with('漢'), "{s}");
+    }
+}

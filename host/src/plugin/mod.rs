@@ -350,6 +350,7 @@ impl Plugin {
                 deadline,
                 stdout,
                 stderr,
+                budget: host::CallBudget::new(&self.info.limits),
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -414,16 +415,36 @@ impl Plugin {
         })
     }
 
-    /// Write what the guest printed to tracing.
+    /// Write what the guest printed to tracing, line by line with control
+    /// characters escaped, within what is left of the call's log budget;
+    /// then one note of what the budget dropped, if anything.
     fn forward_output(&self, state: &HostState) {
+        let (plugin, delivery) = (&self.info.name, &state.delivery_id);
+        let mut budget = state.budget.log.clone();
         for (stream, capture) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
             let (text, discarded) = capture.take();
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                tracing::info!(target: "enrichd::guest", plugin = %self.info.name, delivery = %state.delivery_id, stream, "{line}");
+            for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
+                if budget.exhausted() {
+                    budget.drop_line(line.len());
+                    continue;
+                }
+                let line = stdio::escape_controls(line);
+                if budget.take(line.len()) {
+                    tracing::info!(target: "enrichd::guest", %plugin, %delivery, stream, "{line}");
+                }
             }
-            if discarded > 0 {
-                tracing::warn!(plugin = %self.info.name, stream, discarded, "guest output beyond {MAX_CAPTURED_BYTES} bytes was discarded");
-            }
+            // Output beyond the capture was never split into lines.
+            budget.drop_bytes(discarded);
+        }
+        let (lines, bytes) = budget.dropped();
+        if lines > 0 || bytes > 0 {
+            let (max_lines, max_bytes) = budget.limits();
+            tracing::warn!(
+                target: "enrichd::guest",
+                %plugin,
+                %delivery,
+                "{lines} guest log lines ({bytes} bytes) dropped in this call: over max_log_lines = {max_lines} or max_log_bytes = {max_bytes}, or beyond the {MAX_CAPTURED_BYTES} bytes kept per output stream"
+            );
         }
     }
 }

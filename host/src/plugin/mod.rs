@@ -363,7 +363,17 @@ impl Plugin {
         // The deadline must be set before the yield policy: the policy only
         // takes effect from the current deadline on.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        // Yield through tokio's `yield_now`, not wasmtime's plain self-wake:
+        // a self-woken task is polled again before the worker looks at its
+        // I/O driver (tokio does that only every 61 polls or when idle), so
+        // two busy guests on two workers kept `/healthz` waiting ~1 s. A
+        // `yield_now` task is deferred until the worker has polled I/O.
+        store.epoch_deadline_callback(|_| {
+            Ok(wasmtime::UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
         Ok(store)
     }
 

@@ -49,6 +49,14 @@ pub struct Quota {
     pub max_bytes: u64,
 }
 
+impl Quota {
+    /// No limit.
+    pub const UNLIMITED: Quota = Quota {
+        max_keys: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+}
+
 /// What one namespace holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -151,10 +159,16 @@ impl KvStore {
         Ok(())
     }
 
+    /// Set `key` in `namespace`, with no quota (the host's own writes; the
+    /// usage is still counted).
+    pub fn set(&self, namespace: &str, key: &str, value: &str) -> Result<(), KvError> {
+        self.set_within(namespace, key, value, Quota::UNLIMITED)
+    }
+
     /// Set `key` in `namespace`, unless the namespace would then hold more
     /// than `quota` allows. Overwriting counts only the difference, so a
     /// full namespace can still update its records in place.
-    pub fn set(
+    pub fn set_within(
         &self,
         namespace: &str,
         key: &str,
@@ -218,30 +232,24 @@ impl KvStore {
 mod tests {
     use super::*;
 
-    const ROOMY: Quota = Quota {
-        max_keys: u64::MAX,
-        max_bytes: u64::MAX,
-    };
-
     #[test]
     fn namespaces_are_separate_and_limits_are_enforced() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let kv = KvStore::new(&db);
-        kv.set("a", "k", "1", ROOMY).unwrap();
+        kv.set("a", "k", "1").unwrap();
         assert_eq!(kv.get("a", "k").unwrap().as_deref(), Some("1"));
         assert_eq!(kv.get("b", "k").unwrap(), None);
         kv.delete("a", "k").unwrap();
         assert_eq!(kv.get("a", "k").unwrap(), None);
 
         let at_limit = "x".repeat(MAX_VALUE_BYTES);
-        kv.set("a", &"k".repeat(MAX_KEY_BYTES), &at_limit, ROOMY)
-            .unwrap();
+        kv.set("a", &"k".repeat(MAX_KEY_BYTES), &at_limit).unwrap();
         assert!(matches!(
-            kv.set("a", "k", &format!("{at_limit}x"), ROOMY),
+            kv.set("a", "k", &format!("{at_limit}x")),
             Err(KvError::Refused(_))
         ));
         assert!(matches!(
-            kv.set("a", &"k".repeat(MAX_KEY_BYTES + 1), "v", ROOMY),
+            kv.set("a", &"k".repeat(MAX_KEY_BYTES + 1), "v"),
             Err(KvError::Refused(_))
         ));
         assert!(matches!(kv.get("a", ""), Err(KvError::Refused(_))));
@@ -255,36 +263,36 @@ mod tests {
             max_keys: 3,
             max_bytes: 100,
         };
-        kv.set("p", "a", "0123456789", quota).unwrap();
-        kv.set("p", "b", "0123456789", quota).unwrap();
+        kv.set_within("p", "a", "0123456789", quota).unwrap();
+        kv.set_within("p", "b", "0123456789", quota).unwrap();
         assert_eq!(kv.usage("p").unwrap(), Usage { keys: 2, bytes: 22 });
         // Overwrite: same key count, bytes by the difference.
-        kv.set("p", "a", "01234", quota).unwrap();
+        kv.set_within("p", "a", "01234", quota).unwrap();
         assert_eq!(kv.usage("p").unwrap(), Usage { keys: 2, bytes: 17 });
-        kv.set("p", "c", "x", quota).unwrap();
-        let full = kv.set("p", "d", "x", quota).unwrap_err();
+        kv.set_within("p", "c", "x", quota).unwrap();
+        let full = kv.set_within("p", "d", "x", quota).unwrap_err();
         assert!(matches!(full, KvError::OverLimit(_)), "{full}");
         assert!(full.to_string().contains("kv_max_keys = 3"), "{full}");
         // A full namespace may still overwrite in place …
-        kv.set("p", "c", "y", quota).unwrap();
+        kv.set_within("p", "c", "y", quota).unwrap();
         // … and write again after a delete.
         kv.delete("p", "c").unwrap();
         kv.delete("p", "c").unwrap(); // absent: no change
         assert_eq!(kv.usage("p").unwrap(), Usage { keys: 2, bytes: 17 });
-        kv.set("p", "d", "x", quota).unwrap();
+        kv.set_within("p", "d", "x", quota).unwrap();
 
         let big = "x".repeat(90);
-        let err = kv.set("p", "a", &big, quota).unwrap_err();
+        let err = kv.set_within("p", "a", &big, quota).unwrap_err();
         assert!(err.to_string().contains("kv_max_bytes = 100"), "{err}");
         // Shrinking a value is always allowed, even when over a lowered quota.
         let tight = Quota {
             max_keys: 3,
             max_bytes: 5,
         };
-        kv.set("p", "a", "0", tight).unwrap();
+        kv.set_within("p", "a", "0", tight).unwrap();
         assert_eq!(kv.usage("p").unwrap(), Usage { keys: 3, bytes: 15 });
         // Other namespaces have their own usage.
-        kv.set("q", "d", "x", quota).unwrap();
+        kv.set_within("q", "d", "x", quota).unwrap();
         assert_eq!(kv.usage("q").unwrap(), Usage { keys: 1, bytes: 2 });
     }
 
@@ -305,10 +313,11 @@ mod tests {
             let db = open();
             let kv = KvStore::new(&db);
             for i in 0..10 {
-                kv.set("p", &format!("k{i}"), "value", quota).unwrap();
+                kv.set_within("p", &format!("k{i}"), "value", quota)
+                    .unwrap();
             }
             kv.delete("p", "k0").unwrap();
-            kv.set("p", "k1", "v", quota).unwrap();
+            kv.set_within("p", "k1", "v", quota).unwrap();
             db.flush().unwrap();
         }
         let db = open();
@@ -320,9 +329,9 @@ mod tests {
                 bytes: 9 * 2 + 8 * 5 + 1
             }
         );
-        kv.set("p", "k0", "value", quota).unwrap();
+        kv.set_within("p", "k0", "value", quota).unwrap();
         assert!(matches!(
-            kv.set("p", "new", "value", quota),
+            kv.set_within("p", "new", "value", quota),
             Err(KvError::OverLimit(_))
         ));
     }
@@ -341,7 +350,9 @@ mod tests {
                     let kv = kv.clone();
                     s.spawn(move || {
                         (0..20)
-                            .filter(|i| kv.set("p", &format!("t{t}-{i}"), "v", quota).is_ok())
+                            .filter(|i| {
+                                kv.set_within("p", &format!("t{t}-{i}"), "v", quota).is_ok()
+                            })
                             .count()
                     })
                 })

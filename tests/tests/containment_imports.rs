@@ -396,10 +396,10 @@ async fn kv_namespace_quotas_and_operation_budget_obeyed_and_violated() {
     let v = run(&server, "kvkeys", "kv-keys-0").await;
     assert_eq!((int(&v, "written"), v["error"].as_str()), (3, Some("")));
     // Full: the other two keys taken, a new key is over the quota…
-    kv.set("kvkeys", "other-0", "x", quota).unwrap();
-    kv.set("kvkeys", "other-1", "x", quota).unwrap();
+    kv.set_within("kvkeys", "other-0", "x", quota).unwrap();
+    kv.set_within("kvkeys", "other-1", "x", quota).unwrap();
     kv.delete("kvkeys", "fill-2").unwrap();
-    kv.set("kvkeys", "other-2", "x", quota).unwrap();
+    kv.set_within("kvkeys", "other-2", "x", quota).unwrap();
     let v = run(&server, "kvkeys", "kv-keys-1").await;
     assert_eq!(
         int(&v, "written"),

@@ -372,7 +372,7 @@ impl kv::Host for HostState {
         );
         let written = self
             .kv(bytes)
-            .and_then(|kv| kv.set(&ns, &key, &value, quota).map_err(kv_error));
+            .and_then(|kv| kv.set_within(&ns, &key, &value, quota).map_err(kv_error));
         if written.is_ok() {
             self.budget.kv_written += bytes;
         }

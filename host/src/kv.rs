@@ -31,10 +31,14 @@ pub enum KvError {
     /// Key or value over its limit, or an empty key.
     #[error("{0}")]
     Refused(String),
-    /// The namespace's quota would be exceeded; the message names the
-    /// limit and its value.
-    #[error("{0}")]
-    OverLimit(String),
+    /// The namespace's quota would be exceeded.
+    #[error("{message}")]
+    OverLimit {
+        /// The config key of the limit: `kv_max_keys` or `kv_max_bytes`.
+        limit: &'static str,
+        /// What happened, naming the limit and its value.
+        message: String,
+    },
     /// The store failed.
     #[error("kv store: {0}")]
     Store(#[from] sled::Error),
@@ -183,18 +187,24 @@ impl KvStore {
         let keys = usage.keys + u64::from(old.is_none());
         let bytes = usage.bytes - old.unwrap_or(0) + entry;
         if keys > quota.max_keys {
-            return Err(KvError::OverLimit(format!(
-                "kv namespace {namespace:?} is full: kv_max_keys = {} keys",
-                quota.max_keys
-            )));
+            return Err(KvError::OverLimit {
+                limit: "kv_max_keys",
+                message: format!(
+                    "kv namespace {namespace:?} is full: kv_max_keys = {} keys",
+                    quota.max_keys
+                ),
+            });
         }
         if bytes > quota.max_bytes && bytes > usage.bytes {
-            return Err(KvError::OverLimit(format!(
-                "kv namespace {namespace:?} is full: kv_max_bytes = {} bytes ({} in use, this write needs {})",
-                quota.max_bytes,
-                usage.bytes,
-                bytes - usage.bytes
-            )));
+            return Err(KvError::OverLimit {
+                limit: "kv_max_bytes",
+                message: format!(
+                    "kv namespace {namespace:?} is full: kv_max_bytes = {} bytes ({} in use, this write needs {})",
+                    quota.max_bytes,
+                    usage.bytes,
+                    bytes - usage.bytes
+                ),
+            });
         }
         // Usage follows what sled says was replaced, not the read above.
         let replaced = ns.tree.insert(key, value.as_bytes())?;
@@ -271,7 +281,16 @@ mod tests {
         assert_eq!(kv.usage("p").unwrap(), Usage { keys: 2, bytes: 17 });
         kv.set_within("p", "c", "x", quota).unwrap();
         let full = kv.set_within("p", "d", "x", quota).unwrap_err();
-        assert!(matches!(full, KvError::OverLimit(_)), "{full}");
+        assert!(
+            matches!(
+                full,
+                KvError::OverLimit {
+                    limit: "kv_max_keys",
+                    ..
+                }
+            ),
+            "{full}"
+        );
         assert!(full.to_string().contains("kv_max_keys = 3"), "{full}");
         // A full namespace may still overwrite in place …
         kv.set_within("p", "c", "y", quota).unwrap();
@@ -332,7 +351,7 @@ mod tests {
         kv.set_within("p", "k0", "value", quota).unwrap();
         assert!(matches!(
             kv.set_within("p", "new", "value", quota),
-            Err(KvError::OverLimit(_))
+            Err(KvError::OverLimit { .. })
         ));
     }
 

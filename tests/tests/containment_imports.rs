@@ -450,6 +450,7 @@ async fn kv_namespace_quotas_and_operation_budget_obeyed_and_violated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_lookups_per_call_obeyed_and_violated_with_bounded_backend_calls() {
     let _turn = SERIAL.lock().await;
+    let logs = log_capture();
     let crm = FakeCrm::start().await;
     let config = format!(
         "{}{}{}[[route]]\npath = \"/crmflood\"\nchain = [{{ plugin = \"crmflood\" }}]\n\
@@ -492,6 +493,11 @@ async fn crm_lookups_per_call_obeyed_and_violated_with_bounded_backend_calls() {
         started.elapsed()
     );
     assert!(calls <= 2 * cap, "{calls} backend calls");
+    // The host's log names the budget the plugin ran into, once.
+    let notes = logs.lines_matching("import budgets used up");
+    let notes: Vec<_> = notes.iter().filter(|l| l.contains("crmflood")).collect();
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    assert!(notes[0].contains("crm_lookups_per_call"), "{}", notes[0]);
 }
 
 // --- components too large to instantiate -------------------------------------

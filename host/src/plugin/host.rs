@@ -57,6 +57,8 @@ pub struct CallBudget {
     pub kv_written: usize,
     /// CRM lookups made.
     pub crm_lookups: usize,
+    /// The limits this call ran into (config keys), in the order first hit.
+    pub hit: Vec<&'static str>,
 }
 
 impl CallBudget {
@@ -67,7 +69,16 @@ impl CallBudget {
             kv_ops: 0,
             kv_written: 0,
             crm_lookups: 0,
+            hit: Vec::new(),
         }
+    }
+
+    /// Remember that `limit` was hit and answer the guest `over-limit`.
+    fn over(&mut self, limit: &'static str, message: String) -> types::HostError {
+        if !self.hit.contains(&limit) {
+            self.hit.push(limit);
+        }
+        types::HostError::OverLimit(message)
     }
 }
 
@@ -169,11 +180,14 @@ fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 }
 
 impl HostState {
-    fn log_over_limit(&self) -> types::HostError {
+    fn log_over_limit(&mut self) -> types::HostError {
         let (lines, bytes) = self.budget.log.limits();
-        types::HostError::OverLimit(format!(
-            "the log budget of this call is used up: max_log_lines = {lines} lines, max_log_bytes = {bytes} bytes"
-        ))
+        self.budget.over(
+            "max_log_lines/max_log_bytes",
+            format!(
+                "the log budget of this call is used up: max_log_lines = {lines} lines, max_log_bytes = {bytes} bytes"
+            ),
+        )
     }
 }
 
@@ -220,9 +234,10 @@ impl HostState {
         self.budget.crm_lookups += 1;
         let cap = self.plugin.limits.crm_lookups_per_call;
         if self.budget.crm_lookups > cap {
-            return Err(types::HostError::OverLimit(format!(
-                "crm_lookups_per_call = {cap} lookups are used up in this call"
-            )));
+            return Err(self.budget.over(
+                "crm_lookups_per_call",
+                format!("crm_lookups_per_call = {cap} lookups are used up in this call"),
+            ));
         }
         if arg.trim().is_empty() {
             return Err(types::HostError::Invalid("empty lookup key".into()));
@@ -311,19 +326,26 @@ impl HostState {
             .kv
             .clone()
             .ok_or_else(|| types::HostError::Unavailable("no kv store is configured".into()))?;
-        let limits = &self.plugin.limits;
+        let limits = self.plugin.limits;
         self.budget.kv_ops += 1;
         if self.budget.kv_ops > limits.kv_ops_per_call {
-            return Err(types::HostError::OverLimit(format!(
-                "kv_ops_per_call = {} operations are used up in this call",
-                limits.kv_ops_per_call
-            )));
+            return Err(self.budget.over(
+                "kv_ops_per_call",
+                format!(
+                    "kv_ops_per_call = {} operations are used up in this call",
+                    limits.kv_ops_per_call
+                ),
+            ));
         }
         if self.budget.kv_written + write_bytes > limits.kv_write_bytes_per_call {
-            return Err(types::HostError::OverLimit(format!(
-                "kv_write_bytes_per_call = {} bytes: {} written in this call, this write is {write_bytes} more",
-                limits.kv_write_bytes_per_call, self.budget.kv_written
-            )));
+            let written = self.budget.kv_written;
+            return Err(self.budget.over(
+                "kv_write_bytes_per_call",
+                format!(
+                    "kv_write_bytes_per_call = {} bytes: {written} written in this call, this write is {write_bytes} more",
+                    limits.kv_write_bytes_per_call
+                ),
+            ));
         }
         Ok(kv)
     }
@@ -340,7 +362,7 @@ impl HostState {
 fn kv_error(e: KvError) -> types::HostError {
     match e {
         KvError::Refused(why) => types::HostError::Invalid(why),
-        KvError::OverLimit(why) => types::HostError::OverLimit(why),
+        KvError::OverLimit { message, .. } => types::HostError::OverLimit(message),
         KvError::Store(e) => types::HostError::Unavailable(e.to_string()),
     }
 }
@@ -370,13 +392,18 @@ impl kv::Host for HostState {
             self.kv_quota(),
             key.len() + value.len(),
         );
-        let written = self
-            .kv(bytes)
-            .and_then(|kv| kv.set_within(&ns, &key, &value, quota).map_err(kv_error));
-        if written.is_ok() {
-            self.budget.kv_written += bytes;
-        }
-        Ok(written)
+        let kv = match self.kv(bytes) {
+            Ok(kv) => kv,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(match kv.set_within(&ns, &key, &value, quota) {
+            Ok(()) => {
+                self.budget.kv_written += bytes;
+                Ok(())
+            }
+            Err(KvError::OverLimit { limit, message }) => Err(self.budget.over(limit, message)),
+            Err(e) => Err(kv_error(e)),
+        })
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), types::HostError>> {

@@ -446,15 +446,25 @@ impl Plugin {
             // Output beyond the capture was never split into lines.
             budget.drop_bytes(discarded);
         }
+        // One note per call: what the log budget dropped, and which other
+        // import budgets the plugin ran into.
+        let mut note = Vec::new();
         let (lines, bytes) = budget.dropped();
         if lines > 0 || bytes > 0 {
             let (max_lines, max_bytes) = budget.limits();
-            tracing::warn!(
-                target: "enrichd::guest",
-                %plugin,
-                %delivery,
-                "{lines} guest log lines ({bytes} bytes) dropped in this call: over max_log_lines = {max_lines} or max_log_bytes = {max_bytes}, or beyond the {MAX_CAPTURED_BYTES} bytes kept per output stream"
-            );
+            note.push(format!("{lines} guest log lines ({bytes} bytes) dropped: over max_log_lines = {max_lines} or max_log_bytes = {max_bytes}, or beyond the {MAX_CAPTURED_BYTES} bytes kept per output stream"));
+        }
+        let others: Vec<_> = state
+            .budget
+            .hit
+            .iter()
+            .filter(|l| !l.starts_with("max_log"))
+            .collect();
+        if !others.is_empty() {
+            note.push(format!("import budgets used up: {others:?}"));
+        }
+        if !note.is_empty() {
+            tracing::warn!(target: "enrichd::guest", %plugin, %delivery, "{}", note.join("; "));
         }
     }
 }

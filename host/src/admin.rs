@@ -4,7 +4,9 @@
 //! - `GET /deliveries?since=<unix ms>&limit=<n>`: newest first.
 //! - `GET /deliveries/<id>[?route=<path>]`: the full record of a delivery
 //!   (the newest, if the id was delivered to several routes).
-//! - `GET /stats`: stored deliveries, bytes on disk, in flight, plugin calls.
+//! - `GET /stats`: stored deliveries, bytes on disk, in flight, and per
+//!   plugin its calls and its circuit breaker
+//!   ([`crate::plugin::breaker::BreakerStats`]).
 //! - `GET /healthz`.
 
 use std::future::Future;
@@ -122,7 +124,7 @@ fn stats(app: &App) -> Answer {
         .map(|p| {
             (
                 p.info().name.clone(),
-                serde_json::json!({ "calls": p.calls() }),
+                serde_json::json!({ "calls": p.calls(), "breaker": p.breaker().stats() }),
             )
         })
         .collect();

@@ -274,7 +274,9 @@ fn merge_output(plugin: &str, output: crate::plugin::Output) -> PluginRecord {
 }
 
 /// The envelope message: one line naming what each plugin contributed and
-/// which plugins failed or ran out of time.
+/// which plugins failed, were quarantined (bypassed by their circuit
+/// breaker: `quarantined: <plugin>`, apart from `failed:`) or ran out of
+/// time.
 pub fn summarize(records: &[PluginRecord]) -> String {
     let applied: Vec<String> = records
         .iter()
@@ -301,11 +303,22 @@ pub fn summarize(records: &[PluginRecord]) -> String {
         .filter_map(|r| {
             r.failure
                 .as_ref()
+                .filter(|f| !matches!(f, Failure::Quarantined(_)))
                 .map(|f| format!("{} ({})", r.plugin, f.kind()))
         })
         .collect();
     if !failed.is_empty() {
         parts.push(format!("failed: {}", failed.join(", ")));
+    }
+    // Named apart from `failed`: these plugins did not run at all, their
+    // circuit breaker is open after earlier failures.
+    let quarantined: Vec<&str> = records
+        .iter()
+        .filter(|r| matches!(r.failure, Some(Failure::Quarantined(_))))
+        .map(|r| r.plugin.as_str())
+        .collect();
+    if !quarantined.is_empty() {
+        parts.push(format!("quarantined: {}", quarantined.join(", ")));
     }
     let cut: Vec<&str> = records
         .iter()
@@ -382,6 +395,37 @@ mod tests {
             summarize(&[record("a", 1), cut, late]),
             "1 action from a (1); out of time in: slow; not run, out of time: later"
         );
+    }
+
+    #[test]
+    fn summary_names_quarantined_plugins_apart_from_failed_ones() {
+        let mut failed = PluginRecord::new("flaky", Outcome::Failed);
+        failed.failure = Some(Failure::Trap("unreachable".into()));
+        let mut bypassed = PluginRecord::new("sick", Outcome::Failed);
+        bypassed.failure = Some(Failure::Quarantined(1200));
+        assert_eq!(
+            summarize(&[record("a", 1), failed, bypassed.clone()]),
+            "1 action from a (1); failed: flaky (trap); quarantined: sick"
+        );
+        assert_eq!(
+            summarize(&[record("a", 1), bypassed]),
+            "1 action from a (1); quarantined: sick"
+        );
+    }
+
+    #[test]
+    fn quarantine_follows_the_plugins_failure_policy() {
+        let f = Failure::Quarantined(1200);
+        assert_eq!(policy_verdict(OnError::Skip, "p", &f), None);
+        assert!(matches!(
+            policy_verdict(OnError::Error, "p", &f),
+            Some(Verdict::Answer(Envelope { status: Status::Error, message, .. }))
+                if message == "plugin p failed (quarantined): quarantined after repeated failures; 1200 ms of cool-down left"
+        ));
+        assert!(matches!(
+            policy_verdict(OnError::Retry, "p", &f),
+            Some(Verdict::Retry(r)) if r.starts_with("plugin p failed (quarantined)")
+        ));
     }
 
     #[test]

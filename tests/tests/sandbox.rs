@@ -124,7 +124,13 @@ async fn every_hostile_plugin_is_contained_and_the_host_keeps_serving() {
             hostile("ungranted", "ungranted", "", ""),
             "guest error",
         ),
-        ("panics", plugin_toml_as("panics", "trap", &[], ""), "trap"),
+        // Called after every case: without `breaker_failures = 0` its
+        // circuit breaker would quarantine it before its own case.
+        (
+            "panics",
+            plugin_toml_as("panics", "trap", &[], "breaker_failures = 0"),
+            "trap",
+        ),
     ];
     let hostiles: Vec<(&str, String)> = cases.iter().map(|(n, t, _)| (*n, t.clone())).collect();
     let server = TestServer::start(&sandwich("", &hostiles)).await;

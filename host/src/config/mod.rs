@@ -108,6 +108,38 @@ pub const DEFAULT_CRM_LOOKUPS_PER_CALL: usize = 20;
 /// last-known values, kv records in use) fits in 64 MiB; colder pages are
 /// read from the OS page cache.
 pub const DEFAULT_SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Consecutive failures of a plugin that open its circuit breaker. One or
+/// two failures in a row happen to healthy plugins (a bad payload, a slow
+/// dependency); five in a row mean it is broken, and every further call
+/// would cost an instance and up to its timeout for nothing. 0 disables the
+/// breaker.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+/// How long an open breaker bypasses its plugin before one probe call.
+/// Long enough that a broken plugin costs one call per 30 s instead of one
+/// per delivery; short enough that a plugin whose dependency came back is
+/// used again well before a sender's retry schedule gives up.
+pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
+/// Upper bound for `breaker_cooldown_ms`: beyond an hour a typo (an extra
+/// zero) would silently take a plugin out of service for most of a day.
+pub const MAX_BREAKER_COOLDOWN: Duration = Duration::from_secs(3600);
+
+/// A plugin's circuit breaker settings (see [`crate::plugin::breaker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the breaker; 0: never opens.
+    pub failures: u32,
+    /// How long an open breaker bypasses the plugin before a probe.
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failures: DEFAULT_BREAKER_FAILURES,
+            cooldown: DEFAULT_BREAKER_COOLDOWN,
+        }
+    }
+}
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -297,6 +329,8 @@ pub struct Limits {
     pub kv_write_bytes_per_call: usize,
     /// CRM lookups per call.
     pub crm_lookups_per_call: usize,
+    /// Circuit breaker: when repeated failures bypass the plugin.
+    pub breaker: BreakerSettings,
 }
 
 impl Default for Limits {
@@ -315,6 +349,7 @@ impl Default for Limits {
             kv_ops_per_call: DEFAULT_KV_OPS_PER_CALL,
             kv_write_bytes_per_call: DEFAULT_KV_WRITE_BYTES_PER_CALL,
             crm_lookups_per_call: DEFAULT_CRM_LOOKUPS_PER_CALL,
+            breaker: BreakerSettings::default(),
         }
     }
 }

@@ -199,6 +199,10 @@ pub struct RawPlugin {
     pub max_actions: Option<usize>,
     /// Most bytes (JSON) of actions the plugin may return.
     pub max_output_bytes: Option<usize>,
+    /// Consecutive failures that open the plugin's circuit breaker (0: off).
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker bypasses the plugin before a probe, ms.
+    pub breaker_cooldown_ms: Option<u64>,
     /// What a failure of this plugin does to the delivery.
     pub on_error: Option<OnError>,
     /// Expected SHA-256 of the component file (hex); a mismatch refuses start.

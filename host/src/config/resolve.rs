@@ -421,6 +421,7 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
             .kv_write_bytes_per_call
             .unwrap_or(d.kv_write_bytes_per_call),
         crm_lookups_per_call: p.crm_lookups_per_call.unwrap_or(d.crm_lookups_per_call),
+        breaker: breaker_settings(p)?,
     };
     if limits.fuel == Some(0) {
         return Err(invalid(format!("plugin {name:?}: fuel must be > 0")));
@@ -461,4 +462,23 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
         )));
     }
     Ok(limits)
+}
+
+fn breaker_settings(p: &RawPlugin) -> Result<BreakerSettings, ConfigError> {
+    let d = BreakerSettings::default();
+    let settings = BreakerSettings {
+        failures: p.breaker_failures.unwrap_or(d.failures),
+        cooldown: p
+            .breaker_cooldown_ms
+            .map(Duration::from_millis)
+            .unwrap_or(d.cooldown),
+    };
+    if settings.cooldown.is_zero() || settings.cooldown > MAX_BREAKER_COOLDOWN {
+        return Err(invalid(format!(
+            "plugin {:?}: breaker_cooldown_ms must be between 1 and {} (to turn the breaker off, set breaker_failures = 0)",
+            p.name,
+            MAX_BREAKER_COOLDOWN.as_millis()
+        )));
+    }
+    Ok(settings)
 }

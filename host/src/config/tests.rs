@@ -117,6 +117,7 @@ fn sandbox_settings_have_defaults_and_are_checked() {
             max_instances: 8,
             max_actions: 3,
             max_output_bytes: 100,
+            breaker: BreakerSettings::default(),
             ..Limits::default()
         }
     );
@@ -322,8 +323,7 @@ fn import_budgets_have_defaults_overrides_and_refuse_zero() {
     assert_eq!(c.sled_cache_bytes, DEFAULT_SLED_CACHE_BYTES);
 
     let c = resolve(&format!(
-        "sled_cache_bytes = 2097152
-{}",
+        "sled_cache_bytes = 2097152\n{}",
         MINIMAL.replace(
             "capabilities",
             "max_log_lines = 7\nmax_log_bytes = 700\nkv_max_keys = 5\nkv_max_bytes = 5000\n\
@@ -369,4 +369,43 @@ fn import_budgets_have_defaults_overrides_and_refuse_zero() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("sled_cache_bytes = 1000"), "{err}");
+}
+
+#[test]
+fn breaker_settings_have_defaults_are_per_plugin_and_are_checked() {
+    let with = |setting: &str| {
+        resolve(&MINIMAL.replace("capabilities", &format!("{setting}\ncapabilities")))
+    };
+    let b = resolve(MINIMAL).unwrap().plugins[0].limits.breaker;
+    assert_eq!(b.failures, DEFAULT_BREAKER_FAILURES);
+    assert_eq!(b.cooldown, DEFAULT_BREAKER_COOLDOWN);
+    let b = with("breaker_failures = 3\nbreaker_cooldown_ms = 1500")
+        .unwrap()
+        .plugins[0]
+        .limits
+        .breaker;
+    assert_eq!(
+        b,
+        BreakerSettings {
+            failures: 3,
+            cooldown: Duration::from_millis(1500)
+        }
+    );
+    // 0 turns the breaker off; it is not an error.
+    assert_eq!(
+        with("breaker_failures = 0").unwrap().plugins[0]
+            .limits
+            .breaker
+            .failures,
+        0
+    );
+    for setting in ["breaker_cooldown_ms = 0", "breaker_cooldown_ms = 3600001"] {
+        let err = with(setting).unwrap_err().to_string();
+        assert!(
+            err.contains("breaker_cooldown_ms must be between 1 and 3600000"),
+            "{setting}: {err}"
+        );
+    }
+    let err = with("breaker_failures = -1").unwrap_err().to_string();
+    assert!(err.contains("breaker_failures"), "{err}");
 }

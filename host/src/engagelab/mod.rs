@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::config::OnError;
-use crate::plugin::{CallLimit, Plugin, WitEvent, WitEventKind};
+use crate::plugin::{CallLimit, Failure, Plugin, WitEvent, WitEventKind};
 use crate::server::{error, json, Body};
 use event::{Callback, Kind};
 use queue::{Enqueued, Queued};
@@ -193,9 +193,12 @@ async fn process(app: &App, item: Queued) -> u32 {
             budget_bound: false,
         };
         if let Err(f) = plugin.call_event(&wit, &app.services, limit).await {
-            app.event_stats
-                .plugin_failures
-                .fetch_add(1, Ordering::Relaxed);
+            // A call its circuit breaker bypassed is no new failure.
+            if !matches!(f, Failure::Quarantined(_)) {
+                app.event_stats
+                    .plugin_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             failures.push(format!("{} ({}): {f}", info.name, f.kind()));
             retry |= info.on_error == OnError::Retry;
         }

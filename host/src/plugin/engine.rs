@@ -188,6 +188,7 @@ impl PluginEngine {
             fuel_metered: self.options.fuel,
             permits: self.permits.clone(),
             calls: Default::default(),
+            breaker: super::breaker::Breaker::new(&spec.name, spec.limits.breaker),
         })
     }
 

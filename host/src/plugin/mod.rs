@@ -11,6 +11,7 @@
 //! ([`limits`], [`Plugin::call`]).
 
 mod bindings;
+pub mod breaker;
 mod convert;
 mod engine;
 mod host;
@@ -181,6 +182,9 @@ pub struct Plugin {
     fuel_metered: bool,
     permits: Arc<tokio::sync::Semaphore>,
     calls: std::sync::atomic::AtomicU64,
+    /// Bypasses the plugin after repeated failures (delivery and event
+    /// calls alike).
+    breaker: breaker::Breaker,
 }
 
 /// Which export a call runs, with its argument.
@@ -217,6 +221,11 @@ impl Plugin {
         self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The plugin's circuit breaker.
+    pub fn breaker(&self) -> &breaker::Breaker {
+        &self.breaker
+    }
+
     /// Whether the plugin handles Emailgistics deliveries.
     pub fn handles_deliveries(&self) -> bool {
         self.handler.is_some()
@@ -228,8 +237,21 @@ impl Plugin {
     }
 
     /// Run the plugin on one delivery in a fresh instance, until
-    /// `limit.deadline` at the latest.
+    /// `limit.deadline` at the latest; `Failure::Quarantined` at once while
+    /// its circuit breaker is open.
     pub async fn call(
+        &self,
+        delivery: &WitDelivery,
+        services: &Services,
+        limit: CallLimit,
+    ) -> Result<Output, Failure> {
+        // Checked before the instance slot is waited for; settled with the
+        // final result, so output limits and guest errors count too.
+        let ticket = self.breaker.admit()?;
+        ticket.settle(self.deliver(delivery, services, limit).await)
+    }
+
+    async fn deliver(
         &self,
         delivery: &WitDelivery,
         services: &Services,
@@ -251,8 +273,19 @@ impl Plugin {
     }
 
     /// Run the plugin on one EngageLab event in a fresh instance, until
-    /// `limit.deadline` at the latest.
+    /// `limit.deadline` at the latest; `Failure::Quarantined` at once while
+    /// its circuit breaker is open.
     pub async fn call_event(
+        &self,
+        event: &WitEvent,
+        services: &Services,
+        limit: CallLimit,
+    ) -> Result<(), Failure> {
+        let ticket = self.breaker.admit()?;
+        ticket.settle(self.handle_event(event, services, limit).await)
+    }
+
+    async fn handle_event(
         &self,
         event: &WitEvent,
         services: &Services,

@@ -42,6 +42,10 @@ pub enum KvError {
     /// The store failed.
     #[error("kv store: {0}")]
     Store(#[from] sled::Error),
+    /// The operation's thread ended before it finished (a panic, or the
+    /// runtime shutting down).
+    #[error("kv operation interrupted: {0}")]
+    Interrupted(String),
 }
 
 /// What one namespace may hold.

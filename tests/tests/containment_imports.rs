@@ -456,7 +456,7 @@ async fn crm_lookups_per_call_obeyed_and_violated_with_bounded_backend_calls() {
         "{}{}{}[[route]]\npath = \"/crmflood\"\nchain = [{{ plugin = \"crmflood\" }}]\n\
          [[route]]\npath = \"/crmfew\"\nchain = [{{ plugin = \"crmfew\" }}]\n",
         crm.source_toml("", ""),
-        hostile("crmflood", "crm-flood", &["crm"], "timeout_ms = 20000", ""),
+        hostile("crmflood", "crm-flood", &["crm"], "timeout_ms = 60000", ""),
         hostile("crmfew", "crm-flood", &["crm"], "", "count = \"5\""),
     );
     let server = TestServer::start(&config).await;

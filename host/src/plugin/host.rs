@@ -363,8 +363,21 @@ fn kv_error(e: KvError) -> types::HostError {
     match e {
         KvError::Refused(why) => types::HostError::Invalid(why),
         KvError::OverLimit { message, .. } => types::HostError::OverLimit(message),
-        KvError::Store(e) => types::HostError::Unavailable(e.to_string()),
+        e @ (KvError::Store(_) | KvError::Interrupted(_)) => {
+            types::HostError::Unavailable(e.to_string())
+        }
     }
+}
+
+/// Run a kv operation on tokio's blocking pool: sled reads cold pages and
+/// waits for its write buffers on the calling thread, which must not be a
+/// runtime worker (two kv-heavy calls would stall `/healthz`).
+async fn blocking<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T, KvError> + Send + 'static,
+) -> Result<T, KvError> {
+    tokio::task::spawn_blocking(op)
+        .await
+        .unwrap_or_else(|e| Err(KvError::Interrupted(e.to_string())))
 }
 
 impl kv::Host for HostState {
@@ -372,10 +385,12 @@ impl kv::Host for HostState {
         &mut self,
         key: String,
     ) -> wasmtime::Result<Result<Option<String>, types::HostError>> {
+        let kv = match self.kv(0) {
+            Ok(kv) => kv,
+            Err(e) => return Ok(Err(e)),
+        };
         let ns = self.plugin.name.clone();
-        Ok(self
-            .kv(0)
-            .and_then(|kv| kv.get(&ns, &key).map_err(kv_error)))
+        Ok(blocking(move || kv.get(&ns, &key)).await.map_err(kv_error))
     }
 
     async fn set(
@@ -396,21 +411,27 @@ impl kv::Host for HostState {
             Ok(kv) => kv,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(match kv.set_within(&ns, &key, &value, quota) {
-            Ok(()) => {
-                self.budget.kv_written += bytes;
-                Ok(())
-            }
-            Err(KvError::OverLimit { limit, message }) => Err(self.budget.over(limit, message)),
-            Err(e) => Err(kv_error(e)),
-        })
+        Ok(
+            match blocking(move || kv.set_within(&ns, &key, &value, quota)).await {
+                Ok(()) => {
+                    self.budget.kv_written += bytes;
+                    Ok(())
+                }
+                Err(KvError::OverLimit { limit, message }) => Err(self.budget.over(limit, message)),
+                Err(e) => Err(kv_error(e)),
+            },
+        )
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), types::HostError>> {
+        let kv = match self.kv(0) {
+            Ok(kv) => kv,
+            Err(e) => return Ok(Err(e)),
+        };
         let ns = self.plugin.name.clone();
-        Ok(self
-            .kv(0)
-            .and_then(|kv| kv.delete(&ns, &key).map_err(kv_error)))
+        Ok(blocking(move || kv.delete(&ns, &key))
+            .await
+            .map_err(kv_error))
     }
 
     async fn get_from(
@@ -429,6 +450,8 @@ impl kv::Host for HostState {
                 self.plugin.name
             ))));
         }
-        Ok(kv.get(&namespace, &key).map_err(kv_error))
+        Ok(blocking(move || kv.get(&namespace, &key))
+            .await
+            .map_err(kv_error))
     }
 }

@@ -473,7 +473,7 @@ impl Plugin {
                 }
                 let line = stdio::escape_controls(line);
                 if budget.take(line.len()) {
-                    tracing::info!(target: "enrichd::guest", %plugin, %delivery, stream, "{line}");
+                    tracing::info!(target: "enrichd::guest", %plugin, delivery = delivery.as_str(), stream, "{line}");
                 }
             }
             // Output beyond the capture was never split into lines.
@@ -497,7 +497,7 @@ impl Plugin {
             note.push(format!("import budgets used up: {others:?}"));
         }
         if !note.is_empty() {
-            tracing::warn!(target: "enrichd::guest", %plugin, %delivery, "{}", note.join("; "));
+            tracing::warn!(target: "enrichd::guest", %plugin, delivery = delivery.as_str(), "{}", note.join("; "));
         }
     }
 }

@@ -550,6 +550,18 @@ async fn components_declaring_too_much_memory_or_table_are_refused_at_start_unde
             "{allocator}: {err}"
         );
 
+        // The check is per plugin: another plugin's larger limit (which
+        // sizes the pooling allocator's slots) does not let this one in.
+        let beside_roomy = format!(
+            "{}{}",
+            single("fatmem", "fat-memory", "", allocator),
+            plugin_toml_as("roomy", "echo", &[], "max_memory_bytes = 134217728")
+        );
+        let err = start_error(beside_roomy)
+            .await
+            .unwrap_or_else(|| panic!("{allocator}: accepted beside a roomy plugin"));
+        assert!(err.contains("plugin \"fatmem\""), "{allocator}: {err}");
+
         // Obeyed: with 128 MiB it starts and runs.
         let roomy = single(
             "fatmem",

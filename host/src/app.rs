@@ -121,6 +121,8 @@ impl App {
         let db = sled::Config::new()
             .path(dir.join("enrichd.sled"))
             .flush_every_ms(Some(config.flush_every_ms))
+            // sled caches up to 1 GiB by default, kv values included.
+            .cache_capacity(config.sled_cache_bytes)
             .open()
             .map_err(|source| StartError::Store {
                 path: dir.display().to_string(),

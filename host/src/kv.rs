@@ -5,6 +5,18 @@
 //! EngageLab event plugin's records reach the plugins that enrich later
 //! Emailgistics deliveries. Values are durable with the rest of the data
 //! directory: the event queue flushes after each processed event.
+//!
+//! The kv shares the sled database with the idempotency store, so a plugin
+//! must not be able to fill the disk: every namespace has a [`Quota`] of
+//! keys and bytes (keys plus values). Its usage is counted from the tree
+//! once, on first use after start, and then kept up to date from what sled
+//! reports each write replaced or removed; the check and the write happen
+//! under the namespace's lock, so concurrent calls of one plugin cannot
+//! overshoot it together. (Per-call budgets are the caller's: see
+//! `plugin::host`.)
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Longest key: keys are addresses or short identifiers; a bound keeps a
 /// plugin from using keys as a second value channel.
@@ -19,25 +31,108 @@ pub enum KvError {
     /// Key or value over its limit, or an empty key.
     #[error("{0}")]
     Refused(String),
+    /// The namespace's quota would be exceeded.
+    #[error("{message}")]
+    OverLimit {
+        /// The config key of the limit: `kv_max_keys` or `kv_max_bytes`.
+        limit: &'static str,
+        /// What happened, naming the limit and its value.
+        message: String,
+    },
     /// The store failed.
     #[error("kv store: {0}")]
     Store(#[from] sled::Error),
+    /// The operation's thread ended before it finished (a panic, or the
+    /// runtime shutting down).
+    #[error("kv operation interrupted: {0}")]
+    Interrupted(String),
+}
+
+/// What one namespace may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Most keys.
+    pub max_keys: u64,
+    /// Most bytes, keys plus values.
+    pub max_bytes: u64,
+}
+
+impl Quota {
+    /// No limit.
+    pub const UNLIMITED: Quota = Quota {
+        max_keys: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+}
+
+/// What one namespace holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Keys.
+    pub keys: u64,
+    /// Bytes, keys plus values.
+    pub bytes: u64,
+}
+
+/// One namespace: its tree and, once counted, its usage. The usage lock is
+/// also the namespace's write lock.
+struct Namespace {
+    tree: sled::Tree,
+    usage: Mutex<Option<Usage>>,
+}
+
+impl Namespace {
+    /// The usage lock, with the usage counted from the tree if this is the
+    /// first write since start.
+    fn lock(&self) -> Result<(MutexGuard<'_, Option<Usage>>, Usage), KvError> {
+        let mut guard = self.usage.lock().unwrap_or_else(PoisonError::into_inner);
+        let usage = match *guard {
+            Some(u) => u,
+            None => {
+                let mut u = Usage::default();
+                for entry in self.tree.iter() {
+                    let (k, v) = entry?;
+                    u.keys += 1;
+                    u.bytes += (k.len() + v.len()) as u64;
+                }
+                *guard = Some(u);
+                u
+            }
+        };
+        Ok((guard, usage))
+    }
 }
 
 /// The kv namespaces of every plugin.
 #[derive(Clone)]
 pub struct KvStore {
     db: sled::Db,
+    namespaces: Arc<Mutex<HashMap<String, Arc<Namespace>>>>,
 }
 
 impl KvStore {
     /// The namespaces kept in `db`.
     pub fn new(db: &sled::Db) -> Self {
-        KvStore { db: db.clone() }
+        KvStore {
+            db: db.clone(),
+            namespaces: Arc::default(),
+        }
     }
 
-    fn tree(&self, namespace: &str) -> Result<sled::Tree, KvError> {
-        Ok(self.db.open_tree(format!("kv:{namespace}"))?)
+    fn namespace(&self, namespace: &str) -> Result<Arc<Namespace>, KvError> {
+        let mut map = self
+            .namespaces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(ns) = map.get(namespace) {
+            return Ok(ns.clone());
+        }
+        let ns = Arc::new(Namespace {
+            tree: self.db.open_tree(format!("kv:{namespace}"))?,
+            usage: Mutex::new(None),
+        });
+        map.insert(namespace.to_owned(), ns.clone());
+        Ok(ns)
     }
 
     fn check_key(key: &str) -> Result<(), KvError> {
@@ -54,13 +149,14 @@ impl KvStore {
     pub fn get(&self, namespace: &str, key: &str) -> Result<Option<String>, KvError> {
         Self::check_key(key)?;
         Ok(self
-            .tree(namespace)?
+            .namespace(namespace)?
+            .tree
             .get(key)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    /// Set `key` in `namespace`.
-    pub fn set(&self, namespace: &str, key: &str, value: &str) -> Result<(), KvError> {
+    /// Whether `key` and `value` are within the size limits.
+    pub fn check_entry(key: &str, value: &str) -> Result<(), KvError> {
         Self::check_key(key)?;
         if value.len() > MAX_VALUE_BYTES {
             return Err(KvError::Refused(format!(
@@ -68,15 +164,81 @@ impl KvStore {
                 value.len()
             )));
         }
-        self.tree(namespace)?.insert(key, value.as_bytes())?;
+        Ok(())
+    }
+
+    /// Set `key` in `namespace`, with no quota (the host's own writes; the
+    /// usage is still counted).
+    pub fn set(&self, namespace: &str, key: &str, value: &str) -> Result<(), KvError> {
+        self.set_within(namespace, key, value, Quota::UNLIMITED)
+    }
+
+    /// Set `key` in `namespace`, unless the namespace would then hold more
+    /// than `quota` allows. Overwriting counts only the difference, so a
+    /// full namespace can still update its records in place.
+    pub fn set_within(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        quota: Quota,
+    ) -> Result<(), KvError> {
+        Self::check_entry(key, value)?;
+        let ns = self.namespace(namespace)?;
+        let (mut guard, usage) = ns.lock()?;
+        let entry = (key.len() + value.len()) as u64;
+        let old = ns.tree.get(key)?.map(|v| (key.len() + v.len()) as u64);
+        let keys = usage.keys + u64::from(old.is_none());
+        let bytes = usage.bytes - old.unwrap_or(0) + entry;
+        if keys > quota.max_keys {
+            return Err(KvError::OverLimit {
+                limit: "kv_max_keys",
+                message: format!(
+                    "kv namespace {namespace:?} is full: kv_max_keys = {} keys",
+                    quota.max_keys
+                ),
+            });
+        }
+        if bytes > quota.max_bytes && bytes > usage.bytes {
+            return Err(KvError::OverLimit {
+                limit: "kv_max_bytes",
+                message: format!(
+                    "kv namespace {namespace:?} is full: kv_max_bytes = {} bytes ({} in use, this write needs {})",
+                    quota.max_bytes,
+                    usage.bytes,
+                    bytes - usage.bytes
+                ),
+            });
+        }
+        // Usage follows what sled says was replaced, not the read above.
+        let replaced = ns.tree.insert(key, value.as_bytes())?;
+        let replaced = replaced.map(|v| (key.len() + v.len()) as u64);
+        *guard = Some(Usage {
+            keys: usage.keys + u64::from(replaced.is_none()),
+            bytes: usage.bytes - replaced.unwrap_or(0) + entry,
+        });
         Ok(())
     }
 
     /// Remove `key` from `namespace`.
     pub fn delete(&self, namespace: &str, key: &str) -> Result<(), KvError> {
         Self::check_key(key)?;
-        self.tree(namespace)?.remove(key)?;
+        let ns = self.namespace(namespace)?;
+        let (mut guard, usage) = ns.lock()?;
+        if let Some(old) = ns.tree.remove(key)? {
+            *guard = Some(Usage {
+                keys: usage.keys - 1,
+                bytes: usage.bytes - (key.len() + old.len()) as u64,
+            });
+        }
         Ok(())
+    }
+
+    /// What `namespace` holds now.
+    pub fn usage(&self, namespace: &str) -> Result<Usage, KvError> {
+        let ns = self.namespace(namespace)?;
+        let (_guard, usage) = ns.lock()?;
+        Ok(usage)
     }
 }
 
@@ -105,5 +267,123 @@ mod tests {
             Err(KvError::Refused(_))
         ));
         assert!(matches!(kv.get("a", ""), Err(KvError::Refused(_))));
+    }
+
+    #[test]
+    fn usage_follows_overwrites_and_deletes_and_the_quota_holds() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let kv = KvStore::new(&db);
+        let quota = Quota {
+            max_keys: 3,
+            max_bytes: 100,
+        };
+        kv.set_within("p", "a", "0123456789", quota).unwrap();
+        kv.set_within("p", "b", "0123456789", quota).unwrap();
+        assert_eq!(kv.usage("p").unwrap(), Usage { keys: 2, bytes: 22 });
+        // Overwrite: same key count, bytes by the difference.
+        kv.set_within("p", "a", "01234", quota).unwrap();
+        assert_eq!(kv.usage("p").unwrap(), Usage { keys: 2, bytes: 17 });
+        kv.set_within("p", "c", "x", quota).unwrap();
+        let full = kv.set_within("p", "d", "x", quota).unwrap_err();
+        assert!(
+            matches!(
+                full,
+                KvError::OverLimit {
+                    limit: "kv_max_keys",
+                    ..
+                }
+            ),
+            "{full}"
+        );
+        assert!(full.to_string().contains("kv_max_keys = 3"), "{full}");
+        // A full namespace may still overwrite in place …
+        kv.set_within("p", "c", "y", quota).unwrap();
+        // … and write again after a delete.
+        kv.delete("p", "c").unwrap();
+        kv.delete("p", "c").unwrap(); // absent: no change
+        assert_eq!(kv.usage("p").unwrap(), Usage { keys: 2, bytes: 17 });
+        kv.set_within("p", "d", "x", quota).unwrap();
+
+        let big = "x".repeat(90);
+        let err = kv.set_within("p", "a", &big, quota).unwrap_err();
+        assert!(err.to_string().contains("kv_max_bytes = 100"), "{err}");
+        // Shrinking a value is always allowed, even when over a lowered quota.
+        let tight = Quota {
+            max_keys: 3,
+            max_bytes: 5,
+        };
+        kv.set_within("p", "a", "0", tight).unwrap();
+        assert_eq!(kv.usage("p").unwrap(), Usage { keys: 3, bytes: 15 });
+        // Other namespaces have their own usage.
+        kv.set_within("q", "d", "x", quota).unwrap();
+        assert_eq!(kv.usage("q").unwrap(), Usage { keys: 1, bytes: 2 });
+    }
+
+    #[test]
+    fn usage_is_counted_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            sled::Config::new()
+                .path(dir.path().join("db"))
+                .open()
+                .unwrap()
+        };
+        let quota = Quota {
+            max_keys: 10,
+            max_bytes: 1000,
+        };
+        {
+            let db = open();
+            let kv = KvStore::new(&db);
+            for i in 0..10 {
+                kv.set_within("p", &format!("k{i}"), "value", quota)
+                    .unwrap();
+            }
+            kv.delete("p", "k0").unwrap();
+            kv.set_within("p", "k1", "v", quota).unwrap();
+            db.flush().unwrap();
+        }
+        let db = open();
+        let kv = KvStore::new(&db);
+        assert_eq!(
+            kv.usage("p").unwrap(),
+            Usage {
+                keys: 9,
+                bytes: 9 * 2 + 8 * 5 + 1
+            }
+        );
+        kv.set_within("p", "k0", "value", quota).unwrap();
+        assert!(matches!(
+            kv.set_within("p", "new", "value", quota),
+            Err(KvError::OverLimit { .. })
+        ));
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_namespace_never_overshoot_the_quota() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let kv = KvStore::new(&db);
+        let quota = Quota {
+            max_keys: 50,
+            max_bytes: u64::MAX,
+        };
+        let written: usize = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..8)
+                .map(|t| {
+                    let kv = kv.clone();
+                    s.spawn(move || {
+                        (0..20)
+                            .filter(|i| {
+                                kv.set_within("p", &format!("t{t}-{i}"), "v", quota).is_ok()
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        assert_eq!(written, 50);
+        assert_eq!(kv.usage("p").unwrap().keys, 50);
+        assert_eq!(db.open_tree("kv:p").unwrap().len(), 50);
     }
 }

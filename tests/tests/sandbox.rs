@@ -640,21 +640,37 @@ async fn instance_limit_obeyed_and_violated() {
 async fn table_limit_obeyed_and_violated() {
     let server = TestServer::start(&sandwich(
         "",
-        &[
-            (
-                "wide",
-                hostile("wide", "spin", "max_table_elements = 10000", "ms = \"1\""),
-            ),
-            (
-                "narrow",
-                hostile("narrow", "spin", "max_table_elements = 1", "ms = \"1\""),
-            ),
-        ],
+        &[(
+            "wide",
+            hostile("wide", "spin", "max_table_elements = 10000", "ms = \"1\""),
+        )],
     ))
     .await;
     assert_eq!(
         obeyed(&server, "wide").await[0]["value"],
         json!({"spun_ms": "1"})
     );
-    assert_contained(&server, "narrow", "instantiate").await;
+    // Violated: a component whose tables start above the limit could never
+    // be instantiated, so it is refused at start (issue 9), not per call.
+    let narrow = sandwich(
+        "",
+        &[(
+            "narrow",
+            hostile("narrow", "spin", "max_table_elements = 1", "ms = \"1\""),
+        )],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("enrichd.toml");
+    let cache = enrichd_tests::SHARED_CACHE;
+    std::fs::write(&path, format!("cache_dir = {cache:?}\n{narrow}")).unwrap();
+    let config = enrichd::config::Config::load(&path).unwrap();
+    let err = tokio::task::spawn_blocking(move || enrichd::app::App::build(&config).err())
+        .await
+        .unwrap()
+        .expect("refused at start")
+        .to_string();
+    assert!(
+        err.contains("plugin \"narrow\"") && err.contains("max_table_elements = 1;"),
+        "{err}"
+    );
 }

@@ -86,6 +86,45 @@ pub const DEFAULT_MAX_NAME_BYTES: usize = 256;
 /// 20 MiB "message" no longer reaches the log, the record or a 503 body.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 2048;
 
+// --- Budgets of the host imports (issue 9) ---------------------------------
+/// Lines one plugin call may write to the host's log (`log` import, stdout
+/// and stderr together). A plugin that explains its decision needs a few
+/// lines per delivery; 100 leaves room for debugging output while 10 000
+/// deliveries a day stay under a million lines.
+pub const DEFAULT_MAX_LOG_LINES: usize = 100;
+/// Bytes of guest text one plugin call may write to the host's log. 16 KiB
+/// matches what is kept of stdout/stderr per stream, holds 100 lines of
+/// ~160 characters, and bounds a looping plugin's log growth per call to
+/// what a person can still read.
+pub const DEFAULT_MAX_LOG_BYTES: usize = 16 * 1024;
+/// Keys one plugin's kv namespace may hold. The kv holds a record per
+/// address or message the plugin tracks; 100 000 is a large mailbox's
+/// correspondents, and counting them at start stays well under a second.
+pub const DEFAULT_KV_MAX_KEYS: u64 = 100_000;
+/// Bytes (keys plus values) one plugin's kv namespace may hold. 100 000
+/// records of ~600 bytes; the kv shares the data directory with the
+/// idempotency store, so one plugin must not be able to fill the disk.
+pub const DEFAULT_KV_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// kv operations (get, set, delete, get-from) per plugin call. A plugin
+/// reads and writes a few records per delivery; 1 000 allows batch work
+/// and stops a loop from keeping the store busy for a whole timeout.
+pub const DEFAULT_KV_OPS_PER_CALL: usize = 1_000;
+/// Bytes (keys plus values) one plugin call may write to the kv. 16
+/// values of the largest size (64 KiB) or thousands of typical records; a
+/// plugin writing until its timeout wrote ~1 GiB per call before this.
+pub const DEFAULT_KV_WRITE_BYTES_PER_CALL: usize = 1024 * 1024;
+/// CRM lookups (`lookup-email`, `lookup-domain`) per plugin call. A
+/// delivery has a sender, a handful of recipients and perhaps their
+/// domains; 20 covers that, and bounds the backend calls one delivery can
+/// cause to 2 × 20 per granted source (an email lookup may also try its
+/// domain).
+pub const DEFAULT_CRM_LOOKUPS_PER_CALL: usize = 20;
+/// sled's page cache (`sled_cache_bytes`). sled's own default is 1 GiB,
+/// and data a plugin writes to the kv is cached up to it: RSS grew by
+/// gigabytes under a kv fill. The hot data (recent deliveries, CRM
+/// last-known values, kv records in use) fits in 64 MiB; colder pages are
+/// read from the OS page cache.
+pub const DEFAULT_SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Consecutive failures of a plugin that open its circuit breaker. One or
 /// two failures in a row happen to healthy plugins (a bad payload, a slow
 /// dependency); five in a row mean it is broken, and every further call
@@ -224,6 +263,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Time a client gets to send a request body, from when its head arrived.
     pub body_read_timeout: Duration,
+    /// sled's page cache, bytes.
+    pub sled_cache_bytes: u64,
 }
 
 /// A validated `[[plugin]]`.
@@ -296,6 +337,21 @@ pub struct Limits {
     pub max_actions: usize,
     /// JSON bytes of actions per call.
     pub max_output_bytes: usize,
+    // Budgets of the host imports (issue 9).
+    /// Log lines per call (`log` import, stdout and stderr together).
+    pub max_log_lines: usize,
+    /// Bytes of guest text logged per call.
+    pub max_log_bytes: usize,
+    /// Keys the plugin's kv namespace may hold.
+    pub kv_max_keys: u64,
+    /// Bytes (keys plus values) the plugin's kv namespace may hold.
+    pub kv_max_bytes: u64,
+    /// kv operations per call.
+    pub kv_ops_per_call: usize,
+    /// Bytes (keys plus values) written to the kv per call.
+    pub kv_write_bytes_per_call: usize,
+    /// CRM lookups per call.
+    pub crm_lookups_per_call: usize,
     /// Circuit breaker: when repeated failures bypass the plugin.
     pub breaker: BreakerSettings,
     /// Items per list of one action.
@@ -315,6 +371,13 @@ impl Default for Limits {
             max_instances: DEFAULT_MAX_INSTANCES,
             max_actions: DEFAULT_MAX_ACTIONS,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            max_log_lines: DEFAULT_MAX_LOG_LINES,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
+            kv_max_keys: DEFAULT_KV_MAX_KEYS,
+            kv_max_bytes: DEFAULT_KV_MAX_BYTES,
+            kv_ops_per_call: DEFAULT_KV_OPS_PER_CALL,
+            kv_write_bytes_per_call: DEFAULT_KV_WRITE_BYTES_PER_CALL,
+            crm_lookups_per_call: DEFAULT_CRM_LOOKUPS_PER_CALL,
             breaker: BreakerSettings::default(),
             max_list_items: DEFAULT_MAX_LIST_ITEMS,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,

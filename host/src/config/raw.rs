@@ -51,6 +51,8 @@ pub struct RawConfig {
     pub max_connections: Option<usize>,
     /// Time a client gets to send a request body once its head arrived, ms.
     pub body_read_timeout_ms: Option<u64>,
+    /// sled's page cache, in bytes (default 64 MiB).
+    pub sled_cache_bytes: Option<u64>,
 }
 
 /// `[[engagelab]]`: one EngageLab callback URL.
@@ -218,6 +220,21 @@ pub struct RawPlugin {
     pub on_error: Option<OnError>,
     /// Expected SHA-256 of the component file (hex); a mismatch refuses start.
     pub sha256: Option<String>,
+    // Budgets of the host imports (issue 9).
+    /// Log lines per call (`log` import, stdout and stderr together).
+    pub max_log_lines: Option<usize>,
+    /// Bytes of guest text logged per call.
+    pub max_log_bytes: Option<usize>,
+    /// Keys the plugin's kv namespace may hold.
+    pub kv_max_keys: Option<u64>,
+    /// Bytes (keys plus values) the plugin's kv namespace may hold.
+    pub kv_max_bytes: Option<u64>,
+    /// kv operations per call.
+    pub kv_ops_per_call: Option<usize>,
+    /// Bytes (keys plus values) written to the kv per call.
+    pub kv_write_bytes_per_call: Option<usize>,
+    /// CRM lookups per call.
+    pub crm_lookups_per_call: Option<usize>,
 }
 
 /// How pooled or on-demand instance memory is allocated.

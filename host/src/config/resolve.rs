@@ -65,6 +65,13 @@ impl RawConfig {
                 SENDER_TIMEOUT.as_secs()
             )));
         }
+        let sled_cache_bytes = self.sled_cache_bytes.unwrap_or(DEFAULT_SLED_CACHE_BYTES);
+        // Below 1 MiB sled thrashes on its own metadata.
+        if sled_cache_bytes < 1024 * 1024 {
+            return Err(invalid(format!(
+                "sled_cache_bytes = {sled_cache_bytes}: must be at least 1 MiB (1048576)"
+            )));
+        }
         let cache_dir = match self.cache_dir {
             Some(dir) => base.join(dir),
             None => data_dir.join("component-cache"),
@@ -313,6 +320,7 @@ impl RawConfig {
             events,
             max_connections,
             body_read_timeout,
+            sled_cache_bytes,
         })
     }
 }
@@ -433,6 +441,15 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
         max_instances: p.max_instances.unwrap_or(d.max_instances),
         max_actions: p.max_actions.unwrap_or(d.max_actions),
         max_output_bytes: p.max_output_bytes.unwrap_or(d.max_output_bytes),
+        max_log_lines: p.max_log_lines.unwrap_or(d.max_log_lines),
+        max_log_bytes: p.max_log_bytes.unwrap_or(d.max_log_bytes),
+        kv_max_keys: p.kv_max_keys.unwrap_or(d.kv_max_keys),
+        kv_max_bytes: p.kv_max_bytes.unwrap_or(d.kv_max_bytes),
+        kv_ops_per_call: p.kv_ops_per_call.unwrap_or(d.kv_ops_per_call),
+        kv_write_bytes_per_call: p
+            .kv_write_bytes_per_call
+            .unwrap_or(d.kv_write_bytes_per_call),
+        crm_lookups_per_call: p.crm_lookups_per_call.unwrap_or(d.crm_lookups_per_call),
         breaker: breaker_settings(p)?,
         max_list_items: p.max_list_items.unwrap_or(d.max_list_items),
         max_name_bytes: p.max_name_bytes.unwrap_or(d.max_name_bytes),
@@ -458,6 +475,25 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
         )));
     }
     output_caps(name, &limits)?;
+    // Budgets of the host imports. Zero would turn an import off; that is
+    // what not granting the capability is for.
+    let imports = [
+        ("max_log_lines", limits.max_log_lines as u64),
+        ("max_log_bytes", limits.max_log_bytes as u64),
+        ("kv_max_keys", limits.kv_max_keys),
+        ("kv_max_bytes", limits.kv_max_bytes),
+        ("kv_ops_per_call", limits.kv_ops_per_call as u64),
+        (
+            "kv_write_bytes_per_call",
+            limits.kv_write_bytes_per_call as u64,
+        ),
+        ("crm_lookups_per_call", limits.crm_lookups_per_call as u64),
+    ];
+    if let Some((key, _)) = imports.iter().find(|(_, v)| *v == 0) {
+        return Err(invalid(format!(
+            "plugin {name:?}: {key} must be > 0 (to deny the import, leave its capability out)"
+        )));
+    }
     Ok(limits)
 }
 

@@ -309,6 +309,68 @@ fn the_example_config_is_valid() {
 }
 
 #[test]
+fn import_budgets_have_defaults_overrides_and_refuse_zero() {
+    let c = resolve(MINIMAL).unwrap();
+    let l = c.plugins[0].limits;
+    assert_eq!(l.max_log_lines, DEFAULT_MAX_LOG_LINES);
+    assert_eq!(l.max_log_bytes, DEFAULT_MAX_LOG_BYTES);
+    assert_eq!(l.kv_max_keys, DEFAULT_KV_MAX_KEYS);
+    assert_eq!(l.kv_max_bytes, DEFAULT_KV_MAX_BYTES);
+    assert_eq!(l.kv_ops_per_call, DEFAULT_KV_OPS_PER_CALL);
+    assert_eq!(l.kv_write_bytes_per_call, DEFAULT_KV_WRITE_BYTES_PER_CALL);
+    assert_eq!(l.crm_lookups_per_call, DEFAULT_CRM_LOOKUPS_PER_CALL);
+    assert_eq!(c.sled_cache_bytes, DEFAULT_SLED_CACHE_BYTES);
+
+    let c = resolve(&format!(
+        "sled_cache_bytes = 2097152\n{}",
+        MINIMAL.replace(
+            "capabilities",
+            "max_log_lines = 7\nmax_log_bytes = 700\nkv_max_keys = 5\nkv_max_bytes = 5000\n\
+             kv_ops_per_call = 9\nkv_write_bytes_per_call = 900\ncrm_lookups_per_call = 3\ncapabilities"
+        )
+    ))
+    .unwrap();
+    let l = c.plugins[0].limits;
+    assert_eq!(
+        (
+            l.max_log_lines,
+            l.max_log_bytes,
+            l.kv_max_keys,
+            l.kv_max_bytes
+        ),
+        (7, 700, 5, 5000)
+    );
+    assert_eq!(
+        (
+            l.kv_ops_per_call,
+            l.kv_write_bytes_per_call,
+            l.crm_lookups_per_call
+        ),
+        (9, 900, 3)
+    );
+    assert_eq!(c.sled_cache_bytes, 2 << 20);
+
+    for key in [
+        "max_log_lines",
+        "max_log_bytes",
+        "kv_max_keys",
+        "kv_max_bytes",
+        "kv_ops_per_call",
+        "kv_write_bytes_per_call",
+        "crm_lookups_per_call",
+    ] {
+        let err = resolve(&MINIMAL.replace("capabilities", &format!("{key} = 0\ncapabilities")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("{key} must be > 0")), "{key}: {err}");
+    }
+    let err = resolve(&format!("sled_cache_bytes = 1000\n{MINIMAL}"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sled_cache_bytes = 1000"), "{err}");
+}
+
+#[test]
 fn breaker_settings_have_defaults_are_per_plugin_and_are_checked() {
     let with = |setting: &str| {
         resolve(&MINIMAL.replace("capabilities", &format!("{setting}\ncapabilities")))

@@ -60,6 +60,14 @@ pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 /// is a few tens of MiB.
 pub const DEFAULT_MAX_CAPACITY: u64 = 100_000;
 
+/// Most keys remembered for the scheduled refresh (`refresh_every_secs`).
+/// Each refresh period costs up to one backend call per remembered key, so
+/// this bounds both the memory (10 000 keys of ≤ 322 bytes: a few MiB) and
+/// the refresh load on the CRM; a busy mailbox has far fewer distinct
+/// correspondents per period. Keys beyond it are served as usual, just not
+/// refreshed ahead of time.
+pub const MAX_RECENT_KEYS: usize = 10_000;
+
 /// Where an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -212,7 +220,7 @@ impl CrmSource {
         if let Some(answer) = self.chain(Key::Email(email.clone()), deadline).await {
             return Some(answer);
         }
-        let domain = domain_of(&email)?;
+        let domain = domain_of(&email).filter(|d| d.len() <= super::MAX_DOMAIN_BYTES)?;
         let answer = self.chain(Key::Domain(domain), deadline).await?;
         self.stats.domain_fallbacks.fetch_add(1, Ordering::Relaxed);
         Some(Answer {
@@ -354,13 +362,23 @@ impl CrmSource {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Remember `key` for the scheduled refresh, within [`MAX_RECENT_KEYS`]:
+    /// when the set is full, keys not used within the last period are
+    /// forgotten first; if it is still full, `key` is not remembered.
     fn note_use(&self, key: &Key) {
-        if self.settings.refresh_every.is_some() {
-            self.recent
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(key.clone(), self.clock.now_ms());
+        let Some(every) = self.settings.refresh_every else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() >= MAX_RECENT_KEYS && !recent.contains_key(key) {
+            let window = every.as_millis() as u64;
+            recent.retain(|_, used| now.saturating_sub(*used) <= window);
+            if recent.len() >= MAX_RECENT_KEYS {
+                return;
+            }
         }
+        recent.insert(key.clone(), now);
     }
 
     /// Refresh the keys used within the last refresh period whose cached
@@ -428,5 +446,90 @@ fn write_last_known(tree: &sled::Tree, key: &Key, cached: &Cached, source: &str)
         });
     if let Err(e) = written {
         tracing::warn!(%source, error = %e, "cannot keep the last-known CRM value");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crm::embedded::EmbeddedCrm;
+
+    fn new_source(refresh_every: Option<Duration>) -> (tempfile::TempDir, CrmSource) {
+        let (dir, db) = crate::sled_test::temp_db();
+        let backend = Backend::Embedded(EmbeddedCrm::open(&db, "main").unwrap());
+        let settings = CacheSettings {
+            ttl: DEFAULT_TTL,
+            negative_ttl: DEFAULT_NEGATIVE_TTL,
+            max_capacity: DEFAULT_MAX_CAPACITY,
+            backend_timeout: Duration::from_secs(2),
+            refresh_every,
+        };
+        let source = CrmSource::new("main", backend, settings, &db, Clock::new()).unwrap();
+        (dir, source)
+    }
+
+    fn recent_len(source: &CrmSource) -> usize {
+        source.recent.lock().unwrap().len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refresh_set_stays_bounded_and_forgets_old_keys_first() {
+        let (_dir, source) = new_source(Some(Duration::from_secs(60)));
+        let over = MAX_RECENT_KEYS + 500;
+        for i in 0..over {
+            source.note_use(&Key::Email(format!("u{i}@d{i}.example")));
+        }
+        assert_eq!(recent_len(&source), MAX_RECENT_KEYS);
+        // A key already remembered is still renewed when the set is full.
+        source.note_use(&Key::Email("u0@d0.example".into()));
+        assert_eq!(recent_len(&source), MAX_RECENT_KEYS);
+
+        // Once the remembered keys are older than a period, new keys push
+        // them out instead of being refused.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        source.note_use(&Key::Domain("fresh.example".into()));
+        assert_eq!(recent_len(&source), 1);
+        assert!(source
+            .recent
+            .lock()
+            .unwrap()
+            .contains_key(&Key::Domain("fresh.example".into())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lookups_through_the_chain_fill_the_refresh_set_only_up_to_the_bound() {
+        let (_dir, source) = new_source(Some(Duration::from_secs(60)));
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for i in 0..(MAX_RECENT_KEYS / 2 + 100) {
+            // Each unknown address is tried, then its domain: two keys.
+            assert_eq!(
+                source
+                    .lookup_email(&format!("u{i}@d{i}.example"), deadline)
+                    .await,
+                None
+            );
+        }
+        assert_eq!(recent_len(&source), MAX_RECENT_KEYS);
+        // Without a refresh schedule nothing is remembered at all.
+        let (_dir2, plain) = new_source(None);
+        plain
+            .lookup_email("a@b.example", Instant::now() + Duration::from_secs(1))
+            .await;
+        assert_eq!(recent_len(&plain), 0);
+    }
+
+    #[tokio::test]
+    async fn an_overlong_domain_is_not_looked_up() {
+        let (_dir, source) = new_source(None);
+        let long = format!("a@{}.example", "d".repeat(crate::crm::MAX_DOMAIN_BYTES));
+        let deadline = Instant::now() + Duration::from_secs(1);
+        assert_eq!(source.lookup_email(&long, deadline).await, None);
+        // The address was tried; its domain (over 253 bytes) was not.
+        assert_eq!(source.stats().backend_calls.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            source.stats().misses.load(Ordering::Relaxed),
+            1,
+            "no domain chain ran"
+        );
     }
 }

@@ -159,6 +159,9 @@ impl PluginEngine {
                 });
             }
         }
+        // Before compiling: the pooling allocator would refuse an oversized
+        // memory as "not a valid component", on-demand would fail each call.
+        check_declared_sizes(&bytes, spec).map_err(invalid)?;
         let started = Instant::now();
         let (component, cached) = self
             .component(&bytes, &digest)
@@ -245,6 +248,81 @@ impl PluginEngine {
     }
 }
 
+/// The largest initial sizes declared by any core module of a component
+/// (nested modules and components included): memories in bytes, tables in
+/// elements, each whether defined or imported.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Declared {
+    memory_bytes: u64,
+    table_elements: u64,
+}
+
+impl Declared {
+    fn memory(&mut self, m: wasmparser::MemoryType) {
+        let page = 1u64 << m.page_size_log2.unwrap_or(16).min(16);
+        self.memory_bytes = self.memory_bytes.max(m.initial.saturating_mul(page));
+    }
+
+    fn table(&mut self, t: wasmparser::TableType) {
+        self.table_elements = self.table_elements.max(t.initial);
+    }
+
+    /// Walk every core module of `wasm`.
+    fn of(wasm: &[u8]) -> wasmparser::Result<Declared> {
+        use wasmparser::{Payload, TypeRef};
+        let mut d = Declared::default();
+        for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+            match payload? {
+                Payload::MemorySection(memories) => {
+                    for m in memories {
+                        d.memory(m?);
+                    }
+                }
+                Payload::TableSection(tables) => {
+                    for t in tables {
+                        d.table(t?.ty);
+                    }
+                }
+                Payload::ImportSection(imports) => {
+                    for import in imports.into_imports() {
+                        match import?.ty {
+                            TypeRef::Memory(m) => d.memory(m),
+                            TypeRef::Table(t) => d.table(t),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// Refuse a component whose declared initial memory or table is above the
+/// plugin's own limits: it could never be instantiated. Checked per plugin
+/// (the pooling allocator is sized for the largest limit of all plugins).
+/// A file wasmparser cannot read is left to the compiler's error message.
+fn check_declared_sizes(wasm: &[u8], spec: &PluginSpec) -> Result<(), String> {
+    let Ok(declared) = Declared::of(wasm) else {
+        return Ok(());
+    };
+    let limits = &spec.limits;
+    if declared.memory_bytes > limits.max_memory_bytes as u64 {
+        return Err(format!(
+            "its component needs a linear memory of {} bytes at start, above its max_memory_bytes = {}; refusing to start (raise max_memory_bytes for this plugin if that is intended)",
+            declared.memory_bytes, limits.max_memory_bytes
+        ));
+    }
+    if declared.table_elements > limits.max_table_elements as u64 {
+        return Err(format!(
+            "its component needs a table of {} elements at start, above its max_table_elements = {}; refusing to start (raise max_table_elements for this plugin if that is intended)",
+            declared.table_elements, limits.max_table_elements
+        ));
+    }
+    Ok(())
+}
+
 /// Load a cache entry. The file is read into memory rather than mapped: a
 /// mapped file that someone truncates or rewrites while enrichd runs would
 /// crash the process (SIGBUS) on the next access to its code.
@@ -328,5 +406,48 @@ impl Drop for EpochTicker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module with one memory of `pages` pages and one table of `elements`,
+    /// and a component nesting a module that imports a bigger memory.
+    #[test]
+    fn declared_sizes_are_read_from_every_core_module_defined_or_imported() {
+        let module = |memory: u8, table: u8| {
+            let mut m = b"\0asm\x01\0\0\0".to_vec();
+            // Table section: one funcref table, min `table`.
+            m.extend_from_slice(&[4, 4, 1, 0x70, 0, table]);
+            // Memory section: one memory, min `memory` pages.
+            m.extend_from_slice(&[5, 3, 1, 0, memory]);
+            m
+        };
+        assert_eq!(
+            Declared::of(&module(3, 7)).unwrap(),
+            Declared {
+                memory_bytes: 3 << 16,
+                table_elements: 7
+            }
+        );
+        // A module importing "m" "mem" (memory, min 100 pages).
+        let mut importer = b"\0asm\x01\0\0\0".to_vec();
+        importer.extend_from_slice(&[2, 10, 1, 1, b'm', 3, b'm', b'e', b'm', 2, 0, 100]);
+        // A component holding both modules (core module sections, id 1).
+        let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+        for inner in [module(3, 7), importer] {
+            component.push(1);
+            component.push(inner.len() as u8);
+            component.extend_from_slice(&inner);
+        }
+        assert_eq!(
+            Declared::of(&component).unwrap(),
+            Declared {
+                memory_bytes: 100 << 16,
+                table_elements: 7
+            }
+        );
     }
 }

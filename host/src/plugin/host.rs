@@ -4,6 +4,12 @@
 //! Every import first checks the plugin's grants: an import that was not
 //! granted answers `host-error::denied` (a value the guest handles), never a
 //! trap, so a plugin written for a richer host still runs on a poorer one.
+//!
+//! Then its budget ([`CallBudget`]): what a call may make the host spend
+//! through the imports — log lines and bytes, kv operations and bytes
+//! written, CRM lookups — is bounded per call by the plugin's limits, and
+//! the kv namespace by its quota. Over a budget the import answers
+//! `host-error::over-limit` naming the limit, without doing the work.
 
 use std::sync::Arc;
 
@@ -14,10 +20,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::enrichd::plugin::{config, crm, kv, log, types};
 use super::limits::Limiter;
-use super::stdio::Capture;
+use super::stdio::{escape_controls, Capture, LogBudget};
 use super::PluginInfo;
-use crate::config::Capability;
+use crate::config::{Capability, Limits};
 use crate::crm::cache::{Answer, CrmSource, Provenance};
+use crate::crm::{MAX_DOMAIN_BYTES, MAX_EMAIL_BYTES};
+use crate::kv::{KvError, KvStore, Quota};
 
 /// Most of the time a host lookup leaves the guest before its deadline: a
 /// fallback answer returned at the very deadline would arrive too late for
@@ -38,6 +46,42 @@ pub struct Services {
     pub kv: Option<crate::kv::KvStore>,
 }
 
+/// What one call has spent of its import budgets.
+#[derive(Debug)]
+pub struct CallBudget {
+    /// Log lines and bytes (the `log` import, stdout and stderr).
+    pub log: LogBudget,
+    /// kv operations made.
+    pub kv_ops: usize,
+    /// Bytes (keys plus values) written to the kv.
+    pub kv_written: usize,
+    /// CRM lookups made.
+    pub crm_lookups: usize,
+    /// The limits this call ran into (config keys), in the order first hit.
+    pub hit: Vec<&'static str>,
+}
+
+impl CallBudget {
+    /// A fresh budget for one call under `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        CallBudget {
+            log: LogBudget::new(limits.max_log_lines, limits.max_log_bytes),
+            kv_ops: 0,
+            kv_written: 0,
+            crm_lookups: 0,
+            hit: Vec::new(),
+        }
+    }
+
+    /// Remember that `limit` was hit and answer the guest `over-limit`.
+    fn over(&mut self, limit: &'static str, message: String) -> types::HostError {
+        if !self.hit.contains(&limit) {
+            self.hit.push(limit);
+        }
+        types::HostError::OverLimit(message)
+    }
+}
+
 /// Data of one store, i.e. of one plugin call.
 pub struct HostState {
     pub(super) wasi: WasiCtx,
@@ -51,6 +95,8 @@ pub struct HostState {
     pub(super) deadline: Instant,
     pub(super) stdout: Capture,
     pub(super) stderr: Capture,
+    /// What this call has spent of its import budgets.
+    pub(super) budget: CallBudget,
 }
 
 impl WasiView for HostState {
@@ -81,18 +127,22 @@ impl log::Host for HostState {
     async fn log(
         &mut self,
         level: log::Level,
-        mut message: String,
+        message: String,
     ) -> wasmtime::Result<Result<(), types::HostError>> {
         if let Err(e) = self.grant(Capability::Log, "log") {
             return Ok(Err(e));
         }
-        if message.len() > MAX_LOG_LINE_BYTES {
-            let mut cut = MAX_LOG_LINE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
+        // Over budget: count it for the end-of-call note, spend nothing else.
+        if self.budget.log.exhausted() {
+            self.budget.log.drop_line(message.len());
+            return Ok(Err(self.log_over_limit()));
+        }
+        // Cut before escaping (bounded work), and after (escapes lengthen).
+        let raw = cut(&message, MAX_LOG_LINE_BYTES);
+        let escaped = escape_controls(&raw);
+        let message = cut(&escaped, MAX_LOG_LINE_BYTES);
+        if !self.budget.log.take(message.len()) {
+            return Ok(Err(self.log_over_limit()));
         }
         let (plugin, delivery) = (&self.plugin.name, &self.delivery_id);
         match level {
@@ -113,6 +163,31 @@ impl log::Host for HostState {
             }
         }
         Ok(Ok(()))
+    }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), with `…`
+/// when something was cut.
+fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
+}
+
+impl HostState {
+    fn log_over_limit(&mut self) -> types::HostError {
+        let (lines, bytes) = self.budget.log.limits();
+        self.budget.over(
+            "max_log_lines/max_log_bytes",
+            format!(
+                "the log budget of this call is used up: max_log_lines = {lines} lines, max_log_bytes = {bytes} bytes"
+            ),
+        )
     }
 }
 
@@ -147,11 +222,31 @@ impl HostState {
         self.deadline - HOST_CALL_RESERVE.min(left / 4)
     }
 
-    /// The sources this plugin may use, after the grant and argument checks.
-    fn crm_sources(&self, arg: &str) -> Result<Vec<Arc<CrmSource>>, types::HostError> {
+    /// The sources this plugin may use, after the grant, budget and
+    /// argument checks. `max_len` is the longest key of its kind.
+    fn crm_sources(
+        &mut self,
+        arg: &str,
+        max_len: usize,
+    ) -> Result<Vec<Arc<CrmSource>>, types::HostError> {
         self.grant(Capability::Crm, "crm")?;
+        // Every lookup counts, answered or not: each may cost backend calls.
+        self.budget.crm_lookups += 1;
+        let cap = self.plugin.limits.crm_lookups_per_call;
+        if self.budget.crm_lookups > cap {
+            return Err(self.budget.over(
+                "crm_lookups_per_call",
+                format!("crm_lookups_per_call = {cap} lookups are used up in this call"),
+            ));
+        }
         if arg.trim().is_empty() {
             return Err(types::HostError::Invalid("empty lookup key".into()));
+        }
+        if arg.len() > max_len {
+            return Err(types::HostError::Invalid(format!(
+                "lookup keys of this kind are at most {max_len} bytes; this one is {}",
+                arg.len()
+            )));
         }
         // Host work on the guest's behalf must not outlive the call.
         if Instant::now() >= self.deadline {
@@ -192,7 +287,7 @@ impl crm::Host for HostState {
         &mut self,
         email: String,
     ) -> wasmtime::Result<Result<Option<crm::CrmAnswer>, types::HostError>> {
-        let sources = match self.crm_sources(&email) {
+        let sources = match self.crm_sources(&email, MAX_EMAIL_BYTES) {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
@@ -208,7 +303,7 @@ impl crm::Host for HostState {
         &mut self,
         domain: String,
     ) -> wasmtime::Result<Result<Option<crm::CrmAnswer>, types::HostError>> {
-        let sources = match self.crm_sources(&domain) {
+        let sources = match self.crm_sources(&domain, MAX_DOMAIN_BYTES) {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
@@ -222,21 +317,67 @@ impl crm::Host for HostState {
 }
 
 impl HostState {
-    /// The kv store, after the grant check.
-    fn kv(&self) -> Result<&crate::kv::KvStore, types::HostError> {
+    /// The kv store, after the grant check and the per-call budget: one
+    /// more operation, writing `write_bytes` (keys plus values).
+    fn kv(&mut self, write_bytes: usize) -> Result<KvStore, types::HostError> {
         self.grant(Capability::Kv, "kv")?;
-        self.services
+        let kv = self
+            .services
             .kv
-            .as_ref()
-            .ok_or_else(|| types::HostError::Unavailable("no kv store is configured".into()))
+            .clone()
+            .ok_or_else(|| types::HostError::Unavailable("no kv store is configured".into()))?;
+        let limits = self.plugin.limits;
+        self.budget.kv_ops += 1;
+        if self.budget.kv_ops > limits.kv_ops_per_call {
+            return Err(self.budget.over(
+                "kv_ops_per_call",
+                format!(
+                    "kv_ops_per_call = {} operations are used up in this call",
+                    limits.kv_ops_per_call
+                ),
+            ));
+        }
+        if self.budget.kv_written + write_bytes > limits.kv_write_bytes_per_call {
+            let written = self.budget.kv_written;
+            return Err(self.budget.over(
+                "kv_write_bytes_per_call",
+                format!(
+                    "kv_write_bytes_per_call = {} bytes: {written} written in this call, this write is {write_bytes} more",
+                    limits.kv_write_bytes_per_call
+                ),
+            ));
+        }
+        Ok(kv)
+    }
+
+    /// This plugin's namespace quota.
+    fn kv_quota(&self) -> Quota {
+        Quota {
+            max_keys: self.plugin.limits.kv_max_keys,
+            max_bytes: self.plugin.limits.kv_max_bytes,
+        }
     }
 }
 
-fn kv_error(e: crate::kv::KvError) -> types::HostError {
+fn kv_error(e: KvError) -> types::HostError {
     match e {
-        crate::kv::KvError::Refused(why) => types::HostError::Invalid(why),
-        crate::kv::KvError::Store(e) => types::HostError::Unavailable(e.to_string()),
+        KvError::Refused(why) => types::HostError::Invalid(why),
+        KvError::OverLimit { message, .. } => types::HostError::OverLimit(message),
+        e @ (KvError::Store(_) | KvError::Interrupted(_)) => {
+            types::HostError::Unavailable(e.to_string())
+        }
     }
+}
+
+/// Run a kv operation on tokio's blocking pool: sled reads cold pages and
+/// waits for its write buffers on the calling thread, which must not be a
+/// runtime worker (two kv-heavy calls would stall `/healthz`).
+async fn blocking<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T, KvError> + Send + 'static,
+) -> Result<T, KvError> {
+    tokio::task::spawn_blocking(op)
+        .await
+        .unwrap_or_else(|e| Err(KvError::Interrupted(e.to_string())))
 }
 
 impl kv::Host for HostState {
@@ -244,8 +385,12 @@ impl kv::Host for HostState {
         &mut self,
         key: String,
     ) -> wasmtime::Result<Result<Option<String>, types::HostError>> {
+        let kv = match self.kv(0) {
+            Ok(kv) => kv,
+            Err(e) => return Ok(Err(e)),
+        };
         let ns = self.plugin.name.clone();
-        Ok(self.kv().and_then(|kv| kv.get(&ns, &key).map_err(kv_error)))
+        Ok(blocking(move || kv.get(&ns, &key)).await.map_err(kv_error))
     }
 
     async fn set(
@@ -253,17 +398,40 @@ impl kv::Host for HostState {
         key: String,
         value: String,
     ) -> wasmtime::Result<Result<(), types::HostError>> {
-        let ns = self.plugin.name.clone();
-        Ok(self
-            .kv()
-            .and_then(|kv| kv.set(&ns, &key, &value).map_err(kv_error)))
+        // A malformed entry is `invalid` whatever the budget says.
+        if let Err(e) = KvStore::check_entry(&key, &value) {
+            return Ok(Err(kv_error(e)));
+        }
+        let (ns, quota, bytes) = (
+            self.plugin.name.clone(),
+            self.kv_quota(),
+            key.len() + value.len(),
+        );
+        let kv = match self.kv(bytes) {
+            Ok(kv) => kv,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(
+            match blocking(move || kv.set_within(&ns, &key, &value, quota)).await {
+                Ok(()) => {
+                    self.budget.kv_written += bytes;
+                    Ok(())
+                }
+                Err(KvError::OverLimit { limit, message }) => Err(self.budget.over(limit, message)),
+                Err(e) => Err(kv_error(e)),
+            },
+        )
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), types::HostError>> {
+        let kv = match self.kv(0) {
+            Ok(kv) => kv,
+            Err(e) => return Ok(Err(e)),
+        };
         let ns = self.plugin.name.clone();
-        Ok(self
-            .kv()
-            .and_then(|kv| kv.delete(&ns, &key).map_err(kv_error)))
+        Ok(blocking(move || kv.delete(&ns, &key))
+            .await
+            .map_err(kv_error))
     }
 
     async fn get_from(
@@ -271,7 +439,7 @@ impl kv::Host for HostState {
         namespace: String,
         key: String,
     ) -> wasmtime::Result<Result<Option<String>, types::HostError>> {
-        let kv = match self.kv() {
+        let kv = match self.kv(0) {
             Ok(kv) => kv,
             Err(e) => return Ok(Err(e)),
         };
@@ -282,6 +450,8 @@ impl kv::Host for HostState {
                 self.plugin.name
             ))));
         }
-        Ok(kv.get(&namespace, &key).map_err(kv_error))
+        Ok(blocking(move || kv.get(&namespace, &key))
+            .await
+            .map_err(kv_error))
     }
 }

@@ -428,6 +428,7 @@ impl Plugin {
                 deadline,
                 stdout,
                 stderr,
+                budget: host::CallBudget::new(&self.info.limits),
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -440,7 +441,17 @@ impl Plugin {
         // The deadline must be set before the yield policy: the policy only
         // takes effect from the current deadline on.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_async_yield_and_update(1);
+        // Yield through tokio's `yield_now`, not wasmtime's plain self-wake:
+        // a self-woken task is polled again before the worker looks at its
+        // I/O driver (tokio does that only every 61 polls or when idle), so
+        // two busy guests on two workers kept `/healthz` waiting ~1 s. A
+        // `yield_now` task is deferred until the worker has polled I/O.
+        store.epoch_deadline_callback(|_| {
+            Ok(wasmtime::UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
         Ok(store)
     }
 
@@ -500,16 +511,46 @@ impl Plugin {
         Ok(Output { actions, message })
     }
 
-    /// Write what the guest printed to tracing.
+    /// Write what the guest printed to tracing, line by line with control
+    /// characters escaped, within what is left of the call's log budget;
+    /// then one note of what the budget dropped, if anything.
     fn forward_output(&self, state: &HostState) {
+        let (plugin, delivery) = (&self.info.name, &state.delivery_id);
+        let mut budget = state.budget.log.clone();
         for (stream, capture) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
             let (text, discarded) = capture.take();
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                tracing::info!(target: "enrichd::guest", plugin = %self.info.name, delivery = %state.delivery_id, stream, "{line}");
+            for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
+                if budget.exhausted() {
+                    budget.drop_line(line.len());
+                    continue;
+                }
+                let line = stdio::escape_controls(line);
+                if budget.take(line.len()) {
+                    tracing::info!(target: "enrichd::guest", %plugin, delivery = delivery.as_str(), stream, "{line}");
+                }
             }
-            if discarded > 0 {
-                tracing::warn!(plugin = %self.info.name, stream, discarded, "guest output beyond {MAX_CAPTURED_BYTES} bytes was discarded");
-            }
+            // Output beyond the capture was never split into lines.
+            budget.drop_bytes(discarded);
+        }
+        // One note per call: what the log budget dropped, and which other
+        // import budgets the plugin ran into.
+        let mut note = Vec::new();
+        let (lines, bytes) = budget.dropped();
+        if lines > 0 || bytes > 0 {
+            let (max_lines, max_bytes) = budget.limits();
+            note.push(format!("{lines} guest log lines ({bytes} bytes) dropped: over max_log_lines = {max_lines} or max_log_bytes = {max_bytes}, or beyond the {MAX_CAPTURED_BYTES} bytes kept per output stream"));
+        }
+        let others: Vec<_> = state
+            .budget
+            .hit
+            .iter()
+            .filter(|l| !l.starts_with("max_log"))
+            .collect();
+        if !others.is_empty() {
+            note.push(format!("import budgets used up: {others:?}"));
+        }
+        if !note.is_empty() {
+            tracing::warn!(target: "enrichd::guest", %plugin, delivery = delivery.as_str(), "{}", note.join("; "));
         }
     }
 }

@@ -139,6 +139,10 @@ pub struct PluginRecord {
     /// The plugin's own note.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Per-call host budgets the plugin ran into (config keys such as
+    /// `kv_write_bytes_per_call`); it got `over-limit` for each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub limits_hit: Vec<&'static str>,
 }
 
 impl PluginRecord {
@@ -153,6 +157,7 @@ impl PluginRecord {
             failure: None,
             skipped: None,
             message: None,
+            limits_hit: Vec::new(),
         }
     }
 }
@@ -197,7 +202,10 @@ pub async fn run(
             deadline: own_end.min(budget_end),
             budget_bound: budget_end < own_end,
         };
-        let called = entry.plugin.call(delivery, services, limit).await;
+        let crate::plugin::Called {
+            result: called,
+            limits_hit,
+        } = entry.plugin.call_reporting(delivery, services, limit).await;
         // Validating the output is the plugin's time too: an output that
         // takes past the deadline to check counts as the plugin's overrun.
         let caps = validate::Caps::from(&info.limits);
@@ -237,6 +245,7 @@ pub async fn run(
             }
         };
         r.elapsed_us = started.elapsed().as_micros() as u64;
+        r.limits_hit = limits_hit;
         records.push(r);
     }
     let verdict = decided.unwrap_or_else(|| {

@@ -343,7 +343,8 @@ mod tests {
             kv.set_within("p", "k1", "v", quota).unwrap();
             db.flush().unwrap();
         }
-        let db = open();
+        // sled lets go of its file lock a moment after the drop.
+        let db = crate::sled_test::reopen(&dir.path().join("db"));
         let kv = KvStore::new(&db);
         assert_eq!(
             kv.usage("p").unwrap(),

@@ -150,7 +150,8 @@ impl Write for CaptureWriter {
 }
 
 /// Install (once per test binary) a global tracing subscriber that writes
-/// every event, at every level, as plain text into the returned capture.
+/// every event of enrichd's own targets (`enrichd::…`), at every level, as
+/// plain text into the returned capture.
 ///
 /// # Panics
 /// When another global subscriber was installed first.
@@ -159,7 +160,10 @@ pub fn log_capture() -> &'static LogCapture {
     CAPTURE.get_or_init(|| {
         let capture: &'static LogCapture = Box::leak(Box::default());
         tracing_subscriber::fmt()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+            // enrichd's own events only, at every level: the `log` records
+            // bridged in from dependencies (cranelift traces each compile)
+            // would fill the capture with noise.
+            .with_env_filter(tracing_subscriber::EnvFilter::new("enrichd=trace"))
             .with_ansi(false)
             .with_writer(move || CaptureWriter(capture))
             .try_init()

@@ -345,6 +345,25 @@ async fn kv_fill_stops_at_the_per_call_budget_and_the_host_stays_small() {
     assert!(dir_grew < KV_DIR_BOUND, "data dir grew {dir_grew} bytes");
     assert!(rss_grew < KV_RSS_BOUND, "RSS grew {rss_grew} bytes");
     assert!(worst < HEALTHZ_BAR, "/healthz took {worst:?}");
+    // The stored record names the budget the call ran into; the good
+    // plugins around it ran into none.
+    let record = server.admin_get("/deliveries/kv-fill-0").await.json();
+    let plugins = record["record"]["plugins"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no plugins in {record}"));
+    let hits: Vec<(&str, &Value)> = plugins
+        .iter()
+        .map(|p| (p["plugin"].as_str().unwrap(), &p["limits_hit"]))
+        .collect();
+    assert_eq!(
+        hits,
+        [
+            ("crm-enrich", &Value::Null),
+            ("kvfill", &serde_json::json!(["kv_write_bytes_per_call"])),
+            ("keyword-router", &Value::Null),
+        ],
+        "{record}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

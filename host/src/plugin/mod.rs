@@ -178,6 +178,17 @@ pub struct Output {
     pub message: Option<String>,
 }
 
+/// One delivery call's result and the per-call host budgets it ran into.
+#[derive(Debug)]
+pub struct Called {
+    /// The output, or why there is none.
+    pub result: Result<Output, Failure>,
+    /// Config keys of the budgets the call ran into (e.g.
+    /// `kv_write_bytes_per_call`), in the order first hit; the guest got
+    /// `host-error.over-limit` for each.
+    pub limits_hit: Vec<&'static str>,
+}
+
 /// A compiled plugin, ready to be instantiated per call.
 pub struct Plugin {
     info: Arc<PluginInfo>,
@@ -262,13 +273,38 @@ impl Plugin {
         services: &Services,
         limit: CallLimit,
     ) -> Result<Output, Failure> {
+        self.call_reporting(delivery, services, limit).await.result
+    }
+
+    /// [`Plugin::call`], also saying which per-call host budgets (`log`,
+    /// `kv`, `crm`) the call ran into, for the delivery's record.
+    pub async fn call_reporting(
+        &self,
+        delivery: &WitDelivery,
+        services: &Services,
+        limit: CallLimit,
+    ) -> Called {
+        let mut limits_hit = Vec::new();
+        let result = self
+            .call_counting(delivery, services, limit, &mut limits_hit)
+            .await;
+        Called { result, limits_hit }
+    }
+
+    async fn call_counting(
+        &self,
+        delivery: &WitDelivery,
+        services: &Services,
+        limit: CallLimit,
+        limits_hit: &mut Vec<&'static str>,
+    ) -> Result<Output, Failure> {
         // Checked before the instance slot is waited for; settled with the
         // final result, so output limits and guest errors count too.
         let ticket = self.breaker.admit()?;
         // The slot is waited for on the async worker: a delivery queued for
         // one holds no thread.
         let permit = self.acquire(&self.permits.deliveries, limit).await?;
-        let call = self.deliver(delivery, services, limit, permit);
+        let call = self.deliver(delivery, services, limit, permit, limits_hit);
         let result = match tokio::runtime::Handle::try_current() {
             // Lifting a plugin's output out of its memory (tens of thousands
             // of strings) and converting it is host work wasmtime does in
@@ -304,9 +340,17 @@ impl Plugin {
         services: &Services,
         limit: CallLimit,
         permit: tokio::sync::SemaphorePermit<'_>,
+        limits_hit: &mut Vec<&'static str>,
     ) -> Result<Output, Failure> {
         match self
-            .invoke(Call::Delivery(delivery), &delivery.id, services, limit, permit)
+            .invoke(
+                Call::Delivery(delivery),
+                &delivery.id,
+                services,
+                limit,
+                permit,
+                limits_hit,
+            )
             .await?
         {
             Returned::Delivery(Ok(out)) => self.check_output(out),
@@ -340,8 +384,18 @@ impl Plugin {
         limit: CallLimit,
     ) -> Result<(), Failure> {
         let permit = self.acquire(&self.permits.events, limit).await?;
+        // An event has no stored record: the end-of-call log note names
+        // the budgets it ran into.
+        let mut limits_hit = Vec::new();
         match self
-            .invoke(Call::Event(event), &event.message_id, services, limit, permit)
+            .invoke(
+                Call::Event(event),
+                &event.message_id,
+                services,
+                limit,
+                permit,
+                &mut limits_hit,
+            )
             .await?
         {
             Returned::Event(Ok(())) | Returned::Delivery(Ok(_)) => Ok(()),
@@ -360,6 +414,7 @@ impl Plugin {
         limit: CallLimit,
         // Held until the instance is gone.
         _permit: tokio::sync::SemaphorePermit<'_>,
+        limits_hit: &mut Vec<&'static str>,
     ) -> Result<Returned, Failure> {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -402,6 +457,7 @@ impl Plugin {
             Ok(Ok(returned)) => Ok(returned),
         };
         self.forward_output(store.data());
+        limits_hit.extend_from_slice(&store.data().budget.hit);
         result
     }
 

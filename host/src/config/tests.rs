@@ -473,3 +473,22 @@ fn output_caps_have_defaults_overrides_and_bounds() {
         assert!(err.contains(needle), "{keys}: {err}");
     }
 }
+
+#[test]
+fn the_example_config_is_valid_and_spells_out_the_defaults() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/enrichd.toml"
+    ));
+    let c = Config::load(path).expect("examples/enrichd.toml is valid");
+    assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(c.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
+    assert_eq!(c.events.max_queued, DEFAULT_MAX_QUEUED_EVENTS);
+    let tracker = c
+        .plugins
+        .iter()
+        .find(|p| p.name == "engagement-tracker")
+        .expect("engagement-tracker");
+    // The values written out in the example are the defaults.
+    assert_eq!(tracker.limits, Limits::default());
+}

@@ -30,7 +30,9 @@ impl RawConfig {
         let idem = &self.idempotency;
         let retention = idem
             .retention_hours
-            .map(|h| Duration::from_secs(h * 3600))
+            // Saturating: a huge count means "forever" (the store saturates
+            // too), not an overflow panic.
+            .map(|h| Duration::from_secs(h.saturating_mul(3600)))
             .unwrap_or(DEFAULT_RETENTION);
         let store = StoreSettings {
             retention,
@@ -266,7 +268,7 @@ impl RawConfig {
             dedupe_window: self
                 .events
                 .dedupe_hours
-                .map(|h| Duration::from_secs(h * 3600))
+                .map(|h| Duration::from_secs(h.saturating_mul(3600)))
                 .unwrap_or(DEFAULT_DEDUPE_WINDOW),
             max_attempts: self.events.max_attempts.unwrap_or(DEFAULT_EVENT_ATTEMPTS),
             max_queued: self.events.max_queued.unwrap_or(DEFAULT_MAX_QUEUED_EVENTS),

@@ -492,3 +492,15 @@ fn the_example_config_is_valid_and_spells_out_the_defaults() {
     // The values written out in the example are the defaults.
     assert_eq!(tracker.limits, Limits::default());
 }
+
+/// Found by the property test `config_resolve_never_panics_on_numbers`:
+/// `retention_hours` and `dedupe_hours` were multiplied by 3600 unchecked, so
+/// a huge value panicked (debug) or wrapped to a short window (release).
+#[test]
+fn huge_hour_counts_do_not_overflow() {
+    for table in ["[idempotency]\nretention_hours", "[events]\ndedupe_hours"] {
+        let c = resolve(&format!("{table} = {}\n{MINIMAL}", i64::MAX)).unwrap();
+        assert!(c.store.retention >= DEFAULT_RETENTION);
+        assert!(c.events.dedupe_window >= DEFAULT_DEDUPE_WINDOW);
+    }
+}

@@ -20,6 +20,7 @@
 
 pub mod crm_server;
 pub mod resources;
+pub mod sandwich;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -12,14 +12,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use enrichd::engagelab::verify::sign;
-use enrichd_tests::{
-    crm_sample, plugin_toml, plugin_toml_as, raw_request, resources, seed_payload, TestServer,
-};
+use enrichd_tests::sandwich::{action_names, sandwich, GOOD_AFTER, GOOD_BEFORE};
+use enrichd_tests::{plugin_toml_as, raw_request, resources, seed_payload, TestServer};
 use serde_json::{json, Value};
 
-/// The good plugins' actions for the seed payload, first and last.
-const GOOD_BEFORE: &str = "Apply CRM context";
-const GOOD_AFTER: &str = "Route by keyword \"coverage\"";
 /// The breaker settings of every sick plugin here.
 const FAILURES: u64 = 3;
 const COOLDOWN_MS: u64 = 1500;
@@ -39,29 +35,6 @@ fn sick(name: &str, extra: &str) -> String {
     )
 }
 
-/// One route `/<name>` per sick plugin: crm-enrich, it, keyword-router.
-fn sandwich(top: &str, sick_plugins: &[(&str, String)]) -> String {
-    let mut config = format!(
-        "{top}\n[[crm]]\nname = \"main\"\nkind = \"embedded\"\nseed = {:?}\n{}{}",
-        crm_sample(),
-        plugin_toml("crm-enrich", &["crm", "config"], ""),
-        plugin_toml(
-            "keyword-router",
-            &["config"],
-            "[plugin.config]\nrules = \"coverage => Policy Desk\""
-        ),
-    );
-    for (_, table) in sick_plugins {
-        config.push_str(table);
-    }
-    for (name, _) in sick_plugins {
-        config.push_str(&format!(
-            "[[route]]\npath = \"/{name}\"\nchain = [{{ plugin = \"crm-enrich\" }}, {{ plugin = {name:?} }}, {{ plugin = \"keyword-router\" }}]\n"
-        ));
-    }
-    config
-}
-
 /// Deliver the seed payload with its own `id` to `/<name>`; returns the
 /// HTTP status, the body and how long the answer took.
 async fn deliver(server: &TestServer, name: &str, id: &str) -> (u16, Value, Duration) {
@@ -70,17 +43,6 @@ async fn deliver(server: &TestServer, name: &str, id: &str) -> (u16, Value, Dura
     let started = std::time::Instant::now();
     let res = server.deliver(&format!("/{name}"), &payload).await;
     (res.status, res.json(), started.elapsed())
-}
-
-fn action_names(body: &Value) -> Vec<String> {
-    body["actions"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| x["name"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The other plugins' actions applied, first and last.

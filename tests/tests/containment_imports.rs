@@ -19,15 +19,12 @@ use enrichd::config::{
 };
 use enrichd_tests::crm_server::FakeCrm;
 use enrichd_tests::resources::{dir_bytes, healthz_worst_during, log_capture, rss_bytes};
-use enrichd_tests::{crm_sample, plugin_toml, plugin_toml_as, seed_payload, TestServer};
+use enrichd_tests::sandwich::{hostile, sandwich, seed_with_id, GOOD_AFTER, GOOD_BEFORE};
+use enrichd_tests::{plugin_toml_as, TestServer};
 use serde_json::{json, Value};
 
 /// One test at a time in this binary (see the module docs).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The good plugins' actions for the seed payload, in order.
-const GOOD_BEFORE: &str = "Apply CRM context";
-const GOOD_AFTER: &str = "Route by keyword \"coverage\"";
 
 /// `/healthz` must answer within this while hostile calls run (issue 9).
 const HEALTHZ_BAR: Duration = Duration::from_millis(100);
@@ -37,54 +34,10 @@ const HEALTHZ_BAR: Duration = Duration::from_millis(100);
 /// are ~120 bytes plus the delivery id; 256 is a generous bound.
 const LOG_LINE_OVERHEAD: usize = 256;
 
-/// A hostile plugin entry named `name`, in `mode`, with extra TOML (limits)
-/// and extra config values.
-fn hostile(name: &str, mode: &str, caps: &[&str], limits: &str, config: &str) -> String {
-    let mut all = vec!["config"];
-    all.extend_from_slice(caps);
-    plugin_toml_as(
-        name,
-        "hostile",
-        &all,
-        &format!("{limits}\n[plugin.config]\nmode = {mode:?}\n{config}"),
-    )
-}
-
-/// A config with one route per hostile plugin: `/<name>` runs crm-enrich,
-/// the hostile plugin, keyword-router. `top` is top-level TOML.
-fn sandwich(top: &str, hostiles: &[(&str, String)]) -> String {
-    let mut config = format!(
-        "{top}\n[[crm]]\nname = \"main\"\nkind = \"embedded\"\nseed = {:?}\n{}{}",
-        crm_sample(),
-        plugin_toml("crm-enrich", &["crm", "config"], ""),
-        plugin_toml(
-            "keyword-router",
-            &["config"],
-            "[plugin.config]\nrules = \"coverage => Policy Desk\""
-        ),
-    );
-    for (_, table) in hostiles {
-        config.push_str(table);
-    }
-    for (name, _) in hostiles {
-        config.push_str(&format!(
-            "[[route]]\npath = \"/{name}\"\nchain = [{{ plugin = \"crm-enrich\" }}, {{ plugin = {name:?} }}, {{ plugin = \"keyword-router\" }}]\n"
-        ));
-    }
-    config
-}
-
-/// The seed payload with its own id (a repeated id would be replayed).
-fn delivery(id: &str) -> Value {
-    let mut p = seed_payload();
-    p["id"] = json!(id);
-    p
-}
-
 /// Deliver to `/<name>`; check the good plugins' actions applied and return
 /// the hostile plugin's single `set-custom-fields` value.
 async fn run(server: &TestServer, name: &str, id: &str) -> Value {
-    let res = server.deliver(&format!("/{name}"), &delivery(id)).await;
+    let res = server.deliver(&format!("/{name}"), &seed_with_id(id)).await;
     assert_eq!(res.status, 200, "{name}");
     let body = res.json();
     assert_eq!(body["status"], "success", "{name}: {body}");
@@ -459,7 +412,7 @@ async fn kv_namespace_quotas_and_operation_budget_obeyed_and_violated() {
     assert_eq!(int(&v, "written"), 7, "{v}");
 
     // The same store keeps answering deliveries (run() checked each one).
-    let res = server.deliver("/kvkeys", &delivery("kv-keys-0")).await;
+    let res = server.deliver("/kvkeys", &seed_with_id("kv-keys-0")).await;
     assert_eq!(res.status, 200);
     assert_eq!(res.header("x-enrichd-replay"), Some("true"));
 }
@@ -482,7 +435,10 @@ async fn crm_lookups_per_call_obeyed_and_violated_with_bounded_backend_calls() {
     let value = |body: &Value| body["actions"][0]["value"].clone();
 
     // Obeyed: five lookups, all answered (not found), two backend calls each.
-    let body = server.deliver("/crmfew", &delivery("crm-few")).await.json();
+    let body = server
+        .deliver("/crmfew", &seed_with_id("crm-few"))
+        .await
+        .json();
     let v = value(&body);
     assert_eq!((int(&v, "ok"), int(&v, "failed")), (5, 0), "{body}");
     assert_eq!(crm.email_calls() + crm.domain_calls(), 10);
@@ -490,7 +446,7 @@ async fn crm_lookups_per_call_obeyed_and_violated_with_bounded_backend_calls() {
     // Violated: 200 000 distinct addresses.
     let started = Instant::now();
     let body = server
-        .deliver("/crmflood", &delivery("crm-flood"))
+        .deliver("/crmflood", &seed_with_id("crm-flood"))
         .await
         .json();
     let v = value(&body);
@@ -590,7 +546,7 @@ async fn components_declaring_too_much_memory_or_table_are_refused_at_start_unde
         );
         assert_eq!(start_error(roomy.clone()).await, None, "{allocator}");
         let server = TestServer::start(&roomy).await;
-        let res = server.deliver("/hook", &delivery("fat")).await;
+        let res = server.deliver("/hook", &seed_with_id("fat")).await;
         let body = res.json();
         assert_eq!(body["status"], "success", "{allocator}: {body}");
         assert!(

@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 use enrichd::config::{DEFAULT_MAX_LIST_ITEMS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_NAME_BYTES};
 use enrichd::record::MAX_RECORD_BYTES;
 use enrichd_tests::resources::{healthz_worst_during, log_capture};
-use enrichd_tests::{crm_sample, plugin_toml, plugin_toml_as, seed_payload, TestServer};
+use enrichd_tests::sandwich::{
+    self, action_names, sandwich, seed_with_id, GOOD_AFTER, GOOD_BEFORE,
+};
+use enrichd_tests::TestServer;
 use serde_json::{json, Value};
-
-/// The good plugins' actions for the seed payload, in order.
-const GOOD_BEFORE: &str = "Apply CRM context";
-const GOOD_AFTER: &str = "Route by keyword \"coverage\"";
 
 /// The hostile texts' default size.
 const TWENTY_MIB: usize = 20 << 20;
@@ -31,56 +30,9 @@ const HEALTHZ_BAR: Duration = Duration::from_millis(100);
 /// they do not compete for the two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A hostile plugin entry named `name`, in `mode`, with extra TOML (limits)
-/// and extra config values.
+/// A hostile plugin entry granted `config` and `log`.
 fn hostile(name: &str, mode: &str, limits: &str, config: &str) -> String {
-    plugin_toml_as(
-        name,
-        "hostile",
-        &["config", "log"],
-        &format!("{limits}\n[plugin.config]\nmode = {mode:?}\n{config}"),
-    )
-}
-
-/// A config with one route per hostile plugin: `/<name>` runs crm-enrich,
-/// the hostile plugin, keyword-router.
-fn sandwich(hostiles: &[(&str, String)]) -> String {
-    let mut config = format!(
-        "[[crm]]\nname = \"main\"\nkind = \"embedded\"\nseed = {:?}\n{}{}",
-        crm_sample(),
-        plugin_toml("crm-enrich", &["crm", "config"], ""),
-        plugin_toml(
-            "keyword-router",
-            &["config"],
-            "[plugin.config]\nrules = \"coverage => Policy Desk\""
-        ),
-    );
-    for (_, table) in hostiles {
-        config.push_str(table);
-    }
-    for (name, _) in hostiles {
-        config.push_str(&format!(
-            "[[route]]\npath = \"/{name}\"\nchain = [{{ plugin = \"crm-enrich\" }}, {{ plugin = {name:?} }}, {{ plugin = \"keyword-router\" }}]\n"
-        ));
-    }
-    config
-}
-
-fn with_id(id: &str) -> Value {
-    let mut p = seed_payload();
-    p["id"] = json!(id);
-    p
-}
-
-fn action_names(body: &Value) -> Vec<String> {
-    body["actions"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| x["name"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    sandwich::hostile(name, mode, &["log"], limits, config)
 }
 
 /// The good plugins' actions are first and last.
@@ -115,7 +67,9 @@ fn json_len(v: &Value) -> usize {
 /// Deliver `id` to `/<route>`; the answer and how long it took.
 async fn timed(server: &TestServer, route: &str, id: &str) -> (enrichd_tests::Response, Duration) {
     let started = Instant::now();
-    let res = server.deliver(&format!("/{route}"), &with_id(id)).await;
+    let res = server
+        .deliver(&format!("/{route}"), &seed_with_id(id))
+        .await;
     (res, started.elapsed())
 }
 
@@ -125,7 +79,7 @@ async fn timed(server: &TestServer, route: &str, id: &str) -> (enrichd_tests::Re
 async fn two_floods_at_once(server: &TestServer, route: &str, timeout: Duration, reason: &str) {
     // Warm up (instantiation paths, the store) outside the measurement.
     server
-        .deliver("/warm", &with_id(&format!("{route}-warm")))
+        .deliver("/warm", &seed_with_id(&format!("{route}-warm")))
         .await;
     let (id1, id2) = (format!("{route}-1"), format!("{route}-2"));
     let ((a, b), worst, probes) = healthz_worst_during(server.addr, async {
@@ -182,13 +136,16 @@ async fn ninety_thousand_custom_field_keys_are_refused_in_time_and_healthz_stays
     let limits = "timeout_ms = 5000";
     let server = TestServer::start(&format!(
         "{}{}",
-        sandwich(&[
-            ("keys90k", hostile("keys90k", "fields", limits, "")),
-            (
-                "keys100",
-                hostile("keys100", "fields", limits, "count = \"100\""),
-            ),
-        ]),
+        sandwich(
+            "",
+            &[
+                ("keys90k", hostile("keys90k", "fields", limits, "")),
+                (
+                    "keys100",
+                    hostile("keys100", "fields", limits, "count = \"100\""),
+                ),
+            ]
+        ),
         warm_route()
     ))
     .await;
@@ -203,7 +160,7 @@ async fn ninety_thousand_custom_field_keys_are_refused_in_time_and_healthz_stays
     .await;
 
     // Obeyed: 100 keys (the default cap) pass whole.
-    let res = server.deliver("/keys100", &with_id("keys100")).await;
+    let res = server.deliver("/keys100", &seed_with_id("keys100")).await;
     let body = res.json();
     assert_sandwiched(&body);
     let names = action_names(&body);
@@ -219,16 +176,19 @@ async fn ninety_thousand_tags_are_refused_in_time_and_healthz_stays_fast() {
     let _serial = SERIAL.lock().await;
     let server = TestServer::start(&format!(
         "{}{}",
-        sandwich(&[
-            (
-                "tags90k",
-                hostile("tags90k", "tags", "timeout_ms = 5000", "")
-            ),
-            (
-                "tags100",
-                hostile("tags100", "tags", "timeout_ms = 5000", "count = \"100\""),
-            ),
-        ]),
+        sandwich(
+            "",
+            &[
+                (
+                    "tags90k",
+                    hostile("tags90k", "tags", "timeout_ms = 5000", "")
+                ),
+                (
+                    "tags100",
+                    hostile("tags100", "tags", "timeout_ms = 5000", "count = \"100\""),
+                ),
+            ]
+        ),
         warm_route()
     ))
     .await;
@@ -240,7 +200,10 @@ async fn ninety_thousand_tags_are_refused_in_time_and_healthz_stays_fast() {
     )
     .await;
 
-    let body = server.deliver("/tags100", &with_id("tags100")).await.json();
+    let body = server
+        .deliver("/tags100", &seed_with_id("tags100"))
+        .await
+        .json();
     assert_sandwiched(&body);
     let tags = body["actions"][2]["value"]["tags"].as_array().unwrap();
     assert_eq!(tags.len(), DEFAULT_MAX_LIST_ITEMS, "{body}");
@@ -249,28 +212,31 @@ async fn ninety_thousand_tags_are_refused_in_time_and_healthz_stays_fast() {
 #[tokio::test]
 async fn a_900_kib_key_never_reaches_the_envelope_and_a_key_at_the_limit_does() {
     let _serial = SERIAL.lock().await;
-    let server = TestServer::start(&sandwich(&[
-        (
-            "longkey",
-            hostile(
+    let server = TestServer::start(&sandwich(
+        "",
+        &[
+            (
                 "longkey",
-                "fields",
-                "",
-                "count = \"1\"\nkey_len = \"921600\"",
+                hostile(
+                    "longkey",
+                    "fields",
+                    "",
+                    "count = \"1\"\nkey_len = \"921600\"",
+                ),
             ),
-        ),
-        (
-            "keyatlimit",
-            hostile(
+            (
                 "keyatlimit",
-                "fields",
-                "",
-                &format!("count = \"1\"\nkey_len = \"{DEFAULT_MAX_NAME_BYTES}\""),
+                hostile(
+                    "keyatlimit",
+                    "fields",
+                    "",
+                    &format!("count = \"1\"\nkey_len = \"{DEFAULT_MAX_NAME_BYTES}\""),
+                ),
             ),
-        ),
-    ]))
+        ],
+    ))
     .await;
-    let res = server.deliver("/longkey", &with_id("longkey")).await;
+    let res = server.deliver("/longkey", &seed_with_id("longkey")).await;
     assert_eq!(res.status, 200);
     assert!(
         res.body.len() < 4096,
@@ -290,7 +256,7 @@ async fn a_900_kib_key_never_reaches_the_envelope_and_a_key_at_the_limit_does() 
     );
 
     let body = server
-        .deliver("/keyatlimit", &with_id("keyatlimit"))
+        .deliver("/keyatlimit", &seed_with_id("keyatlimit"))
         .await
         .json();
     assert_sandwiched(&body);
@@ -304,29 +270,34 @@ async fn a_900_kib_key_never_reaches_the_envelope_and_a_key_at_the_limit_does() 
 async fn a_20_mib_message_is_cut_everywhere_and_a_short_one_passes_unchanged() {
     let _serial = SERIAL.lock().await;
     let log = log_capture();
-    let server = TestServer::start(&sandwich(&[
-        ("bigmessage", hostile("bigmessage", "message", "", "")),
-        (
-            "msgatlimit",
-            hostile(
+    let server = TestServer::start(&sandwich(
+        "",
+        &[
+            ("bigmessage", hostile("bigmessage", "message", "", "")),
+            (
                 "msgatlimit",
-                "message",
-                "",
-                &format!("bytes = \"{DEFAULT_MAX_MESSAGE_BYTES}\""),
+                hostile(
+                    "msgatlimit",
+                    "message",
+                    "",
+                    &format!("bytes = \"{DEFAULT_MAX_MESSAGE_BYTES}\""),
+                ),
             ),
-        ),
-        (
-            "msgoverlimit",
-            hostile(
+            (
                 "msgoverlimit",
-                "message",
-                "",
-                &format!("bytes = \"{}\"", DEFAULT_MAX_MESSAGE_BYTES + 1),
+                hostile(
+                    "msgoverlimit",
+                    "message",
+                    "",
+                    &format!("bytes = \"{}\"", DEFAULT_MAX_MESSAGE_BYTES + 1),
+                ),
             ),
-        ),
-    ]))
+        ],
+    ))
     .await;
-    let res = server.deliver("/bigmessage", &with_id("bigmessage")).await;
+    let res = server
+        .deliver("/bigmessage", &seed_with_id("bigmessage"))
+        .await;
     assert_eq!(res.status, 200);
     assert!(
         res.body.len() < 4096,
@@ -361,14 +332,16 @@ async fn a_20_mib_message_is_cut_everywhere_and_a_short_one_passes_unchanged() {
     );
 
     // Obeyed: a message at the limit is kept as written; one byte more is cut.
-    server.deliver("/msgatlimit", &with_id("msgatlimit")).await;
+    server
+        .deliver("/msgatlimit", &seed_with_id("msgatlimit"))
+        .await;
     let record = stored_record(&server, "msgatlimit", "msgatlimit").await;
     assert_eq!(
         hostile_entry(&record)["message"],
         "m".repeat(DEFAULT_MAX_MESSAGE_BYTES)
     );
     server
-        .deliver("/msgoverlimit", &with_id("msgoverlimit"))
+        .deliver("/msgoverlimit", &seed_with_id("msgoverlimit"))
         .await;
     let record = stored_record(&server, "msgoverlimit", "msgoverlimit").await;
     let kept = hostile_entry(&record)["message"].as_str().unwrap();
@@ -399,12 +372,12 @@ async fn a_20_mib_guest_error_is_cut_under_every_failure_policy() {
     ];
     let hostiles: Vec<(&str, String)> =
         cases.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
-    let server = TestServer::start(&sandwich(&hostiles)).await;
+    let server = TestServer::start(&sandwich("", &hostiles)).await;
     let cut_marker =
         format!("… ({TWENTY_MIB} bytes, cut at max_message_bytes = {DEFAULT_MAX_MESSAGE_BYTES})");
 
     // skip: the chain goes on; the record keeps a cut, marked detail.
-    let res = server.deliver("/gerrskip", &with_id("gerrskip")).await;
+    let res = server.deliver("/gerrskip", &seed_with_id("gerrskip")).await;
     assert_eq!(res.status, 200);
     assert!(
         res.body.len() < 4096,
@@ -433,7 +406,9 @@ async fn a_20_mib_guest_error_is_cut_under_every_failure_policy() {
     );
 
     // error: the error envelope's message is one bounded line.
-    let res = server.deliver("/gerrerror", &with_id("gerrerror")).await;
+    let res = server
+        .deliver("/gerrerror", &seed_with_id("gerrerror"))
+        .await;
     assert_eq!(res.status, 200);
     assert!(
         res.body.len() < 4096,
@@ -450,7 +425,9 @@ async fn a_20_mib_guest_error_is_cut_under_every_failure_policy() {
     assert!(json_len(&record) < 8192, "{}", json_len(&record));
 
     // retry: the 503 body carries a bounded reason (and nothing is stored).
-    let res = server.deliver("/gerrretry", &with_id("gerrretry")).await;
+    let res = server
+        .deliver("/gerrretry", &seed_with_id("gerrretry"))
+        .await;
     assert_eq!(res.status, 503);
     assert!(
         res.body.len() < 4096,
@@ -471,7 +448,9 @@ async fn a_20_mib_guest_error_is_cut_under_every_failure_policy() {
     }
 
     // Obeyed: a short error is kept as written.
-    server.deliver("/gerrshort", &with_id("gerrshort")).await;
+    server
+        .deliver("/gerrshort", &seed_with_id("gerrshort"))
+        .await;
     let record = stored_record(&server, "gerrshort", "gerrshort").await;
     assert_eq!(
         hostile_entry(&record)["failure"]["detail"],
@@ -491,7 +470,10 @@ fn fat_record_config() -> String {
             &format!("count = \"100\"\nkey_len = \"{DEFAULT_MAX_NAME_BYTES}\""),
         )
     };
-    let mut config = sandwich(&[("plain", hostile("plain", "fields", "", "count = \"3\""))]);
+    let mut config = sandwich(
+        "",
+        &[("plain", hostile("plain", "fields", "", "count = \"3\""))],
+    );
     for i in 0..3 {
         config.push_str(&wide(i));
     }
@@ -512,7 +494,7 @@ async fn a_record_over_the_bound_is_stored_summarised_and_a_normal_one_whole() {
     let _serial = SERIAL.lock().await;
     let log = log_capture();
     let server = TestServer::start(&fat_record_config()).await;
-    let first = server.deliver("/fat", &with_id("fat")).await;
+    let first = server.deliver("/fat", &seed_with_id("fat")).await;
     assert_eq!(first.status, 200);
     let body = first.json();
     // The envelope is the answer: every action is in it.
@@ -560,12 +542,12 @@ async fn a_record_over_the_bound_is_stored_summarised_and_a_normal_one_whole() {
     );
 
     // The replay is the envelope, byte for byte, whatever the record kept.
-    let replay = server.deliver("/fat", &with_id("fat")).await;
+    let replay = server.deliver("/fat", &seed_with_id("fat")).await;
     assert_eq!(replay.header("x-enrichd-replay"), Some("true"));
     assert_eq!(replay.body, first.body);
 
     // Obeyed: a normal record is stored whole.
-    server.deliver("/plain", &with_id("plain")).await;
+    server.deliver("/plain", &seed_with_id("plain")).await;
     let record = stored_record(&server, "plain", "plain").await;
     assert!(record.get("truncated").is_none(), "{record}");
     let entry = hostile_entry(&record);
@@ -576,26 +558,29 @@ async fn a_record_over_the_bound_is_stored_summarised_and_a_normal_one_whole() {
 async fn per_plugin_overrides_of_the_caps_are_obeyed_and_violated() {
     let _serial = SERIAL.lock().await;
     let caps = "max_list_items = 5\nmax_name_bytes = 32\nmax_message_bytes = 128";
-    let server = TestServer::start(&sandwich(&[
-        ("five", hostile("five", "tags", caps, "count = \"5\"")),
-        ("six", hostile("six", "tags", caps, "count = \"6\"")),
-        (
-            "key32",
-            hostile("key32", "fields", caps, "count = \"1\"\nkey_len = \"32\""),
-        ),
-        (
-            "key33",
-            hostile("key33", "fields", caps, "count = \"1\"\nkey_len = \"33\""),
-        ),
-        (
-            "msg128",
-            hostile("msg128", "message", caps, "bytes = \"128\""),
-        ),
-        (
-            "msg129",
-            hostile("msg129", "message", caps, "bytes = \"129\""),
-        ),
-    ]))
+    let server = TestServer::start(&sandwich(
+        "",
+        &[
+            ("five", hostile("five", "tags", caps, "count = \"5\"")),
+            ("six", hostile("six", "tags", caps, "count = \"6\"")),
+            (
+                "key32",
+                hostile("key32", "fields", caps, "count = \"1\"\nkey_len = \"32\""),
+            ),
+            (
+                "key33",
+                hostile("key33", "fields", caps, "count = \"1\"\nkey_len = \"33\""),
+            ),
+            (
+                "msg128",
+                hostile("msg128", "message", caps, "bytes = \"128\""),
+            ),
+            (
+                "msg129",
+                hostile("msg129", "message", caps, "bytes = \"129\""),
+            ),
+        ],
+    ))
     .await;
     let hostile_actions = |body: &Value| action_names(body).len() - 3;
     for (route, kept, reason) in [
@@ -613,7 +598,7 @@ async fn per_plugin_overrides_of_the_caps_are_obeyed_and_violated() {
         ),
     ] {
         let body = server
-            .deliver(&format!("/{route}"), &with_id(route))
+            .deliver(&format!("/{route}"), &seed_with_id(route))
             .await
             .json();
         assert_sandwiched(&body);
@@ -626,7 +611,9 @@ async fn per_plugin_overrides_of_the_caps_are_obeyed_and_violated() {
         }
     }
     for (route, bytes) in [("msg128", 128), ("msg129", 129)] {
-        server.deliver(&format!("/{route}"), &with_id(route)).await;
+        server
+            .deliver(&format!("/{route}"), &seed_with_id(route))
+            .await;
         let record = stored_record(&server, route, route).await;
         let kept = hostile_entry(&record)["message"]
             .as_str()
@@ -652,11 +639,14 @@ async fn off_the_workers_a_looping_plugin_is_still_cut_at_its_timeout() {
     let _serial = SERIAL.lock().await;
     let server = TestServer::start(&format!(
         "{}{}",
-        sandwich(&[("looper", hostile("looper", "loop", "timeout_ms = 2000", ""))]),
+        sandwich(
+            "",
+            &[("looper", hostile("looper", "loop", "timeout_ms = 2000", ""))]
+        ),
         warm_route()
     ))
     .await;
-    server.deliver("/warm", &with_id("looper-warm")).await;
+    server.deliver("/warm", &seed_with_id("looper-warm")).await;
     let timeout = Duration::from_secs(2);
     let ((a, b), worst, probes) = healthz_worst_during(server.addr, async {
         tokio::join!(

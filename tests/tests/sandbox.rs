@@ -8,58 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use enrichd_tests::{crm_sample, plugin_toml, plugin_toml_as, seed_payload, TestServer};
+use enrichd_tests::sandwich::{self, action_names, sandwich, GOOD_AFTER, GOOD_BEFORE};
+use enrichd_tests::{plugin_toml, plugin_toml_as, seed_payload, TestServer};
 use serde_json::{json, Value};
-
-/// The good plugins' actions for the seed payload, in order.
-const GOOD_BEFORE: &str = "Apply CRM context";
-const GOOD_AFTER: &str = "Route by keyword \"coverage\"";
-
-/// A hostile plugin entry named `name`, in `mode`, with extra TOML (limits)
-/// and extra config values.
-fn hostile(name: &str, mode: &str, limits: &str, config: &str) -> String {
-    plugin_toml_as(
-        name,
-        "hostile",
-        &["config", "log"],
-        &format!("{limits}\n[plugin.config]\nmode = {mode:?}\n{config}"),
-    )
-}
-
-/// A config with one route per hostile plugin: `/<name>` runs
-/// crm-enrich, the hostile plugin, keyword-router. `top` is top-level TOML.
-fn sandwich(top: &str, hostiles: &[(&str, String)]) -> String {
-    let mut config = format!(
-        "{top}\n[[crm]]\nname = \"main\"\nkind = \"embedded\"\nseed = {:?}\n{}{}",
-        crm_sample(),
-        plugin_toml("crm-enrich", &["crm", "config"], ""),
-        plugin_toml(
-            "keyword-router",
-            &["config"],
-            "[plugin.config]\nrules = \"coverage => Policy Desk\""
-        ),
-    );
-    for (_, table) in hostiles {
-        config.push_str(table);
-    }
-    for (name, _) in hostiles {
-        config.push_str(&format!(
-            "[[route]]\npath = \"/{name}\"\nchain = [{{ plugin = \"crm-enrich\" }}, {{ plugin = {name:?} }}, {{ plugin = \"keyword-router\" }}]\n"
-        ));
-    }
-    config
-}
-
-fn action_names(body: &Value) -> Vec<String> {
-    body["actions"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| x["name"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// Deliver the seed payload to `/<name>` and check the contained failure.
 async fn assert_contained(server: &TestServer, name: &str, kind: &str) -> Value {
@@ -101,6 +52,11 @@ async fn obeyed(server: &TestServer, name: &str) -> Vec<Value> {
     let actions = body["actions"].as_array().unwrap();
     // crm-enrich returns 2 actions (fields + VIP tag), keyword-router 1.
     actions[2..actions.len() - 1].to_vec()
+}
+
+/// A hostile plugin entry granted `config` and `log`.
+fn hostile(name: &str, mode: &str, limits: &str, config: &str) -> String {
+    sandwich::hostile(name, mode, &["log"], limits, config)
 }
 
 #[tokio::test]

@@ -262,15 +262,7 @@ pub async fn run(
 /// the plugin's timeout, or the delivery's budget when that was the bound.
 fn overrun(limit: CallLimit, started: Instant) -> Option<Failure> {
     let now = Instant::now();
-    if now <= limit.deadline {
-        return None;
-    }
-    let ms = now.duration_since(started).as_millis() as u64;
-    Some(if limit.budget_bound {
-        Failure::OutOfTime(ms)
-    } else {
-        Failure::Timeout(ms)
-    })
+    (now > limit.deadline).then(|| limit.overrun(started, now))
 }
 
 /// What a failure means for the delivery under the plugin's policy; `None`

@@ -26,9 +26,8 @@ pub const EVENT_RECEIVED: &str = "received";
 /// sled keys (the stored answer and the delivery log) and of every log line
 /// about the delivery, so 256 (ten times any real id) is plenty.
 pub const MAX_ID_BYTES: usize = 256;
-/// Longest email address (`mailbox` and every `address`), bytes: RFC 5321
-/// allows 64 for the local part, 255 for the domain and the `@`.
-pub const MAX_ADDRESS_BYTES: usize = 320;
+// Longest email address (`mailbox` and every `address`).
+pub use crate::text::MAX_ADDRESS_BYTES;
 /// Longest `subject`, bytes. RFC 5322 recommends 78-character header lines
 /// and forbids lines over 998; a subject of a few folded lines is the most
 /// a real mail has. It is copied into every delivery record and log line,

@@ -13,6 +13,8 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::text::json_len;
+
 /// Most bytes (as JSON) of one delivery record, in the log line and in the
 /// store. A normal record (a few plugins, a few actions each) is 1–10 KiB;
 /// 64 KiB keeps every such record whole while a delivery can add at most
@@ -140,11 +142,6 @@ fn cut_texts(record: &mut Value) -> usize {
         n += cut_strings(plugin, 1);
     }
     n
-}
-
-fn json_len(value: &Value) -> usize {
-    // Serializing a Value cannot fail; the length is all that is kept.
-    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
 }
 
 #[cfg(test)]

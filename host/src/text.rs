@@ -5,6 +5,38 @@
 //! original size and the limit that cut it, e.g.
 //! `mmmm… (20971520 bytes, cut at max_message_bytes = 2048)`, so a reader of
 //! the log or the record knows the text went on, and why.
+//!
+//! Also here: the address and domain lengths the mail standards fix (one
+//! definition for payloads, actions and CRM lookups), and [`json_len`],
+//! the size of a value as JSON, for bounds counted in JSON bytes.
+
+/// Longest email address, in bytes: RFC 5321 allows a 64-byte local part,
+/// the `@` and a 255-byte domain (RFC 3696 errata give 320 as the total).
+/// Anything longer is not an address, wherever it comes from: a payload, an
+/// action, a CRM lookup.
+pub const MAX_ADDRESS_BYTES: usize = 320;
+/// Longest domain name in text, bytes (RFC 1035: 253).
+pub const MAX_DOMAIN_BYTES: usize = 253;
+
+/// The length of `value` as JSON, counted without building the text.
+pub fn json_len(value: &impl serde::Serialize) -> usize {
+    /// Counts what serde_json writes.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
 
 /// `text` as it is when it fits in `max_bytes`; otherwise its longest prefix
 /// that fits together with the cut marker, ending on a char boundary. The

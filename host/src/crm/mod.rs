@@ -15,12 +15,9 @@ pub mod import;
 
 use std::collections::BTreeMap;
 
-/// Longest email address a lookup accepts (RFC 3696 errata: 64 for the
-/// local part, `@`, 255 for the domain): anything longer is not an
-/// address, and a guest must not push arbitrary strings to the backend.
-pub const MAX_EMAIL_BYTES: usize = 320;
-/// Longest domain a lookup accepts (RFC 1035: 253 characters in text).
-pub const MAX_DOMAIN_BYTES: usize = 253;
+// The longest address and domain a lookup accepts: a guest must not push
+// arbitrary strings to the backend.
+pub use crate::text::{MAX_ADDRESS_BYTES, MAX_DOMAIN_BYTES};
 
 /// A CRM record: field name → value (claimNumber, policyNumber, region, tier…).
 pub type Record = BTreeMap<String, String>;

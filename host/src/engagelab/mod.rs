@@ -256,34 +256,18 @@ async fn process(app: &App, item: Queued) {
         };
         match plugin.call_event(&wit, &app.services, limit).await {
             Ok(()) => {}
+            // The plugin never ran (no instance slot, or its breaker is
+            // open and it asks for retries): put the callback back without
+            // counting an attempt.
             Err(Failure::Busy(ms)) => {
-                // The rest of the chain runs on the next try too (plugins
-                // before this one may run twice: at least once).
-                finish(&format!(
-                    "postponed: plugin {} got no call permit within {ms} ms (busy); not counted as an attempt",
-                    info.name
-                ));
-                app.event_stats.postponed.fetch_add(1, Ordering::Relaxed);
-                let at = app.clock.now_ms() + BUSY_RETRY.as_millis() as u64;
-                if let Err(e) = app.events.postpone(&item, at).await {
-                    tracing::error!(error = %e, seq, "cannot requeue an EngageLab callback");
-                }
-                return;
+                let why = format!("got no call permit within {ms} ms (busy)");
+                return postpone(app, &item, &info.name, &why, BUSY_RETRY).await;
             }
             Err(Failure::Quarantined(left)) if info.on_error == OnError::Retry => {
-                // Its circuit breaker bypassed it: the plugin did not run, so
-                // this is no attempt; try again once the cool-down is over.
-                finish(&format!(
-                    "postponed: plugin {} is quarantined for {left} ms more; not counted as an attempt",
-                    info.name
-                ));
-                app.event_stats.postponed.fetch_add(1, Ordering::Relaxed);
+                // Try again once the cool-down is over.
+                let why = format!("is quarantined for {left} ms more");
                 let wait = BUSY_RETRY.max(Duration::from_millis(left));
-                let at = app.clock.now_ms() + wait.as_millis() as u64;
-                if let Err(e) = app.events.postpone(&item, at).await {
-                    tracing::error!(error = %e, seq, "cannot requeue an EngageLab callback");
-                }
-                return;
+                return postpone(app, &item, &info.name, &why, wait).await;
             }
             Err(f) => {
                 // A call its circuit breaker bypassed is no new failure.
@@ -323,6 +307,18 @@ async fn process(app: &App, item: Queued) {
     finish(&summary);
     app.event_stats.processed.fetch_add(1, Ordering::Relaxed);
     done(app, seq).await;
+}
+
+/// Put `item` back to be tried after `wait`, without counting an attempt:
+/// `plugin` did not run (`why`). The rest of the chain runs on the next try
+/// too, so plugins before it may run twice: at least once.
+async fn postpone(app: &App, item: &Queued, plugin: &str, why: &str, wait: Duration) {
+    tracing::info!(target: "enrichd::event", route = %item.route, seq = item.seq, attempts = item.attempts + 1, "postponed: plugin {plugin} {why}; not counted as an attempt");
+    app.event_stats.postponed.fetch_add(1, Ordering::Relaxed);
+    let at = app.clock.now_ms() + wait.as_millis() as u64;
+    if let Err(e) = app.events.postpone(item, at).await {
+        tracing::error!(error = %e, seq = item.seq, "cannot requeue an EngageLab callback");
+    }
 }
 
 async fn done(app: &App, seq: u64) {

@@ -24,7 +24,7 @@ use super::stdio::{escape_controls, Capture, LogBudget};
 use super::PluginInfo;
 use crate::config::{Capability, Limits};
 use crate::crm::cache::{Answer, CrmSource, Provenance};
-use crate::crm::{MAX_DOMAIN_BYTES, MAX_EMAIL_BYTES};
+use crate::crm::{MAX_ADDRESS_BYTES, MAX_DOMAIN_BYTES};
 use crate::kv::{KvError, KvStore, Quota};
 
 /// Most of the time a host lookup leaves the guest before its deadline: a
@@ -172,11 +172,7 @@ fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if text.len() <= max {
         return text.into();
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end]).into()
+    format!("{}…", &text[..text.floor_char_boundary(max)]).into()
 }
 
 impl HostState {
@@ -287,7 +283,7 @@ impl crm::Host for HostState {
         &mut self,
         email: String,
     ) -> wasmtime::Result<Result<Option<crm::CrmAnswer>, types::HostError>> {
-        let sources = match self.crm_sources(&email, MAX_EMAIL_BYTES) {
+        let sources = match self.crm_sources(&email, MAX_ADDRESS_BYTES) {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };

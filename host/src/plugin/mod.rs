@@ -234,6 +234,20 @@ pub struct CallLimit {
     pub budget_bound: bool,
 }
 
+impl CallLimit {
+    /// The failure of a call that started at `started` and was still going
+    /// at `at`, past the deadline: the plugin's own `timeout`, or `out of
+    /// time` when the delivery's budget was the bound.
+    pub fn overrun(&self, started: Instant, at: Instant) -> Failure {
+        let ms = at.duration_since(started).as_millis() as u64;
+        if self.budget_bound {
+            Failure::OutOfTime(ms)
+        } else {
+            Failure::Timeout(ms)
+        }
+    }
+}
+
 impl Plugin {
     /// The plugin's name and settings.
     pub fn info(&self) -> &PluginInfo {
@@ -285,39 +299,30 @@ impl Plugin {
         limit: CallLimit,
     ) -> Called {
         let mut limits_hit = Vec::new();
-        let result = self
-            .call_counting(delivery, services, limit, &mut limits_hit)
-            .await;
+        let result = async {
+            // Checked before the instance slot is waited for; settled with the
+            // final result, so output limits and guest errors count too.
+            let ticket = self.breaker.admit()?;
+            // The slot is waited for on the async worker: a delivery queued for
+            // one holds no thread.
+            let permit = self.acquire(&self.permits.deliveries, limit).await?;
+            let call = self.deliver(delivery, services, limit, permit, &mut limits_hit);
+            let result = match tokio::runtime::Handle::try_current() {
+                // Lifting a plugin's output out of its memory (tens of thousands
+                // of strings) and converting it is host work wasmtime does in
+                // one poll, with no epoch to yield at: on a multi-threaded
+                // runtime the call runs off the async workers, so it cannot
+                // hold up other deliveries or /healthz. The deadline still
+                // applies inside. At most one thread per instance slot.
+                Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(|| handle.block_on(call))
+                }
+                _ => call.await,
+            };
+            ticket.settle(result)
+        }
+        .await;
         Called { result, limits_hit }
-    }
-
-    async fn call_counting(
-        &self,
-        delivery: &WitDelivery,
-        services: &Services,
-        limit: CallLimit,
-        limits_hit: &mut Vec<&'static str>,
-    ) -> Result<Output, Failure> {
-        // Checked before the instance slot is waited for; settled with the
-        // final result, so output limits and guest errors count too.
-        let ticket = self.breaker.admit()?;
-        // The slot is waited for on the async worker: a delivery queued for
-        // one holds no thread.
-        let permit = self.acquire(&self.permits.deliveries, limit).await?;
-        let call = self.deliver(delivery, services, limit, permit, limits_hit);
-        let result = match tokio::runtime::Handle::try_current() {
-            // Lifting a plugin's output out of its memory (tens of thousands
-            // of strings) and converting it is host work wasmtime does in
-            // one poll, with no epoch to yield at: on a multi-threaded
-            // runtime the call runs off the async workers, so it cannot
-            // hold up other deliveries or /healthz. The deadline still
-            // applies inside. At most one thread per instance slot.
-            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| handle.block_on(call))
-            }
-            _ => call.await,
-        };
-        ticket.settle(result)
     }
 
     /// Wait for an instance slot from `pool` until the call's deadline.
@@ -419,14 +424,6 @@ impl Plugin {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
-        let timed_out = |at: Instant| {
-            let ms = at.duration_since(started).as_millis() as u64;
-            if limit.budget_bound {
-                Failure::OutOfTime(ms)
-            } else {
-                Failure::Timeout(ms)
-            }
-        };
         let mut store = self.new_store(subject, services, limit.deadline)?;
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
@@ -452,7 +449,7 @@ impl Plugin {
         };
         let outcome = tokio::time::timeout_at(limit.deadline, run).await;
         let result = match outcome {
-            Err(_) => Err(timed_out(Instant::now())),
+            Err(_) => Err(limit.overrun(started, Instant::now())),
             Ok(Err(trap)) => Err(self.classify_trap(&trap, store.data())),
             Ok(Ok(returned)) => Ok(returned),
         };
@@ -553,7 +550,7 @@ impl Plugin {
             .iter()
             .filter(|a| crate::validate::check_list_caps(a, &caps).is_ok())
             .collect();
-        let bytes = json_len(&counted);
+        let bytes = crate::text::json_len(&counted);
         if bytes > limits.max_output_bytes {
             return Err(Failure::OutputLimit(format!(
                 "{bytes} bytes of actions returned, at most {} allowed",
@@ -608,26 +605,6 @@ impl Plugin {
         if !note.is_empty() {
             tracing::warn!(target: "enrichd::guest", %plugin, delivery = delivery.as_str(), "{}", note.join("; "));
         }
-    }
-}
-
-/// The length of `value` as JSON, counted without building the text.
-fn json_len(value: &impl serde::Serialize) -> usize {
-    /// Counts what serde_json writes.
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    match serde_json::to_writer(&mut count, value) {
-        Ok(()) => count.0,
-        Err(_) => usize::MAX,
     }
 }
 

@@ -51,9 +51,7 @@ pub struct Rejected(pub String);
 /// Maximum length of a custom-field value, in Unicode characters (runes), per the setCustomFields reference.
 pub const MAX_CUSTOM_FIELD_CHARS: usize = 100;
 
-/// Longest email address, in bytes: RFC 5321 allows a 64-byte local part,
-/// the `@` and a 255-byte domain (RFC 3696 errata give 320 as the total).
-pub const MAX_ADDRESS_BYTES: usize = 320;
+pub use crate::text::MAX_ADDRESS_BYTES;
 
 /// Longest `sendMessage.subject`, in bytes: RFC 5322's limit for one line
 /// of a header; a longer subject is a bug or an attack, not a subject.

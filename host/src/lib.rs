@@ -34,6 +34,7 @@ pub mod app;
 pub mod auth;
 pub mod chain;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod crm;
 pub mod engagelab;
@@ -46,6 +47,7 @@ pub mod server;
 pub mod singleflight;
 #[cfg(test)]
 mod sled_test;
+pub mod storage;
 pub mod store;
 pub mod text;
 pub mod validate;

@@ -113,16 +113,7 @@ pub struct DeliverySummary {
     pub message: String,
 }
 
-/// When stored answers reach the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FlushPolicy {
-    /// Flush before `put` returns: an answered delivery survives a crash.
-    Always,
-    /// Rely on sled's background flush (`flush_every_ms`): a crash loses at
-    /// most that window.
-    Periodic,
-}
+pub use crate::storage::FlushPolicy;
 
 /// How long records live, how many are kept, and when they reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

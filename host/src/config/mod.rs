@@ -18,6 +18,7 @@ use crate::crm::http::HttpSettings;
 use crate::engagelab::queue::DEFAULT_DEDUPE_WINDOW;
 use crate::engagelab::verify::{AppKey, DEFAULT_REPLAY_WINDOW};
 use crate::store::{FlushPolicy, StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
+pub use raw::StorageKind;
 
 /// Default admin listener (delivery log, stats): loopback only, so the
 /// delivery records are not exposed beside the public webhook.
@@ -265,6 +266,68 @@ pub struct Config {
     pub body_read_timeout: Duration,
     /// sled's page cache, bytes.
     pub sled_cache_bytes: u64,
+    /// Where the state lives.
+    pub storage: StorageSpec,
+}
+
+/// Default key prefix in Redis: names every key as enrichd's, and lets
+/// other deployments pick their own.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "enrichd:";
+
+/// Default EngageLab lease with Redis: 5 minutes. A host that dies while
+/// processing a callback delays it by this much (another host then takes
+/// it); it must be longer than the slowest event chain (the sum of its
+/// plugins' timeouts, checked at start), or a slow but alive host would see
+/// its callback processed twice.
+pub const DEFAULT_EVENT_LEASE: Duration = Duration::from_secs(300);
+
+/// The validated `[storage]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageSpec {
+    /// Embedded sled under `data_dir`.
+    Sled,
+    /// A shared Redis.
+    Redis {
+        /// The server's URL.
+        url: String,
+        /// Prefix of every key.
+        key_prefix: String,
+        /// How long a host holds a callback before another may take it.
+        event_lease: Duration,
+    },
+}
+
+impl Config {
+    /// The storage settings: backend and bounds.
+    pub fn storage_settings(&self) -> crate::storage::Settings {
+        use crate::storage::{Backend, Limits, RedisSettings, Settings, SledSettings};
+        let backend = match &self.storage {
+            StorageSpec::Sled => Backend::Sled(SledSettings {
+                data_dir: self.data_dir.clone(),
+                flush: self.store.flush,
+                flush_every_ms: self.flush_every_ms,
+                cache_bytes: self.sled_cache_bytes,
+            }),
+            StorageSpec::Redis {
+                url,
+                key_prefix,
+                event_lease,
+            } => Backend::Redis(RedisSettings {
+                url: url.clone(),
+                key_prefix: key_prefix.clone(),
+                event_lease: *event_lease,
+            }),
+        };
+        Settings {
+            backend,
+            limits: Limits {
+                retention: self.store.retention,
+                max_records: self.store.max_records,
+                dedupe_window: self.events.dedupe_window,
+                max_queued: self.events.max_queued,
+            },
+        }
+    }
 }
 
 /// A validated `[[plugin]]`.

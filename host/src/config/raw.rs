@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::store::FlushPolicy;
+use crate::storage::FlushPolicy;
 
 /// The config file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +53,47 @@ pub struct RawConfig {
     pub body_read_timeout_ms: Option<u64>,
     /// sled's page cache, in bytes (default 64 MiB).
     pub sled_cache_bytes: Option<u64>,
+    /// Where the state lives: embedded sled (default) or a shared Redis.
+    #[serde(default)]
+    pub storage: RawStorage,
+}
+
+/// `[storage]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// `sled` (default) or `redis`.
+    pub kind: Option<StorageKind>,
+    /// redis: the server's URL, or `{ env = "VAR" }`.
+    pub url: Option<RawUrl>,
+    /// redis: prefix of every key (default `enrichd:`).
+    pub key_prefix: Option<String>,
+    /// redis: how long a host holds an EngageLab callback before another
+    /// may take it over, ms.
+    pub event_lease_ms: Option<u64>,
+}
+
+/// The kind of storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageKind {
+    /// Embedded sled under `data_dir`.
+    Sled,
+    /// A shared Redis.
+    Redis,
+}
+
+/// A URL written in the file, or read from the environment.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawUrl {
+    /// `url = "redis://…"`
+    Plain(String),
+    /// `url = { env = "ENRICHD_REDIS_URL" }`
+    Env {
+        /// The variable's name.
+        env: String,
+    },
 }
 
 /// `[[engagelab]]`: one EngageLab callback URL.

@@ -305,6 +305,8 @@ impl RawConfig {
             )));
         }
 
+        let storage = Self::storage_spec(&self.storage, &plugins, &event_routes, env)?;
+
         Ok(Config {
             listen,
             admin_listen,
@@ -323,6 +325,68 @@ impl RawConfig {
             max_connections,
             body_read_timeout,
             sled_cache_bytes,
+            storage,
+        })
+    }
+
+    /// `[storage]`: the kind, and for Redis its URL (from the file or the
+    /// environment), key prefix and event lease (longer than the slowest
+    /// event chain).
+    fn storage_spec(
+        s: &RawStorage,
+        plugins: &[PluginSpec],
+        event_routes: &[EventRouteSpec],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<StorageSpec, ConfigError> {
+        let kind = s.kind.unwrap_or(StorageKind::Sled);
+        if kind == StorageKind::Sled {
+            if s.url.is_some() || s.key_prefix.is_some() || s.event_lease_ms.is_some() {
+                return Err(invalid(
+                    "[storage] url, key_prefix and event_lease_ms are for kind = \"redis\"",
+                ));
+            }
+            return Ok(StorageSpec::Sled);
+        }
+        let url = match &s.url {
+            None => return Err(invalid("[storage] kind = \"redis\" needs a url")),
+            Some(RawUrl::Plain(url)) => url.clone(),
+            Some(RawUrl::Env { env: var }) => env(var).ok_or_else(|| {
+                invalid(format!(
+                    "[storage] url: environment variable {var} is not set"
+                ))
+            })?,
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(invalid(
+                "[storage] url must start with redis:// or rediss://",
+            ));
+        }
+        let key_prefix = s
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_owned());
+        if key_prefix.is_empty() || key_prefix.len() > 64 {
+            return Err(invalid("[storage] key_prefix must be 1 to 64 bytes"));
+        }
+        let event_lease = s
+            .event_lease_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_EVENT_LEASE);
+        for r in event_routes {
+            let slowest: Duration = r.chain.iter().map(|&i| plugins[i].timeout).sum();
+            if event_lease <= slowest {
+                return Err(invalid(format!(
+                    "[storage] event_lease_ms = {} must be longer than engagelab {:?}'s chain can run ({} ms, the sum of its plugins' timeouts)",
+                    event_lease.as_millis(),
+                    r.path,
+                    slowest.as_millis()
+                )));
+            }
+        }
+        Ok(StorageSpec::Redis {
+            url,
+            key_prefix,
+            event_lease,
         })
     }
 }

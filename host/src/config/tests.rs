@@ -504,3 +504,75 @@ fn huge_hour_counts_do_not_overflow() {
         assert!(c.events.dedupe_window >= DEFAULT_DEDUPE_WINDOW);
     }
 }
+
+#[test]
+fn storage_is_sled_by_default_and_redis_takes_a_url_from_the_file_or_the_environment() {
+    let c = resolve(MINIMAL).unwrap();
+    assert_eq!(c.storage, StorageSpec::Sled);
+    assert!(matches!(
+        c.storage_settings().backend,
+        crate::storage::Backend::Sled(ref s) if s.data_dir == Path::new("/etc/enrichd/data")
+    ));
+
+    let c = resolve(&format!(
+        "[storage]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.storage,
+        StorageSpec::Redis {
+            url: "redis://127.0.0.1:6379/0".into(),
+            key_prefix: DEFAULT_REDIS_KEY_PREFIX.into(),
+            event_lease: DEFAULT_EVENT_LEASE,
+        }
+    );
+    let c = resolve(&format!(
+        "[storage]\nkind = \"redis\"\nurl = {{ env = \"HOOK_SECRET\" }}\nkey_prefix = \"b:\"\nevent_lease_ms = 9000\n{MINIMAL}"
+    ));
+    // The variable holds no redis:// URL: refused, naming the rule.
+    assert!(c.unwrap_err().to_string().contains("redis://"));
+
+    for (storage, expected) in [
+        ("kind = \"redis\"\n", "needs a url"),
+        (
+            "kind = \"redis\"\nurl = { env = \"NOPE\" }\n",
+            "NOPE is not set",
+        ),
+        ("kind = \"redis\"\nurl = \"http://x\"\n", "redis://"),
+        (
+            "kind = \"redis\"\nurl = \"redis://x\"\nkey_prefix = \"\"\n",
+            "key_prefix",
+        ),
+        ("url = \"redis://x\"\n", "are for kind = \"redis\""),
+        ("kind = \"postgres\"\n", "unknown variant"),
+        (
+            "kind = \"redis\"\nurl = \"redis://x\"\nport = 1\n",
+            "unknown field",
+        ),
+    ] {
+        let err = resolve(&format!("[storage]\n{storage}{MINIMAL}")).unwrap_err();
+        assert!(err.to_string().contains(expected), "{storage}: {err}");
+    }
+}
+
+#[test]
+fn the_event_lease_must_outlast_the_slowest_event_chain() {
+    let events = r#"
+        [[plugin]]
+        name = "ev"
+        path = "ev.wasm"
+        timeout_ms = 4000
+        [[engagelab]]
+        path = "/el"
+        app_keys = [{ value = "app-key-0123456789" }]
+        chain = [{ plugin = "ev" }, { plugin = "ev" }]
+    "#;
+    let redis = "[storage]\nkind = \"redis\"\nurl = \"redis://x\"\n";
+    let err = resolve(&format!("{redis}event_lease_ms = 8000\n{MINIMAL}{events}")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("event_lease_ms = 8000 must be longer"),
+        "{err}"
+    );
+    resolve(&format!("{redis}event_lease_ms = 8001\n{MINIMAL}{events}")).unwrap();
+}

@@ -1,0 +1,18 @@
+//! The redis backend of the storage ports (being built: see issue 10).
+
+use super::{Limits, OpenError, Storage};
+use crate::clock::Clock;
+
+/// Open the redis backend.
+pub async fn open(
+    settings: &super::RedisSettings,
+    limits: &Limits,
+    clock: Clock,
+) -> Result<Storage, OpenError> {
+    let _ = (settings, limits, clock);
+    Err(OpenError {
+        backend: "redis",
+        target: String::new(),
+        detail: "not built yet".into(),
+    })
+}

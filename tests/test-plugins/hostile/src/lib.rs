@@ -66,6 +66,16 @@
 //!   `healed` is set (to anything); then returns `tag` "sick" `[healed]`. A
 //!   test heals it by writing the key through the host's kv store.
 //!
+//! Modes for the multi-host tests (issue 10):
+//!
+//! - `count`: records this run in its own kv namespace as the key
+//!   `run-<16 random hex digits>` (value `started`) *before* doing anything
+//!   else, logs `count: <key>` (info; when `log` is granted, errors
+//!   ignored), then busy-waits `ms` (default 0) milliseconds and returns
+//!   `set-custom-fields` "count" `{run: <key>}`. The number of keys in the
+//!   namespace is the number of runs that started, on every host sharing
+//!   the kv, killed ones included; the log line tells which host runs it.
+//!
 //! ## Events
 //!
 //! The plugin targets `enrichd-plugin`, so it also exports `events`:
@@ -93,6 +103,7 @@ wit_bindgen::generate!({
     path: "../../../wit",
 });
 
+use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -153,6 +164,7 @@ fn run(call: Call) -> Result<(Option<String>, Vec<Action>), PluginError> {
         Some("kv-fill") => kv_fill()?,
         Some("crm-flood") => crm_flood()?,
         Some("sick") => sick()?,
+        Some("count") => count()?,
         Some("guest-error") => {
             let bytes: usize = config_int("bytes")?.unwrap_or(BIG_TEXT_BYTES);
             return Err(PluginError::Internal("x".repeat(bytes)));
@@ -281,12 +293,17 @@ fn spin() -> Result<Vec<Action>, PluginError> {
     let ms: u64 = config_int("ms")?.ok_or_else(|| {
         PluginError::Internal("hostile: mode `spin` needs config `ms`".to_string())
     })?;
+    spin_for(ms);
+    Ok(vec![fields("spin", &[("spun_ms", ms.to_string())])])
+}
+
+/// Busy-wait `ms` milliseconds of wall-clock time.
+fn spin_for(ms: u64) {
     let deadline = Duration::from_millis(ms);
     let start = Instant::now();
     while start.elapsed() < deadline {
         std::hint::spin_loop();
     }
-    Ok(vec![fields("spin", &[("spun_ms", ms.to_string())])])
 }
 
 /// `alloc`: one buffer of `bytes` non-zero bytes, or the memory bomb.
@@ -591,6 +608,19 @@ fn sick() -> Result<Vec<Action>, PluginError> {
             describe(&e)
         ))),
     }
+}
+
+/// `count`: record the run under a random key, then spin `ms`.
+fn count() -> Result<Vec<Action>, PluginError> {
+    // A fresh instance per call seeds `RandomState` from WASI's random
+    // source, so concurrent runs on several hosts get distinct keys.
+    let run = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    let key = format!("run-{run:016x}");
+    kv::set(&key, "started")
+        .map_err(|e| PluginError::Dependency(format!("hostile: count: kv {}", describe(&e))))?;
+    let _ = log::log(Level::Info, &format!("count: {key}"));
+    spin_for(config_int("ms")?.unwrap_or(0));
+    Ok(vec![fields("count", &[("run", key)])])
 }
 
 #[cfg(test)]

@@ -112,6 +112,23 @@ pub enum DeliveriesCommand {
     },
 }
 
+/// The `enrichd` binary's `main`: parse the arguments, log to stderr
+/// (`RUST_LOG`, default `info`), run the command. Also the `main` of the
+/// test suite's copy of the binary (`tests/src/bin/enrichd-under-test.rs`).
+pub fn main() -> anyhow::Result<()> {
+    use clap::Parser;
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        // Colours only for people: piped into a file or a collector, plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    run(cli)
+}
+
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

@@ -19,6 +19,8 @@
 //! bytes the host logged.
 
 pub mod crm_server;
+pub mod process;
+pub mod redis_server;
 pub mod resources;
 pub mod sandwich;
 
@@ -202,11 +204,7 @@ impl TestServer {
 
     /// GET a path from the admin listener.
     pub async fn admin_get(&self, path: &str) -> Response {
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.admin_addr
-        );
-        raw_request(self.admin_addr, req.as_bytes()).await
+        get(self.admin_addr, path).await
     }
 
     /// The directory holding the config file and the data directory.
@@ -233,29 +231,12 @@ impl TestServer {
 
     /// POST a delivery with the test secret.
     pub async fn deliver(&self, path: &str, body: &serde_json::Value) -> Response {
-        let auth = format!("Bearer {SECRET}");
-        self.post(
-            path,
-            &[("Authorization", &auth)],
-            body.to_string().as_bytes(),
-        )
-        .await
+        deliver(self.addr, path, body).await
     }
 
     /// POST `body` with extra headers.
     pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-        let mut head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.addr,
-            body.len()
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        let mut raw = head.into_bytes();
-        raw.extend_from_slice(body);
-        self.raw(&raw).await
+        post(self.addr, path, headers, body).await
     }
 
     /// Send raw bytes and read the response until the server closes.
@@ -266,9 +247,72 @@ impl TestServer {
     }
 }
 
+/// POST a delivery to `addr` with the test secret.
+pub async fn deliver(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Response {
+    raw_request(addr, &delivery_request(addr, path, body)).await
+}
+
+/// The bytes of a delivery POST to `addr` with the test secret.
+pub fn delivery_request(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Vec<u8> {
+    let auth = format!("Bearer {SECRET}");
+    post_request(
+        addr,
+        path,
+        &[("Authorization", &auth)],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// POST `body` (JSON) to `addr` with extra headers.
+pub async fn post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    raw_request(addr, &post_request(addr, path, headers, body)).await
+}
+
+/// The bytes of a `POST path` of JSON `body` to `addr`, with extra headers
+/// (`Connection: close`).
+pub fn post_request(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// GET `path` from `addr`.
+pub async fn get(addr: SocketAddr, path: &str) -> Response {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    raw_request(addr, req.as_bytes()).await
+}
+
 /// Send raw bytes to `addr` and read the response until the server closes.
 pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> Response {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    try_raw_request(addr, request)
+        .await
+        .unwrap_or_else(|e| panic!("no response: {e}"))
+}
+
+/// Like [`raw_request`], but a refused connection or a connection closed
+/// before a whole response head (a killed server) is an `Err`.
+pub async fn try_raw_request(addr: SocketAddr, request: &[u8]) -> Result<Response, String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.write_all(request).await;
     let mut buf = Vec::new();
     let read = tokio::time::timeout(
@@ -276,10 +320,10 @@ pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> Response {
         stream.read_to_end(&mut buf),
     )
     .await;
-    if !matches!(read, Ok(Ok(_))) && buf.is_empty() {
-        panic!("no response: {read:?}");
+    if !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(format!("{read:?} after {} bytes", buf.len()));
     }
-    parse_response(&buf)
+    Ok(parse_response(&buf))
 }
 
 impl Drop for TestServer {

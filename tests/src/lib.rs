@@ -264,12 +264,7 @@ pub fn delivery_request(addr: SocketAddr, path: &str, body: &serde_json::Value) 
 }
 
 /// POST `body` (JSON) to `addr` with extra headers.
-pub async fn post(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
+pub async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     raw_request(addr, &post_request(addr, path, headers, body)).await
 }
 

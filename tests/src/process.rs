@@ -96,10 +96,11 @@ impl Host {
         assert!(self.child.is_none(), "host {} is running", self.name);
         let (binary, config, log) = (self.binary.clone(), self.config.clone(), self.log.clone());
         let name = self.name.clone();
-        let (child, addr, admin) = tokio::task::spawn_blocking(move || spawn(&binary, &config, log))
-            .await
-            .expect("spawn task")
-            .unwrap_or_else(|e| panic!("host {name} did not start: {e}"));
+        let (child, addr, admin) =
+            tokio::task::spawn_blocking(move || spawn(&binary, &config, log))
+                .await
+                .expect("spawn task")
+                .unwrap_or_else(|e| panic!("host {name} did not start: {e}"));
         (self.child, self.addr, self.admin_addr) = (Some(child), addr, admin);
         let deadline = Instant::now() + HEALTHZ_TIMEOUT;
         loop {
@@ -155,7 +156,12 @@ impl Host {
 
     /// POST an EngageLab callback signed with `app_key`; `Err` when no
     /// answer came (the host is down).
-    pub async fn callback(&self, path: &str, app_key: &str, body: &str) -> Result<Response, String> {
+    pub async fn callback(
+        &self,
+        path: &str,
+        app_key: &str,
+        body: &str,
+    ) -> Result<Response, String> {
         let headers = engagelab_headers(app_key);
         let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let request = crate::post_request(self.addr, path, &headers, body.as_bytes());
@@ -185,7 +191,12 @@ impl Host {
         let stats = self.admin_get("/stats").await.json();
         stats["plugins"][plugin]["calls"]
             .as_u64()
-            .unwrap_or_else(|| panic!("host {}: /stats has no calls of {plugin}: {stats}", self.name))
+            .unwrap_or_else(|| {
+                panic!(
+                    "host {}: /stats has no calls of {plugin}: {stats}",
+                    self.name
+                )
+            })
     }
 
     /// The lines of its log (every start, kills marked) containing `needle`.
@@ -274,7 +285,10 @@ fn spawn(
             let _ = child.wait();
             // Let the reader thread take the last lines.
             std::thread::sleep(Duration::from_millis(100));
-            return Err(format!("no \"enrichd listening\" line ({e}); log:\n{}", tail()));
+            return Err(format!(
+                "no \"enrichd listening\" line ({e}); log:\n{}",
+                tail()
+            ));
         }
     };
     let field = |name: &str| -> Result<SocketAddr, String> {
@@ -301,7 +315,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out ({within:?}) waiting until {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out ({within:?}) waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -314,7 +331,10 @@ pub fn engagelab_headers(app_key: &str) -> Vec<(&'static str, String)> {
         .as_secs()
         .to_string();
     vec![
-        ("X-WebHook-Signature", enrichd::engagelab::verify::sign(app_key, &ts)),
+        (
+            "X-WebHook-Signature",
+            enrichd::engagelab::verify::sign(app_key, &ts),
+        ),
         ("X-WebHook-Timestamp", ts),
         ("X-WebHook-AppKey", "email".to_owned()),
     ]

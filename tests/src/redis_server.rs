@@ -181,15 +181,19 @@ fn spawn(port: u16, dir: &Path) -> Result<Child, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| {
-            format!("redis-server: {e} (install it: apt-get install redis-server; scripts/check does)")
+            format!(
+                "redis-server: {e} (install it: apt-get install redis-server; scripts/check does)"
+            )
         })?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(dir.join(format!("redis-{port}.log")))
-                .unwrap_or_default();
-            return Err(format!("redis-server on port {port} exited ({status}): {log}"));
+            let log =
+                std::fs::read_to_string(dir.join(format!("redis-{port}.log"))).unwrap_or_default();
+            return Err(format!(
+                "redis-server on port {port} exited ({status}): {log}"
+            ));
         }
         if command(addr, "PING").is_ok_and(|r| r.starts_with("+PONG")) {
             return Ok(child);

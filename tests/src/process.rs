@@ -38,6 +38,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `/healthz` gets to answer once the host listens.
 const HEALTHZ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The line [`Host`] puts in its kept log before each start.
+const STARTED: &str = "--- (re)started by the test ---";
+
 /// Log lines printed per host when a test fails.
 const LOG_TAIL: usize = 60;
 
@@ -94,6 +97,7 @@ impl Host {
     /// When it is running, or does not start.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "host {} is running", self.name);
+        self.log_line(STARTED.to_owned());
         let (binary, config, log) = (self.binary.clone(), self.config.clone(), self.log.clone());
         let name = self.name.clone();
         let (child, addr, admin) =
@@ -199,10 +203,31 @@ impl Host {
             })
     }
 
-    /// The lines of its log (every start, kills marked) containing `needle`.
+    /// The lines of its log (every start; kills marked) containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
         let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         log.iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
+    /// The run keys the `hostile` plugin in `count` mode logged here as
+    /// `plugin` (its `count: <key>` lines); with `since_start`, only those
+    /// of the current process (not of killed ones).
+    pub fn logged_runs(&self, plugin: &str, since_start: bool) -> Vec<String> {
+        let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let from = if since_start {
+            log.iter().rposition(|l| l == STARTED).map_or(0, |i| i + 1)
+        } else {
+            0
+        };
+        // tracing prints string fields quoted (`plugin="x"`), but be lenient.
+        let fields = [format!("plugin={plugin} "), format!("plugin=\"{plugin}\"")];
+        log[from..]
+            .iter()
+            .filter(|l| fields.iter().any(|f| l.contains(f.as_str())))
+            .filter_map(|l| l.split("count: ").nth(1))
+            .filter_map(|k| k.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
     }
 
     fn log_line(&self, line: String) {

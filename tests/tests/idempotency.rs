@@ -1,6 +1,5 @@
 //! Issue 4: idempotent deliveries that survive restarts, and the delivery
-//! log. (The kill -9 test lives in `host/tests/crash_recovery.rs`, where the
-//! `enrichd` binary is at hand.)
+//! log. (The kill -9 tests, on real processes, are in `crash_recovery.rs`.)
 
 use enrichd_tests::{
     crm_sample, plugin_toml, plugin_toml_as, raw_request, seed_payload, TestServer, SECRET,

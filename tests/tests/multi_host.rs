@@ -108,18 +108,6 @@ fn run_key(answer: &Response) -> String {
         .to_owned()
 }
 
-/// The run keys a host logged for `plugin` (`count: <key>` lines).
-fn logged_runs(host: &Host, plugin: &str) -> Vec<String> {
-    host.log_lines("count: run-")
-        .iter()
-        .filter(|l| {
-            l.contains(&format!("plugin={plugin}")) || l.contains(&format!("plugin=\"{plugin}\""))
-        })
-        .filter_map(|l| l.split("count: ").nth(1))
-        .map(|k| k.split_whitespace().next().unwrap_or("").to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_copies_spread_over_three_hosts_run_the_plugins_once_and_get_one_answer() {
     let test = "sixteen_copies";
@@ -220,7 +208,7 @@ async fn kill_9_of_the_leader_mid_delivery_then_the_retry_on_another_host_runs_a
     let killed: String = eventually(
         "A runs the delivery",
         Duration::from_secs(30),
-        move || async move { logged_runs(a, "counter").pop() },
+        move || async move { a.logged_runs("counter", false).pop() },
     )
     .await;
     hosts[0].kill();
@@ -252,7 +240,7 @@ async fn kill_9_of_the_leader_mid_delivery_then_the_retry_on_another_host_runs_a
     assert_eq!(answer.header(REPLAY), None, "B ran the delivery");
     let run = run_key(&answer);
     assert_ne!(run, killed, "a new run, not the killed one's");
-    assert_eq!(logged_runs(&hosts[1], "counter"), vec![run.clone()]);
+    assert_eq!(hosts[1].logged_runs("counter", false), vec![run.clone()]);
     assert_eq!(runs(&hosts, "counter").await, 2, "the killed run and B's");
     let copy = hosts[2].deliver(HOOK, &payload).await;
     assert_eq!(copy.header(REPLAY), Some("true"));
@@ -285,7 +273,7 @@ async fn a_callback_accepted_by_a_whose_processing_host_is_killed_is_processed_b
         Duration::from_secs(30),
         move || async move {
             all.iter()
-                .position(|h| !logged_runs(h, "event-counter").is_empty())
+                .position(|h| !h.logged_runs("event-counter", false).is_empty())
         },
     )
     .await;
@@ -311,7 +299,7 @@ async fn a_callback_accepted_by_a_whose_processing_host_is_killed_is_processed_b
         .collect();
     let reprocessed: usize = others
         .iter()
-        .map(|h| logged_runs(h, "event-counter").len())
+        .map(|h| h.logged_runs("event-counter", false).len())
         .sum();
     assert_eq!(reprocessed, 1, "processed by exactly one other host");
     assert_eq!(

@@ -17,6 +17,11 @@
 //! [`resources`] measures what the host spends while a test runs: the
 //! worst `/healthz` latency, the process's RSS, a directory's size, and the
 //! bytes the host logged.
+//!
+//! [`process`] runs the real `enrichd` binary as a child process (several
+//! hosts, `kill -9`, restarts on the same data); [`redis_server`] gives the
+//! Redis tests their Redis: the shared one `scripts/check` starts
+//! (`ENRICHD_TEST_REDIS_URL`), or a private one a test can stop and start.
 
 pub mod crm_server;
 pub mod process;

@@ -28,6 +28,9 @@ const ENRICH: &str = "/enrich";
 /// The EngageLab route: the event counter, then `engagement-tracker`.
 const EVENTS: &str = "/engagelab-webhook";
 const APP_KEY: &str = "multi-host-app-key";
+/// At least the margin the answer lease adds to the delivery budget
+/// (`idempotency::LEASE_MARGIN`), so a retry after it leads at once.
+const LEASE_MARGIN: Duration = Duration::from_secs(6);
 
 /// What differs between the scenarios.
 #[derive(Clone, Copy)]
@@ -191,8 +194,8 @@ async fn kill_9_of_the_leader_mid_delivery_then_the_retry_on_another_host_runs_a
     };
     // A short budget, so the dead leader's lease (about the budget) ends soon.
     let timing = Timing {
-        budget_ms: 5000,
-        spin_ms: 3000,
+        budget_ms: 6000,
+        spin_ms: 2000,
         ..Timing::default()
     };
     let mut hosts = three_hosts(&config(&url, &redis_server::unique_prefix(test), timing)).await;
@@ -217,9 +220,9 @@ async fn kill_9_of_the_leader_mid_delivery_then_the_retry_on_another_host_runs_a
         "the killed leader answered nothing"
     );
     // The sender retries after the connection error; once the dead
-    // leader's lease has ended, the retry leads. Until then a copy may get
-    // 503 (retry later), never another answer.
-    tokio::time::sleep(Duration::from_millis(timing.budget_ms)).await;
+    // leader's lease (the budget plus a margin) has ended, the retry leads.
+    // Until then a copy may get 503 (retry later), never another answer.
+    tokio::time::sleep(Duration::from_millis(timing.budget_ms) + LEASE_MARGIN).await;
     let (b, p) = (&hosts[1], &payload);
     let answer = eventually(
         "B answers the retry",

@@ -280,6 +280,8 @@ fn spawn(
         .arg(config)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
+        // A start error is one line, not a backtrace (panics keep theirs).
+        .env("RUST_LIB_BACKTRACE", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -38,6 +38,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `/healthz` gets to answer once the host listens.
 const HEALTHZ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long one `/healthz` probe waits (it answers in microseconds when up).
+const HEALTHZ_PROBE: Duration = Duration::from_secs(2);
+
 /// The line [`Host`] puts in its kept log before each start.
 const STARTED: &str = "--- (re)started by the test ---";
 
@@ -107,9 +110,13 @@ impl Host {
                 .unwrap_or_else(|e| panic!("host {name} did not start: {e}"));
         (self.child, self.addr, self.admin_addr) = (Some(child), addr, admin);
         let deadline = Instant::now() + HEALTHZ_TIMEOUT;
+        let probe = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         loop {
-            let probe = tokio::time::timeout(Duration::from_secs(2), crate::get(addr, "/healthz"));
-            if probe.await.is_ok_and(|r| r.status == 200) {
+            let answer = tokio::time::timeout(
+                HEALTHZ_PROBE,
+                crate::try_raw_request(addr, probe.as_bytes()),
+            );
+            if answer.await.is_ok_and(|r| r.is_ok_and(|r| r.status == 200)) {
                 return;
             }
             assert!(
@@ -129,13 +136,6 @@ impl Host {
         child.kill().expect("SIGKILL"); // SIGKILL on Unix
         child.wait().expect("reap");
         self.log_line(format!("--- {} killed (SIGKILL) ---", self.name));
-    }
-
-    /// Whether the process runs (not killed, not exited).
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// The config file.

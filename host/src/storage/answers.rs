@@ -171,6 +171,9 @@ pub enum Completed {
 }
 
 /// Answered deliveries: claims, answers, and the delivery log.
+// `len` is for stats and tests; an `is_empty` would only be another
+// round trip to the backend.
+#[allow(clippy::len_without_is_empty)]
 #[async_trait::async_trait]
 pub trait AnswerStore: Send + Sync {
     /// The live stored answer for `key`, if any.

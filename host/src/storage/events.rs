@@ -74,6 +74,9 @@ pub enum QueueError {
 }
 
 /// Queued EngageLab callbacks.
+// `len` is for stats and tests; an `is_empty` would only be another
+// round trip to the backend.
+#[allow(clippy::len_without_is_empty)]
 #[async_trait::async_trait]
 pub trait EventQueue: Send + Sync {
     /// Queue a verified callback unless it is a duplicate; returns once it

@@ -392,7 +392,7 @@ async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Res
     let key = DeliveryKey::new(&route.path, &delivery.id);
     let lease = app.delivery_budget + idempotency::LEASE_MARGIN;
     let answered = idempotency::answer_once(
-        &*app.storage.answers,
+        &app.storage.answers,
         &app.inflight,
         &key,
         lease,

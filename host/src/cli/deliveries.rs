@@ -115,8 +115,8 @@ pub fn show(config: &Config, id: &str, route: Option<&str>) -> anyhow::Result<St
 /// with the runtime its calls run on.
 fn open_store(config: &Config) -> anyhow::Result<(tokio::runtime::Runtime, Storage)> {
     let settings = config.storage_settings();
-    if let Backend::Sled(sled) = &settings.backend {
-        let path = sled.db_path();
+    if let Backend::Sled(embedded) = &settings.backend {
+        let path = embedded.db_path();
         if !path.exists() {
             bail!(
                 "no delivery store at {} (has enrichd run with this data directory?)",

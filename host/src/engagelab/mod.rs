@@ -40,7 +40,9 @@ use crate::storage::{Enqueued, Next, QueueError, QueuedEvent};
 use event::{Callback, Kind};
 
 /// When nothing is due, the longest the worker waits before looking again
-/// without being woken (a safety net; enqueueing wakes it at once).
+/// without being woken: enqueueing on this host wakes it at once, and this
+/// poll finds what other hosts queued (or what a dead host's lease let go)
+/// within a second.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Delay before a retried callback is due again, per failed attempt so far:
 /// a plugin that asked for a retry is given time to recover, and an only

@@ -27,7 +27,9 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::singleflight::{self, Claim, SingleFlight};
-use crate::storage::{AnswerStore, Claimed, Completed, DeliveryKey, StorageError, StoredDelivery};
+use crate::storage::{
+    AnswerStore, Claimed, Completed, DeliveryKey, LeaseToken, StorageError, StoredDelivery,
+};
 
 pub use crate::clock::Clock;
 
@@ -101,7 +103,7 @@ pub enum Unanswered {
 /// The answer for `key`, and whether it is replayed (no plugin ran for this
 /// copy): see the module docs. `run` is called at most once, by the leader.
 pub async fn answer_once<F, Fut>(
-    answers: &dyn AnswerStore,
+    answers: &Arc<dyn AnswerStore>,
     inflight: &Arc<Inflight>,
     key: &DeliveryKey,
     lease: Duration,
@@ -138,7 +140,7 @@ where
 
 /// Claim across hosts, wait for a holder, or run and complete.
 async fn lead<F, Fut>(
-    answers: &dyn AnswerStore,
+    answers: &Arc<dyn AnswerStore>,
     key: &DeliveryKey,
     lease: Duration,
     budget_end: Instant,
@@ -162,7 +164,15 @@ where
             }
         }
     };
+    // A leader that goes away mid-run (its connection dropped) lets go of
+    // the key, so a waiting copy leads at once instead of waiting the lease
+    // out.
+    let mut guard = Releaser {
+        answers: answers.clone(),
+        token: Some(token),
+    };
     let ran = run().await;
+    let token = guard.token.take().expect("taken once");
     if ran.answer.status >= 500 {
         // A retry must run again: nothing stored.
         if let Err(e) = answers.release(&token).await {
@@ -188,6 +198,27 @@ where
             // applies, and let the next copy lead.
             let _ = answers.release(&token).await;
             Err(Unanswered::Store(e))
+        }
+    }
+}
+
+/// Releases a lease whose leader was dropped before it finished.
+struct Releaser {
+    answers: Arc<dyn AnswerStore>,
+    token: Option<LeaseToken>,
+}
+
+impl Drop for Releaser {
+    fn drop(&mut self) {
+        let Some(token) = self.token.take() else {
+            return;
+        };
+        let answers = self.answers.clone();
+        // Without a runtime (shutting down) the lease simply ends by itself.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = answers.release(&token).await;
+            });
         }
     }
 }

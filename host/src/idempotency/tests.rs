@@ -27,7 +27,7 @@ async fn once(
     status: u16,
 ) -> Result<(Arc<Answer>, bool), Unanswered> {
     let end = Instant::now() + Duration::from_secs(5);
-    answer_once(&*s.answers, inflight, key, LEASE, end, || async move {
+    answer_once(&s.answers, inflight, key, LEASE, end, || async move {
         runs.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(50)).await;
         ran(status, "{\"status\":\"ok\"}")
@@ -108,11 +108,45 @@ async fn a_holder_past_the_budget_is_still_running() {
         panic!("leads");
     };
     let end = Instant::now() + Duration::from_millis(300);
-    let got = answer_once(&*s.answers, &inflight, &key, LEASE, end, || async {
+    let got = answer_once(&s.answers, &inflight, &key, LEASE, end, || async {
         panic!("must not run")
     })
     .await;
     assert!(matches!(got, Err(Unanswered::StillRunning)), "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_goes_away_lets_a_waiting_copy_run_at_once() {
+    let (_dir, s) = temp_storage();
+    let inflight = Arc::new(Inflight::default());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let key = DeliveryKey::new("/hook", "dropped");
+    let first = {
+        let (s, inflight, runs, key) = (s.clone(), inflight.clone(), runs.clone(), key.clone());
+        tokio::spawn(async move {
+            let end = Instant::now() + Duration::from_secs(60);
+            let _ = answer_once(&s.answers, &inflight, &key, LEASE, end, || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<Ran>().await
+            })
+            .await;
+        })
+    };
+    while runs.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The first copy's connection drops: its task is cancelled mid-run.
+    first.abort();
+    let _ = first.await;
+    let started = std::time::Instant::now();
+    let (answer, replayed) = once(&s, &inflight, &key, &runs, 200).await.unwrap();
+    assert_eq!((answer.status, replayed), (200, false));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?}: the lease (10 s) was not released",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

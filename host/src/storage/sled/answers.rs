@@ -1,6 +1,6 @@
-//! The durable store of answered deliveries: idempotency for retried
-//! deliveries, and the delivery log (`enrichd deliveries list/show`,
-//! `GET /deliveries/ID`).
+//! Answered deliveries in sled: idempotency for retried deliveries, and the
+//! delivery log (`enrichd deliveries list/show`, `GET /deliveries/ID`). The
+//! answers port is put on it by [`super::claims`].
 //!
 //! # What it stores
 //!

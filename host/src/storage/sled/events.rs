@@ -4,10 +4,11 @@
 //! failure. So the host does not process a callback while EngageLab waits:
 //! it verifies the signature, stores the callback here, and answers 200 at
 //! once. A background worker then takes the oldest callback that is due
-//! ([`Queue::next_due`]), processes it, and removes it
-//! ([`Queue::done`]) or sends it to the back with a not-before time for
-//! a later attempt ([`Queue::retry_later`], [`Queue::postpone`]), so
-//! a callback waiting for its retry never holds up the others. Processing is
+//! ([`Queue::next_due`]; the event-queue port in [`super::ports`] adds the
+//! leases), processes it, and removes it ([`Queue::done`]) or sends it to
+//! the back with a not-before time for a later attempt
+//! ([`Queue::retry_later`], [`Queue::postpone`]), so a callback waiting
+//! for its retry never holds up the others. Processing is
 //! at least once: a callback is removed only after it was processed, so a
 //! crash in between processes it again after the restart.
 //!
@@ -17,7 +18,7 @@
 //! [`Queue::enqueue`] fails with [`QueueError::Full`] (answered 503, so
 //! the sender keeps the callback and retries). The length is an atomic
 //! counter set at open, not a scan per request. The duplicate filter is
-//! swept by the server ([`Queue::sweep_seen`], every
+//! swept by the storage's maintenance ([`Queue::sweep_seen`], at most every
 //! [`SEEN_SWEEP_EVERY`]), so it holds about one dedupe window of
 //! fingerprints.
 //!

@@ -48,33 +48,26 @@ pub fn reopen(path: &Path) -> sled::Db {
 }
 
 /// A fresh sled [`Storage`](crate::storage::Storage) in a temporary
-/// directory, with hour-long retention and room for 1000 answers and
-/// callbacks.
+/// directory, with the conformance suite's limits.
 pub fn temp_storage() -> (tempfile::TempDir, crate::storage::Storage) {
     let dir = tempfile::tempdir().unwrap();
-    let storage = open_storage(dir.path(), test_limits());
+    let storage = open_storage(dir.path(), crate::storage::conformance::limits());
     (dir, storage)
 }
 
-/// The limits of [`temp_storage`].
-pub fn test_limits() -> crate::storage::Limits {
-    crate::storage::Limits {
-        retention: Duration::from_secs(3600),
-        max_records: 1000,
-        dedupe_window: Duration::from_secs(3600),
-        max_queued: 1000,
-    }
-}
-
-/// Open a sled storage in `dir` with `limits` (flush always).
-pub fn open_storage(dir: &Path, limits: crate::storage::Limits) -> crate::storage::Storage {
-    let settings = crate::storage::SledSettings {
+/// Settings for a sled storage in `dir`: flush always, a small cache.
+pub fn settings(dir: &Path) -> crate::storage::SledSettings {
+    crate::storage::SledSettings {
         data_dir: dir.to_path_buf(),
         flush: crate::storage::FlushPolicy::Always,
         flush_every_ms: 500,
         cache_bytes: 16 << 20,
-    };
-    super::open_blocking(&settings, &limits, crate::clock::Clock::new())
+    }
+}
+
+/// Open a sled storage in `dir` with `limits`.
+pub fn open_storage(dir: &Path, limits: crate::storage::Limits) -> crate::storage::Storage {
+    super::open_blocking(&settings(dir), &limits, crate::clock::Clock::new())
         .unwrap()
         .0
 }

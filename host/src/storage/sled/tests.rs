@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::test_util::{open_storage, test_limits};
+use super::test_util::{open_storage, settings};
 use crate::storage::conformance::{self as c, LONG};
 use crate::storage::{Claimed, DeliveryKey, Limits, Next, Storage};
 
@@ -19,13 +19,7 @@ crate::conformance_tests!(make);
 fn reopen(dir: &std::path::Path) -> Storage {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let settings = crate::storage::SledSettings {
-            data_dir: dir.to_path_buf(),
-            flush: crate::storage::FlushPolicy::Always,
-            flush_every_ms: 500,
-            cache_bytes: 16 << 20,
-        };
-        match super::open_blocking(&settings, &test_limits(), crate::clock::Clock::new()) {
+        match super::open_blocking(&settings(dir), &c::limits(), crate::clock::Clock::new()) {
             Ok((storage, _)) => return storage,
             Err(_) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20))
@@ -42,7 +36,7 @@ async fn a_restart_forgets_leases_and_keeps_answers_and_callbacks() {
     let answered = DeliveryKey::new("/hook", "done");
     let t = c::now_ms();
     {
-        let s = open_storage(dir.path(), test_limits());
+        let s = open_storage(dir.path(), c::limits());
         let Claimed::Leader(lease) = s.answers.claim(&answered, LONG).await.unwrap() else {
             panic!("leads");
         };
@@ -78,7 +72,7 @@ async fn a_restart_forgets_leases_and_keeps_answers_and_callbacks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_claims_have_one_leader() {
-    let (_dir, s) = make(test_limits()).await;
+    let (_dir, s) = make(c::limits()).await;
     let key = DeliveryKey::new("/hook", "race");
     let claims = (0..16).map(|_| {
         let (s, key) = (s.clone(), key.clone());

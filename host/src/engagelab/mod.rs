@@ -190,7 +190,7 @@ pub async fn receive(app: &App, route: &EventRoute, req: Request<Incoming>) -> R
 /// that is due and not leased (by this host or another), so a callback
 /// waiting for its retry never holds up others; sleeps only when nothing is
 /// due (until the earliest not-before time, a local wake-up, or the
-/// [`IDLE_POLL`] that also finds callbacks queued by other hosts).
+/// one-second idle poll that also finds callbacks queued by other hosts).
 pub async fn work(app: Arc<App>) {
     loop {
         let now = app.clock.now_ms();

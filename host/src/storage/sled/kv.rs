@@ -151,7 +151,7 @@ impl KvStore {
     }
 }
 
-/// The port: every call on tokio's blocking pool (see [`super::blocking`]).
+/// The port: every call on tokio's blocking pool (see the backend's docs).
 #[async_trait::async_trait]
 impl PluginKv for KvStore {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<String>, KvError> {

@@ -17,7 +17,7 @@
 //!
 //! sled reads cold pages and waits for its write buffers on the calling
 //! thread, so every port call runs its sled work on tokio's blocking pool
-//! ([`blocking`]), never on a runtime worker.
+//! (`blocking`), never on a runtime worker.
 
 pub mod answers;
 pub mod claims;

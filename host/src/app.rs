@@ -102,7 +102,7 @@ pub struct App {
     /// EngageLab counters.
     pub event_stats: crate::engagelab::EventStats,
     /// The public listener's connection cap and counts (`max_connections`).
-    pub connections: crate::server::ConnectionCap,
+    pub connections: crate::http::ConnectionCap,
     /// Time a client gets to send a request body (`body_read_timeout_ms`).
     pub body_read_timeout: std::time::Duration,
     /// The wasm engine; dropping it stops the epoch ticker.
@@ -247,7 +247,7 @@ impl App {
             event_settings: config.events,
             event_wakeup: tokio::sync::Notify::new(),
             event_stats: Default::default(),
-            connections: crate::server::ConnectionCap::new(config.max_connections),
+            connections: crate::http::ConnectionCap::new(config.max_connections),
             body_read_timeout: config.body_read_timeout,
             engine,
             _db: db,

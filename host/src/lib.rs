@@ -38,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod crm;
 pub mod engagelab;
+pub mod http;
 pub mod idempotency;
 pub mod kv;
 pub mod payload;

@@ -6,15 +6,13 @@
 //! secret, other 4xx for requests that can never succeed (the sender does
 //! not retry them), 5xx only when a retry could help.
 //!
-//! What a sender can make the host hold is bounded here: open connections
-//! (`max_connections`, plus a small reserve that answers only `/healthz`,
-//! see [`ConnectionCap`]), the time to send a request head
-//! ([`HEADER_READ_TIMEOUT`]) and a body (`body_read_timeout_ms`, 408), and
-//! the body's size (`max_body_bytes`, 413).
+//! What a sender can make the host hold is bounded by the transport
+//! ([`crate::http`]): open connections (`max_connections`, plus a small
+//! reserve that answers only `/healthz`), the time to send a request head
+//! and a body (`body_read_timeout_ms`, 408), and the body's size
+//! (`max_body_bytes`, 413).
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,15 +21,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::http::{
+    error, json, method_not_allowed, read_body, serve_capped, unauthorized, Body, BodyLimits,
+    Deadline, HEALTHZ_PATH,
+};
 use crate::app::{App, Route};
 use crate::chain::{self, Envelope, Verdict};
 use crate::idempotency::Answer;
@@ -39,23 +37,6 @@ use crate::payload::{self, Parsed};
 use crate::plugin;
 use crate::singleflight::{self, Claim};
 use crate::store::{StoreError, StoredDelivery};
-
-/// Liveness endpoint.
-pub const HEALTHZ_PATH: &str = "/healthz";
-/// Time a client gets to send the request head; stops idle or slow-loris
-/// connections from holding sockets.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections accepted beyond `max_connections` that may still ask for
-/// `/healthz` (everything else on them is answered 503). A load balancer
-/// and a monitor probe a couple at a time; 8 covers them with margin for
-/// 8 more descriptors. Beyond the reserve too, a connection is closed at
-/// once.
-pub const HEALTH_RESERVE_CONNECTIONS: usize = 8;
-/// Time a reserve connection gets to send its request head: a probe sends
-/// it at once, and a slow one must not keep the small reserve full.
-pub const RESERVE_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
-
-pub(crate) type Body = Full<Bytes>;
 
 /// How often expired answers are removed and the store's size reported.
 /// Expired answers are already invisible to lookups; sweeping only
@@ -93,161 +74,6 @@ pub async fn run(
     event_worker.abort();
     refreshers.iter().for_each(|r| r.abort());
     result
-}
-
-/// The cap on open connections of a listener: `max` ordinary slots, then
-/// [`HEALTH_RESERVE_CONNECTIONS`] that answer only `/healthz` (a saturated
-/// host still reports itself alive, and its senders get a clean 503), then
-/// connections are closed as soon as they are accepted. Accepting and
-/// closing (rather than not accepting) keeps the kernel's backlog from
-/// holding connections that would only time out, and keeps the accept loop
-/// free to serve the reserve. Cloning shares the counts.
-#[derive(Clone)]
-pub struct ConnectionCap {
-    max: usize,
-    slots: Arc<Semaphore>,
-    reserve: Arc<Semaphore>,
-    refused: Arc<AtomicU64>,
-}
-
-impl ConnectionCap {
-    /// A cap of `max` connections plus the health reserve.
-    pub fn new(max: usize) -> Self {
-        ConnectionCap {
-            max,
-            slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
-            reserve: Arc::new(Semaphore::new(HEALTH_RESERVE_CONNECTIONS)),
-            refused: Arc::default(),
-        }
-    }
-
-    /// The configured cap (`max_connections`).
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    /// Connections open now, reserve ones included.
-    pub fn open(&self) -> usize {
-        let slots = self.max.min(Semaphore::MAX_PERMITS) - self.slots.available_permits();
-        slots + HEALTH_RESERVE_CONNECTIONS - self.reserve.available_permits()
-    }
-
-    /// Connections closed at once because the cap and the reserve were full.
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-
-    /// A slot for a new connection: `(permit, false)` for an ordinary one,
-    /// `(permit, true)` for a reserve one, `None` when all are taken.
-    fn admit(&self) -> Option<(OwnedSemaphorePermit, bool)> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Some((permit, false));
-        }
-        if let Ok(permit) = self.reserve.clone().try_acquire_owned() {
-            return Some((permit, true));
-        }
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        None
-    }
-}
-
-/// Accept HTTP/1 connections on `listener` and answer each request with
-/// `handler` until `shutdown`, then wait up to `grace` for open connections.
-/// No connection cap (the admin listener is loopback-only by default).
-pub async fn serve<F, Fut>(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-    handler: F,
-) -> std::io::Result<()>
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    let cap = ConnectionCap::new(Semaphore::MAX_PERMITS);
-    serve_capped(listener, shutdown, grace, &cap, handler).await
-}
-
-/// [`serve`], with at most `cap` connections open (see [`ConnectionCap`]).
-pub async fn serve_capped<F, Fut>(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-    cap: &ConnectionCap,
-    handler: F,
-) -> std::io::Result<()>
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    // Reserve connections answer one request and close, quickly.
-    let mut reserve_http = http.clone();
-    reserve_http
-        .keep_alive(false)
-        .header_read_timeout(RESERVE_HEADER_READ_TIMEOUT);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Usually EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Some((permit, reserve)) = cap.admit() else {
-                    // Dropping the stream closes it: the descriptor is back at once.
-                    tracing::debug!(%peer, max_connections = cap.max(), "connection refused: max_connections and the health reserve are full");
-                    continue;
-                };
-                let handler = handler.clone();
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let fut = (!reserve || req.uri().path() == HEALTHZ_PATH).then(|| handler(req));
-                    async move {
-                        Ok::<_, Infallible>(match fut {
-                            Some(fut) => fut.await,
-                            None => over_capacity(),
-                        })
-                    }
-                });
-                let builder = if reserve { &reserve_http } else { &http };
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    drop(permit);
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {},
-        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
-    }
-    Ok(())
-}
-
-/// The answer on a reserve connection to anything but `/healthz`.
-fn over_capacity() -> Response<Body> {
-    let mut res = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "too many open connections (max_connections); retry later",
-    );
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    res.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    res
 }
 
 /// Sweep the EngageLab duplicate filter every [`SEEN_SWEEP_EVERY`] (on
@@ -335,73 +161,18 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         crate::auth::check_bearer(req.headers().get(header::AUTHORIZATION), &route.secrets)
     {
         tracing::warn!(route = %path, reason = %e, "delivery refused: 401");
-        let mut res = Response::new(Body::default());
-        *res.status_mut() = StatusCode::UNAUTHORIZED;
-        res.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return res;
+        return unauthorized(Some("Bearer"));
     }
-    let body = match read_body(app, req, arrived).await {
+    let limits = BodyLimits {
+        max_bytes: app.max_body_bytes,
+        read_timeout: app.body_read_timeout,
+    };
+    let deadline = Deadline::after(arrived, app.delivery_budget, "the delivery budget");
+    let body = match read_body(req, &limits, &deadline).await {
         Ok(body) => body,
         Err(res) => return res,
     };
     deliver(app, route, &body, arrived).await
-}
-
-/// Read the body within the size limit, within `body_read_timeout_ms` from
-/// now (so a trickling body cannot hold the connection for the whole
-/// delivery budget) and within the delivery's budget (counted from
-/// `arrived`), whichever ends first.
-pub(crate) async fn read_body(
-    app: &App,
-    req: Request<Incoming>,
-    arrived: Instant,
-) -> Result<Bytes, Response<Body>> {
-    let limit = app.max_body_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large(limit));
-    }
-    let body_end = Instant::now() + app.body_read_timeout;
-    let budget_end = arrived + app.delivery_budget;
-    let collected = tokio::time::timeout_at(
-        body_end.min(budget_end),
-        Limited::new(req.into_body(), limit).collect(),
-    )
-    .await;
-    match collected {
-        Err(_) => {
-            let which = if body_end <= budget_end {
-                format!(
-                    "body_read_timeout_ms = {}",
-                    app.body_read_timeout.as_millis()
-                )
-            } else {
-                format!(
-                    "the delivery budget of {} ms",
-                    app.delivery_budget.as_millis()
-                )
-            };
-            let mut res = error(
-                StatusCode::REQUEST_TIMEOUT,
-                &format!("request body not received in time ({which})"),
-            );
-            // The rest of the body is not read: the connection cannot be reused.
-            res.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            Err(res)
-        }
-        Ok(Ok(body)) => Ok(body.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
-        Ok(Err(e)) => Err(error(
-            StatusCode::BAD_REQUEST,
-            &format!("cannot read request body: {e}"),
-        )),
-    }
 }
 
 async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Response<Body> {
@@ -620,39 +391,4 @@ fn envelope(env: &Envelope) -> Response<Body> {
             &format!("cannot encode envelope: {e}"),
         ),
     }
-}
-
-pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut res = Response::new(Full::new(body));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res
-}
-
-/// A JSON error answer in the envelope's shape, so a human reading it in a
-/// proxy log or Emailgistics' Test Webhook sees the reason.
-pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "status": "error", "message": message });
-    json(status, body.to_string().into())
-}
-
-fn too_large(limit: usize) -> Response<Body> {
-    let mut res = error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("request body exceeds {limit} bytes"),
-    );
-    // The rest of the body is not read: the connection cannot be reused.
-    res.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    res
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut res = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-    res.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    res
 }

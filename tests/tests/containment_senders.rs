@@ -384,12 +384,12 @@ async fn open_connections_are_capped_and_healthz_keeps_answering() {
     );
     assert!(started.elapsed() < Duration::from_millis(100));
     // With the reserve full too, a connection is closed at once, unanswered.
-    for _ in 0..enrichd::server::HEALTH_RESERVE_CONNECTIONS {
+    for _ in 0..enrichd::http::HEALTH_RESERVE_CONNECTIONS {
         idle.push(TcpStream::connect(server.addr).await.unwrap());
     }
     until_open(
         &server,
-        4 + enrichd::server::HEALTH_RESERVE_CONNECTIONS as u64,
+        4 + enrichd::http::HEALTH_RESERVE_CONNECTIONS as u64,
     )
     .await;
     let mut extra = TcpStream::connect(server.addr).await.unwrap();

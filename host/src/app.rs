@@ -7,14 +7,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::auth::Secret;
-use crate::chain::ChainEntry;
 use crate::config::Config;
 use crate::config::{CrmBackendSpec, CrmSourceSpec};
 use crate::crm::cache::CrmSource;
 use crate::crm::embedded::{CrmError, EmbeddedCrm, ImportOptions};
 use crate::crm::http::HttpCrm;
 use crate::crm::{Backend, BackendError};
+use crate::emailgistics::auth::Secret;
+use crate::emailgistics::chain::ChainEntry;
 use crate::idempotency::{Clock, Inflight};
 use crate::plugin::{EngineOptions, LoadError, PluginEngine, Services};
 use crate::store::{DeliveryStore, StoreError};

@@ -26,15 +26,14 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
+use crate::app::{App, Route};
+use crate::emailgistics::chain::{self, Envelope, Verdict};
+use crate::emailgistics::payload::{self, Parsed};
 use crate::http::{
     error, json, method_not_allowed, read_body, serve_capped, unauthorized, Body, BodyLimits,
     Deadline, HEALTHZ_PATH,
 };
-use crate::app::{App, Route};
-use crate::chain::{self, Envelope, Verdict};
 use crate::idempotency::Answer;
-use crate::payload::{self, Parsed};
-use crate::plugin;
 use crate::singleflight::{self, Claim};
 use crate::store::{StoreError, StoredDelivery};
 
@@ -157,9 +156,10 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::POST {
         return method_not_allowed("POST");
     }
-    if let Err(e) =
-        crate::auth::check_bearer(req.headers().get(header::AUTHORIZATION), &route.secrets)
-    {
+    if let Err(e) = crate::emailgistics::auth::check_bearer(
+        req.headers().get(header::AUTHORIZATION),
+        &route.secrets,
+    ) {
         tracing::warn!(route = %path, reason = %e, "delivery refused: 401");
         return unauthorized(Some("Bearer"));
     }
@@ -259,7 +259,7 @@ async fn run_and_store(
     delivery: &payload::Delivery,
     arrived: Instant,
 ) -> Answer {
-    let wit = plugin::wit_delivery(delivery);
+    let wit = crate::emailgistics::convert::delivery(delivery);
     let (verdict, records) = chain::run(
         &route.chain,
         &wit,
@@ -300,7 +300,8 @@ async fn run_and_store(
         "message": message,
         "plugins": records,
     });
-    let record = crate::record::bound(record, crate::record::MAX_RECORD_BYTES);
+    let record =
+        crate::emailgistics::record::bound(record, crate::emailgistics::record::MAX_RECORD_BYTES);
     tracing::info!(target: "enrichd::delivery", route = %route.path, delivery = %delivery.id, record = %record, "{message}");
     let mut answer = Answer {
         status: status.as_u16(),

@@ -531,10 +531,13 @@ async fn a_trickling_body_gets_408_at_the_body_read_timeout() {
 async fn keyed_fields_are_length_capped_with_a_400_before_anything_runs() {
     let server = TestServer::start(&config("", "")).await;
     for (field, limit) in [
-        ("id", enrichd::payload::MAX_ID_BYTES),
-        ("subject", enrichd::payload::MAX_SUBJECT_BYTES),
-        ("conversationId", enrichd::payload::MAX_ID_BYTES),
-        ("mailbox", enrichd::payload::MAX_ADDRESS_BYTES),
+        ("id", enrichd::emailgistics::payload::MAX_ID_BYTES),
+        ("subject", enrichd::emailgistics::payload::MAX_SUBJECT_BYTES),
+        (
+            "conversationId",
+            enrichd::emailgistics::payload::MAX_ID_BYTES,
+        ),
+        ("mailbox", enrichd::emailgistics::payload::MAX_ADDRESS_BYTES),
     ] {
         // Obeyed: at the limit.
         let mut at = seed_payload();

@@ -33,11 +33,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use crate::app::App;
-use crate::config::OnError;
-use crate::plugin::{CallLimit, Failure, Plugin, WitEvent, WitEventKind};
 use crate::http::{
     error, json, method_not_allowed, read_body, unauthorized, Body, BodyLimits, Deadline,
 };
+use crate::plugin::OnError;
+use crate::plugin::{CallLimit, Failure, Plugin, WitEvent, WitEventKind};
 use event::{Callback, Kind};
 use queue::{Enqueued, Next, QueueError, Queued};
 

@@ -75,10 +75,7 @@ pub async fn read_body(
     match collected {
         Err(_) => {
             let which = if body_end <= deadline.at {
-                format!(
-                    "body_read_timeout_ms = {}",
-                    limits.read_timeout.as_millis()
-                )
+                format!("body_read_timeout_ms = {}", limits.read_timeout.as_millis())
             } else {
                 format!("{} of {} ms", deadline.name, deadline.budget.as_millis())
             };

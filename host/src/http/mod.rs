@@ -17,9 +17,7 @@ use http_body_util::Full;
 pub use answers::{error, json, method_not_allowed, too_large, unauthorized};
 pub use body::{read_body, BodyLimits, Deadline};
 pub use limits::{ConnectionCap, HEALTH_RESERVE_CONNECTIONS};
-pub use serve::{
-    serve, serve_capped, Accept, HEADER_READ_TIMEOUT, RESERVE_HEADER_READ_TIMEOUT,
-};
+pub use serve::{serve, serve_capped, Accept, HEADER_READ_TIMEOUT, RESERVE_HEADER_READ_TIMEOUT};
 
 /// Liveness endpoint; the only path a reserve connection may ask for.
 pub const HEALTHZ_PATH: &str = "/healthz";

@@ -34,7 +34,9 @@ pub trait Accept: Send {
     /// An accepted connection.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// The next connection and its peer.
-    fn accept(&mut self) -> impl Future<Output = std::io::Result<(Self::Stream, SocketAddr)>> + Send;
+    fn accept(
+        &mut self,
+    ) -> impl Future<Output = std::io::Result<(Self::Stream, SocketAddr)>> + Send;
 }
 
 impl Accept for TcpListener {
@@ -59,7 +61,14 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    serve_capped(listener, shutdown, grace, &ConnectionCap::unbounded(), handler).await
+    serve_capped(
+        listener,
+        shutdown,
+        grace,
+        &ConnectionCap::unbounded(),
+        handler,
+    )
+    .await
 }
 
 /// [`serve`], with at most `cap` connections open (see [`ConnectionCap`]).

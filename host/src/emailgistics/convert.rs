@@ -1,13 +1,16 @@
-//! Conversions between the host's types and the WIT bindings: a parsed
-//! delivery into the `delivery` record, a plugin's `action` records into the
-//! host's [`Action`]s.
+//! Conversions between the Emailgistics types and the plugins' WIT types: a
+//! parsed delivery into the `delivery` record, a plugin's output into the
+//! host's [`Action`]s ([`output`], refusing it whole over `max_output_bytes`).
+//! They live on the Emailgistics side so the plugin runtime knows WIT types
+//! only.
 
-use super::bindings::types as wit;
-use crate::actions::{
+use crate::emailgistics::actions::{
     Action, ActionKind, Assign, AssignmentSpec, BodyType, EmailAddress, ForwardMessage,
     InlineAsset, SendMessage, Tag,
 };
-use crate::payload::{Address, Delivery};
+use crate::emailgistics::payload::{Address, Delivery};
+use crate::plugin::wit;
+use crate::plugin::{Failure, Limits};
 
 fn wit_address(a: &Address) -> wit::EmailAddress {
     wit::EmailAddress {
@@ -65,7 +68,7 @@ fn spec(s: wit::AssignmentSpec) -> AssignmentSpec {
 }
 
 /// A plugin's action as a host action (not yet validated).
-pub fn action(a: wit::Action) -> Action {
+fn action(a: wit::Action) -> Action {
     let kind = match a.value {
         wit::ActionValue::Assign(v) => ActionKind::Assign(Assign {
             main_assignment: spec(v.main_assignment),
@@ -103,4 +106,43 @@ pub fn action(a: wit::Action) -> Action {
         }),
     };
     Action { name: a.name, kind }
+}
+
+/// A plugin's output, converted to host actions (not yet validated).
+#[derive(Debug)]
+pub struct Output {
+    /// Actions in the plugin's order.
+    pub actions: Vec<Action>,
+    /// The plugin's own note.
+    pub message: Option<String>,
+}
+
+/// A plugin's WIT output as an [`Output`] (the plugin runtime has checked
+/// `max_actions`), refused whole when its actions are over
+/// `max_output_bytes`: a truncated list could drop the one action that
+/// mattered, silently. The plugin's message is only a note, so it is cut
+/// (marked) to `max_message_bytes` instead. Passed to
+/// [`crate::plugin::Plugin::call`].
+pub fn output(out: wit::PluginOutput, limits: &Limits) -> Result<Output, Failure> {
+    let actions: Vec<Action> = out.actions.into_iter().map(action).collect();
+    // An action over a list cap is dropped by validation and never
+    // reaches the envelope, so it is not counted: serializing a
+    // 90 000-item list only to count it would cost more than refusing it.
+    let caps = crate::emailgistics::validate::Caps::from(limits);
+    let counted: Vec<&Action> = actions
+        .iter()
+        .filter(|a| crate::emailgistics::validate::check_list_caps(a, &caps).is_ok())
+        .collect();
+    let bytes = crate::text::json_len(&counted);
+    if bytes > limits.max_output_bytes {
+        return Err(Failure::OutputLimit(format!(
+            "{bytes} bytes of actions returned, at most {} allowed",
+            limits.max_output_bytes
+        )));
+    }
+    let mut message = out.message;
+    if let Some(m) = &mut message {
+        crate::text::cut_in_place(m, limits.max_message_bytes, "max_message_bytes");
+    }
+    Ok(Output { actions, message })
 }

@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use crate::app::{App, Route};
 use crate::emailgistics::chain::{self, Envelope, Verdict};
 use crate::emailgistics::payload::{self, Parsed};
+use crate::emailgistics::record::{Answered, DeliveryRecord, MAX_RECORD_BYTES};
 use crate::http::{
     error, json, method_not_allowed, read_body, serve_capped, unauthorized, Body, BodyLimits,
     Deadline, HEALTHZ_PATH,
@@ -268,14 +269,9 @@ async fn run_and_store(
         app.delivery_budget,
     )
     .await;
-    let (status, body, env_status, message) = match &verdict {
+    let (status, body, message) = match &verdict {
         Verdict::Answer(env) => match serde_json::to_vec(env) {
-            Ok(bytes) => (
-                StatusCode::OK,
-                Bytes::from(bytes),
-                serde_json::json!(env.status),
-                env.message.clone(),
-            ),
+            Ok(bytes) => (StatusCode::OK, Bytes::from(bytes), env.message.clone()),
             // Serializing strings and maps cannot fail; if it ever does, a
             // retry is the right answer.
             Err(e) => error_parts(
@@ -287,21 +283,19 @@ async fn run_and_store(
     };
     let now = app.clock.now_ms();
     // One bounded record for both the log line and the store.
-    let record = serde_json::json!({
-        "route": route.path,
-        "delivery": delivery.id,
-        "mailbox": delivery.mailbox,
-        "conversationId": delivery.conversation_id,
-        "subject": delivery.subject,
-        "answeredAtMs": now,
-        "elapsedMs": arrived.elapsed().as_millis() as u64,
-        "httpStatus": status.as_u16(),
-        "status": env_status,
-        "message": message,
-        "plugins": records,
-    });
-    let record =
-        crate::emailgistics::record::bound(record, crate::emailgistics::record::MAX_RECORD_BYTES);
+    let record = DeliveryRecord::new(
+        &route.path,
+        delivery,
+        Answered {
+            verdict: &verdict,
+            http_status: status.as_u16(),
+            message: message.clone(),
+            at_ms: now,
+            elapsed_ms: arrived.elapsed().as_millis() as u64,
+        },
+        records,
+    )
+    .bounded(MAX_RECORD_BYTES);
     tracing::info!(target: "enrichd::delivery", route = %route.path, delivery = %delivery.id, record = %record, "{message}");
     let mut answer = Answer {
         status: status.as_u16(),
@@ -336,10 +330,7 @@ async fn run_and_store(
 /// A 5xx answer's parts. The message may carry a plugin's text: it is
 /// bounded by the chain already, and cut here again so no path can put an
 /// unbounded reason into a 503 body.
-fn error_parts(
-    status: StatusCode,
-    message: &str,
-) -> (StatusCode, Bytes, serde_json::Value, String) {
+fn error_parts(status: StatusCode, message: &str) -> (StatusCode, Bytes, String) {
     let message = crate::text::cut(
         message,
         MAX_ERROR_MESSAGE_BYTES,
@@ -347,12 +338,7 @@ fn error_parts(
         MAX_ERROR_MESSAGE_BYTES,
     );
     let body = serde_json::json!({ "status": "error", "message": message });
-    (
-        status,
-        body.to_string().into(),
-        serde_json::json!("retry"),
-        message,
-    )
+    (status, body.to_string().into(), message)
 }
 
 /// Most bytes of the message of a 5xx body: the chain's reasons are one

@@ -34,6 +34,7 @@
 //! - [`singleflight`]: one caller works per key, concurrent callers wait for its result.
 //! - [`kv`]: per-plugin key-value namespaces behind the `kv` import.
 //! - [`storage`]: the storage ports and their backends.
+//! - [`supervisor`]: the background jobs: named, restarted after a panic, one shutdown.
 //! - [`clock`]: wall-clock milliseconds on tokio's clock.
 //! - [`text`]: cutting untrusted text to a byte bound, marking the cut.
 
@@ -55,4 +56,5 @@ pub mod singleflight;
 mod sled_test;
 pub mod storage;
 pub mod store;
+pub mod supervisor;
 pub mod text;

@@ -37,31 +37,48 @@ use crate::http::{
 use crate::idempotency::Answer;
 use crate::singleflight::{self, Claim};
 use crate::store::{StoreError, StoredDelivery};
+use crate::supervisor::Supervisor;
 
 /// How often expired answers are removed and the store's size reported.
 /// Expired answers are already invisible to lookups; sweeping only
 /// reclaims space, so once a minute is plenty.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// Time the background jobs get to stop once the listener has drained.
+/// They are dropped at their next await, so this only bounds a job stuck
+/// in blocking work; a few seconds keep a shutdown prompt.
+pub const JOBS_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Serve `app`'s webhook routes on `listener` until `shutdown` resolves,
 /// then stop accepting and let in-flight requests finish, for up to the
 /// delivery budget (so no accepted delivery is cut short). Expired answers
 /// and the EngageLab duplicate filter are swept in the background
-/// meanwhile, and the event worker runs.
+/// meanwhile, the event worker runs and the CRM sources are refreshed, all
+/// under one [`Supervisor`].
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let sweeper = tokio::spawn(sweep_periodically(app.clone()));
-    let seen_sweeper = tokio::spawn(sweep_seen_periodically(app.clone()));
-    let event_worker = tokio::spawn(crate::engagelab::work(app.clone()));
-    let refreshers: Vec<_> = app
-        .services
-        .crm
-        .iter()
-        .map(|s| tokio::spawn(s.clone().refresh_periodically()))
-        .collect();
+    let jobs = Supervisor::new();
+    let swept = app.clone();
+    jobs.spawn("delivery store sweep", move || {
+        sweep_periodically(swept.clone())
+    });
+    let swept = app.clone();
+    jobs.spawn("EngageLab duplicate filter sweep", move || {
+        sweep_seen_periodically(swept.clone())
+    });
+    let worker = app.clone();
+    jobs.spawn("EngageLab event worker", move || {
+        crate::engagelab::work(worker.clone())
+    });
+    for source in &app.services.crm {
+        let source = source.clone();
+        jobs.spawn(format!("CRM refresh of {}", source.name()), move || {
+            source.clone().refresh_periodically()
+        });
+    }
     let grace = app.delivery_budget;
     let cap = app.connections.clone();
     let result = serve_capped(listener, shutdown, grace, &cap, move |req| {
@@ -69,10 +86,9 @@ pub async fn run(
         async move { handle(&app, req).await }
     })
     .await;
-    sweeper.abort();
-    seen_sweeper.abort();
-    event_worker.abort();
-    refreshers.iter().for_each(|r| r.abort());
+    // The accept loop has drained; the jobs stop at their next await (the
+    // event worker's callback in hand stays queued and is run again).
+    jobs.shutdown(JOBS_SHUTDOWN_GRACE).await;
     result
 }
 

@@ -316,7 +316,7 @@ mod tests {
                 std::future::pending::<()>().await;
             }
         });
-        jobs.spawn("polite", || std::future::pending::<()>());
+        jobs.spawn("polite", std::future::pending::<()>);
         tokio::task::yield_now().await;
         let started = tokio::time::Instant::now();
         let aborted = jobs.shutdown(Duration::from_secs(3)).await;

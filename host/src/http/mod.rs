@@ -24,3 +24,6 @@ pub const HEALTHZ_PATH: &str = "/healthz";
 
 /// The body of every answer: all of it is known before it is sent.
 pub type Body = Full<Bytes>;
+
+#[cfg(test)]
+mod tests;

@@ -149,13 +149,13 @@ impl App {
                 .iter()
                 .map(|p| p.limits.max_memory_bytes)
                 .max()
-                .unwrap_or(crate::config::DEFAULT_MAX_MEMORY_BYTES),
+                .unwrap_or(crate::plugin::policy::DEFAULT_MAX_MEMORY_BYTES),
             max_table_elements: config
                 .plugins
                 .iter()
                 .map(|p| p.limits.max_table_elements)
                 .max()
-                .unwrap_or(crate::config::DEFAULT_MAX_TABLE_ELEMENTS),
+                .unwrap_or(crate::plugin::policy::DEFAULT_MAX_TABLE_ELEMENTS),
             cache_dir: Some(config.cache_dir.clone()),
         })?;
         let started = Instant::now();

@@ -15,8 +15,9 @@ use tokio::time::Instant;
 
 use criterion::{BenchmarkId, Criterion};
 use enrichd::app::App;
-use enrichd::config::{Config, PluginSpec};
+use enrichd::config::Config;
 use enrichd::emailgistics::convert::output;
+use enrichd::plugin::policy::PluginSpec;
 use enrichd::plugin::{CallLimit, EngineOptions, PluginEngine, Services};
 
 const GROUP_CALL: &str = "instantiate_and_call";
@@ -42,8 +43,8 @@ fn engine(spec_cfg: &Config, cache: Option<&Path>) -> PluginEngine {
     PluginEngine::new(EngineOptions {
         allocator: spec_cfg.allocator,
         fuel: false,
-        max_memory_bytes: enrichd::config::DEFAULT_MAX_MEMORY_BYTES,
-        max_table_elements: enrichd::config::DEFAULT_MAX_TABLE_ELEMENTS,
+        max_memory_bytes: enrichd::plugin::policy::DEFAULT_MAX_MEMORY_BYTES,
+        max_table_elements: enrichd::plugin::policy::DEFAULT_MAX_TABLE_ELEMENTS,
         cache_dir: cache.map(Path::to_owned),
     })
     .expect("engine")

@@ -19,7 +19,7 @@ use crate::store::{FlushPolicy, StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETE
 pub use raw::StorageKind;
 // The plugin policy types are the plugin runtime's; the config resolves
 // into them (config -> plugin, never the other way).
-pub use crate::plugin::policy::*;
+use crate::plugin::policy::*;
 
 /// Default admin listener (delivery log, stats): loopback only, so the
 /// delivery records are not exposed beside the public webhook.

@@ -36,7 +36,7 @@ pub const MAX_MESSAGE_ID_BYTES: usize = 998;
 /// unknown one is logged.
 pub const MAX_EVENT_NAME_BYTES: usize = 64;
 
-pub use crate::text::{check_len, FieldTooLong};
+use crate::text::{check_len, FieldTooLong};
 
 /// Why a body is not an acceptable delivery (answered with 400).
 #[derive(Debug, thiserror::Error)]

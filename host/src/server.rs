@@ -1,5 +1,7 @@
-//! The HTTP server: accepts connections, routes requests, authenticates,
-//! bounds and parses bodies, runs the chain and answers with the envelope.
+//! The public server: runs the background jobs under one supervisor,
+//! routes requests, authenticates, parses deliveries, runs the chain once
+//! per delivery (idempotency) and answers with the envelope. The transport
+//! under it is [`crate::http`].
 //!
 //! Status codes follow the Emailgistics contract: 200 with an envelope for
 //! everything that was processed (even when plugins failed), 401 for a bad

@@ -177,3 +177,62 @@ async fn shutdown_lets_a_request_in_flight_finish() {
         .expect("serve returns once the connection is done")
         .unwrap();
 }
+
+/// Connections handed over a channel: any `AsyncRead + AsyncWrite` stream
+/// (here in-memory pipes) is served like a TCP one, as a TLS stream would be.
+struct Pipes(tokio::sync::mpsc::Receiver<tokio::io::DuplexStream>);
+
+impl Accept for Pipes {
+    type Stream = tokio::io::DuplexStream;
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Stream, std::net::SocketAddr)> {
+        match self.0.recv().await {
+            Some(pipe) => Ok((pipe, ([127, 0, 0, 1], 0).into())),
+            // No more connections: wait for the shutdown.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_accept_loop_serves_any_stream() {
+    let (connect, accepted) = tokio::sync::mpsc::channel(1);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(
+        Pipes(accepted),
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+        |req| async move {
+            let deadline =
+                Deadline::after(Instant::now(), Duration::from_secs(5), "the test budget");
+            match read_body(req, &LIMITS, &deadline).await {
+                Ok(body) => json(StatusCode::OK, body),
+                Err(res) => res,
+            }
+        },
+    ));
+    let (mut client, pipe) = tokio::io::duplex(4096);
+    connect.send(pipe).await.unwrap();
+    let body = r#"{"over":"a pipe"}"#;
+    client
+        .write_all(
+            format!(
+                "{}{body}",
+                post(body.len()).replace("HTTP/1.1\r\n", "HTTP/1.1\r\nconnection: close\r\n")
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(body), "{answer}");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

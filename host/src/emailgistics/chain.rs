@@ -1,11 +1,12 @@
 //! Running a route's plugin chain for one delivery and merging the results.
 //!
 //! Plugins run one after another, in the configured order; each one's
-//! actions are validated ([`crate::emailgistics::validate`]) and appended in order, so the
-//! envelope lists the first plugin's actions first. A plugin that fails
+//! actions are validated ([`super::validate`]) and appended in order, so
+//! the envelope lists the first plugin's actions first. A plugin that fails
 //! contributes nothing and the chain goes on. Everything that happened is
-//! kept in a [`DeliveryRecord`]: the envelope's `message` summarises it in
-//! one line, the record itself goes to the log.
+//! kept in [`PluginRecord`]s, which go into the delivery's
+//! [`DeliveryRecord`](super::record::DeliveryRecord): the envelope's
+//! `message` summarises them in one line, the record goes to the log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,8 @@ use tokio::time::Instant;
 
 use serde::Serialize;
 
-use crate::emailgistics::actions::Action;
-use crate::emailgistics::{convert, validate};
+use super::actions::Action;
+use super::{convert, validate};
 use crate::plugin::OnError;
 use crate::plugin::{CallLimit, Failure, Plugin, Services, WitDelivery};
 

@@ -4,11 +4,11 @@
 //! They live on the Emailgistics side so the plugin runtime knows WIT types
 //! only.
 
-use crate::emailgistics::actions::{
+use super::actions::{
     Action, ActionKind, Assign, AssignmentSpec, BodyType, EmailAddress, ForwardMessage,
     InlineAsset, SendMessage, Tag,
 };
-use crate::emailgistics::payload::{Address, Delivery};
+use super::payload::{Address, Delivery};
 use crate::plugin::wit;
 use crate::plugin::{Failure, Limits};
 
@@ -128,10 +128,10 @@ pub fn output(out: wit::PluginOutput, limits: &Limits) -> Result<Output, Failure
     // An action over a list cap is dropped by validation and never
     // reaches the envelope, so it is not counted: serializing a
     // 90 000-item list only to count it would cost more than refusing it.
-    let caps = crate::emailgistics::validate::Caps::from(limits);
+    let caps = super::validate::Caps::from(limits);
     let counted: Vec<&Action> = actions
         .iter()
-        .filter(|a| crate::emailgistics::validate::check_list_caps(a, &caps).is_ok())
+        .filter(|a| super::validate::check_list_caps(a, &caps).is_ok())
         .collect();
     let bytes = crate::text::json_len(&counted);
     if bytes > limits.max_output_bytes {
@@ -145,4 +145,79 @@ pub fn output(out: wit::PluginOutput, limits: &Limits) -> Result<Output, Failure
         crate::text::cut_in_place(m, limits.max_message_bytes, "max_message_bytes");
     }
     Ok(Output { actions, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(name: &str, tags: usize, len: usize) -> wit::Action {
+        wit::Action {
+            name: Some(name.into()),
+            value: wit::ActionValue::Tag(wit::TagAction {
+                tags: (0..tags)
+                    .map(|i| format!("{i}{}", "t".repeat(len)))
+                    .collect(),
+            }),
+        }
+    }
+
+    fn out(actions: Vec<wit::Action>, message: Option<String>) -> wit::PluginOutput {
+        wit::PluginOutput { actions, message }
+    }
+
+    #[test]
+    fn actions_within_max_output_bytes_are_converted_in_order() {
+        let got = output(
+            out(vec![tag("a", 1, 3), tag("b", 2, 3)], None),
+            &Limits::default(),
+        )
+        .unwrap();
+        let names: Vec<_> = got.actions.iter().map(|a| a.name.as_deref()).collect();
+        assert_eq!(names, [Some("a"), Some("b")]);
+        assert!(matches!(&got.actions[1].kind, ActionKind::Tag(t) if t.tags.len() == 2));
+    }
+
+    #[test]
+    fn actions_over_max_output_bytes_are_refused_whole() {
+        let limits = Limits {
+            max_output_bytes: 1000,
+            ..Limits::default()
+        };
+        // Ten tags of ~200 bytes: ~2 KB of JSON.
+        let err = output(out(vec![tag("big", 10, 200)], None), &limits).unwrap_err();
+        assert!(
+            matches!(&err, Failure::OutputLimit(m) if m.contains("at most 1000 allowed")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_action_over_a_list_cap_is_not_counted_for_the_bytes() {
+        // Over max_list_items, so validation drops it: its size does not
+        // count against max_output_bytes.
+        let limits = Limits {
+            max_output_bytes: 1000,
+            max_list_items: 5,
+            ..Limits::default()
+        };
+        let got = output(
+            out(vec![tag("flood", 10, 200), tag("ok", 1, 3)], None),
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(got.actions.len(), 2, "converted; validation drops it later");
+    }
+
+    #[test]
+    fn a_long_message_is_cut_and_marked() {
+        let limits = Limits {
+            max_message_bytes: 100,
+            ..Limits::default()
+        };
+        let got = output(out(Vec::new(), Some("m".repeat(10_000))), &limits).unwrap();
+        let message = got.message.unwrap();
+        assert!(message.len() <= 100, "{}", message.len());
+        assert!(message.contains("max_message_bytes"), "{message}");
+    }
 }

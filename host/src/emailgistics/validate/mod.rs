@@ -28,7 +28,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::emailgistics::actions::{
+use super::actions::{
     Action, ActionKind, Assign, AssignmentSpec, BodyType, EmailAddress, ForwardMessage,
     InlineAsset, SendMessage, Tag,
 };

@@ -18,8 +18,8 @@ pub fn json(status: StatusCode, body: Bytes) -> Response<Body> {
     res
 }
 
-/// A JSON error answer in the envelope's shape, so a human reading it in a
-/// proxy log or Emailgistics' Test Webhook sees the reason.
+/// A JSON error answer, `{"status":"error","message":…}`, so a human
+/// reading it in a proxy log or a sender's test console sees the reason.
 pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "status": "error", "message": message });
     json(status, body.to_string().into())

@@ -483,6 +483,7 @@ async fn a_sha256_pin_must_match_the_component() {
     std::fs::write(&file, pinned(&"0".repeat(64))).unwrap();
     let config = enrichd::config::Config::load(&file).unwrap();
     let err = enrichd::app::App::build(&config)
+        .await
         .err()
         .expect("a pin mismatch refuses to start")
         .to_string();
@@ -545,15 +546,17 @@ async fn pooling_and_on_demand_allocators_both_serve() {
         )
         .unwrap();
         let config = enrichd::config::Config::load(&file).unwrap();
-        let app = enrichd::app::App::build(&config).unwrap();
+        let app = enrichd::app::App::build(&config).await.unwrap();
         assert_eq!(app.engine.allocator(), expected);
-        let delivery = match enrichd::payload::parse(seed_payload().to_string().as_bytes()).unwrap()
-        {
-            enrichd::payload::Parsed::Received(d) => d,
-            other => panic!("{other:?}"),
-        };
-        let wit = enrichd::plugin::wit_delivery(&delivery);
-        let (verdict, records) = enrichd::chain::run(
+        let delivery =
+            match enrichd::emailgistics::payload::parse(seed_payload().to_string().as_bytes())
+                .unwrap()
+            {
+                enrichd::emailgistics::payload::Parsed::Received(d) => d,
+                other => panic!("{other:?}"),
+            };
+        let wit = enrichd::emailgistics::convert::delivery(&delivery);
+        let (verdict, records) = enrichd::emailgistics::chain::run(
             &app.routes[0].chain,
             &wit,
             &app.services,
@@ -562,10 +565,13 @@ async fn pooling_and_on_demand_allocators_both_serve() {
         )
         .await;
         assert!(
-            matches!(verdict, enrichd::chain::Verdict::Answer(ref e) if e.actions.len() == 1),
+            matches!(verdict, enrichd::emailgistics::chain::Verdict::Answer(ref e) if e.actions.len() == 1),
             "{verdict:?}"
         );
-        assert_eq!(records[0].outcome, enrichd::chain::Outcome::Applied);
+        assert_eq!(
+            records[0].outcome,
+            enrichd::emailgistics::chain::Outcome::Applied
+        );
     }
 }
 
@@ -620,9 +626,9 @@ async fn table_limit_obeyed_and_violated() {
     let cache = enrichd_tests::SHARED_CACHE;
     std::fs::write(&path, format!("cache_dir = {cache:?}\n{narrow}")).unwrap();
     let config = enrichd::config::Config::load(&path).unwrap();
-    let err = tokio::task::spawn_blocking(move || enrichd::app::App::build(&config).err())
+    let err = enrichd::app::App::build(&config)
         .await
-        .unwrap()
+        .err()
         .expect("refused at start")
         .to_string();
     assert!(

@@ -369,29 +369,6 @@ pub fn criterion_median_ns(group: &str, bench: &str) -> Option<f64> {
     json["median"]["point_estimate"].as_f64()
 }
 
-/// The `enrichd` binary, built if needed (tests that kill -9 a real process
-/// need it; the tests crate cannot name another package's binary directly).
-///
-/// # Panics
-/// When it cannot be built.
-pub fn enrichd_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .args(["build", "-p", "enrichd", "--bin", "enrichd"])
-                .current_dir(&root)
-                .env_remove("CARGO_TARGET_DIR")
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "cargo build -p enrichd failed");
-            root.join("target/debug/enrichd")
-        })
-        .clone()
-}
-
 /// Build the app, retrying briefly while a previous server of the same test
 /// lets go of the data directory: sled releases its file lock from a
 /// background thread a moment after the last handle is dropped.

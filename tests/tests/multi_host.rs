@@ -437,6 +437,18 @@ async fn redis_stopped_answers_503_and_redis_back_serves_again_with_nothing_lost
     )
     .await;
     assert_eq!(after.header(REPLAY), None);
+    // Every host is back by itself, soon (its admin `/stats` reads the
+    // storage too).
+    let back = std::time::Instant::now();
+    for host in &hosts {
+        eventually(
+            &format!("host {} reaches Redis again", host.name),
+            Duration::from_secs(15),
+            move || async move { (host.admin_get("/stats").await.status == 200).then_some(()) },
+        )
+        .await;
+    }
+    println!("every host was back {:?} after A", back.elapsed());
     let mut calls = 0;
     for h in &hosts {
         calls += h.plugin_calls("counter").await;

@@ -28,9 +28,6 @@ const ENRICH: &str = "/enrich";
 /// The EngageLab route: the event counter, then `engagement-tracker`.
 const EVENTS: &str = "/engagelab-webhook";
 const APP_KEY: &str = "multi-host-app-key";
-/// At least the margin the answer lease adds to the delivery budget
-/// (`idempotency::LEASE_MARGIN`), so a retry after it leads at once.
-const LEASE_MARGIN: Duration = Duration::from_secs(6);
 
 /// What differs between the scenarios.
 #[derive(Clone, Copy)]
@@ -222,7 +219,8 @@ async fn kill_9_of_the_leader_mid_delivery_then_the_retry_on_another_host_runs_a
     // The sender retries after the connection error; once the dead
     // leader's lease (the budget plus a margin) has ended, the retry leads.
     // Until then a copy may get 503 (retry later), never another answer.
-    tokio::time::sleep(Duration::from_millis(timing.budget_ms) + LEASE_MARGIN).await;
+    let lease = Duration::from_millis(timing.budget_ms) + enrichd::idempotency::LEASE_MARGIN;
+    tokio::time::sleep(lease + Duration::from_millis(500)).await;
     let (b, p) = (&hosts[1], &payload);
     let answer = eventually(
         "B answers the retry",

@@ -192,7 +192,7 @@ async fn kill_9_of_the_leader_mid_delivery_then_the_retry_on_another_host_runs_a
     // A short budget, so the dead leader's lease (about the budget) ends soon.
     let timing = Timing {
         budget_ms: 6000,
-        spin_ms: 2000,
+        spin_ms: 3000,
         ..Timing::default()
     };
     let mut hosts = three_hosts(&config(&url, &redis_server::unique_prefix(test), timing)).await;
@@ -254,11 +254,11 @@ async fn a_callback_accepted_by_a_whose_processing_host_is_killed_is_processed_b
     let Some(url) = redis_server::shared_url(test) else {
         return;
     };
-    // The event chain can run 6 s (4000 + 2000 ms timeouts); the lease is
+    // The event chain can run 7 s (5000 + 2000 ms timeouts); the lease is
     // a little longer, so a dead host's callback is taken over soon.
     let timing = Timing {
-        event_spin_ms: 2000,
-        event_lease_ms: 7000,
+        event_spin_ms: 3000,
+        event_lease_ms: 8000,
         ..Timing::default()
     };
     let mut hosts = three_hosts(&config(&url, &redis_server::unique_prefix(test), timing)).await;

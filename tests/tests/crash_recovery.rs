@@ -156,7 +156,7 @@ async fn a_callback_being_processed_at_kill_9_is_processed_after_restart() {
          [[engagelab]]\npath = \"/events\"\napp_keys = [{{ value = \"{APP_KEY}\" }}]\n\
          chain = [{{ plugin = \"event-counter\" }}, {{ plugin = \"engagement-tracker\" }}]\n\
          [[route]]\npath = \"/enrich\"\nchain = [{{ plugin = \"engagement-enrich\" }}]\n",
-        counter("event-counter", 2000),
+        counter("event-counter", 3000),
         plugin_toml("engagement-tracker", &["kv", "log"], ""),
         plugin_toml(
             "engagement-enrich",

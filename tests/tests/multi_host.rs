@@ -212,15 +212,24 @@ async fn kill_9_of_the_leader_mid_delivery_then_the_retry_on_another_host_runs_a
     )
     .await;
     hosts[0].kill();
+    let killed_at = std::time::Instant::now();
     assert!(
         leader.await.expect("leader task").is_err(),
         "the killed leader answered nothing"
     );
-    // The sender retries after the connection error; once the dead
-    // leader's lease (the budget plus a margin) has ended, the retry leads.
-    // Until then a copy may get 503 (retry later), never another answer.
+    // While the dead leader's lease (the budget plus a margin) lasts, a copy
+    // waits for its answer as long as its own budget allows, then gets 503
+    // (retry later): it neither runs the plugins nor invents an answer.
+    let early = hosts[2].deliver(HOOK, &payload).await;
+    assert_eq!(
+        early.status, 503,
+        "a copy while the dead leader's lease lasts"
+    );
+    assert_eq!(hosts[2].plugin_calls("counter").await, 0);
+    // Once the lease has ended, the sender's retry leads.
     let lease = Duration::from_millis(timing.budget_ms) + enrichd::idempotency::LEASE_MARGIN;
-    tokio::time::sleep(lease + Duration::from_millis(500)).await;
+    let rest = (lease + Duration::from_millis(500)).saturating_sub(killed_at.elapsed());
+    tokio::time::sleep(rest).await;
     let (b, p) = (&hosts[1], &payload);
     let answer = eventually(
         "B answers the retry",

@@ -178,16 +178,16 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let admin_addr = admin.local_addr().expect("admin addr");
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let wait = move || {
-            let mut rx = stopped.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
+        let shutdown = async move {
+            let mut rx = stopped;
+            let _ = rx.wait_for(|s| *s).await;
         };
-        let tasks = vec![
-            tokio::spawn(enrichd::server::run(listener, app.clone(), wait())),
-            tokio::spawn(enrichd::admin::run(admin, app.clone(), wait())),
-        ];
+        let tasks = vec![tokio::spawn(enrichd::app::run(
+            listener,
+            Some(admin),
+            app.clone(),
+            shutdown,
+        ))];
         TestServer {
             addr,
             admin_addr,
@@ -200,13 +200,13 @@ impl TestServer {
 
     /// Callbacks queued (leased ones included).
     pub async fn queued(&self) -> usize {
-        self.app.storage.events.len().await.expect("queue length")
+        self.app.storage().events.len().await.expect("queue length")
     }
 
     /// Fingerprints held by the EngageLab duplicate filter.
     pub async fn seen(&self) -> usize {
         self.app
-            .storage
+            .storage()
             .events
             .seen_len()
             .await
@@ -216,7 +216,7 @@ impl TestServer {
     /// Answers stored (expired ones included until swept).
     pub async fn stored(&self) -> usize {
         self.app
-            .storage
+            .storage()
             .answers
             .len()
             .await

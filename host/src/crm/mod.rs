@@ -14,6 +14,7 @@ pub mod http;
 pub mod import;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 // The longest address and domain a lookup accepts: a guest must not push
 // arbitrary strings to the backend.
@@ -116,4 +117,18 @@ mod tests {
         assert_eq!(domain_of("nobody"), None);
         assert_eq!(domain_of("x@localhost"), None);
     }
+}
+
+/// Per CRM source: its backend kind and counters (for `GET /stats` and the
+/// counters log line).
+pub fn stats(sources: &[Arc<cache::CrmSource>]) -> serde_json::Value {
+    sources
+        .iter()
+        .map(|s| {
+            let mut v = s.stats().snapshot();
+            v["backend"] = serde_json::json!(s.backend().kind());
+            (s.name().to_owned(), v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }

@@ -1,5 +1,5 @@
 //! The composition root: builds a running enrichd from a [`Config`] (the
-//! storage, then the CRM sources, plugins and routes of [`assemble`]),
+//! storage, then the CRM sources, the compiled plugins and the routes),
 //! hands each handler the narrow state it needs
 //! ([`DeliveryState`], [`EventState`], [`AdminState`]) and runs them
 //! ([`run`]): the public listener behind the [`router`], the admin
@@ -231,3 +231,6 @@ pub async fn run(
     jobs.shutdown(jobs::SHUTDOWN_GRACE).await;
     public.and(admin)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,12 @@
 //! The public listener's router: `/healthz`, then the EngageLab routes,
 //! then the Emailgistics routes, else 404. Each handler gets its own state.
+//!
+//! What a sender can make the host hold is bounded by the transport under
+//! it ([`crate::http`]): open connections (`max_connections`, plus a small
+//! reserve that answers only `/healthz`), the time to send a request head
+//! and a body (`body_read_timeout_ms`, 408), and the body's size
+//! (`max_body_bytes`, 413); each handler reads the body within its own
+//! budget (the delivery budget; EngageLab's 3 s).
 
 use std::sync::Arc;
 

@@ -103,6 +103,20 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
+/// Per CRM source: its backend kind and counters (for `GET /stats` and the
+/// counters log line).
+pub fn stats(sources: &[Arc<cache::CrmSource>]) -> serde_json::Value {
+    sources
+        .iter()
+        .map(|s| {
+            let mut v = s.stats().snapshot();
+            v["backend"] = serde_json::json!(s.backend().kind());
+            (s.name().to_owned(), v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,18 +131,4 @@ mod tests {
         assert_eq!(domain_of("nobody"), None);
         assert_eq!(domain_of("x@localhost"), None);
     }
-}
-
-/// Per CRM source: its backend kind and counters (for `GET /stats` and the
-/// counters log line).
-pub fn stats(sources: &[Arc<cache::CrmSource>]) -> serde_json::Value {
-    sources
-        .iter()
-        .map(|s| {
-            let mut v = s.stats().snapshot();
-            v["backend"] = serde_json::json!(s.backend().kind());
-            (s.name().to_owned(), v)
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
 }

@@ -26,11 +26,9 @@ use crate::storage::StorageError;
 /// Answer exists → `answered`; else set the lease if nobody holds one.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
 /// Store the leader's answer unless answered or leased by another.
-static COMPLETE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/complete.lua")));
+static COMPLETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/complete.lua")));
 /// Delete the lease only if it is still this token's.
-static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
 
 /// Most answers `complete` evicts in one call when over `max_records`
 /// (normally one): a lowered `max_records` is reached over a few calls
@@ -63,7 +61,9 @@ impl RedisAnswers {
     /// Decode a stored answer; `None` if it expired by this host's clock.
     fn live(&self, what: &str, json: &str) -> Result<Option<StoredDelivery>, StorageError> {
         let answer: StoredDelivery = serde_json::from_str(json).map_err(|e| corrupt(what, e))?;
-        let alive = answer.stored_at_ms.saturating_add(retention_ms(&self.redis))
+        let alive = answer
+            .stored_at_ms
+            .saturating_add(retention_ms(&self.redis))
             > self.redis.clock.now_ms();
         Ok(alive.then_some(answer))
     }

@@ -81,7 +81,10 @@ impl PluginKv for RedisKv {
             keys: after_keys,
             bytes: after_bytes,
         };
-        match (verdict.as_str(), over_quota(namespace, quota, before, after)) {
+        match (
+            verdict.as_str(),
+            over_quota(namespace, quota, before, after),
+        ) {
             ("ok", None) => Ok(()),
             (_, Some(refusal)) if verdict != "ok" => Err(refusal),
             // The script and the rule disagree: a bug, never a silent pass.

@@ -51,11 +51,9 @@ impl Maintenance for RedisMaintenance {
         let index = answers::index_key(&self.redis);
         let expired = self.trim(&index, answers::live_from(&self.redis)).await?;
         // A fingerprint is live while first seen + window > now.
-        let seen_from = (self.redis.clock.now_ms() + 1)
-            .saturating_sub(ms(self.redis.limits.dedupe_window));
-        let seen_forgotten = self
-            .trim(&events::seen_key(&self.redis), seen_from)
-            .await?;
+        let seen_from =
+            (self.redis.clock.now_ms() + 1).saturating_sub(ms(self.redis.limits.dedupe_window));
+        let seen_forgotten = self.trim(&events::seen_key(&self.redis), seen_from).await?;
         let remaining = self.redis.query(redis::cmd("ZCARD").arg(&index)).await?;
         Ok(SweepReport {
             expired,

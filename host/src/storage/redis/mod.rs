@@ -177,7 +177,7 @@ pub async fn open(
         detail,
     };
     let client = redis::Client::open(settings.url.as_str())
-        .map_err(|e| fail(format!("invalid url: {}", e.kind())))?;
+        .map_err(|e| fail(format!("invalid url ({:?})", e.kind())))?;
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(CONNECTION_TIMEOUT))

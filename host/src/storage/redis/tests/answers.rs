@@ -1,0 +1,242 @@
+//! The answers port on Redis: the protocol on one host, and leases fenced
+//! across two hosts.
+
+use std::time::Duration;
+
+use super::{answer, now_ms};
+use crate::storage::redis::test_util::{host, limits, redis_or_skip, two_hosts, unique_prefix};
+use crate::storage::{Claimed, Completed, DeliveryKey, LeaseToken};
+
+const LEASE: Duration = Duration::from_secs(30);
+/// Short enough to wait out in a test, long enough to outlast a claim.
+const SHORT_LEASE: Duration = Duration::from_millis(300);
+const PAST_SHORT_LEASE: Duration = Duration::from_millis(450);
+
+fn leader(claimed: Claimed) -> LeaseToken {
+    match claimed {
+        Claimed::Leader(token) => token,
+        other => panic!("expected the lead, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn claim_complete_then_every_copy_replays_byte_for_byte() {
+    let url = redis_or_skip!();
+    let s = host(&url, &unique_prefix("replay"), &limits()).await;
+    let key = DeliveryKey::new("/emailgistics-webhook", "id:with:colons\u{e9}");
+    assert_eq!(s.answers.get(&key).await.unwrap(), None);
+    let token = leader(s.answers.claim(&key, LEASE).await.unwrap());
+    assert_eq!(s.answers.claim(&key, LEASE).await.unwrap(), Claimed::Held);
+    let stored = answer(&key, now_ms(), "a");
+    assert_eq!(
+        s.answers.complete(&token, &stored).await.unwrap(),
+        Completed::Stored
+    );
+    assert_eq!(
+        s.answers.claim(&key, LEASE).await.unwrap(),
+        Claimed::Answered(stored.clone())
+    );
+    let got = s.answers.get(&key).await.unwrap().unwrap();
+    assert_eq!(got.body, stored.body, "byte for byte");
+    assert_eq!(s.answers.len().await.unwrap(), 1);
+    let listed = s.answers.list(0, 10).await.unwrap();
+    assert_eq!(listed, vec![stored.summary()]);
+    assert_eq!(listed[0].message, "answered by a");
+}
+
+#[tokio::test]
+async fn find_and_list_cover_routes_time_and_limits() {
+    let url = redis_or_skip!();
+    let s = host(&url, &unique_prefix("find"), &limits()).await;
+    let t = now_ms();
+    let one = DeliveryKey::new("/one", "same");
+    let two = DeliveryKey::new("/two", "same");
+    let other = DeliveryKey::new("/one", "other");
+    for (key, at) in [(&one, t - 30), (&two, t - 20), (&other, t - 10)] {
+        let token = leader(s.answers.claim(key, LEASE).await.unwrap());
+        s.answers
+            .complete(&token, &answer(key, at, &key.route))
+            .await
+            .unwrap();
+    }
+    let found = s.answers.find("same", None).await.unwrap();
+    let routes: Vec<&str> = found.iter().map(|d| d.route.as_str()).collect();
+    assert_eq!(routes, ["/two", "/one"], "newest first");
+    let found = s.answers.find("same", Some("/one")).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].route, "/one");
+    assert!(s.answers.find("nope", None).await.unwrap().is_empty());
+
+    let ids = |l: Vec<crate::storage::DeliverySummary>| {
+        l.into_iter()
+            .map(|d| format!("{}{}", d.route, d.id))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(s.answers.list(0, 10).await.unwrap()),
+        ["/oneother", "/twosame", "/onesame"]
+    );
+    assert_eq!(
+        ids(s.answers.list(0, 2).await.unwrap()),
+        ["/oneother", "/twosame"]
+    );
+    assert_eq!(
+        ids(s.answers.list(t - 20, 10).await.unwrap()),
+        ["/oneother", "/twosame"]
+    );
+}
+
+#[tokio::test]
+async fn expired_answers_are_invisible_and_swept_from_the_index() {
+    let url = redis_or_skip!();
+    let mut l = limits();
+    l.retention = Duration::from_millis(400);
+    let s = host(&url, &unique_prefix("expiry"), &l).await;
+    let key = DeliveryKey::new("/r", "old");
+    let token = leader(s.answers.claim(&key, LEASE).await.unwrap());
+    s.answers
+        .complete(&token, &answer(&key, now_ms(), "a"))
+        .await
+        .unwrap();
+    assert!(s.answers.get(&key).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.answers.get(&key).await.unwrap(), None);
+    assert!(s.answers.list(0, 10).await.unwrap().is_empty());
+    assert!(s.answers.find("old", None).await.unwrap().is_empty());
+    assert_eq!(s.answers.len().await.unwrap(), 1, "until swept");
+    let report = s.sweep().await.unwrap();
+    assert_eq!((report.expired, report.remaining), (1, 0));
+    assert_eq!(s.answers.len().await.unwrap(), 0);
+    // Expired: the next copy runs again.
+    leader(s.answers.claim(&key, LEASE).await.unwrap());
+}
+
+#[tokio::test]
+async fn max_records_evicts_the_oldest_answers() {
+    let url = redis_or_skip!();
+    let mut l = limits();
+    l.max_records = 3;
+    let s = host(&url, &unique_prefix("evict"), &l).await;
+    let t = now_ms();
+    for i in 0..5u64 {
+        let key = DeliveryKey::new("/r", &format!("id{i}"));
+        let token = leader(s.answers.claim(&key, LEASE).await.unwrap());
+        s.answers
+            .complete(&token, &answer(&key, t - 100 + i, "a"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.answers.len().await.unwrap(), 3);
+    for i in 0..5u64 {
+        let live = s
+            .answers
+            .get(&DeliveryKey::new("/r", &format!("id{i}")))
+            .await
+            .unwrap();
+        assert_eq!(live.is_some(), i >= 2, "id{i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_concurrent_claims_on_two_hosts_make_one_leader() {
+    let url = redis_or_skip!();
+    let (a, b) = two_hosts(&url, "sixteen", &limits()).await;
+    let key = DeliveryKey::new("/r", "contended");
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let host = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let key = key.clone();
+            tokio::spawn(async move { host.answers.claim(&key, LEASE).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    let leaders = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Claimed::Leader(_))))
+        .count();
+    let held = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Claimed::Held)))
+        .count();
+    assert_eq!((leaders, held), (1, 15), "{results:?}");
+}
+
+#[tokio::test]
+async fn an_expired_lease_lets_the_other_host_lead() {
+    let url = redis_or_skip!();
+    let (a, b) = two_hosts(&url, "expired-lease", &limits()).await;
+    let key = DeliveryKey::new("/r", "dead-leader");
+    leader(a.answers.claim(&key, SHORT_LEASE).await.unwrap());
+    assert_eq!(b.answers.claim(&key, LEASE).await.unwrap(), Claimed::Held);
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let token = leader(b.answers.claim(&key, LEASE).await.unwrap());
+    assert_eq!(
+        b.answers
+            .complete(&token, &answer(&key, now_ms(), "b"))
+            .await
+            .unwrap(),
+        Completed::Stored
+    );
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_was_retaken_cannot_store_or_release() {
+    let url = redis_or_skip!();
+    let (a, b) = two_hosts(&url, "lease-lost", &limits()).await;
+    let key = DeliveryKey::new("/r", "slow-leader");
+    let late = leader(a.answers.claim(&key, SHORT_LEASE).await.unwrap());
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let current = leader(b.answers.claim(&key, LEASE).await.unwrap());
+    assert_ne!(late.token, current.token);
+    assert_eq!(
+        a.answers
+            .complete(&late, &answer(&key, now_ms(), "a"))
+            .await
+            .unwrap(),
+        Completed::LeaseLost
+    );
+    assert_eq!(a.answers.get(&key).await.unwrap(), None, "nothing written");
+    // A's release does not end B's lease either.
+    a.answers.release(&late).await.unwrap();
+    assert_eq!(a.answers.claim(&key, LEASE).await.unwrap(), Claimed::Held);
+    let by_b = answer(&key, now_ms(), "b");
+    assert_eq!(
+        b.answers.complete(&current, &by_b).await.unwrap(),
+        Completed::Stored
+    );
+    assert_eq!(a.answers.get(&key).await.unwrap(), Some(by_b));
+}
+
+#[tokio::test]
+async fn a_leader_whose_key_was_answered_is_superseded() {
+    let url = redis_or_skip!();
+    let (a, b) = two_hosts(&url, "superseded", &limits()).await;
+    let key = DeliveryKey::new("/r", "answered-meanwhile");
+    let late = leader(a.answers.claim(&key, SHORT_LEASE).await.unwrap());
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let current = leader(b.answers.claim(&key, LEASE).await.unwrap());
+    let by_b = answer(&key, now_ms(), "b");
+    b.answers.complete(&current, &by_b).await.unwrap();
+    assert_eq!(
+        a.answers
+            .complete(&late, &answer(&key, now_ms(), "a"))
+            .await
+            .unwrap(),
+        Completed::Superseded(by_b.clone())
+    );
+    assert_eq!(b.answers.get(&key).await.unwrap(), Some(by_b));
+}
+
+#[tokio::test]
+async fn a_released_key_is_led_by_the_next_copy_on_any_host() {
+    let url = redis_or_skip!();
+    let (a, b) = two_hosts(&url, "release", &limits()).await;
+    let key = DeliveryKey::new("/r", "released");
+    let token = leader(a.answers.claim(&key, LEASE).await.unwrap());
+    assert_eq!(b.answers.claim(&key, LEASE).await.unwrap(), Claimed::Held);
+    a.answers.release(&token).await.unwrap();
+    leader(b.answers.claim(&key, LEASE).await.unwrap());
+}

@@ -264,7 +264,7 @@ impl AnswerStore for RedisAnswers {
                 found.push(answer);
             }
         }
-        found.sort_by(|a, b| b.stored_at_ms.cmp(&a.stored_at_ms));
+        found.sort_by_key(|d| std::cmp::Reverse(d.stored_at_ms));
         Ok(found)
     }
 

@@ -18,7 +18,7 @@
 //! | `P events:delayed` | sorted set | callbacks waiting for a retry, by not-before time |
 //! | `P events:seen` | sorted set | callback fingerprints, by when first seen |
 //! | `P kv:<ns>`, `P kv-usage:<ns>` | hashes | a plugin namespace and its usage (keys, bytes) |
-//! | `P crm:<source,key>` | string, TTL [`crm::LAST_KNOWN_TTL`] | a last-known CRM value |
+//! | `P crm:<source,key>` | string, TTL 30 days (`crm::LAST_KNOWN_TTL`) | a last-known CRM value |
 //!
 //! # Atomicity
 //!

@@ -169,3 +169,25 @@ impl Drop for OwnRedis {
         let _ = self.cli(&["shutdown", "nosave"]);
     }
 }
+
+impl OwnRedis {
+    /// Freeze the server (`SIGSTOP`): it holds its connections but answers
+    /// nothing, like a Redis behind a partition; [`OwnRedis::resume`] ends it.
+    pub(crate) fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resume a frozen server.
+    pub(crate) fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.path().join("redis.pid")).expect("pid file");
+        let status = Command::new("kill")
+            .args([signal, pid.trim()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}

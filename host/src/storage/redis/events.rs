@@ -40,8 +40,22 @@ static PROMOTE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lu
 /// Ack and delete a leased entry and put it in the waiting set.
 static RETRY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/retry.lua")));
 
+/// Forget consumers of processes long gone.
+static FORGET_CONSUMERS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/forget_consumers.lua")));
+
+/// How long a consumer holding nothing may stay idle before the sweep
+/// forgets it: a day. Every process start adds a consumer (its host id), so
+/// without this the group's list grows with every restart; a live host
+/// polls every few seconds and is never that idle (and one forgotten
+/// anyway is recreated by its next read, having held nothing).
+pub(super) const CONSUMER_IDLE: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The consumer group every host reads through.
 const GROUP: &str = "enrichd";
+
+/// The stream's key (after the prefix).
+const STREAM: &str = "events:stream";
 
 /// The stream field holding an entry's JSON.
 const FIELD: &str = "e";
@@ -89,11 +103,11 @@ pub(crate) struct RedisEvents {
 
 impl RedisEvents {
     /// The port on `redis`, its consumer group created if missing. (The
-    /// lease itself comes with each `lease_next` call; the configured one
-    /// is checked against the chains by the config.)
-    pub(crate) async fn open(redis: Redis, _event_lease: Duration) -> Result<Self, StorageError> {
+    /// lease comes with each `lease_next` call, from `[storage]
+    /// event_lease_ms`.)
+    pub(crate) async fn open(redis: Redis) -> Result<Self, StorageError> {
         let events = RedisEvents {
-            stream: redis.key("events:stream"),
+            stream: redis.key(STREAM),
             delayed: redis.key("events:delayed"),
             seen: seen_key(&redis),
             dedupe_window_ms: ms(redis.limits.dedupe_window),
@@ -225,6 +239,23 @@ impl RedisEvents {
             .and_then(|r| r.keys.into_iter().next())
             .and_then(|k| k.ids.into_iter().next()))
     }
+}
+
+/// Forget the consumers holding nothing and idle longer than `idle` (the
+/// sweep passes [`CONSUMER_IDLE`]); how many.
+pub(super) async fn forget_idle_consumers(
+    redis: &Redis,
+    idle: Duration,
+) -> Result<usize, StorageError> {
+    redis
+        .script(
+            FORGET_CONSUMERS
+                .key(redis.key(STREAM))
+                .arg(GROUP)
+                .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
+                .arg(&*redis.host_id),
+        )
+        .await
 }
 
 /// The sorted set of fingerprints.

@@ -2,7 +2,8 @@
 //! values expire by their TTLs; what is left is trimming the two sorted
 //! sets whose members carry their own time: the delivery-log index (members
 //! of expired answers) and the duplicate filter (fingerprints older than
-//! the dedupe window).
+//! the dedupe window), and forgetting the event consumers of processes
+//! long gone.
 
 use std::sync::LazyLock;
 
@@ -54,6 +55,13 @@ impl Maintenance for RedisMaintenance {
         let seen_from =
             (self.redis.clock.now_ms() + 1).saturating_sub(ms(self.redis.limits.dedupe_window));
         let seen_forgotten = self.trim(&events::seen_key(&self.redis), seen_from).await?;
+        let consumers = events::forget_idle_consumers(&self.redis, events::CONSUMER_IDLE).await?;
+        if consumers > 0 {
+            tracing::info!(
+                consumers,
+                "forgot idle event consumers of enrichd processes gone"
+            );
+        }
         let remaining = self.redis.query(redis::cmd("ZCARD").arg(&index)).await?;
         Ok(SweepReport {
             expired,

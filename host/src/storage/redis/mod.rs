@@ -171,40 +171,11 @@ pub async fn open(
     limits: &Limits,
     clock: Clock,
 ) -> Result<Storage, OpenError> {
-    let fail = |detail: String| OpenError {
-        backend: "redis",
-        target: redact(&settings.url),
-        detail,
-    };
-    let client = redis::Client::open(settings.url.as_str())
-        .map_err(|e| fail(format!("invalid url ({:?})", e.kind())))?;
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_number_of_retries(RECONNECT_RETRIES)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(200));
-    let conn = bounded(ConnectionManager::new_with_config(client, config))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let redis = Redis {
-        conn,
-        prefix: settings.key_prefix.clone(),
-        host_id: host_id().into(),
-        tokens: Arc::new(AtomicU64::new(0)),
-        clock,
-        limits: limits.clone(),
-    };
-    // A wrong URL, password or database fails here, at start, not on the
-    // first delivery.
-    redis
-        .query::<String>(&redis::cmd("PING"))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let redis = connect(settings, limits, clock).await?;
     warn_without_aof(&redis).await;
-    let events = events::RedisEvents::open(redis.clone(), settings.event_lease)
+    let events = events::RedisEvents::open(redis.clone())
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| open_error(settings, e.to_string()))?;
     Ok(Storage {
         answers: Arc::new(answers::RedisAnswers::new(redis.clone())),
         events: Arc::new(events),
@@ -213,6 +184,48 @@ pub async fn open(
         maintenance: Arc::new(maintenance::RedisMaintenance::new(redis)),
         backend: "redis",
     })
+}
+
+/// Connect, with every call bounded, and check that Redis answers: a wrong
+/// URL, password or database fails here, at start, not on the first
+/// delivery.
+async fn connect(
+    settings: &RedisSettings,
+    limits: &Limits,
+    clock: Clock,
+) -> Result<Redis, OpenError> {
+    let client = redis::Client::open(settings.url.as_str())
+        .map_err(|e| open_error(settings, format!("invalid url ({:?})", e.kind())))?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(200));
+    let conn = bounded(ConnectionManager::new_with_config(client, config))
+        .await
+        .map_err(|e| open_error(settings, e.to_string()))?;
+    let redis = Redis {
+        conn,
+        prefix: settings.key_prefix.clone(),
+        host_id: host_id().into(),
+        tokens: Arc::new(AtomicU64::new(0)),
+        clock,
+        limits: limits.clone(),
+    };
+    redis
+        .query::<String>(&redis::cmd("PING"))
+        .await
+        .map_err(|e| open_error(settings, e.to_string()))?;
+    Ok(redis)
+}
+
+fn open_error(settings: &RedisSettings, detail: String) -> OpenError {
+    OpenError {
+        backend: "redis",
+        target: redact(&settings.url),
+        detail,
+    }
 }
 
 /// Warn when Redis keeps nothing on disk: then a Redis restart loses queued

@@ -263,3 +263,53 @@ async fn the_cap_holds_across_hosts_and_counts_waiting_retries() {
         Enqueued::New
     );
 }
+
+#[tokio::test]
+async fn idle_consumers_holding_nothing_are_forgotten() {
+    let url = redis_or_skip!();
+    let prefix = unique_prefix("consumers");
+    let (a, b) = (
+        host(&url, &prefix, &limits()).await,
+        host(&url, &prefix, &limits()).await,
+    );
+    let t = now_ms();
+    a.events.enqueue("/el", "held by a", t).await.unwrap();
+    leased(a.events.lease_next(t, LEASE).await.unwrap());
+    a.events.enqueue("/el", "done by b", t).await.unwrap();
+    let done = leased(b.events.lease_next(t, LEASE).await.unwrap());
+    b.events.ack(&done).await.unwrap();
+    let consumers = || async {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let info: Vec<redis::Value> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(format!("{prefix}events:stream"))
+            .arg("enrichd")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        info.len()
+    };
+    assert_eq!(consumers().await, 2);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // A third process: it forgets B (idle, nothing held), keeps A (holds one).
+    let settings = crate::storage::RedisSettings {
+        url: url.clone(),
+        key_prefix: prefix.clone(),
+        event_lease: LEASE,
+    };
+    let third = crate::storage::redis::connect(&settings, &limits(), crate::clock::Clock::new())
+        .await
+        .unwrap();
+    let forgotten =
+        crate::storage::redis::events::forget_idle_consumers(&third, Duration::from_millis(10))
+            .await
+            .unwrap();
+    assert_eq!((forgotten, consumers().await), (1, 1));
+    // B reads again as if nothing happened.
+    b.events.enqueue("/el", "for b", t).await.unwrap();
+    assert_eq!(
+        leased(b.events.lease_next(t, LEASE).await.unwrap()).body,
+        "for b"
+    );
+}

@@ -29,7 +29,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{Script, Value};
 use sha2::{Digest, Sha256};
 
-use super::{corrupt, ms, Redis};
+use super::{corrupt, ms, unavailable, Redis};
 use crate::storage::events::{Enqueued, EventQueue, Next, QueueError, QueuedEvent};
 use crate::storage::StorageError;
 
@@ -118,11 +118,12 @@ impl RedisEvents {
     }
 
     /// Create the stream and its group (from the first entry, so entries
-    /// added before a group was lost are still delivered).
+    /// added before a group was lost are still delivered); one that exists
+    /// already is fine.
     async fn create_group(&self) -> Result<(), StorageError> {
-        let created: Result<String, _> = self
+        let created: redis::RedisResult<()> = self
             .redis
-            .query(
+            .query_raw(
                 redis::cmd("XGROUP")
                     .arg("CREATE")
                     .arg(&self.stream)
@@ -130,11 +131,9 @@ impl RedisEvents {
                     .arg("0")
                     .arg("MKSTREAM"),
             )
-            .await;
+            .await?;
         match created {
-            Err(StorageError::Unavailable(e)) if !e.contains("BUSYGROUP") => {
-                Err(StorageError::Unavailable(e))
-            }
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(unavailable(e)),
             _ => Ok(()),
         }
     }
@@ -182,13 +181,36 @@ impl RedisEvents {
             .await
     }
 
-    /// An entry leased longer than `lease` ago by any host, now this one's.
-    async fn take_over(&self, lease: Duration) -> Result<Option<StreamId>, StorageError> {
+    /// The next entry for this host: one another host leased longer than
+    /// `lease` ago (its host died), else a new one. If the group is gone
+    /// (the stream was deleted, or Redis restarted without its data), it is
+    /// created again and the read tried once more.
+    async fn next_entry(&self, lease: Duration) -> Result<Option<StreamId>, StorageError> {
+        let taken = match self.take_over(lease).await? {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::warn!("the event stream's consumer group was missing; created again");
+                self.create_group().await?;
+                self.take_over(lease).await?
+            }
+            other => other,
+        };
+        match taken.map_err(unavailable)? {
+            Some(entry) => Ok(Some(entry)),
+            None => self.read_new().await,
+        }
+    }
+
+    /// An entry leased longer than `lease` ago by any host, now this one's
+    /// (Redis's error reply is the caller's, to spot `NOGROUP`).
+    async fn take_over(
+        &self,
+        lease: Duration,
+    ) -> Result<redis::RedisResult<Option<StreamId>>, StorageError> {
         let mut cursor = "0-0".to_owned();
         for _ in 0..AUTOCLAIM_PAGES {
-            let reply: StreamAutoClaimReply = self
+            let reply: StreamAutoClaimReply = match self
                 .redis
-                .query(
+                .query_raw(
                     redis::cmd("XAUTOCLAIM")
                         .arg(&self.stream)
                         .arg(GROUP)
@@ -198,43 +220,38 @@ impl RedisEvents {
                         .arg("COUNT")
                         .arg(1),
                 )
-                .await?;
+                .await?
+            {
+                Ok(reply) => reply,
+                Err(e) => return Ok(Err(e)),
+            };
             if let Some(entry) = reply.claimed.into_iter().next() {
-                return Ok(Some(entry));
+                return Ok(Ok(Some(entry)));
             }
             if reply.next_stream_id == "0-0" {
                 break;
             }
             cursor = reply.next_stream_id;
         }
-        Ok(None)
+        Ok(Ok(None))
     }
 
     /// A new entry for this host.
     async fn read_new(&self) -> Result<Option<StreamId>, StorageError> {
-        let read = || {
-            let mut cmd = redis::cmd("XREADGROUP");
-            cmd.arg("GROUP")
-                .arg(GROUP)
-                .arg(&*self.redis.host_id)
-                .arg("COUNT")
-                .arg(1)
-                .arg("STREAMS")
-                .arg(&self.stream)
-                .arg(">");
-            cmd
-        };
-        let reply: Result<Option<StreamReadReply>, _> = self.redis.query(&read()).await;
-        let reply = match reply {
-            // The group is gone (the stream was deleted, or Redis restarted
-            // without its data): create it again and read once more.
-            Err(StorageError::Unavailable(e)) if e.contains("NOGROUP") => {
-                tracing::warn!("the event stream's consumer group was missing; created again");
-                self.create_group().await?;
-                self.redis.query(&read()).await?
-            }
-            other => other?,
-        };
+        let reply: Option<StreamReadReply> = self
+            .redis
+            .query(
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(&*self.redis.host_id)
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("STREAMS")
+                    .arg(&self.stream)
+                    .arg(">"),
+            )
+            .await?;
         Ok(reply
             .and_then(|r| r.keys.into_iter().next())
             .and_then(|k| k.ids.into_iter().next()))
@@ -318,11 +335,9 @@ impl EventQueue for RedisEvents {
             )
             .await?;
         for _ in 0..CORRUPT_PER_CALL {
-            let entry = match self.take_over(lease).await? {
-                Some(entry) => Some(entry),
-                None => self.read_new().await?,
+            let Some(entry) = self.next_entry(lease).await? else {
+                break;
             };
-            let Some(entry) = entry else { break };
             if let Some(event) = self.decode(&entry).await? {
                 return Ok(Next::Leased(event));
             }

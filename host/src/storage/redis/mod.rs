@@ -116,6 +116,16 @@ impl Redis {
         bounded(async move { cmd.query_async(&mut conn).await }).await
     }
 
+    /// Run one command whose error replies the caller branches on (e.g.
+    /// `NOGROUP`); only a timeout is mapped.
+    async fn query_raw<T: FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<RedisResult<T>, StorageError> {
+        let mut conn = self.conn.clone();
+        within_bound(async move { cmd.query_async(&mut conn).await }).await
+    }
+
     /// Run a pipeline (atomic if it was built with `.atomic()`).
     async fn pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StorageError> {
         let mut conn = self.conn.clone();
@@ -141,14 +151,25 @@ fn pair(first: &str, second: &str) -> String {
 /// Bound a Redis call by [`CALL_TIMEOUT`] and map its failure to
 /// [`StorageError::Unavailable`].
 async fn bounded<T>(call: impl Future<Output = RedisResult<T>>) -> Result<T, StorageError> {
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(StorageError::Unavailable(format!("redis: {e}"))),
-        Err(_) => Err(StorageError::Unavailable(format!(
+    within_bound(call).await?.map_err(unavailable)
+}
+
+/// Redis failed or refused a command: retry later.
+fn unavailable(e: redis::RedisError) -> StorageError {
+    StorageError::Unavailable(format!("redis: {e}"))
+}
+
+/// Bound a Redis call by [`CALL_TIMEOUT`]: a timeout is
+/// [`StorageError::Unavailable`], Redis's own answer is the caller's.
+async fn within_bound<T>(
+    call: impl Future<Output = RedisResult<T>>,
+) -> Result<RedisResult<T>, StorageError> {
+    tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| {
+        StorageError::Unavailable(format!(
             "redis did not answer within {} ms",
             CALL_TIMEOUT.as_millis()
-        ))),
-    }
+        ))
+    })
 }
 
 /// A stored value could not be decoded.

@@ -21,6 +21,9 @@ elseif after_bytes > tonumber(ARGV[4]) and after_bytes > bytes then
   verdict = 'bytes'
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('HSET', KEYS[2], 'keys', after_keys, 'bytes', after_bytes)
+  -- By increments: small numbers reach Redis exactly (Lua prints large
+  -- ones in exponent notation).
+  redis.call('HINCRBY', KEYS[2], 'keys', after_keys - keys)
+  redis.call('HINCRBY', KEYS[2], 'bytes', after_bytes - bytes)
 end
 return {verdict, keys, bytes, after_keys, after_bytes}

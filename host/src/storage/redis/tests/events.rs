@@ -313,3 +313,24 @@ async fn idle_consumers_holding_nothing_are_forgotten() {
         "for b"
     );
 }
+
+#[tokio::test]
+async fn a_lost_stream_and_group_are_created_again() {
+    let url = redis_or_skip!();
+    let prefix = unique_prefix("lost-group");
+    let s = host(&url, &prefix, &limits()).await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // As after a Redis restart without its data, or an operator's DEL.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}events:stream"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let t = now_ms();
+    s.events.enqueue("/el", "after the loss", t).await.unwrap();
+    assert_eq!(
+        leased(s.events.lease_next(t, LEASE).await.unwrap()).body,
+        "after the loss"
+    );
+}

@@ -6,15 +6,23 @@
 //!   first seen within the dedupe window → duplicate; the cap (stream length
 //!   plus waiting retries ≥ `max_queued`) → full; else the fingerprint is
 //!   recorded and the callback `XADD`ed.
-//! - **Lease**: due retries are moved to the stream first (one script, so
-//!   two hosts never move one twice); then an entry another host leased
-//!   longer ago than the lease (`XAUTOCLAIM`: its host died) is taken over;
-//!   else a new entry is read for this host (`XREADGROUP >`, not blocking:
-//!   the connection is shared, and a blocked command would hold up every
-//!   other call behind it).
-//! - **Ack** is `XACK` + `XDEL`; **retry** acks and deletes the entry and
-//!   adds it to the waiting set (one script; an entry no longer pending is
-//!   not brought back).
+//! - **Lease** is one script: due retries are moved to the stream (so two
+//!   hosts never move one twice); then a callback whose lease ended is
+//!   claimed (`XCLAIM`: its host died or stalled), else a new one is read
+//!   (`XREADGROUP >`); its lease end goes into a sorted set. The lease is
+//!   the one the leasing host asked for (each `lease_next` names it), so
+//!   the end is recorded rather than read from the entry's idle time,
+//!   which only the claiming host's lease could measure. Lease ends are
+//!   times of the hosts' clocks ([`Clock`](crate::clock::Clock), not the
+//!   caller's `now_ms`, which only says which retries are due): hosts need
+//!   clocks within a small part of the lease (NTP gives milliseconds;
+//!   leases are minutes).
+//! - **Ack** is `XACK` + `XDEL` (and the lease forgotten); **retry** does
+//!   the same and adds the callback to the waiting set (one script; one no
+//!   longer pending is not brought back).
+//!
+//! Nothing here blocks: a blocking `XREADGROUP` would hold the shared
+//! connection, and every other call behind it; the worker polls instead.
 //!
 //! The fingerprints are a sorted set by first-seen time rather than one key
 //! with a TTL each: `seen_len` is then one `ZCARD` (a counter cannot follow
@@ -25,8 +33,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use redis::{Script, Value};
+use redis::Script;
 use sha2::{Digest, Sha256};
 
 use super::{corrupt, ms, unavailable, Redis};
@@ -35,8 +42,8 @@ use crate::storage::StorageError;
 
 /// Duplicate → `duplicate`; over the cap → `full`; else queue it.
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/enqueue.lua")));
-/// Move due retries to the stream.
-static PROMOTE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/promote.lua")));
+/// Move due retries, then lease an ended lease's callback or a new one.
+static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lease.lua")));
 /// Ack and delete a leased entry and put it in the waiting set.
 static RETRY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/retry.lua")));
 
@@ -57,9 +64,6 @@ const GROUP: &str = "enrichd";
 /// The stream's key (after the prefix).
 const STREAM: &str = "events:stream";
 
-/// The stream field holding an entry's JSON.
-const FIELD: &str = "e";
-
 /// Expired fingerprints trimmed per enqueue: more than the one it adds, so
 /// the filter shrinks back to one window even if the sweep never runs,
 /// while one enqueue stays a few microseconds of Redis time.
@@ -69,10 +73,9 @@ const TRIM_PER_ENQUEUE: usize = 8;
 /// burst is spread over a few calls instead of one long script.
 const PROMOTE_BATCH: usize = 100;
 
-/// Most `XAUTOCLAIM` pages (each scans up to 10 pending entries) one lease
-/// call walks: the pending list holds about one entry per host at work, so
-/// this covers a thousand before the next call goes on.
-const AUTOCLAIM_PAGES: usize = 100;
+/// Ended leases one lease call looks at whose entry is gone (acked by a
+/// slow holder meanwhile): each is forgotten, so a few suffice.
+const ENDED_PER_CALL: usize = 10;
 
 /// Corrupt entries dropped per lease call before it answers idle.
 const CORRUPT_PER_CALL: usize = 100;
@@ -97,6 +100,7 @@ pub(crate) struct RedisEvents {
     redis: Redis,
     stream: String,
     delayed: String,
+    leases: String,
     seen: String,
     dedupe_window_ms: u64,
 }
@@ -109,6 +113,7 @@ impl RedisEvents {
         let events = RedisEvents {
             stream: redis.key(STREAM),
             delayed: redis.key("events:delayed"),
+            leases: redis.key("events:leases"),
             seen: seen_key(&redis),
             dedupe_window_ms: ms(redis.limits.dedupe_window),
             redis,
@@ -138,31 +143,27 @@ impl RedisEvents {
         }
     }
 
-    /// Decode a stream entry; a corrupt one is acked, deleted and logged.
-    async fn decode(&self, entry: &StreamId) -> Result<Option<QueuedEvent>, StorageError> {
-        let decoded = match entry.map.get(FIELD) {
-            Some(Value::BulkString(bytes)) => serde_json::from_slice::<Entry>(bytes)
-                .map_err(|e| corrupt(format!("event {}", entry.id), e)),
-            _ => Err(corrupt(format!("event {}", entry.id), "no entry field")),
-        };
-        match decoded {
+    /// Decode a leased entry; a corrupt one is removed and logged.
+    async fn decode(&self, id: String, json: &str) -> Result<Option<QueuedEvent>, StorageError> {
+        match serde_json::from_str::<Entry>(json) {
             Ok(e) => Ok(Some(QueuedEvent {
-                id: entry.id.clone(),
+                id,
                 route: e.route,
                 received_at_ms: e.received_at_ms,
                 body: e.body,
                 attempts: e.attempts,
                 not_before_ms: e.not_before_ms,
             })),
-            Err(error) => {
+            Err(e) => {
+                let error = corrupt(format!("event {id}"), e);
                 tracing::error!(%error, "dropping a corrupt queued callback");
-                self.remove(&entry.id).await?;
+                self.remove(&id).await?;
                 Ok(None)
             }
         }
     }
 
-    /// `XACK` and `XDEL` in one transaction.
+    /// `XACK`, `XDEL` and forget the lease, in one transaction.
     async fn remove(&self, id: &str) -> Result<(), StorageError> {
         self.redis
             .pipe::<()>(
@@ -176,85 +177,49 @@ impl RedisEvents {
                     .cmd("XDEL")
                     .arg(&self.stream)
                     .arg(id)
+                    .ignore()
+                    .cmd("ZREM")
+                    .arg(&self.leases)
+                    .arg(id)
                     .ignore(),
             )
             .await
     }
 
-    /// The next entry for this host: one another host leased longer than
-    /// `lease` ago (its host died), else a new one. If the group is gone
-    /// (the stream was deleted, or Redis restarted without its data), it is
-    /// created again and the read tried once more.
-    async fn next_entry(&self, lease: Duration) -> Result<Option<StreamId>, StorageError> {
-        let taken = match self.take_over(lease).await? {
+    /// Run the lease script: the id and JSON of the entry now leased. If
+    /// the group is gone (the stream was deleted, or Redis restarted
+    /// without its data), it is created again and the lease tried once
+    /// more.
+    async fn lease_entry(
+        &self,
+        now_ms: u64,
+        lease: Duration,
+    ) -> Result<Option<(String, String)>, StorageError> {
+        // Leases run on the host's clock (like sled's, in real time), while
+        // `now_ms` says which retries are due.
+        let clock_ms = self.redis.clock.now_ms();
+        let run = || async {
+            let mut call = LEASE.prepare_invoke();
+            call.key(&self.stream)
+                .key(&self.delayed)
+                .key(&self.leases)
+                .arg(GROUP)
+                .arg(&*self.redis.host_id)
+                .arg(now_ms)
+                .arg(clock_ms)
+                .arg(clock_ms.saturating_add(ms(lease)))
+                .arg(PROMOTE_BATCH)
+                .arg(ENDED_PER_CALL);
+            self.redis.script_raw(&call).await
+        };
+        match run().await? {
             Err(e) if e.code() == Some("NOGROUP") => {
                 tracing::warn!("the event stream's consumer group was missing; created again");
                 self.create_group().await?;
-                self.take_over(lease).await?
+                run().await?.map_err(unavailable)
             }
-            other => other,
-        };
-        match taken.map_err(unavailable)? {
-            Some(entry) => Ok(Some(entry)),
-            None => self.read_new().await,
+            other => other.map_err(unavailable),
         }
-    }
-
-    /// An entry leased longer than `lease` ago by any host, now this one's
-    /// (Redis's error reply is the caller's, to spot `NOGROUP`).
-    async fn take_over(
-        &self,
-        lease: Duration,
-    ) -> Result<redis::RedisResult<Option<StreamId>>, StorageError> {
-        let mut cursor = "0-0".to_owned();
-        for _ in 0..AUTOCLAIM_PAGES {
-            let reply: StreamAutoClaimReply = match self
-                .redis
-                .query_raw(
-                    redis::cmd("XAUTOCLAIM")
-                        .arg(&self.stream)
-                        .arg(GROUP)
-                        .arg(&*self.redis.host_id)
-                        .arg(ms(lease))
-                        .arg(&cursor)
-                        .arg("COUNT")
-                        .arg(1),
-                )
-                .await?
-            {
-                Ok(reply) => reply,
-                Err(e) => return Ok(Err(e)),
-            };
-            if let Some(entry) = reply.claimed.into_iter().next() {
-                return Ok(Ok(Some(entry)));
-            }
-            if reply.next_stream_id == "0-0" {
-                break;
-            }
-            cursor = reply.next_stream_id;
-        }
-        Ok(Ok(None))
-    }
-
-    /// A new entry for this host.
-    async fn read_new(&self) -> Result<Option<StreamId>, StorageError> {
-        let reply: Option<StreamReadReply> = self
-            .redis
-            .query(
-                redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(GROUP)
-                    .arg(&*self.redis.host_id)
-                    .arg("COUNT")
-                    .arg(1)
-                    .arg("STREAMS")
-                    .arg(&self.stream)
-                    .arg(">"),
-            )
-            .await?;
-        Ok(reply
-            .and_then(|r| r.keys.into_iter().next())
-            .and_then(|k| k.ids.into_iter().next()))
     }
 }
 
@@ -324,21 +289,11 @@ impl EventQueue for RedisEvents {
     }
 
     async fn lease_next(&self, now_ms: u64, lease: Duration) -> Result<Next, StorageError> {
-        let _: i64 = self
-            .redis
-            .script(
-                PROMOTE
-                    .key(&self.delayed)
-                    .key(&self.stream)
-                    .arg(now_ms)
-                    .arg(PROMOTE_BATCH),
-            )
-            .await?;
         for _ in 0..CORRUPT_PER_CALL {
-            let Some(entry) = self.next_entry(lease).await? else {
+            let Some((id, json)) = self.lease_entry(now_ms, lease).await? else {
                 break;
             };
-            if let Some(event) = self.decode(&entry).await? {
+            if let Some(event) = self.decode(id, &json).await? {
                 return Ok(Next::Leased(event));
             }
         }
@@ -380,6 +335,7 @@ impl EventQueue for RedisEvents {
                 RETRY
                     .key(&self.stream)
                     .key(&self.delayed)
+                    .key(&self.leases)
                     .arg(GROUP)
                     .arg(&event.id)
                     .arg(json)

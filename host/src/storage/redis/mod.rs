@@ -16,6 +16,7 @@
 //! | `P answers:by-id:<id>` | set, TTL = `retention` | the routes that stored `id`: [`find`](super::AnswerStore::find) without a route |
 //! | `P events:stream` | stream, group `enrichd` | callbacks due now, leased through the group |
 //! | `P events:delayed` | sorted set | callbacks waiting for a retry, by not-before time |
+//! | `P events:leases` | sorted set | leased callbacks' stream ids, by lease end |
 //! | `P events:seen` | sorted set | callback fingerprints, by when first seen |
 //! | `P kv:<ns>`, `P kv-usage:<ns>` | hashes | a plugin namespace and its usage (keys, bytes) |
 //! | `P crm:<source,key>` | string, TTL 30 days (`crm::LAST_KNOWN_TTL`) | a last-known CRM value |
@@ -130,6 +131,15 @@ impl Redis {
     async fn pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StorageError> {
         let mut conn = self.conn.clone();
         bounded(async move { pipe.query_async(&mut conn).await }).await
+    }
+
+    /// Run a script whose error replies the caller branches on.
+    async fn script_raw<T: FromRedisValue>(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<RedisResult<T>, StorageError> {
+        let mut conn = self.conn.clone();
+        within_bound(async move { call.invoke_async(&mut conn).await }).await
     }
 
     /// Run a script (EVALSHA, loading it first if Redis does not have it).

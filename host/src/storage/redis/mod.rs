@@ -259,19 +259,26 @@ fn open_error(settings: &RedisSettings, detail: String) -> OpenError {
     }
 }
 
-/// Warn when Redis keeps nothing on disk: then a Redis restart loses queued
-/// callbacks and answers that were acknowledged. (Managed Redis often
-/// refuses `CONFIG`; then nothing is said.)
+/// Say when Redis's persistence falls short of the guarantees: without
+/// `appendonly`, a Redis restart loses acknowledged callbacks and answers;
+/// with `appendfsync` other than `always`, a crash of Redis's machine loses
+/// the last second. (Managed Redis often refuses `CONFIG`; then nothing is
+/// said.)
 async fn warn_without_aof(redis: &Redis) {
-    let reply: Result<Vec<String>, _> = redis
-        .query(redis::cmd("CONFIG").arg("GET").arg("appendonly"))
-        .await;
-    if let Ok(reply) = reply {
-        if reply.get(1).is_some_and(|v| v == "no") {
-            tracing::warn!(
-                "redis runs without appendonly: a Redis restart loses queued callbacks and stored answers (see the README: appendonly yes, appendfsync always)"
-            );
-        }
+    let setting = |name: &'static str| async move {
+        let reply: Result<Vec<String>, _> =
+            redis.query(redis::cmd("CONFIG").arg("GET").arg(name)).await;
+        reply.ok().and_then(|r| r.get(1).cloned())
+    };
+    if setting("appendonly").await.as_deref() == Some("no") {
+        tracing::warn!(
+            "redis runs without appendonly: a Redis restart loses queued callbacks and stored answers (see the README: appendonly yes, appendfsync always)"
+        );
+    } else if let Some(fsync) = setting("appendfsync").await.filter(|f| f != "always") {
+        tracing::info!(
+            appendfsync = %fsync,
+            "redis syncs its append-only file on its own schedule: a crash of its machine can lose the last second of callbacks and answers (appendfsync always closes that window)"
+        );
     }
 }
 

@@ -36,12 +36,12 @@ pub async fn run(
 ) -> std::io::Result<()> {
     crate::server::serve(listener, shutdown, ADMIN_GRACE, move |req| {
         let app = app.clone();
-        async move { handle(&app, req) }
+        async move { handle(&app, req).await }
     })
     .await
 }
 
-fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut res = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         res.headers_mut().insert(
@@ -61,14 +61,13 @@ fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let now = app.clock.now_ms();
     let path = req.uri().path();
     let result = match path {
         "/healthz" => Ok(serde_json::json!({"status": "ok"})),
-        "/stats" => stats(app),
-        "/deliveries" => list(app, param("since"), param("limit"), now),
+        "/stats" => stats(app).await,
+        "/deliveries" => list(app, param("since"), param("limit")).await,
         _ => match path.strip_prefix("/deliveries/") {
-            Some(raw_id) => show(app, raw_id, param("route"), now),
+            Some(raw_id) => show(app, raw_id, param("route")).await,
             None => Err((StatusCode::NOT_FOUND, "no such endpoint".into())),
         },
     };
@@ -81,12 +80,12 @@ fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
 /// A JSON answer, or the status and message of an error answer.
 type Answer = Result<serde_json::Value, (StatusCode, String)>;
 
-fn store_failed(e: crate::store::StoreError) -> (StatusCode, String) {
+fn store_failed(e: crate::storage::StorageError) -> (StatusCode, String) {
     tracing::error!(error = %e, "admin: delivery store read failed");
     (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-fn list(app: &App, since: Option<&str>, limit: Option<&str>, now: u64) -> Answer {
+async fn list(app: &App, since: Option<&str>, limit: Option<&str>) -> Answer {
     let bad = |what: &str| (StatusCode::BAD_REQUEST, what.to_owned());
     let since = since
         .map(str::parse::<u64>)
@@ -99,15 +98,25 @@ fn list(app: &App, since: Option<&str>, limit: Option<&str>, now: u64) -> Answer
         .map_err(|_| bad("limit must be a number"))?
         .unwrap_or(DEFAULT_LIST_LIMIT)
         .min(MAX_LIST_LIMIT);
-    let deliveries = app.store.list(since, limit, now).map_err(store_failed)?;
+    let deliveries = app
+        .storage
+        .answers
+        .list(since, limit)
+        .await
+        .map_err(store_failed)?;
     Ok(serde_json::json!({ "deliveries": deliveries }))
 }
 
-fn show(app: &App, raw_id: &str, route: Option<&str>, now: u64) -> Answer {
+async fn show(app: &App, raw_id: &str, route: Option<&str>) -> Answer {
     let id = percent_encoding::percent_decode_str(raw_id)
         .decode_utf8()
         .map_err(|_| (StatusCode::BAD_REQUEST, "the id is not UTF-8".to_owned()))?;
-    let found = app.store.find(&id, route, now).map_err(store_failed)?;
+    let found = app
+        .storage
+        .answers
+        .find(&id, route)
+        .await
+        .map_err(store_failed)?;
     match found.into_iter().next() {
         Some(delivery) => serde_json::to_value(delivery)
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
@@ -118,7 +127,7 @@ fn show(app: &App, raw_id: &str, route: Option<&str>, now: u64) -> Answer {
     }
 }
 
-fn stats(app: &App) -> Answer {
+async fn stats(app: &App) -> Answer {
     let plugins: serde_json::Map<String, serde_json::Value> = app
         .plugins
         .iter()
@@ -130,13 +139,17 @@ fn stats(app: &App) -> Answer {
         })
         .collect();
     Ok(serde_json::json!({
-        "deliveries": app.store.len(),
-        "bytesOnDisk": app.store.size_on_disk().map_err(store_failed)?,
+        "storage": app.storage.backend,
+        "deliveries": app.storage.answers.len().await.map_err(store_failed)?,
+        "bytesOnDisk": app.storage.maintenance.bytes_on_disk().await,
         "inflight": app.inflight.len(),
         "allocator": format!("{:?}", app.engine.allocator()),
         "plugins": plugins,
         "crm": crm_stats(app),
-        "engagelab": app.event_stats.snapshot(app.events.len(), app.events.max_queued()),
+        "engagelab": app.event_stats.snapshot(
+            app.storage.events.len().await.map_err(store_failed)?,
+            app.storage.events.max_queued(),
+        ),
         "connections": {
             "open": app.connections.open(),
             "max": app.connections.max(),

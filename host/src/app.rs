@@ -1,4 +1,4 @@
-//! Assembling a running enrichd from a [`Config`]: the data store, the CRM
+//! Assembling a running enrichd from a [`Config`]: the storage, the CRM
 //! seed, the compiled plugins and the routes that use them.
 //!
 //! Everything that can fail does so here, at start, with a message naming
@@ -17,27 +17,19 @@ use crate::crm::http::HttpCrm;
 use crate::crm::{Backend, BackendError};
 use crate::idempotency::{Clock, Inflight};
 use crate::plugin::{EngineOptions, LoadError, PluginEngine, Services};
-use crate::store::{DeliveryStore, StoreError};
+use crate::storage::crm_records::CrmDb;
+use crate::storage::{CrmLastKnown, OpenError, Storage};
 
 /// Why enrichd could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The data directory or its store could not be opened.
-    #[error("cannot open the data store in {path}: {source}")]
-    Store {
-        /// Directory.
-        path: String,
-        /// What sled said (e.g. another enrichd holds the lock).
-        source: sled::Error,
-    },
-    /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        /// Directory.
-        path: String,
-        /// I/O error.
-        source: std::io::Error,
-    },
+    /// The storage could not be opened (e.g. another enrichd holds the
+    /// sled lock; Redis refused the connection).
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    /// Assembling was interrupted (a panic, or the runtime shutting down).
+    #[error("start interrupted: {0}")]
+    Interrupted(String),
     /// The embedded CRM or its seed could not be loaded.
     #[error("CRM: {0}")]
     Crm(#[from] CrmError),
@@ -52,12 +44,6 @@ pub enum StartError {
     /// A plugin could not be loaded.
     #[error(transparent)]
     Plugin(#[from] LoadError),
-    /// The delivery store could not be opened.
-    #[error(transparent)]
-    Deliveries(#[from] StoreError),
-    /// The EngageLab queue could not be opened.
-    #[error(transparent)]
-    Events(#[from] crate::engagelab::queue::QueueError),
     /// A chain names a plugin that does not implement what the chain needs.
     #[error("{0}")]
     Chain(String),
@@ -83,8 +69,8 @@ pub struct App {
     pub delivery_budget: std::time::Duration,
     /// Services lent to plugins.
     pub services: Services,
-    /// Answered deliveries (idempotency and the delivery log).
-    pub store: DeliveryStore,
+    /// Every piece of state: answers, the event queue, kv, CRM values.
+    pub storage: Storage,
     /// Deliveries being processed right now.
     pub inflight: Arc<Inflight>,
     /// The clock stored answers are stamped and expired with.
@@ -93,8 +79,9 @@ pub struct App {
     pub plugins: Vec<Arc<crate::plugin::Plugin>>,
     /// EngageLab routes by path.
     pub event_routes: Vec<crate::engagelab::EventRoute>,
-    /// Queued EngageLab callbacks.
-    pub events: crate::engagelab::queue::EventQueue,
+    /// How long the event worker holds a callback before another may
+    /// take it (`[storage] event_lease_ms`).
+    pub event_lease: std::time::Duration,
     /// Event queue settings.
     pub event_settings: crate::config::EventSettings,
     /// Wakes the event worker when a callback is queued.
@@ -107,38 +94,42 @@ pub struct App {
     pub body_read_timeout: std::time::Duration,
     /// The wasm engine; dropping it stops the epoch ticker.
     pub engine: PluginEngine,
-    _db: sled::Db,
 }
 
 impl App {
-    /// Open the store, seed the CRM, compile every plugin.
-    pub fn build(config: &Config) -> Result<App, StartError> {
-        let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let db = sled::Config::new()
-            .path(dir.join("enrichd.sled"))
-            .flush_every_ms(Some(config.flush_every_ms))
-            // sled caches up to 1 GiB by default, kv values included.
-            .cache_capacity(config.sled_cache_bytes)
-            .open()
-            .map_err(|source| StartError::Store {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        let store = DeliveryStore::open(&db, config.store)?;
-        let events = crate::engagelab::queue::EventQueue::open(
-            &db,
-            config.events.dedupe_window,
-            config.events.max_queued,
-        )?;
+    /// Open the storage, seed the CRM, compile every plugin (on tokio's
+    /// blocking pool: compiling takes seconds).
+    pub async fn build(config: &Config) -> Result<App, StartError> {
         let clock = Clock::new();
+        let embedded = config
+            .crm
+            .iter()
+            .any(|c| matches!(c.backend, CrmBackendSpec::Embedded { .. }));
+        let (storage, crm_db) = crate::storage::open_with_crm(
+            &config.storage_settings(),
+            clock,
+            embedded.then_some(config.data_dir.as_path()),
+        )
+        .await?;
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Self::assemble(&config, storage, crm_db, clock))
+            .await
+            .map_err(|e| StartError::Interrupted(e.to_string()))?
+    }
+
+    /// Everything after the storage: CRM sources, plugins, routes.
+    fn assemble(
+        config: &Config,
+        storage: Storage,
+        crm_db: Option<CrmDb>,
+        clock: Clock,
+    ) -> Result<App, StartError> {
         let crm = config
             .crm
             .iter()
-            .map(|spec| open_crm_source(spec, &db, clock).map(Arc::new))
+            .map(|spec| {
+                open_crm_source(spec, crm_db.as_ref(), storage.crm.clone(), clock).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
 
         let engine = PluginEngine::new(EngineOptions {
@@ -236,28 +227,24 @@ impl App {
             delivery_budget: config.delivery_budget,
             services: Services {
                 crm,
-                kv: Some(crate::kv::KvStore::new(&db)),
+                kv: Some(storage.kv.clone()),
             },
-            store,
+            event_lease: match &config.storage {
+                crate::config::StorageSpec::Redis { event_lease, .. } => *event_lease,
+                crate::config::StorageSpec::Sled => crate::config::DEFAULT_EVENT_LEASE,
+            },
+            storage,
             inflight: Arc::new(Inflight::default()),
             clock,
             plugins,
             event_routes,
-            events,
             event_settings: config.events,
             event_wakeup: tokio::sync::Notify::new(),
             event_stats: Default::default(),
             connections: crate::server::ConnectionCap::new(config.max_connections),
             body_read_timeout: config.body_read_timeout,
             engine,
-            _db: db,
         })
-    }
-
-    /// Remove expired answers and enforce the store's bound (run every
-    /// [`crate::server::SWEEP_EVERY`] by the server).
-    pub fn sweep_deliveries(&self) -> Result<crate::store::SweepReport, StoreError> {
-        self.store.sweep(self.clock.now_ms())
     }
 
     /// How many times the plugin named `name` has been called.
@@ -282,7 +269,8 @@ impl App {
 /// Open one CRM source: its backend (seeding an embedded one) and its cache.
 fn open_crm_source(
     spec: &CrmSourceSpec,
-    db: &sled::Db,
+    db: Option<&CrmDb>,
+    last_known: Arc<dyn CrmLastKnown>,
     clock: Clock,
 ) -> Result<CrmSource, StartError> {
     let failed = |reason: String| StartError::CrmSource {
@@ -291,6 +279,7 @@ fn open_crm_source(
     };
     let backend = match &spec.backend {
         CrmBackendSpec::Embedded { seed } => {
+            let db = db.ok_or_else(|| failed("no embedded CRM database is open".into()))?;
             let crm = EmbeddedCrm::open(db, &spec.name)?;
             if let Some(seed) = seed {
                 let report = crm.import(seed, ImportOptions::default(), &mut |_, _| {})?;
@@ -312,5 +301,7 @@ fn open_crm_source(
             HttpCrm::new(settings.clone()).map_err(|e: BackendError| failed(e.to_string()))?,
         )),
     };
-    CrmSource::new(&spec.name, backend, spec.cache, db, clock).map_err(|e| failed(e.to_string()))
+    Ok(CrmSource::new(
+        &spec.name, backend, spec.cache, last_known, clock,
+    ))
 }

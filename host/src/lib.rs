@@ -18,12 +18,11 @@
 //! - [`chain`]: running a route's chain, merging actions, the envelope and record.
 //! - [`actions`]: the Emailgistics action types as serialized in the envelope.
 //! - [`validate`]: per-action validation against the Emailgistics reference.
-//! - [`crm`]: the embedded (sled) CRM store behind the `crm` import.
-//! - [`store`]: answered deliveries in sled: idempotent replays and the delivery log.
-//! - [`idempotency`]: answers of deliveries in flight; the store's clock.
+//! - [`crm`]: CRM sources behind the `crm` import (embedded, HTTP) and their cache.
+//! - [`storage`]: every piece of state behind async ports; sled and Redis backends.
+//! - [`idempotency`]: one answer per delivery, across copies and hosts.
 //! - [`singleflight`]: one caller works per key, concurrent callers wait for its result.
-//! - [`engagelab`]: EngageLab callbacks: verification, durable queue, event worker.
-//! - [`kv`]: per-plugin key-value namespaces behind the `kv` import.
+//! - [`engagelab`]: EngageLab callbacks: verification, the queue's worker.
 //! - [`admin`]: the admin listener (delivery log, stats), loopback by default.
 //! - [`text`]: cutting untrusted text to a byte bound, marking the cut.
 //! - [`record`]: the delivery record, bounded in bytes for the log and the store.
@@ -39,15 +38,11 @@ pub mod config;
 pub mod crm;
 pub mod engagelab;
 pub mod idempotency;
-pub mod kv;
 pub mod payload;
 pub mod plugin;
 pub mod record;
 pub mod server;
 pub mod singleflight;
-#[cfg(test)]
-mod sled_test;
 pub mod storage;
-pub mod store;
 pub mod text;
 pub mod validate;

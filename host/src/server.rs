@@ -34,11 +34,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::{App, Route};
 use crate::chain::{self, Envelope, Verdict};
-use crate::idempotency::Answer;
+use crate::idempotency::{self, Answer, Ran};
 use crate::payload::{self, Parsed};
 use crate::plugin;
-use crate::singleflight::{self, Claim};
-use crate::store::{StoreError, StoredDelivery};
+use crate::storage::DeliveryKey;
 
 /// Liveness endpoint.
 pub const HEALTHZ_PATH: &str = "/healthz";
@@ -64,16 +63,15 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Serve `app`'s webhook routes on `listener` until `shutdown` resolves,
 /// then stop accepting and let in-flight requests finish, for up to the
-/// delivery budget (so no accepted delivery is cut short). Expired answers
-/// and the EngageLab duplicate filter are swept in the background
-/// meanwhile, and the event worker runs.
+/// delivery budget (so no accepted delivery is cut short). The storage is
+/// swept in the background meanwhile (expired answers; the EngageLab
+/// duplicate filter, hourly), and the event worker runs.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(sweep_periodically(app.clone()));
-    let seen_sweeper = tokio::spawn(sweep_seen_periodically(app.clone()));
     let event_worker = tokio::spawn(crate::engagelab::work(app.clone()));
     let refreshers: Vec<_> = app
         .services
@@ -89,7 +87,6 @@ pub async fn run(
     })
     .await;
     sweeper.abort();
-    seen_sweeper.abort();
     event_worker.abort();
     refreshers.iter().for_each(|r| r.abort());
     result
@@ -250,30 +247,6 @@ fn over_capacity() -> Response<Body> {
     res
 }
 
-/// Sweep the EngageLab duplicate filter every [`SEEN_SWEEP_EVERY`] (on
-/// tokio's clock), so it holds about one dedupe window of fingerprints
-/// instead of growing forever.
-///
-/// [`SEEN_SWEEP_EVERY`]: crate::engagelab::queue::SEEN_SWEEP_EVERY
-async fn sweep_seen_periodically(app: Arc<App>) {
-    let mut every = tokio::time::interval(crate::engagelab::queue::SEEN_SWEEP_EVERY);
-    // After a pause (a suspended VM), one sweep catches up; a burst would not.
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        let swept = app.clone();
-        let now = app.clock.now_ms();
-        match tokio::task::spawn_blocking(move || swept.events.sweep_seen(now)).await {
-            Ok(Ok(removed)) if removed > 0 => {
-                tracing::info!(removed, "EngageLab duplicate filter swept")
-            }
-            Ok(Ok(_)) => tracing::debug!("EngageLab duplicate filter swept; nothing expired"),
-            Ok(Err(e)) => tracing::error!(error = %e, "EngageLab duplicate filter sweep failed"),
-            Err(e) => tracing::error!(error = %e, "EngageLab duplicate filter sweep panicked"),
-        }
-    }
-}
-
 async fn sweep_periodically(app: Arc<App>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -286,28 +259,27 @@ async fn sweep_periodically(app: Arc<App>) {
             tracing::info!(crm = %crm, "CRM counters");
             crm_logged = crm;
         }
-        let swept = app.clone();
-        match tokio::task::spawn_blocking(move || swept.sweep_deliveries()).await {
-            Ok(Ok(report)) => {
-                let bytes = app.store.size_on_disk().unwrap_or(0);
-                if report.expired + report.evicted > 0 {
+        match app.storage.sweep().await {
+            Ok(report) => {
+                let bytes = app.storage.maintenance.bytes_on_disk().await.unwrap_or(0);
+                if report.expired + report.evicted + report.seen_forgotten > 0 {
                     tracing::info!(
                         expired = report.expired,
                         evicted = report.evicted,
                         stored = report.remaining,
+                        seen_forgotten = report.seen_forgotten,
                         bytes_on_disk = bytes,
-                        "delivery store swept"
+                        "storage swept"
                     );
                 } else {
                     tracing::debug!(
                         stored = report.remaining,
                         bytes_on_disk = bytes,
-                        "delivery store swept"
+                        "storage swept"
                     );
                 }
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "delivery store sweep failed"),
-            Err(e) => tracing::error!(error = %e, "delivery store sweep panicked"),
+            Err(e) => tracing::error!(error = %e, "storage sweep failed"),
         }
     }
 }
@@ -417,77 +389,49 @@ async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Res
         }
     };
     let budget_end = arrived + app.delivery_budget;
-    let key = (route.path.clone(), delivery.id.clone());
-    // Each turn either answers or finds that the copy it followed went away
-    // without an answer; then it tries again (and usually leads).
-    loop {
-        match stored_answer(app, route, &delivery.id) {
-            Ok(Some(answer)) => return replay(&answer),
-            Ok(None) => {}
-            Err(e) => return store_unavailable(route, &delivery.id, e),
-        }
-        match app.inflight.claim(key.clone()) {
-            Claim::Leader(leader) => {
-                // Checked again now that this copy leads: the previous
-                // leader may have stored its answer and left in between.
-                match stored_answer(app, route, &delivery.id) {
-                    Ok(Some(answer)) => {
-                        leader.finish(answer.clone());
-                        return replay(&answer);
-                    }
-                    Ok(None) => {}
-                    Err(e) => return store_unavailable(route, &delivery.id, e),
-                }
-                let answer = Arc::new(run_and_store(app, route, &delivery, arrived).await);
-                leader.finish(answer.clone());
-                return respond(&answer, false);
-            }
-            Claim::Follower(slot) => {
-                match tokio::time::timeout_at(budget_end, singleflight::follow(slot)).await {
-                    Ok(Some(answer)) => return replay(&answer),
-                    Ok(None) => continue,
-                    Err(_) => {
-                        return error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "an earlier copy of this delivery is still being processed",
-                        )
-                    }
-                }
-            }
-        }
+    let key = DeliveryKey::new(&route.path, &delivery.id);
+    let lease = app.delivery_budget + idempotency::LEASE_MARGIN;
+    let answered = idempotency::answer_once(
+        &app.storage.answers,
+        &app.inflight,
+        &key,
+        lease,
+        budget_end,
+        || run_and_store(app, route, &delivery, arrived),
+    )
+    .await;
+    match answered {
+        Ok((answer, replayed)) => respond(&answer, replayed),
+        Err(e) => store_unavailable(route, &delivery.id, e),
     }
 }
 
-/// The stored answer for this delivery, if any.
-fn stored_answer(app: &App, route: &Route, id: &str) -> Result<Option<Arc<Answer>>, StoreError> {
-    let found = app.store.get(&route.path, id, app.clock.now_ms())?;
-    Ok(found.map(|s| {
-        Arc::new(Answer {
-            status: s.status,
-            body: Bytes::from(s.body),
-            answered_at_ms: s.stored_at_ms,
-        })
-    }))
+/// A copy that got no answer to send answers 503: the sender retries,
+/// rather than plugins running twice for one delivery.
+fn store_unavailable(route: &Route, id: &str, e: idempotency::Unanswered) -> Response<Body> {
+    use idempotency::Unanswered;
+    let message = match &e {
+        Unanswered::Store(_) => {
+            tracing::error!(route = %route.path, delivery = %id, error = %e, "delivery store unavailable; asking the sender to retry");
+            "delivery store unavailable"
+        }
+        Unanswered::StillRunning => "an earlier copy of this delivery is still being processed",
+        Unanswered::LeaseLost => {
+            tracing::warn!(route = %route.path, delivery = %id, "{e}");
+            "cannot record the delivery; retry"
+        }
+    };
+    error(StatusCode::SERVICE_UNAVAILABLE, message)
 }
 
-/// A store that cannot be read answers 503: the sender retries, rather than
-/// plugins running twice for one delivery.
-fn store_unavailable(route: &Route, id: &str, e: StoreError) -> Response<Body> {
-    tracing::error!(route = %route.path, delivery = %id, error = %e, "cannot read the delivery store");
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "delivery store unavailable",
-    )
-}
-
-/// Run the chain, record the outcome, and store the answer unless it is a
-/// 5xx (those ask for a retry, which must run again).
+/// Run the chain and record the outcome (the idempotency protocol stores
+/// it unless it is a 5xx: those ask for a retry, which must run again).
 async fn run_and_store(
     app: &App,
     route: &Route,
     delivery: &payload::Delivery,
     arrived: Instant,
-) -> Answer {
+) -> Ran {
     let wit = plugin::wit_delivery(delivery);
     let (verdict, records) = chain::run(
         &route.chain,
@@ -531,34 +475,14 @@ async fn run_and_store(
     });
     let record = crate::record::bound(record, crate::record::MAX_RECORD_BYTES);
     tracing::info!(target: "enrichd::delivery", route = %route.path, delivery = %delivery.id, record = %record, "{message}");
-    let mut answer = Answer {
-        status: status.as_u16(),
-        body,
-        answered_at_ms: now,
-    };
-    if status.is_server_error() {
-        return answer;
-    }
-    let stored = StoredDelivery {
-        route: route.path.clone(),
-        id: delivery.id.clone(),
-        stored_at_ms: now,
-        status: answer.status,
-        body: String::from_utf8_lossy(&answer.body).into_owned(),
+    Ran {
+        answer: Answer {
+            status: status.as_u16(),
+            body,
+            answered_at_ms: now,
+        },
         record,
-    };
-    if let Err(e) = app.store.put(&stored).await {
-        // Unstored, a retry would run the plugins again without this
-        // answer to replay: ask for the retry now, before anything applies.
-        tracing::error!(route = %route.path, delivery = %delivery.id, error = %e, "cannot store the answer; asking the sender to retry");
-        let (status, body, ..) = error_parts(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cannot record the delivery; retry",
-        );
-        answer.status = status.as_u16();
-        answer.body = body;
     }
-    answer
 }
 
 /// A 5xx answer's parts. The message may carry a plugin's text: it is
@@ -593,10 +517,6 @@ const MAX_ERROR_MESSAGE_BYTES: usize = 4 * chain::MAX_MESSAGE_CHARS + 64;
 pub const REPLAY_HEADER: &str = "x-enrichd-replay";
 /// Header giving when a replayed answer was first given (unix ms).
 pub const ANSWERED_AT_HEADER: &str = "x-enrichd-answered-at";
-
-fn replay(answer: &Answer) -> Response<Body> {
-    respond(answer, true)
-}
 
 fn respond(answer: &Answer, replayed: bool) -> Response<Body> {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

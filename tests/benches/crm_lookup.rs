@@ -28,7 +28,26 @@ fn main() {
         SENDER,
         serde_json::json!({"claimNumber": "CLM-9", "region": "EMEA", "tier": "gold"}),
     );
-    let db = sled::Config::new().temporary(true).open().expect("sled");
+    let data = tempfile::tempdir().expect("temp dir");
+    let storage = rt
+        .block_on(enrichd::storage::open(
+            &enrichd::storage::Settings {
+                backend: enrichd::storage::Backend::Sled(enrichd::storage::SledSettings {
+                    data_dir: data.path().to_path_buf(),
+                    flush: enrichd::storage::FlushPolicy::Periodic,
+                    flush_every_ms: enrichd::config::DEFAULT_FLUSH_EVERY_MS,
+                    cache_bytes: enrichd::config::DEFAULT_SLED_CACHE_BYTES,
+                }),
+                limits: enrichd::storage::Limits {
+                    retention: Duration::from_secs(3600),
+                    max_records: 1000,
+                    dedupe_window: Duration::from_secs(3600),
+                    max_queued: 1000,
+                },
+            },
+            enrichd::clock::Clock::new(),
+        ))
+        .expect("storage");
     let backend = rt.block_on(async {
         HttpCrm::new(HttpSettings {
             email_url: format!("http://{}/customers?email={{email}}", crm.addr),
@@ -40,22 +59,19 @@ fn main() {
         })
         .expect("http backend")
     });
-    let source = Arc::new(
-        CrmSource::new(
-            "bench",
-            Backend::Http(Box::new(backend)),
-            CacheSettings {
-                ttl: Duration::from_secs(3600),
-                negative_ttl: Duration::from_secs(3600),
-                max_capacity: 10_000_000,
-                backend_timeout: Duration::from_secs(2),
-                refresh_every: None,
-            },
-            &db,
-            rt.block_on(async { enrichd::idempotency::Clock::new() }),
-        )
-        .expect("source"),
-    );
+    let source = Arc::new(CrmSource::new(
+        "bench",
+        Backend::Http(Box::new(backend)),
+        CacheSettings {
+            ttl: Duration::from_secs(3600),
+            negative_ttl: Duration::from_secs(3600),
+            max_capacity: 10_000_000,
+            backend_timeout: Duration::from_secs(2),
+            refresh_every: None,
+        },
+        storage.crm.clone(),
+        rt.block_on(async { enrichd::idempotency::Clock::new() }),
+    ));
     let deadline = || Instant::now() + Duration::from_secs(5);
     // Warm the cache for the hit case; check the miss path works.
     let warm = rt.block_on(source.lookup_email(SENDER, deadline()));

@@ -9,25 +9,46 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
-use enrichd::store::{DeliveryStore, FlushPolicy, StoreSettings, StoredDelivery};
+use enrichd::storage::{
+    Backend, Claimed, DeliveryKey, FlushPolicy, Limits, Settings, SledSettings, Storage,
+    StoredDelivery,
+};
 
 const GROUP: &str = "store_answer";
 
-fn store(dir: &Path, flush: FlushPolicy) -> DeliveryStore {
-    let db = sled::Config::new()
-        .path(dir.join(format!("{flush:?}")))
-        .flush_every_ms(Some(enrichd::config::DEFAULT_FLUSH_EVERY_MS))
-        .open()
-        .expect("sled");
-    DeliveryStore::open(
-        &db,
-        StoreSettings {
+fn store(rt: &tokio::runtime::Runtime, dir: &Path, flush: FlushPolicy) -> Storage {
+    let settings = Settings {
+        backend: Backend::Sled(SledSettings {
+            data_dir: dir.join(format!("{flush:?}")),
+            flush,
+            flush_every_ms: enrichd::config::DEFAULT_FLUSH_EVERY_MS,
+            cache_bytes: enrichd::config::DEFAULT_SLED_CACHE_BYTES,
+        }),
+        limits: Limits {
             retention: Duration::from_secs(72 * 3600),
             max_records: 10_000_000,
-            flush,
+            dedupe_window: Duration::from_secs(3600),
+            max_queued: 1000,
         },
-    )
+    };
+    rt.block_on(enrichd::storage::open(
+        &settings,
+        enrichd::clock::Clock::new(),
+    ))
     .expect("store")
+}
+
+/// Claim the answer's key and complete it: what a leader does.
+async fn put(s: &Storage, d: &StoredDelivery) {
+    let Claimed::Leader(lease) = s
+        .answers
+        .claim(&d.key(), Duration::from_secs(60))
+        .await
+        .expect("claim")
+    else {
+        panic!("a new key is led");
+    };
+    s.answers.complete(&lease, d).await.expect("complete");
 }
 
 /// A realistic answer: the seed payload's enriched envelope and its record.
@@ -36,7 +57,7 @@ fn answer(id: String) -> StoredDelivery {
     StoredDelivery {
         route: "/emailgistics-webhook".into(),
         id,
-        stored_at_ms: 1_790_000_000_000,
+        stored_at_ms: enrichd::clock::Clock::new().now_ms(),
         status: 200,
         body: body.into(),
         record: serde_json::json!({"plugins": [{"plugin": "crm-enrich", "outcome": "applied", "elapsedUs": 41}]}),
@@ -56,22 +77,21 @@ fn main() {
         ("always", FlushPolicy::Always),
         ("periodic", FlushPolicy::Periodic),
     ] {
-        let s = store(dir.path(), flush);
+        let s = store(&rt, dir.path(), flush);
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.to_async(&rt).iter(|| {
                 let d = answer(format!("id-{}", counter.fetch_add(1, Ordering::Relaxed)));
                 let s = s.clone();
-                async move { s.put(&d).await.expect("put") }
+                async move { put(&s, &d).await }
             });
         });
     }
-    let s = store(dir.path(), FlushPolicy::Periodic);
-    rt.block_on(s.put(&answer("replayed".into()))).expect("put");
+    let s = store(&rt, dir.path(), FlushPolicy::Periodic);
+    rt.block_on(put(&s, &answer("replayed".into())));
+    let key = DeliveryKey::new("/emailgistics-webhook", "replayed");
     group.bench_function("replay-lookup", |b| {
-        b.iter(|| {
-            s.get("/emailgistics-webhook", "replayed", 1_790_000_000_001)
-                .expect("get")
-        })
+        b.to_async(&rt)
+            .iter(|| async { s.answers.get(&key).await.expect("get").expect("stored") })
     });
     group.finish();
     c.final_summary();

@@ -61,7 +61,9 @@ fn bench_calls(c: &mut Criterion, dir: &Path, rt: &tokio::runtime::Runtime) {
     let mut group = c.benchmark_group(GROUP_CALL);
     for allocator in ["pooling", "on-demand"] {
         // The real assembly: engine, CRM source with its cache, plugin.
-        let app = App::build(&config(dir, allocator, "")).expect("app");
+        let app = rt
+            .block_on(App::build(&config(dir, allocator, "")))
+            .expect("app");
         let (plugin, services) = (&app.plugins[0], &app.services);
         // Sanity: the plugin really enriches.
         let out = rt

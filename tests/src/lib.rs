@@ -167,9 +167,7 @@ impl TestServer {
         std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{cache}{config}"))
             .expect("write config");
         let config = enrichd::config::Config::load(&path).expect("config is valid");
-        let app = tokio::task::spawn_blocking(move || build_when_released(&config))
-            .await
-            .expect("build task");
+        let app = build_when_released(&config).await;
         let app = Arc::new(app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -198,6 +196,31 @@ impl TestServer {
             stop: Some(stop),
             tasks,
         }
+    }
+
+    /// Callbacks queued (leased ones included).
+    pub async fn queued(&self) -> usize {
+        self.app.storage.events.len().await.expect("queue length")
+    }
+
+    /// Fingerprints held by the EngageLab duplicate filter.
+    pub async fn seen(&self) -> usize {
+        self.app
+            .storage
+            .events
+            .seen_len()
+            .await
+            .expect("filter size")
+    }
+
+    /// Answers stored (expired ones included until swept).
+    pub async fn stored(&self) -> usize {
+        self.app
+            .storage
+            .answers
+            .len()
+            .await
+            .expect("answers stored")
     }
 
     /// GET a path from the admin listener.
@@ -328,13 +351,13 @@ pub fn enrichd_binary() -> PathBuf {
 /// Build the app, retrying briefly while a previous server of the same test
 /// lets go of the data directory: sled releases its file lock from a
 /// background thread a moment after the last handle is dropped.
-fn build_when_released(config: &enrichd::config::Config) -> enrichd::app::App {
+async fn build_when_released(config: &enrichd::config::Config) -> enrichd::app::App {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        match enrichd::app::App::build(config) {
+        match enrichd::app::App::build(config).await {
             Ok(app) => return app,
             Err(enrichd::app::StartError::Store { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Err(e) => panic!("enrichd does not start: {e}"),
         }

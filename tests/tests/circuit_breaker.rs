@@ -73,9 +73,11 @@ fn calls(server: &TestServer, name: &str) -> u64 {
     server.app.plugin_calls(name).expect("plugin is loaded")
 }
 
-fn heal(server: &TestServer, name: &str) {
+async fn heal(server: &TestServer, name: &str) {
     let kv = server.app.services.kv.as_ref().expect("kv store");
-    kv.set(name, "healed", "1").expect("kv set");
+    kv.set_within(name, "healed", "1", enrichd::storage::Quota::UNLIMITED)
+        .await
+        .expect("kv set");
 }
 
 /// Move tokio's clock (which the breaker follows) forward.
@@ -209,7 +211,7 @@ async fn opens_bypasses_probes_and_closes() {
         (Some("half-open"), Some(0)),
         "{b}"
     );
-    heal(&server, name);
+    heal(&server, name).await;
     assert_probe_succeeds(&server, name, &format!("{name}-{n}")).await;
     let b = breaker(&server, name).await;
     assert_eq!(b["state"], "closed", "{b}");
@@ -266,7 +268,7 @@ async fn a_failed_probe_reopens_it_for_another_cooldown() {
     n += 1;
 
     jump(Duration::from_millis(COOLDOWN_MS)).await;
-    heal(&server, name);
+    heal(&server, name).await;
     assert_probe_succeeds(&server, name, &format!("{name}-{n}")).await;
     assert_eq!(breaker(&server, name).await["state"], "closed");
 }
@@ -325,7 +327,7 @@ async fn a_quarantined_plugin_follows_its_failure_policy() {
 
     // The sender's retry after the cool-down reaches the healed plugin.
     jump(Duration::from_millis(COOLDOWN_MS)).await;
-    heal(&server, retrying);
+    heal(&server, retrying).await;
     let (status, body, _) = deliver(&server, retrying, "r-bypassed").await;
     assert_eq!(status, 200, "{body}");
     assert!(action_names(&body).iter().any(|n| n == HEALED), "{body}");
@@ -351,9 +353,9 @@ async fn send_event(server: &TestServer, body: &str) -> u16 {
 }
 
 /// Wait (bounded, real time) until `done` holds.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !done() {
+    while !done().await {
         assert!(
             std::time::Instant::now() < deadline,
             "timed out waiting: {what}"
@@ -394,7 +396,7 @@ async fn deliveries_and_events_share_the_breaker_and_a_quarantined_retry_event_i
     .unwrap();
     assert_eq!(send_event(&server, &body).await, 200);
     let stats = &server.app.event_stats;
-    until("a quarantined, postponed attempt", || {
+    until("a quarantined, postponed attempt", async || {
         stats.postponed.load(std::sync::atomic::Ordering::Relaxed) >= 1
     })
     .await;
@@ -403,7 +405,7 @@ async fn deliveries_and_events_share_the_breaker_and_a_quarantined_retry_event_i
         0,
         "a bypassed event call is no attempt"
     );
-    assert_eq!(server.app.events.len(), 1, "the callback is still queued");
+    assert_eq!(server.queued().await, 1, "the callback is still queued");
     assert_eq!(
         stats
             .plugin_failures
@@ -427,10 +429,12 @@ async fn deliveries_and_events_share_the_breaker_and_a_quarantined_retry_event_i
     assert!(b["cooldownLeftMs"].as_u64().unwrap() > 590_000, "{b}");
 
     // After the cool-down the queued callback is the probe; healed, it closes.
-    heal(&server, name);
+    heal(&server, name).await;
     jump(Duration::from_millis(600_000)).await;
-    let app = server.app.clone();
-    until("the callback is processed", || app.events.is_empty()).await;
+    until("the callback is processed", async || {
+        server.queued().await == 0
+    })
+    .await;
     assert_eq!(calls(&server, name), called + 1);
     assert_eq!(breaker(&server, name).await["state"], "closed");
 }

@@ -359,7 +359,7 @@ async fn kv_namespace_quotas_and_operation_budget_obeyed_and_violated() {
     ))
     .await;
     let kv = server.app.services.kv.clone().unwrap();
-    let quota = enrichd::kv::Quota {
+    let quota = enrichd::storage::Quota {
         max_keys: 5,
         max_bytes: u64::MAX,
     };
@@ -368,10 +368,16 @@ async fn kv_namespace_quotas_and_operation_budget_obeyed_and_violated() {
     let v = run(&server, "kvkeys", "kv-keys-0").await;
     assert_eq!((int(&v, "written"), v["error"].as_str()), (3, Some("")));
     // Full: the other two keys taken, a new key is over the quota…
-    kv.set_within("kvkeys", "other-0", "x", quota).unwrap();
-    kv.set_within("kvkeys", "other-1", "x", quota).unwrap();
-    kv.delete("kvkeys", "fill-2").unwrap();
-    kv.set_within("kvkeys", "other-2", "x", quota).unwrap();
+    kv.set_within("kvkeys", "other-0", "x", quota)
+        .await
+        .unwrap();
+    kv.set_within("kvkeys", "other-1", "x", quota)
+        .await
+        .unwrap();
+    kv.delete("kvkeys", "fill-2").await.unwrap();
+    kv.set_within("kvkeys", "other-2", "x", quota)
+        .await
+        .unwrap();
     let v = run(&server, "kvkeys", "kv-keys-1").await;
     assert_eq!(
         int(&v, "written"),
@@ -384,10 +390,10 @@ async fn kv_namespace_quotas_and_operation_budget_obeyed_and_violated() {
         "{error}"
     );
     // … and after a delete the plugin can write again.
-    kv.delete("kvkeys", "other-2").unwrap();
+    kv.delete("kvkeys", "other-2").await.unwrap();
     let v = run(&server, "kvkeys", "kv-keys-2").await;
     assert_eq!((int(&v, "written"), v["error"].as_str()), (3, Some("")));
-    assert_eq!(kv.usage("kvkeys").unwrap().keys, 5);
+    assert_eq!(kv.usage("kvkeys").await.unwrap().keys, 5);
 
     // Bytes: 106 bytes per entry, 1000 allowed.
     let v = run(&server, "kvbytes", "kv-bytes-0").await;
@@ -397,7 +403,7 @@ async fn kv_namespace_quotas_and_operation_budget_obeyed_and_violated() {
         error.starts_with("over-limit:") && error.contains("kv_max_bytes = 1000"),
         "{error}"
     );
-    assert!(kv.usage("kvbytes").unwrap().bytes <= 1000);
+    assert!(kv.usage("kvbytes").await.unwrap().bytes <= 1000);
 
     // Operations per call: 7, each set is one.
     let v = run(&server, "kvops", "kv-ops-0").await;
@@ -490,9 +496,9 @@ async fn start_error(config: String) -> Option<String> {
     )
     .unwrap();
     let config = enrichd::config::Config::load(&path).unwrap();
-    tokio::task::spawn_blocking(move || enrichd::app::App::build(&config).err())
+    enrichd::app::App::build(&config)
         .await
-        .unwrap()
+        .err()
         .map(|e| e.to_string())
 }
 

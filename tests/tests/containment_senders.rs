@@ -75,7 +75,7 @@ async fn send(server: &TestServer, body: &str) -> Response {
     send_to(server, EVENTS, body).await
 }
 
-fn echoed(server: &TestServer) -> Option<String> {
+async fn echoed(server: &TestServer) -> Option<String> {
     server
         .app
         .services
@@ -83,13 +83,14 @@ fn echoed(server: &TestServer) -> Option<String> {
         .as_ref()
         .unwrap()
         .get("event-echo", "count")
+        .await
         .unwrap()
 }
 
 /// Wait (bounded, real time) until `done` holds.
-async fn until(what: &str, limit: Duration, done: impl Fn() -> bool) {
+async fn until(what: &str, limit: Duration, done: impl AsyncFn() -> bool) {
     let started = std::time::Instant::now();
-    while !done() {
+    while !done().await {
         assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -110,11 +111,11 @@ async fn the_dedupe_tree_shrinks_after_its_window_on_tokios_paused_clock() {
             "accepted"
         );
     }
-    until("processed", Duration::from_secs(30), || {
-        server.app.events.is_empty()
+    until("processed", Duration::from_secs(30), async || {
+        server.queued().await == 0
     })
     .await;
-    assert_eq!(server.app.events.seen_len(), 3);
+    assert_eq!(server.seen().await, 3);
 
     // From here on the server's clock is tokio's, paused: sleeping advances
     // it at once. No HTTP while paused (I/O waits would advance it too).
@@ -122,16 +123,12 @@ async fn the_dedupe_tree_shrinks_after_its_window_on_tokios_paused_clock() {
     // Within the window (the hourly sweep ran at start): remembered.
     tokio::time::sleep(Duration::from_secs(50 * 60)).await;
     settle().await;
-    assert_eq!(
-        server.app.events.seen_len(),
-        3,
-        "forgotten within the window"
-    );
+    assert_eq!(server.seen().await, 3, "forgotten within the window");
     // The window (1 h) and one sweep period (1 h) later: forgotten.
     tokio::time::sleep(Duration::from_secs(75 * 60)).await;
     settle().await;
     let started = std::time::Instant::now();
-    while server.app.events.seen_len() > 0 {
+    while server.seen().await > 0 {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the filter was not swept"
@@ -194,19 +191,19 @@ async fn a_full_event_queue_answers_503_and_nothing_is_lost() {
         (&json!(2), &json!(2), &json!(1))
     );
     drop(held);
-    until("drained", Duration::from_secs(30), || {
-        server.app.events.is_empty()
+    until("drained", Duration::from_secs(30), async || {
+        server.queued().await == 0
     })
     .await;
     // EngageLab's retry of the refused one is accepted (it was not
     // remembered as seen), and all three are processed once.
     let again = send(&server, &callback(2)).await;
     assert_eq!(again.json()["status"], "accepted");
-    until("drained", Duration::from_secs(30), || {
-        server.app.events.is_empty()
+    until("drained", Duration::from_secs(30), async || {
+        server.queued().await == 0
     })
     .await;
-    assert_eq!(echoed(&server).as_deref(), Some("3"));
+    assert_eq!(echoed(&server).await.as_deref(), Some("3"));
 }
 
 // --- retries ---------------------------------------------------------------
@@ -229,7 +226,7 @@ async fn a_callback_waiting_for_its_retry_does_not_delay_the_others() {
         200
     );
     // Two attempts made: the next is due 2 s after the second.
-    until("two attempts", Duration::from_secs(30), || {
+    until("two attempts", Duration::from_secs(30), async || {
         server.app.plugin_calls("failing") == Some(2)
     })
     .await;
@@ -237,8 +234,8 @@ async fn a_callback_waiting_for_its_retry_does_not_delay_the_others() {
     for n in 0..3 {
         assert_eq!(send(&server, &callback(n)).await.status, 200);
     }
-    until("the other callbacks", Duration::from_secs(30), || {
-        echoed(&server).as_deref() == Some("3")
+    until("the other callbacks", Duration::from_secs(30), async || {
+        echoed(&server).await.as_deref() == Some("3")
     })
     .await;
     let took = accepted.elapsed();
@@ -253,8 +250,8 @@ async fn a_callback_waiting_for_its_retry_does_not_delay_the_others() {
         "the retry is not made before its time"
     );
     // The failing one still gets all its attempts, then is dropped (logged).
-    until("all attempts", Duration::from_secs(30), || {
-        server.app.events.is_empty()
+    until("all attempts", Duration::from_secs(30), async || {
+        server.queued().await == 0
     })
     .await;
     assert_eq!(server.app.plugin_calls("failing"), Some(4));
@@ -279,7 +276,7 @@ async fn a_callback_that_got_no_call_permit_is_processed_once_permits_free_up() 
         .unwrap();
     assert_eq!(send(&server, &callback(1)).await.status, 200);
     // Past the plugin's 2 s timeout, waiting for a permit.
-    until("postponed", Duration::from_secs(30), || {
+    until("postponed", Duration::from_secs(30), async || {
         server
             .app
             .event_stats
@@ -288,8 +285,8 @@ async fn a_callback_that_got_no_call_permit_is_processed_once_permits_free_up() 
             >= 1
     })
     .await;
-    assert_eq!(server.app.events.len(), 1, "still queued");
-    assert_eq!(echoed(&server), None);
+    assert_eq!(server.queued().await, 1, "still queued");
+    assert_eq!(echoed(&server).await, None);
     let s = stats(&server).await;
     assert_eq!(
         (&s["engagelab"]["processed"], &s["engagelab"]["retried"]),
@@ -297,11 +294,11 @@ async fn a_callback_that_got_no_call_permit_is_processed_once_permits_free_up() 
         "not an attempt"
     );
     drop(held);
-    until("processed", Duration::from_secs(30), || {
-        server.app.events.is_empty()
+    until("processed", Duration::from_secs(30), async || {
+        server.queued().await == 0
     })
     .await;
-    assert_eq!(echoed(&server).as_deref(), Some("1"));
+    assert_eq!(echoed(&server).await.as_deref(), Some("1"));
     assert_eq!(stats(&server).await["engagelab"]["processed"], 1);
 }
 
@@ -317,8 +314,8 @@ async fn deliveries_and_events_have_their_own_permits_and_a_busy_delivery_is_503
         .unwrap();
     // Every delivery permit taken: callbacks are still processed at once.
     assert_eq!(send(&server, &callback(1)).await.status, 200);
-    until("processed", Duration::from_secs(5), || {
-        echoed(&server).as_deref() == Some("1")
+    until("processed", Duration::from_secs(5), async || {
+        echoed(&server).await.as_deref() == Some("1")
     })
     .await;
     // A delivery waits its plugin's timeout (2 s) for a permit, then is
@@ -333,7 +330,7 @@ async fn deliveries_and_events_have_their_own_permits_and_a_busy_delivery_is_503
         took < Duration::from_millis(2200),
         "answered after {took:?}"
     );
-    assert_eq!(server.app.store.len(), 0);
+    assert_eq!(server.stored().await, 0);
     drop(held);
     let ok = server.deliver(DELIVERIES, &seed_payload()).await;
     assert_eq!(ok.status, 200);
@@ -522,7 +519,7 @@ async fn a_trickling_body_gets_408_at_the_body_read_timeout() {
         took < Duration::from_millis(1100),
         "answered after {took:?}"
     );
-    assert!(server.app.events.is_empty());
+    assert!(server.queued().await == 0);
 }
 
 // --- keyed fields ----------------------------------------------------------
@@ -545,7 +542,7 @@ async fn keyed_fields_are_length_capped_with_a_400_before_anything_runs() {
         let res = server.deliver(DELIVERIES, &at).await;
         assert_eq!(res.status, 200, "{field}: {:?}", res.json());
         // Violated: one byte more.
-        let (calls, stored) = (server.app.plugin_calls("echo"), server.app.store.len());
+        let (calls, stored) = (server.app.plugin_calls("echo"), server.stored().await);
         let mut over = at.clone();
         over[field] = json!("a".repeat(limit + 1));
         if field != "id" {
@@ -563,7 +560,7 @@ async fn keyed_fields_are_length_capped_with_a_400_before_anything_runs() {
             calls,
             "{field}: no plugin ran"
         );
-        assert_eq!(server.app.store.len(), stored, "{field}: nothing stored");
+        assert_eq!(server.stored().await, stored, "{field}: nothing stored");
     }
 
     // EngageLab's message_id.

@@ -87,13 +87,13 @@ async fn send(server: &TestServer, body: &str) -> Response {
 /// Wait until the queue is empty (bounded).
 async fn drained(server: &TestServer) {
     let until = Instant::now() + Duration::from_secs(30);
-    while !server.app.events.is_empty() {
+    while server.queued().await > 0 {
         assert!(Instant::now() < until, "the queue did not drain");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-fn kv(server: &TestServer, ns: &str, key: &str) -> Option<String> {
+async fn kv(server: &TestServer, ns: &str, key: &str) -> Option<String> {
     server
         .app
         .services
@@ -101,6 +101,7 @@ fn kv(server: &TestServer, ns: &str, key: &str) -> Option<String> {
         .as_ref()
         .unwrap()
         .get(ns, key)
+        .await
         .unwrap()
 }
 
@@ -113,13 +114,19 @@ async fn all_ten_documented_callbacks_are_accepted_and_recorded() {
         assert_eq!(res.json()["status"], "accepted", "{kind}");
     }
     drained(&server).await;
-    assert_eq!(kv(&server, "event-echo", "count").as_deref(), Some("10"));
+    assert_eq!(
+        kv(&server, "event-echo", "count").await.as_deref(),
+        Some("10")
+    );
     for kind in KINDS {
         let body: Value = serde_json::from_str(&fixture(kind)).unwrap();
         let id = body["message_id"].as_str().unwrap();
-        let seen: Value =
-            serde_json::from_str(&kv(&server, "event-echo", &format!("{kind}:{id}")).expect(kind))
-                .unwrap();
+        let seen: Value = serde_json::from_str(
+            &kv(&server, "event-echo", &format!("{kind}:{id}"))
+                .await
+                .expect(kind),
+        )
+        .unwrap();
         assert_eq!(seen["kind-name"], kind);
         assert_eq!(seen["itime"], body["itime"]);
     }
@@ -130,6 +137,7 @@ async fn all_ten_documented_callbacks_are_accepted_and_recorded() {
             "event-echo",
             "soft_bounce:1676537131885_95_4921_8644.sc-10_2_226_96-test0$12345@gmail.com",
         )
+        .await
         .unwrap(),
     )
     .unwrap();
@@ -144,6 +152,7 @@ async fn all_ten_documented_callbacks_are_accepted_and_recorded() {
             "event-echo",
             "click:1676618583015_104117_18546_8822.sc-10_43_7_16-inbound0$12345@hotmail.com",
         )
+        .await
         .unwrap(),
     )
     .unwrap();
@@ -154,6 +163,7 @@ async fn all_ten_documented_callbacks_are_accepted_and_recorded() {
             "event-echo",
             "route:01b6f68b-da52-4f6f-a049-68d0ca01dd8c",
         )
+        .await
         .unwrap(),
     )
     .unwrap();
@@ -163,9 +173,12 @@ async fn all_ten_documented_callbacks_are_accepted_and_recorded() {
     );
 
     // The tracker's record for the gmail recipient.
-    let state: Value =
-        serde_json::from_str(&kv(&server, "engagement-tracker", "12345@gmail.com").unwrap())
-            .unwrap();
+    let state: Value = serde_json::from_str(
+        &kv(&server, "engagement-tracker", "12345@gmail.com")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(state["hardBounces"], 1);
     assert_eq!(state["softBounces"], 1);
     assert_eq!(state["unsubscribed"], true);
@@ -211,7 +224,7 @@ async fn bad_signatures_missing_headers_wrong_app_keys_and_stale_timestamps_get_
         assert_eq!(res.status, 401, "{what}");
         assert!(res.body.is_empty(), "{what}: 401 explains nothing");
     }
-    assert!(server.app.events.is_empty(), "nothing refused was queued");
+    assert_eq!(server.queued().await, 0, "nothing refused was queued");
 
     // Accepted: a millisecond timestamp, the older key of a rotation, and
     // an upper-case hex signature.
@@ -255,7 +268,10 @@ async fn a_callback_is_answered_at_once_even_when_the_plugin_is_slow() {
     );
     // And it is processed, after the slow plugin.
     drained(&server).await;
-    assert_eq!(kv(&server, "event-echo", "count").as_deref(), Some("1"));
+    assert_eq!(
+        kv(&server, "event-echo", "count").await.as_deref(),
+        Some("1")
+    );
 }
 
 #[tokio::test]
@@ -270,7 +286,10 @@ async fn a_duplicate_callback_is_processed_once() {
         (200, json!("duplicate"))
     );
     drained(&server).await;
-    assert_eq!(kv(&server, "event-echo", "count").as_deref(), Some("1"));
+    assert_eq!(
+        kv(&server, "event-echo", "count").await.as_deref(),
+        Some("1")
+    );
 }
 
 #[tokio::test]
@@ -284,8 +303,12 @@ async fn unknown_kinds_and_fields_are_accepted_and_kept() {
     .to_string();
     assert_eq!(send(&server, &body).await.status, 200);
     drained(&server).await;
-    let seen: Value =
-        serde_json::from_str(&kv(&server, "event-echo", "deferred:m-future").unwrap()).unwrap();
+    let seen: Value = serde_json::from_str(
+        &kv(&server, "event-echo", "deferred:m-future")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(seen["address"], "someone@example.com");
     assert_eq!(seen["custom-args"], "{\"campaign\":\"spring\"}");
     // Not JSON at all is refused.
@@ -368,7 +391,13 @@ async fn kv_limits_and_grants_obeyed_and_violated() {
         .kv
         .as_ref()
         .unwrap()
-        .set("engagement-tracker", "probe", "tracked")
+        .set_within(
+            "engagement-tracker",
+            "probe",
+            "tracked",
+            enrichd::storage::Quota::UNLIMITED,
+        )
+        .await
         .unwrap();
     let granted = server.deliver("/granted", &seed_payload()).await.json();
     assert_eq!(
@@ -456,20 +485,23 @@ async fn a_callback_queued_before_kill_9_is_processed_after_restart() {
     child.wait().unwrap();
 
     // Read what the plugins recorded straight from the data directory.
-    let db = loop {
-        match sled::open(dir.path().join("data/enrichd.sled")) {
-            Ok(db) => break db,
+    let config = enrichd::config::Config::load(&dir.path().join("enrichd.toml")).unwrap();
+    let storage = loop {
+        match enrichd::storage::open(&config.storage_settings(), enrichd::clock::Clock::new()).await
+        {
+            Ok(storage) => break storage,
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
-    let kv = enrichd::kv::KvStore::new(&db);
+    let kv = storage.kv;
     assert_eq!(
-        kv.get("event-echo", "count").unwrap().as_deref(),
+        kv.get("event-echo", "count").await.unwrap().as_deref(),
         Some("1"),
         "processed once, after the restart"
     );
     let state: Value = serde_json::from_str(
         &kv.get("engagement-tracker", "12345@gmail.com")
+            .await
             .unwrap()
             .unwrap(),
     )

@@ -483,6 +483,7 @@ async fn a_sha256_pin_must_match_the_component() {
     std::fs::write(&file, pinned(&"0".repeat(64))).unwrap();
     let config = enrichd::config::Config::load(&file).unwrap();
     let err = enrichd::app::App::build(&config)
+        .await
         .err()
         .expect("a pin mismatch refuses to start")
         .to_string();
@@ -545,7 +546,7 @@ async fn pooling_and_on_demand_allocators_both_serve() {
         )
         .unwrap();
         let config = enrichd::config::Config::load(&file).unwrap();
-        let app = enrichd::app::App::build(&config).unwrap();
+        let app = enrichd::app::App::build(&config).await.unwrap();
         assert_eq!(app.engine.allocator(), expected);
         let delivery = match enrichd::payload::parse(seed_payload().to_string().as_bytes()).unwrap()
         {
@@ -620,9 +621,9 @@ async fn table_limit_obeyed_and_violated() {
     let cache = enrichd_tests::SHARED_CACHE;
     std::fs::write(&path, format!("cache_dir = {cache:?}\n{narrow}")).unwrap();
     let config = enrichd::config::Config::load(&path).unwrap();
-    let err = tokio::task::spawn_blocking(move || enrichd::app::App::build(&config).err())
+    let err = enrichd::app::App::build(&config)
         .await
-        .unwrap()
+        .err()
         .expect("refused at start")
         .to_string();
     assert!(

@@ -6,6 +6,7 @@ use anyhow::{bail, Context};
 
 use crate::config::CrmBackendSpec;
 use crate::crm::embedded::{EmbeddedCrm, ImportOptions};
+use crate::storage::crm_records::CrmDb;
 
 /// Files smaller than this import in a blink: no progress bar.
 const PROGRESS_FROM_BYTES: u64 = 1024 * 1024;
@@ -35,15 +36,8 @@ pub(super) fn import(
             spec.name
         );
     }
-    let path = config.data_dir.join("enrichd.sled");
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    let db = sled::open(&path).with_context(|| {
-        format!(
-            "cannot open {} (stop enrichd serve on this data directory first, or use a seed file)",
-            path.display()
-        )
-    })?;
+    let db = CrmDb::open_default(&config.data_dir)
+        .context("stop enrichd serve on this data directory first, or use a seed file")?;
     let crm = EmbeddedCrm::open(&db, &spec.name)?;
 
     let total = std::fs::metadata(file)

@@ -1,8 +1,9 @@
 //! `enrichd deliveries list|show`: read the delivery log.
 //!
-//! The store is read directly when no server holds it. sled allows one
-//! process per database, so while `enrichd serve` runs the same data
-//! directory, the log is read through that server's admin listener instead.
+//! The configured storage is read directly: with Redis, the store every
+//! host shares. The embedded store allows one process per database, so
+//! while `enrichd serve` runs the same data directory, the log is read
+//! through that server's admin listener instead.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +13,7 @@ use http_body_util::{BodyExt, Empty};
 
 use super::DeliveriesCommand;
 use crate::config::Config;
-use crate::store::{DeliveryStore, DeliverySummary, StoredDelivery};
+use crate::storage::{Backend, DeliverySummary, Storage, StoredDelivery};
 
 pub(super) fn run(cmd: DeliveriesCommand) -> anyhow::Result<()> {
     match cmd {
@@ -71,7 +72,7 @@ pub(super) fn run(cmd: DeliveriesCommand) -> anyhow::Result<()> {
 /// from the running server's admin listener when it holds the store.
 pub fn list(config: &Config, since_ms: u64, limit: usize) -> anyhow::Result<Vec<DeliverySummary>> {
     match open_store(config) {
-        Ok(store) => Ok(store.list(since_ms, limit, now_ms())?),
+        Ok((rt, store)) => Ok(rt.block_on(store.answers.list(since_ms, limit))?),
         Err(local) => {
             let v = via_admin(
                 config,
@@ -88,8 +89,8 @@ pub fn list(config: &Config, since_ms: u64, limit: usize) -> anyhow::Result<Vec<
 /// store, or from the running server's admin listener.
 pub fn show(config: &Config, id: &str, route: Option<&str>) -> anyhow::Result<StoredDelivery> {
     match open_store(config) {
-        Ok(store) => store
-            .find(id, route, now_ms())?
+        Ok((rt, store)) => rt
+            .block_on(store.answers.find(id, route))?
             .into_iter()
             .next()
             .with_context(|| format!("no stored delivery with id {id:?}")),
@@ -110,22 +111,26 @@ pub fn show(config: &Config, id: &str, route: Option<&str>) -> anyhow::Result<St
     }
 }
 
-/// Open the data directory's store, if no other process holds it.
-fn open_store(config: &Config) -> anyhow::Result<DeliveryStore> {
-    let path = config.data_dir.join("enrichd.sled");
-    if !path.exists() {
-        bail!(
-            "no delivery store at {} (has enrichd run with this data directory?)",
-            path.display()
-        );
+/// Open the configured storage (with sled: if no other process holds it),
+/// with the runtime its calls run on.
+fn open_store(config: &Config) -> anyhow::Result<(tokio::runtime::Runtime, Storage)> {
+    let settings = config.storage_settings();
+    if let Backend::Sled(embedded) = &settings.backend {
+        let path = embedded.db_path();
+        if !path.exists() {
+            bail!(
+                "no delivery store at {} (has enrichd run with this data directory?)",
+                path.display()
+            );
+        }
     }
-    let db = sled::Config::new().path(&path).open().with_context(|| {
-        format!(
-            "cannot open {} (is enrichd serve running on it?)",
-            path.display()
-        )
-    })?;
-    Ok(DeliveryStore::open(&db, config.store)?)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let storage = runtime
+        .block_on(crate::storage::open(&settings, crate::clock::Clock::new()))
+        .context("is enrichd serve running on it?")?;
+    Ok((runtime, storage))
 }
 
 /// GET `path` from the configured admin listener.

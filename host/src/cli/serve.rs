@@ -17,7 +17,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let app = Arc::new(crate::app::App::build(&config)?);
+        let app = Arc::new(crate::app::App::build(&config).await?);
         let public = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

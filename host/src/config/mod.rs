@@ -15,9 +15,10 @@ use std::time::Duration;
 use crate::auth::Secret;
 use crate::crm::cache::{CacheSettings, DEFAULT_MAX_CAPACITY, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL};
 use crate::crm::http::HttpSettings;
-use crate::engagelab::queue::DEFAULT_DEDUPE_WINDOW;
 use crate::engagelab::verify::{AppKey, DEFAULT_REPLAY_WINDOW};
-use crate::store::{FlushPolicy, StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
+use crate::storage::answers::{StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
+use crate::storage::events::DEFAULT_DEDUPE_WINDOW;
+use crate::storage::FlushPolicy;
 pub use raw::StorageKind;
 
 /// Default admin listener (delivery log, stats): loopback only, so the

@@ -12,7 +12,7 @@
 //!   ([`SingleFlight`]). The call runs in its own task: when the caller's
 //!   deadline ends first, the call still completes and fills the caches, so
 //!   a slow backend pays off for the next delivery.
-//! - *Last known*: every successful lookup is kept in sled with its time;
+//! - *Last known*: every successful lookup is kept in storage with its time;
 //!   served (as *stale*, with its age) when the backend fails or is too slow.
 //!   Not served after a definite "not found": that customer is gone.
 //! - *Domain*: the same chain for the address's domain, as a cheaper signal.
@@ -32,8 +32,9 @@ use tokio::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{domain_of, normalize_email, Backend, BackendError, Record};
-use crate::idempotency::Clock;
+use crate::clock::Clock;
 use crate::singleflight::{self, Claim, SingleFlight};
+use crate::storage::CrmLastKnown;
 
 /// Cache settings of one source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +163,7 @@ pub struct CrmSource {
     backend: Arc<Backend>,
     settings: CacheSettings,
     fresh: moka::future::Cache<Key, Cached>,
-    last_known: sled::Tree,
+    last_known: Arc<dyn CrmLastKnown>,
     flights: Arc<SingleFlight<Key, Fetched>>,
     recent: Mutex<HashMap<Key, u64>>,
     clock: Clock,
@@ -171,18 +172,18 @@ pub struct CrmSource {
 
 impl CrmSource {
     /// A source named `name` over `backend`, keeping last-known values in
-    /// `db` (tree `crm-last-known:{name}`).
+    /// `last_known` (under the source's name).
     pub fn new(
         name: &str,
         backend: Backend,
         settings: CacheSettings,
-        db: &sled::Db,
+        last_known: Arc<dyn CrmLastKnown>,
         clock: Clock,
-    ) -> Result<Self, sled::Error> {
+    ) -> Self {
         // moka's expiry only reclaims memory; freshness is decided by the
         // clock, so entries may outlive their TTL here by a margin.
         let reclaim_after = settings.ttl.max(settings.negative_ttl) * 2;
-        Ok(CrmSource {
+        CrmSource {
             name: name.to_owned(),
             backend: Arc::new(backend),
             settings,
@@ -190,12 +191,12 @@ impl CrmSource {
                 .max_capacity(settings.max_capacity)
                 .time_to_live(reclaim_after)
                 .build(),
-            last_known: db.open_tree(format!("crm-last-known:{name}"))?,
+            last_known,
             flights: Arc::default(),
             recent: Mutex::default(),
             clock,
             stats: Arc::default(),
-        })
+        }
     }
 
     /// The source's name.
@@ -250,7 +251,7 @@ impl CrmSource {
             Ok(cached) => self.answer(cached, Provenance::Fresh),
             Err(e) => {
                 tracing::debug!(source = %self.name, key = ?key, error = %e, "CRM backend failed; trying the last-known value");
-                let known = self.read_last_known(&key)?;
+                let known = self.read_last_known(&key).await?;
                 self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
                 self.answer(known, Provenance::Stale)
             }
@@ -337,7 +338,7 @@ impl CrmSource {
                         at_ms: clock.now_ms(),
                     };
                     if cached.record.is_some() {
-                        write_last_known(&last_known, &key, &cached, &name);
+                        write_last_known(&*last_known, &key, &cached, &name).await;
                     }
                     fresh.insert(key, cached.clone()).await;
                     Ok(cached)
@@ -351,8 +352,8 @@ impl CrmSource {
         }
     }
 
-    fn read_last_known(&self, key: &Key) -> Option<Cached> {
-        let bytes = match self.last_known.get(key.store_key()) {
+    async fn read_last_known(&self, key: &Key) -> Option<Cached> {
+        let bytes = match self.last_known.get(&self.name, &key.store_key()).await {
             Ok(found) => found?,
             Err(e) => {
                 tracing::warn!(source = %self.name, error = %e, "cannot read the last-known CRM store");
@@ -437,13 +438,14 @@ impl CrmSource {
     }
 }
 
-fn write_last_known(tree: &sled::Tree, key: &Key, cached: &Cached, source: &str) {
-    let written = serde_json::to_vec(cached)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| {
-            tree.insert(key.store_key(), bytes)
-                .map_err(|e| e.to_string())
-        });
+async fn write_last_known(store: &dyn CrmLastKnown, key: &Key, cached: &Cached, source: &str) {
+    let written = match serde_json::to_vec(cached) {
+        Ok(bytes) => store
+            .put(source, &key.store_key(), &bytes)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     if let Err(e) = written {
         tracing::warn!(%source, error = %e, "cannot keep the last-known CRM value");
     }
@@ -455,7 +457,8 @@ mod tests {
     use crate::crm::embedded::EmbeddedCrm;
 
     fn new_source(refresh_every: Option<Duration>) -> (tempfile::TempDir, CrmSource) {
-        let (dir, db) = crate::sled_test::temp_db();
+        let (dir, storage) = crate::storage::sled::test_util::temp_storage();
+        let db = crate::storage::crm_records::CrmDb::temporary().unwrap();
         let backend = Backend::Embedded(EmbeddedCrm::open(&db, "main").unwrap());
         let settings = CacheSettings {
             ttl: DEFAULT_TTL,
@@ -464,7 +467,7 @@ mod tests {
             backend_timeout: Duration::from_secs(2),
             refresh_every,
         };
-        let source = CrmSource::new("main", backend, settings, &db, Clock::new()).unwrap();
+        let source = CrmSource::new("main", backend, settings, storage.crm, Clock::new());
         (dir, source)
     }
 

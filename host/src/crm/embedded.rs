@@ -1,4 +1,5 @@
-//! The embedded CRM backend: customer records of one named source in sled.
+//! The embedded CRM backend: customer records of one named source, in the
+//! embedded database (`storage::crm_records`, on every storage kind).
 //!
 //! Each source has two trees:
 //!
@@ -19,15 +20,17 @@
 use std::path::PathBuf;
 
 use super::{domain_of, normalize_email, Record};
+use crate::storage::crm_records::{CrmDb, RecordBatch, RecordTrees};
+use crate::storage::StorageError;
 
 pub use super::import::{ImportOptions, ImportReport, RowError, MAX_REPORTED_ERRORS};
 
 /// Errors of the embedded CRM and its importer.
 #[derive(Debug, thiserror::Error)]
 pub enum CrmError {
-    /// sled failed (I/O error, corrupt database, …).
+    /// The embedded database failed (I/O error, corrupt database, …).
     #[error("CRM store error: {0}")]
-    Store(#[from] sled::Error),
+    Store(#[from] StorageError),
     /// A stored record could not be decoded: the tree was written by
     /// something else, or the database is damaged.
     #[error("CRM record for {email:?} is corrupt (not a JSON object of strings): {source}")]
@@ -70,10 +73,8 @@ pub enum CrmError {
 /// The embedded CRM of one source.
 #[derive(Clone)]
 pub struct EmbeddedCrm {
-    /// Lower-cased email → JSON record.
-    records: sled::Tree,
-    /// `domain 0x00 email` → empty.
-    domains: sled::Tree,
+    /// Lower-cased email → JSON record; `domain 0x00 email` → empty.
+    trees: RecordTrees,
 }
 
 /// Records a domain needs before it has a domain-level match (see
@@ -84,10 +85,9 @@ impl EmbeddedCrm {
     /// Open the source named `name` in `db`: trees "crm:{name}" (email →
     /// JSON [`Record`]) and "crm-domains:{name}" (domain + 0x00 + email →
     /// empty). Both are created when missing.
-    pub fn open(db: &sled::Db, name: &str) -> Result<Self, CrmError> {
+    pub fn open(db: &CrmDb, name: &str) -> Result<Self, CrmError> {
         Ok(EmbeddedCrm {
-            records: db.open_tree(format!("crm:{name}"))?,
-            domains: db.open_tree(format!("crm-domains:{name}"))?,
+            trees: db.source(name)?,
         })
     }
 
@@ -95,7 +95,7 @@ impl EmbeddedCrm {
     /// surrounding whitespace ignored.
     pub fn by_email(&self, email: &str) -> Result<Option<Record>, CrmError> {
         let key = normalize_email(email);
-        match self.records.get(key.as_bytes())? {
+        match self.trees.record(key.as_bytes())? {
             None => Ok(None),
             Some(bytes) => decode(key.as_bytes(), &bytes).map(Some),
         }
@@ -118,14 +118,13 @@ impl EmbeddedCrm {
         let prefix = index_prefix(&domain);
         let mut common: Option<Record> = None;
         let mut records = 0usize;
-        for entry in self.domains.scan_prefix(&prefix) {
-            let (key, _) = entry?;
-            let email = &key[prefix.len()..];
-            let Some(bytes) = self.records.get(email)? else {
+        for email in self.trees.index_suffixes(&prefix) {
+            let email = email?;
+            let Some(bytes) = self.trees.record(&email)? else {
                 // Index written, record not (a crash between the two).
                 continue;
             };
-            let record = decode(email, &bytes)?;
+            let record = decode(&email, &bytes)?;
             records += 1;
             let shared = match common {
                 None => record,
@@ -161,39 +160,36 @@ impl EmbeddedCrm {
         self.apply(staged)
     }
 
-    /// Number of records. sled counts by iterating, so this is O(records):
+    /// Number of records. Counted by iterating, so this is O(records):
     /// for reports and tests, not for the delivery path.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.trees.len()
     }
 
     /// Whether the source holds no record.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.trees.is_empty()
     }
 
     /// Write staged rows: the index batch first, then the records (see the
     /// module docs for why this order).
     pub(super) fn apply(&self, staged: Staged) -> Result<(), CrmError> {
-        self.domains.apply_batch(staged.index)?;
-        self.records.apply_batch(staged.records)?;
+        self.trees.apply(staged.batch)?;
         Ok(())
     }
 
     /// Make everything written so far durable.
     pub(super) fn flush(&self) -> Result<(), CrmError> {
-        self.domains.flush()?;
-        self.records.flush()?;
+        self.trees.flush()?;
         Ok(())
     }
 }
 
-/// Rows ready to be written by [`EmbeddedCrm::apply`]: one sled batch per
+/// Rows ready to be written by [`EmbeddedCrm::apply`]: one batch per
 /// tree. Within a batch a later row for the same key replaces an earlier one.
 #[derive(Default)]
 pub(super) struct Staged {
-    index: sled::Batch,
-    records: sled::Batch,
+    batch: RecordBatch,
     rows: usize,
 }
 
@@ -206,8 +202,8 @@ impl Staged {
         })?;
         let mut index_key = index_prefix(domain);
         index_key.extend_from_slice(key.as_bytes());
-        self.index.insert(index_key, Vec::new());
-        self.records.insert(key.as_bytes(), bytes);
+        self.batch.index(index_key);
+        self.batch.record(key.as_bytes(), bytes);
         self.rows += 1;
         Ok(())
     }
@@ -258,7 +254,7 @@ mod tests {
     use super::*;
 
     fn crm() -> EmbeddedCrm {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = CrmDb::temporary().unwrap();
         EmbeddedCrm::open(&db, "test").unwrap()
     }
 
@@ -354,7 +350,7 @@ mod tests {
             crm.by_domain("fabrikam.com").unwrap(),
             Some(rec(&[("region", "APAC")]))
         );
-        assert_eq!(crm.domains.len(), 2, "one index entry per record");
+        assert_eq!(crm.trees.index_len(), 2, "one index entry per record");
     }
 
     #[test]
@@ -365,7 +361,7 @@ mod tests {
             assert!(matches!(err, CrmError::InvalidEmail { .. }), "{bad}: {err}");
         }
         assert!(crm.is_empty());
-        assert!(crm.domains.is_empty());
+        assert_eq!(crm.trees.index_len(), 0);
     }
 
     #[test]
@@ -375,7 +371,9 @@ mod tests {
         crm.upsert("b@x.com", &rec(&[("region", "NA")])).unwrap();
         let mut orphan = index_prefix("x.com");
         orphan.extend_from_slice(b"gone@x.com");
-        crm.domains.insert(orphan, Vec::new()).unwrap();
+        let mut batch = RecordBatch::default();
+        batch.index(orphan);
+        crm.trees.apply(batch).unwrap();
         assert_eq!(
             crm.by_domain("x.com").unwrap(),
             Some(rec(&[("region", "NA")]))
@@ -385,14 +383,14 @@ mod tests {
     #[test]
     fn a_corrupt_record_is_an_error_naming_its_email() {
         let crm = crm();
-        crm.records.insert("a@x.com", b"not json".to_vec()).unwrap();
+        crm.trees.put_raw(b"a@x.com", b"not json").unwrap();
         let err = crm.by_email("a@x.com").unwrap_err().to_string();
         assert!(err.contains("\"a@x.com\" is corrupt"), "{err}");
     }
 
     #[test]
     fn sources_are_kept_apart() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = CrmDb::temporary().unwrap();
         let one = EmbeddedCrm::open(&db, "one").unwrap();
         let two = EmbeddedCrm::open(&db, "two").unwrap();
         one.upsert("a@x.com", &rec(&[("tier", "gold")])).unwrap();

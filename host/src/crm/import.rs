@@ -1,5 +1,5 @@
 //! The importer of the embedded CRM: [`EmbeddedCrm::import`] reads a CSV or
-//! JSON-lines file and upserts its rows in sled batches.
+//! JSON-lines file and upserts its rows in batches.
 //!
 //! The file is streamed: memory holds one batch of rows (plus, in strict
 //! mode, every good row until the end, since nothing may be written before
@@ -20,7 +20,7 @@ use super::Record;
 /// enough to print. [`ImportReport::bad_rows`] still counts them all.
 pub const MAX_REPORTED_ERRORS: usize = 100;
 
-/// Rows per sled batch: large enough that a 100 000-row file is a handful of
+/// Rows per batch: large enough that a 100 000-row file is a handful of
 /// writes, small enough that a batch stays a few MiB.
 const BATCH_ROWS: usize = 10_000;
 
@@ -533,7 +533,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn crm() -> EmbeddedCrm {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::storage::crm_records::CrmDb::temporary().unwrap();
         EmbeddedCrm::open(&db, "test").unwrap()
     }
 

@@ -1,8 +1,8 @@
 //! CRM data for plugins, behind the `crm` import.
 //!
-//! A CRM *source* is a backend ([`embedded`]: sled, loaded by
+//! A CRM *source* is a backend ([`embedded`]: a local store, loaded by
 //! `enrichd crm import`; [`http`]: a REST CRM) with a cache in front
-//! ([`cache`]): moka for fresh answers, sled for last-known values, and a
+//! ([`cache`]): moka for fresh answers, the storage for last-known values, and a
 //! fallback order that keeps the delivery's deadline: fresh cache → backend
 //! (bounded by min(backend timeout, what is left of the budget)) →
 //! last-known value → domain-level match → nothing. Plugins learn which one
@@ -39,7 +39,7 @@ pub enum BackendError {
 
 /// A CRM backend.
 pub enum Backend {
-    /// The embedded sled store.
+    /// The embedded store.
     Embedded(embedded::EmbeddedCrm),
     /// A REST CRM (boxed: its client is large beside the embedded handle).
     Http(Box<http::HttpCrm>),

@@ -3,12 +3,13 @@
 //!
 //! EngageLab wants an answer within 3 seconds, and plugins may take longer,
 //! so a callback is only checked ([`verify`]: app key, signature, replay
-//! window), parsed far enough to know it is one ([`event`]), and appended to
-//! a sled queue ([`queue`]) that is flushed before the 200 goes out. A worker
-//! then runs the route's event plugins on each queued callback, removing it
-//! only afterwards: delivery to plugins is at least once and survives
-//! restarts and crashes. Identical callbacks (EngageLab retries) are queued
-//! once.
+//! window), parsed far enough to know it is one ([`event`]), and queued
+//! durably (the storage's [`crate::storage::EventQueue`]) before the 200
+//! goes out. A worker on each host then leases the oldest due callback, runs
+//! the route's event plugins on it, and acknowledges it only afterwards:
+//! delivery to plugins is at least once and survives restarts, crashes and
+//! a host dying mid-processing. Identical callbacks (EngageLab retries) are
+//! queued once.
 //!
 //! What a sender can make this path spend is bounded: the replay window is
 //! judged against the system clock as it is now; keyed fields are
@@ -20,7 +21,6 @@
 //! back without counting an attempt, whatever the plugin's `on_error`.
 
 pub mod event;
-pub mod queue;
 pub mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,11 +36,13 @@ use crate::app::App;
 use crate::config::OnError;
 use crate::plugin::{CallLimit, Failure, Plugin, WitEvent, WitEventKind};
 use crate::server::{error, json, Body};
+use crate::storage::{Enqueued, Next, QueueError, QueuedEvent};
 use event::{Callback, Kind};
-use queue::{Enqueued, Next, QueueError, Queued};
 
 /// When nothing is due, the longest the worker waits before looking again
-/// without being woken (a safety net; enqueueing wakes it at once).
+/// without being woken: enqueueing on this host wakes it at once, and this
+/// poll finds what other hosts queued (or what a dead host's lease let go)
+/// within a second.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Delay before a retried callback is due again, per failed attempt so far:
 /// a plugin that asked for a retry is given time to recover, and an only
@@ -153,11 +155,12 @@ pub async fn receive(app: &App, route: &EventRoute, req: Request<Incoming>) -> R
         }
     };
     match app
+        .storage
         .events
         .enqueue(&route.path, &text, app.clock.now_ms())
         .await
     {
-        Ok(Enqueued::New(_)) => {
+        Ok(Enqueued::New) => {
             app.event_stats.received.fetch_add(1, Ordering::Relaxed);
             app.event_wakeup.notify_one();
             json(StatusCode::OK, r#"{"status":"accepted"}"#.into())
@@ -184,14 +187,15 @@ pub async fn receive(app: &App, route: &EventRoute, req: Request<Incoming>) -> R
 }
 
 /// Process queued callbacks until the task is dropped: always the oldest
-/// that is due, so a callback waiting for its retry never holds up others;
-/// sleeps only when nothing is due (until the earliest not-before time, a
-/// wake-up, or a one-second safety poll).
+/// that is due and not leased (by this host or another), so a callback
+/// waiting for its retry never holds up others; sleeps only when nothing is
+/// due (until the earliest not-before time, a local wake-up, or the
+/// one-second idle poll that also finds callbacks queued by other hosts).
 pub async fn work(app: Arc<App>) {
     loop {
         let now = app.clock.now_ms();
-        match app.events.next_due(now) {
-            Ok(Next::Due(item)) => process(&app, item).await,
+        match app.storage.events.lease_next(now, app.event_lease).await {
+            Ok(Next::Leased(item)) => process(&app, item).await,
             Ok(Next::Idle(earliest)) => {
                 let wait = earliest.map_or(IDLE_POLL, |at| {
                     Duration::from_millis(at.saturating_sub(now)).min(IDLE_POLL)
@@ -200,11 +204,6 @@ pub async fn work(app: Arc<App>) {
                     () = app.event_wakeup.notified() => {}
                     () = tokio::time::sleep(wait) => {}
                 }
-            }
-            Err(QueueError::Corrupt { seq, detail }) => {
-                // Left in place it would be met on every scan.
-                tracing::error!(seq, %detail, "dropping an unreadable queued EngageLab callback");
-                done(&app, seq).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the EngageLab queue");
@@ -227,21 +226,21 @@ fn retry_at(now_ms: u64, attempts: u32) -> u64 {
 /// attempts remain, and without counting an attempt (whatever `on_error`
 /// says) when a plugin call got no call permit in time: that plugin never
 /// ran, so the callback must not be dropped for it.
-async fn process(app: &App, item: Queued) {
-    let seq = item.seq;
+async fn process(app: &App, item: QueuedEvent) {
+    let seq = item.id.as_str();
     let finish = |outcome: &str| {
         tracing::info!(target: "enrichd::event", route = %item.route, seq, attempts = item.attempts + 1, "{outcome}");
     };
     let Some(route) = app.event_route(&item.route) else {
         finish("dropped: the route is no longer configured");
-        done(app, seq).await;
+        done(app, &item).await;
         return;
     };
     let callback = match event::parse(item.body.as_bytes()) {
         Ok(c) => c,
         Err(e) => {
             finish(&format!("dropped: cannot parse the stored callback: {e}"));
-            done(app, seq).await;
+            done(app, &item).await;
             return;
         }
     };
@@ -299,32 +298,32 @@ async fn process(app: &App, item: Queued) {
             at.saturating_sub(app.clock.now_ms())
         ));
         app.event_stats.retried.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = app.events.retry_later(&item, at).await {
+        if let Err(e) = app.storage.events.retry_at(&item, attempts, at).await {
             tracing::error!(error = %e, seq, "cannot requeue an EngageLab callback");
         }
         return;
     }
     finish(&summary);
     app.event_stats.processed.fetch_add(1, Ordering::Relaxed);
-    done(app, seq).await;
+    done(app, &item).await;
 }
 
 /// Put `item` back to be tried after `wait`, without counting an attempt:
 /// `plugin` did not run (`why`). The rest of the chain runs on the next try
 /// too, so plugins before it may run twice: at least once.
-async fn postpone(app: &App, item: &Queued, plugin: &str, why: &str, wait: Duration) {
-    tracing::info!(target: "enrichd::event", route = %item.route, seq = item.seq, attempts = item.attempts + 1, "postponed: plugin {plugin} {why}; not counted as an attempt");
+async fn postpone(app: &App, item: &QueuedEvent, plugin: &str, why: &str, wait: Duration) {
+    tracing::info!(target: "enrichd::event", route = %item.route, seq = %item.id, attempts = item.attempts + 1, "postponed: plugin {plugin} {why}; not counted as an attempt");
     app.event_stats.postponed.fetch_add(1, Ordering::Relaxed);
     let at = app.clock.now_ms() + wait.as_millis() as u64;
-    if let Err(e) = app.events.postpone(item, at).await {
-        tracing::error!(error = %e, seq = item.seq, "cannot requeue an EngageLab callback");
+    if let Err(e) = app.storage.events.retry_at(item, item.attempts, at).await {
+        tracing::error!(error = %e, seq = %item.id, "cannot requeue an EngageLab callback");
     }
 }
 
-async fn done(app: &App, seq: u64) {
-    if let Err(e) = app.events.done(seq).await {
+async fn done(app: &App, item: &QueuedEvent) {
+    if let Err(e) = app.storage.events.ack(item).await {
         // It stays queued and is processed again: at least once.
-        tracing::error!(error = %e, seq, "cannot remove a processed EngageLab callback");
+        tracing::error!(error = %e, seq = %item.id, "cannot remove a processed EngageLab callback");
     }
 }
 

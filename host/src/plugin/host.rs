@@ -25,7 +25,8 @@ use super::PluginInfo;
 use crate::config::{Capability, Limits};
 use crate::crm::cache::{Answer, CrmSource, Provenance};
 use crate::crm::{MAX_ADDRESS_BYTES, MAX_DOMAIN_BYTES};
-use crate::kv::{KvError, KvStore, Quota};
+use crate::storage::kv::check_entry;
+use crate::storage::{KvError, PluginKv, Quota};
 
 /// Most of the time a host lookup leaves the guest before its deadline: a
 /// fallback answer returned at the very deadline would arrive too late for
@@ -43,7 +44,7 @@ pub struct Services {
     /// uses those its config grants.
     pub crm: Vec<Arc<CrmSource>>,
     /// The namespaces behind the `kv` import; `None` answers `unavailable`.
-    pub kv: Option<crate::kv::KvStore>,
+    pub kv: Option<Arc<dyn PluginKv>>,
 }
 
 /// What one call has spent of its import budgets.
@@ -315,7 +316,7 @@ impl crm::Host for HostState {
 impl HostState {
     /// The kv store, after the grant check and the per-call budget: one
     /// more operation, writing `write_bytes` (keys plus values).
-    fn kv(&mut self, write_bytes: usize) -> Result<KvStore, types::HostError> {
+    fn kv(&mut self, write_bytes: usize) -> Result<Arc<dyn PluginKv>, types::HostError> {
         self.grant(Capability::Kv, "kv")?;
         let kv = self
             .services
@@ -359,21 +360,8 @@ fn kv_error(e: KvError) -> types::HostError {
     match e {
         KvError::Refused(why) => types::HostError::Invalid(why),
         KvError::OverLimit { message, .. } => types::HostError::OverLimit(message),
-        e @ (KvError::Store(_) | KvError::Interrupted(_)) => {
-            types::HostError::Unavailable(e.to_string())
-        }
+        e @ KvError::Storage(_) => types::HostError::Unavailable(e.to_string()),
     }
-}
-
-/// Run a kv operation on tokio's blocking pool: sled reads cold pages and
-/// waits for its write buffers on the calling thread, which must not be a
-/// runtime worker (two kv-heavy calls would stall `/healthz`).
-async fn blocking<T: Send + 'static>(
-    op: impl FnOnce() -> Result<T, KvError> + Send + 'static,
-) -> Result<T, KvError> {
-    tokio::task::spawn_blocking(op)
-        .await
-        .unwrap_or_else(|e| Err(KvError::Interrupted(e.to_string())))
 }
 
 impl kv::Host for HostState {
@@ -386,7 +374,7 @@ impl kv::Host for HostState {
             Err(e) => return Ok(Err(e)),
         };
         let ns = self.plugin.name.clone();
-        Ok(blocking(move || kv.get(&ns, &key)).await.map_err(kv_error))
+        Ok(kv.get(&ns, &key).await.map_err(kv_error))
     }
 
     async fn set(
@@ -395,7 +383,7 @@ impl kv::Host for HostState {
         value: String,
     ) -> wasmtime::Result<Result<(), types::HostError>> {
         // A malformed entry is `invalid` whatever the budget says.
-        if let Err(e) = KvStore::check_entry(&key, &value) {
+        if let Err(e) = check_entry(&key, &value) {
             return Ok(Err(kv_error(e)));
         }
         let (ns, quota, bytes) = (
@@ -407,16 +395,14 @@ impl kv::Host for HostState {
             Ok(kv) => kv,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(
-            match blocking(move || kv.set_within(&ns, &key, &value, quota)).await {
-                Ok(()) => {
-                    self.budget.kv_written += bytes;
-                    Ok(())
-                }
-                Err(KvError::OverLimit { limit, message }) => Err(self.budget.over(limit, message)),
-                Err(e) => Err(kv_error(e)),
-            },
-        )
+        Ok(match kv.set_within(&ns, &key, &value, quota).await {
+            Ok(()) => {
+                self.budget.kv_written += bytes;
+                Ok(())
+            }
+            Err(KvError::OverLimit { limit, message }) => Err(self.budget.over(limit, message)),
+            Err(e) => Err(kv_error(e)),
+        })
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), types::HostError>> {
@@ -425,9 +411,7 @@ impl kv::Host for HostState {
             Err(e) => return Ok(Err(e)),
         };
         let ns = self.plugin.name.clone();
-        Ok(blocking(move || kv.delete(&ns, &key))
-            .await
-            .map_err(kv_error))
+        Ok(kv.delete(&ns, &key).await.map_err(kv_error))
     }
 
     async fn get_from(
@@ -446,8 +430,6 @@ impl kv::Host for HostState {
                 self.plugin.name
             ))));
         }
-        Ok(blocking(move || kv.get(&namespace, &key))
-            .await
-            .map_err(kv_error))
+        Ok(kv.get(&namespace, &key).await.map_err(kv_error))
     }
 }

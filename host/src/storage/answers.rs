@@ -31,7 +31,30 @@
 
 use std::time::Duration;
 
-use super::StorageError;
+use super::{FlushPolicy, StorageError};
+
+/// Retention of stored answers: 72 h. Far longer than a sender keeps
+/// retrying a delivery (so a late retry is still answered from the store),
+/// and it leaves a weekend's worth of log for an operator to inspect.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 60 * 60);
+
+/// Bound on the number of stored answers: 1 000 000. A record is a few KB
+/// (body plus outcome), so this caps the store at a few GB; it sustains
+/// about 3.9 deliveries/s over the full 72 h before eviction starts
+/// shortening the effective window.
+pub const DEFAULT_MAX_RECORDS: usize = 1_000_000;
+
+/// How long answers live, how many are kept, and when they reach the disk
+/// (the `[idempotency]` config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Age after which an answer is expired.
+    pub retention: Duration,
+    /// Most answers kept; the oldest beyond this are evicted by a sweep.
+    pub max_records: usize,
+    /// When `complete` makes an answer durable (sled).
+    pub flush: FlushPolicy,
+}
 
 /// The idempotency key of a delivery: the route path and the payload id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -148,6 +171,9 @@ pub enum Completed {
 }
 
 /// Answered deliveries: claims, answers, and the delivery log.
+// `len` is for stats and tests; an `is_empty` would only be another
+// round trip to the backend.
+#[allow(clippy::len_without_is_empty)]
 #[async_trait::async_trait]
 pub trait AnswerStore: Send + Sync {
     /// The live stored answer for `key`, if any.

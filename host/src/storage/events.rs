@@ -14,6 +14,15 @@ use std::time::Duration;
 
 use super::StorageError;
 
+/// How long a callback's fingerprint is remembered to suppress duplicates by
+/// default: 7 days. A resend only happens after an answer went missing, and
+/// senders give up on a callback within hours to a few days; a week covers
+/// that with a weekend's margin, and it dwarfs the verifier's 5 minute replay
+/// window, so every replay the signature check lets through is caught here. A
+/// fingerprint costs about 40 bytes plus the backend's overhead: a million
+/// callbacks a day keep a few hundred MB of fingerprints.
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
 /// One queued callback.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -65,6 +74,9 @@ pub enum QueueError {
 }
 
 /// Queued EngageLab callbacks.
+// `len` is for stats and tests; an `is_empty` would only be another
+// round trip to the backend.
+#[allow(clippy::len_without_is_empty)]
 #[async_trait::async_trait]
 pub trait EventQueue: Send + Sync {
     /// Queue a verified callback unless it is a duplicate; returns once it

@@ -31,6 +31,8 @@
 //! happened (unavailable → answer 503), not on which database said it.
 
 pub mod answers;
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod crm;
 pub mod events;
 pub mod kv;
@@ -42,6 +44,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
+
+/// The embedded CRM's record trees (sled on every storage kind: see there).
+pub use self::sled::crm_records;
 
 pub use answers::{
     AnswerStore, Claimed, Completed, DeliveryKey, DeliverySummary, LeaseToken, StoredDelivery,
@@ -108,6 +113,11 @@ pub enum FlushPolicy {
     Periodic,
 }
 
+/// Flush policy by default: [`FlushPolicy::Always`]. An answer lost in a
+/// crash turns a retry into a second run of the plugins, possibly with a
+/// different answer; one fsync per delivery is a small price for that.
+pub const DEFAULT_FLUSH: FlushPolicy = FlushPolicy::Always;
+
 /// The embedded backend's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SledSettings {
@@ -119,6 +129,13 @@ pub struct SledSettings {
     pub flush_every_ms: u64,
     /// sled's page cache, bytes.
     pub cache_bytes: u64,
+}
+
+impl SledSettings {
+    /// The database's path: `enrichd.sled` in the data directory.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join(self::sled::DB_DIR)
+    }
 }
 
 /// The Redis backend's settings.
@@ -169,6 +186,39 @@ pub async fn open(settings: &Settings, clock: Clock) -> Result<Storage, OpenErro
     match &settings.backend {
         Backend::Sled(s) => sled::open(s, &settings.limits, clock).await,
         Backend::Redis(r) => redis::open(r, &settings.limits, clock).await,
+    }
+}
+
+/// [`open`], and when `crm_dir` is given (an embedded CRM source is
+/// configured) the embedded CRM's database: with sled, the storage's own
+/// database; with Redis, `enrichd.sled` in `crm_dir`, this host's own.
+pub async fn open_with_crm(
+    settings: &Settings,
+    clock: Clock,
+    crm_dir: Option<&std::path::Path>,
+) -> Result<(Storage, Option<crm_records::CrmDb>), OpenError> {
+    match &settings.backend {
+        Backend::Sled(s) => {
+            let (s, limits) = (s.clone(), settings.limits.clone());
+            let want_crm = crm_dir.is_some();
+            let (storage, db) =
+                tokio::task::spawn_blocking(move || self::sled::open_blocking(&s, &limits, clock))
+                    .await
+                    .map_err(|e| OpenError {
+                        backend: "sled",
+                        target: String::new(),
+                        detail: e.to_string(),
+                    })??;
+            Ok((storage, want_crm.then(|| crm_records::CrmDb(db))))
+        }
+        Backend::Redis(r) => {
+            let storage = redis::open(r, &settings.limits, clock).await?;
+            let crm = match crm_dir {
+                Some(dir) => Some(crm_records::CrmDb::open_default(dir)?),
+                None => None,
+            };
+            Ok((storage, crm))
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Per-plugin key-value namespaces, behind the `kv` import.
+//! The plugin kv port on sled: per-plugin key-value namespaces.
 //!
 //! Each plugin owns the sled tree `kv:<plugin name>`; it may read another
 //! plugin's tree only when its config grants it (`kv_read`). This is how an
@@ -18,61 +18,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// Longest key: keys are addresses or short identifiers; a bound keeps a
-/// plugin from using keys as a second value channel.
-pub const MAX_KEY_BYTES: usize = 256;
-/// Largest value: plenty for a JSON record per address, small enough that a
-/// plugin cannot balloon the data directory one write at a time.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-
-/// Why a kv operation was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum KvError {
-    /// Key or value over its limit, or an empty key.
-    #[error("{0}")]
-    Refused(String),
-    /// The namespace's quota would be exceeded.
-    #[error("{message}")]
-    OverLimit {
-        /// The config key of the limit: `kv_max_keys` or `kv_max_bytes`.
-        limit: &'static str,
-        /// What happened, naming the limit and its value.
-        message: String,
-    },
-    /// The store failed.
-    #[error("kv store: {0}")]
-    Store(#[from] sled::Error),
-    /// The operation's thread ended before it finished (a panic, or the
-    /// runtime shutting down).
-    #[error("kv operation interrupted: {0}")]
-    Interrupted(String),
-}
-
-/// What one namespace may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    /// Most keys.
-    pub max_keys: u64,
-    /// Most bytes, keys plus values.
-    pub max_bytes: u64,
-}
-
-impl Quota {
-    /// No limit.
-    pub const UNLIMITED: Quota = Quota {
-        max_keys: u64::MAX,
-        max_bytes: u64::MAX,
-    };
-}
-
-/// What one namespace holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Keys.
-    pub keys: u64,
-    /// Bytes, keys plus values.
-    pub bytes: u64,
-}
+use crate::storage::kv::{check_entry, check_key, over_quota, KvError, PluginKv, Quota, Usage};
 
 /// One namespace: its tree and, once counted, its usage. The usage lock is
 /// also the namespace's write lock.
@@ -135,36 +81,14 @@ impl KvStore {
         Ok(ns)
     }
 
-    fn check_key(key: &str) -> Result<(), KvError> {
-        if key.is_empty() || key.len() > MAX_KEY_BYTES {
-            return Err(KvError::Refused(format!(
-                "keys must be 1 to {MAX_KEY_BYTES} bytes; this one is {}",
-                key.len()
-            )));
-        }
-        Ok(())
-    }
-
     /// The value of `key` in `namespace`.
     pub fn get(&self, namespace: &str, key: &str) -> Result<Option<String>, KvError> {
-        Self::check_key(key)?;
+        check_key(key)?;
         Ok(self
             .namespace(namespace)?
             .tree
             .get(key)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
-
-    /// Whether `key` and `value` are within the size limits.
-    pub fn check_entry(key: &str, value: &str) -> Result<(), KvError> {
-        Self::check_key(key)?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(KvError::Refused(format!(
-                "values must be at most {MAX_VALUE_BYTES} bytes; this one is {}",
-                value.len()
-            )));
-        }
-        Ok(())
     }
 
     /// Set `key` in `namespace`, with no quota (the host's own writes; the
@@ -183,32 +107,17 @@ impl KvStore {
         value: &str,
         quota: Quota,
     ) -> Result<(), KvError> {
-        Self::check_entry(key, value)?;
+        check_entry(key, value)?;
         let ns = self.namespace(namespace)?;
         let (mut guard, usage) = ns.lock()?;
         let entry = (key.len() + value.len()) as u64;
         let old = ns.tree.get(key)?.map(|v| (key.len() + v.len()) as u64);
-        let keys = usage.keys + u64::from(old.is_none());
-        let bytes = usage.bytes - old.unwrap_or(0) + entry;
-        if keys > quota.max_keys {
-            return Err(KvError::OverLimit {
-                limit: "kv_max_keys",
-                message: format!(
-                    "kv namespace {namespace:?} is full: kv_max_keys = {} keys",
-                    quota.max_keys
-                ),
-            });
-        }
-        if bytes > quota.max_bytes && bytes > usage.bytes {
-            return Err(KvError::OverLimit {
-                limit: "kv_max_bytes",
-                message: format!(
-                    "kv namespace {namespace:?} is full: kv_max_bytes = {} bytes ({} in use, this write needs {})",
-                    quota.max_bytes,
-                    usage.bytes,
-                    bytes - usage.bytes
-                ),
-            });
+        let after = Usage {
+            keys: usage.keys + u64::from(old.is_none()),
+            bytes: usage.bytes - old.unwrap_or(0) + entry,
+        };
+        if let Some(refused) = over_quota(namespace, quota, usage, after) {
+            return Err(refused);
         }
         // Usage follows what sled says was replaced, not the read above.
         let replaced = ns.tree.insert(key, value.as_bytes())?;
@@ -222,7 +131,7 @@ impl KvStore {
 
     /// Remove `key` from `namespace`.
     pub fn delete(&self, namespace: &str, key: &str) -> Result<(), KvError> {
-        Self::check_key(key)?;
+        check_key(key)?;
         let ns = self.namespace(namespace)?;
         let (mut guard, usage) = ns.lock()?;
         if let Some(old) = ns.tree.remove(key)? {
@@ -242,9 +151,47 @@ impl KvStore {
     }
 }
 
+/// The port: every call on tokio's blocking pool (see the backend's docs).
+#[async_trait::async_trait]
+impl PluginKv for KvStore {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<String>, KvError> {
+        let (kv, ns, key) = (self.clone(), namespace.to_owned(), key.to_owned());
+        super::blocking(move || KvStore::get(&kv, &ns, &key)).await
+    }
+
+    async fn set_within(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+        quota: Quota,
+    ) -> Result<(), KvError> {
+        // Refused before a thread is taken for it.
+        check_entry(key, value)?;
+        let (kv, ns, key, value) = (
+            self.clone(),
+            namespace.to_owned(),
+            key.to_owned(),
+            value.to_owned(),
+        );
+        super::blocking(move || KvStore::set_within(&kv, &ns, &key, &value, quota)).await
+    }
+
+    async fn delete(&self, namespace: &str, key: &str) -> Result<(), KvError> {
+        let (kv, ns, key) = (self.clone(), namespace.to_owned(), key.to_owned());
+        super::blocking(move || KvStore::delete(&kv, &ns, &key)).await
+    }
+
+    async fn usage(&self, namespace: &str) -> Result<Usage, KvError> {
+        let (kv, ns) = (self.clone(), namespace.to_owned());
+        super::blocking(move || KvStore::usage(&kv, &ns)).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::kv::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
     #[test]
     fn namespaces_are_separate_and_limits_are_enforced() {
@@ -344,7 +291,7 @@ mod tests {
             db.flush().unwrap();
         }
         // sled lets go of its file lock a moment after the drop.
-        let db = crate::sled_test::reopen(&dir.path().join("db"));
+        let db = crate::storage::sled::test_util::reopen(&dir.path().join("db"));
         let kv = KvStore::new(&db);
         assert_eq!(
             kv.usage("p").unwrap(),

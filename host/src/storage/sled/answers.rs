@@ -1,6 +1,6 @@
-//! The durable store of answered deliveries: idempotency for retried
-//! deliveries, and the delivery log (`enrichd deliveries list/show`,
-//! `GET /deliveries/ID`).
+//! Answered deliveries in sled: idempotency for retried deliveries, and the
+//! delivery log (`enrichd deliveries list/show`, `GET /deliveries/ID`). The
+//! answers port is put on it by [`super::claims`].
 //!
 //! # What it stores
 //!
@@ -48,7 +48,6 @@
 //! beyond `max_records`, bounding the disk used whatever the traffic.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use sled::transaction::{ConflictableTransactionResult, TransactionError};
 use sled::{IVec, Transactional};
@@ -63,68 +62,8 @@ const SEP: u8 = 0x00;
 /// transaction, small enough not to hold a huge write set in memory.
 const SWEEP_BATCH: usize = 1024;
 
-/// Retention of stored answers: 72 h. Far longer than a sender keeps
-/// retrying a delivery (so a late retry is still answered from the store),
-/// and it leaves a weekend's worth of log for an operator to inspect.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 60 * 60);
-
-/// Bound on the number of stored records: 1 000 000. A record is a few KB
-/// (body plus outcome), so this caps the store at a few GB; it sustains
-/// about 3.9 deliveries/s over the full 72 h before eviction starts
-/// shortening the effective window.
-pub const DEFAULT_MAX_RECORDS: usize = 1_000_000;
-
-/// Flush policy by default: [`FlushPolicy::Always`]. An answer lost in a
-/// crash turns a retry into a second run of the plugins, possibly with a
-/// different answer; one fsync per delivery is a small price for that.
-pub const DEFAULT_FLUSH: FlushPolicy = FlushPolicy::Always;
-
-/// A stored answer and its outcome record.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StoredDelivery {
-    /// Route path, e.g. `/emailgistics-webhook`.
-    pub route: String,
-    /// The payload id.
-    pub id: String,
-    /// Unix time in ms when stored.
-    pub stored_at_ms: u64,
-    /// HTTP status answered (200 or 4xx; never 5xx, which the caller ensures).
-    pub status: u16,
-    /// The exact response body (JSON text), replayed byte for byte.
-    pub body: String,
-    /// The full outcome (per plugin actions, drops, errors, timings).
-    pub record: serde_json::Value,
-}
-
-/// One line of a listing.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeliverySummary {
-    /// Route path.
-    pub route: String,
-    /// The payload id.
-    pub id: String,
-    /// Unix time in ms when stored.
-    pub stored_at_ms: u64,
-    /// HTTP status answered.
-    pub status: u16,
-    /// `record["message"]` if it is a string, else empty.
-    pub message: String,
-}
-
-pub use crate::storage::FlushPolicy;
-
-/// How long records live, how many are kept, and when they reach the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreSettings {
-    /// Age after which a record is expired.
-    pub retention: Duration,
-    /// Most records kept; the oldest beyond this are evicted by a sweep.
-    pub max_records: usize,
-    /// When `put` makes a record durable.
-    pub flush: FlushPolicy,
-}
+use crate::storage::answers::StoreSettings;
+use crate::storage::{DeliverySummary, FlushPolicy, StoredDelivery};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -497,7 +436,11 @@ pub(crate) async fn flush(db: &sled::Db) -> Result<(), sled::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sled_test::{copy_dir, reopen, temp_db};
+    use std::time::Duration;
+
+    use crate::storage::answers::{DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
+    use crate::storage::sled::test_util::{copy_dir, reopen, temp_db};
+    use crate::storage::DEFAULT_FLUSH;
     use serde_json::json;
 
     const HOUR_MS: u64 = 60 * 60 * 1000;

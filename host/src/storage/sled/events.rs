@@ -1,23 +1,24 @@
-//! The durable queue of verified EngageLab callbacks.
+//! The sled event queue: verified EngageLab callbacks, durable on this host.
 //!
 //! EngageLab wants an answer within 3 s, and treats a slow answer as a
 //! failure. So the host does not process a callback while EngageLab waits:
 //! it verifies the signature, stores the callback here, and answers 200 at
 //! once. A background worker then takes the oldest callback that is due
-//! ([`EventQueue::next_due`]), processes it, and removes it
-//! ([`EventQueue::done`]) or sends it to the back with a not-before time for
-//! a later attempt ([`EventQueue::retry_later`], [`EventQueue::postpone`]), so
-//! a callback waiting for its retry never holds up the others. Processing is
+//! ([`Queue::next_due`]; the event-queue port in [`super::ports`] adds the
+//! leases), processes it, and removes it ([`Queue::done`]) or sends it to
+//! the back with a not-before time for a later attempt
+//! ([`Queue::retry_later`], [`Queue::postpone`]), so a callback waiting
+//! for its retry never holds up the others. Processing is
 //! at least once: a callback is removed only after it was processed, so a
 //! crash in between processes it again after the restart.
 //!
 //! # Bounds
 //!
 //! The queue holds at most `max_queued` callbacks; beyond it
-//! [`EventQueue::enqueue`] fails with [`QueueError::Full`] (answered 503, so
+//! [`Queue::enqueue`] fails with [`QueueError::Full`] (answered 503, so
 //! the sender keeps the callback and retries). The length is an atomic
 //! counter set at open, not a scan per request. The duplicate filter is
-//! swept by the server ([`EventQueue::sweep_seen`], every
+//! swept by the storage's maintenance ([`Queue::sweep_seen`], at most every
 //! [`SEEN_SWEEP_EVERY`]), so it holds about one dedupe window of
 //! fingerprints.
 //!
@@ -40,15 +41,15 @@
 //! answered 200 again but not queued again. The check and the append happen
 //! in one sled transaction, so two copies arriving together queue one item.
 //! A fingerprint is remembered for the dedupe window from when it was first
-//! seen; [`EventQueue::sweep_seen`] forgets older ones.
+//! seen; [`Queue::sweep_seen`] forgets older ones.
 //!
 //! # Durability
 //!
-//! [`EventQueue::enqueue`] waits for sled to fsync before returning (on
-//! tokio's blocking pool, see `EventQueue::flush` for why), also for
+//! [`Queue::enqueue`] waits for sled to fsync before returning (on
+//! tokio's blocking pool, see `Queue::flush` for why), also for
 //! a duplicate (whose original may still be in flight): a 200 sent after it
-//! means the callback survives `kill -9`. [`EventQueue::done`] and
-//! [`EventQueue::retry_later`] flush too, so a processed callback is not
+//! means the callback survives `kill -9`. [`Queue::done`] and
+//! [`Queue::retry_later`] flush too, so a processed callback is not
 //! processed again after a restart, except when the crash falls between the
 //! processing and the flush.
 
@@ -66,16 +67,7 @@ const QUEUE_TREE: &str = "engagelab-queue";
 /// Name of the tree holding the fingerprints of callbacks seen.
 const SEEN_TREE: &str = "engagelab-seen";
 
-/// How long a callback's fingerprint is remembered to suppress duplicates by
-/// default: 7 days. A resend only happens after an answer went missing, and
-/// senders give up on a callback within hours to a few days; a week covers
-/// that with a weekend's margin, and it dwarfs the verifier's 5 minute replay
-/// window, so every replay the signature check lets through is caught here. A
-/// fingerprint costs about 40 bytes plus sled's overhead: a million callbacks
-/// a day keep a few hundred MB of fingerprints.
-pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-
-/// How often the server sweeps the duplicate filter. A sweep scans every
+/// How often the sweep also sweeps the duplicate filter. A sweep scans every
 /// fingerprint (a million take about a second of one core's time), and a
 /// fingerprint kept an hour past its window costs 40 bytes: hourly keeps the
 /// filter within one window plus an hour, for a negligible share of CPU.
@@ -85,7 +77,7 @@ pub const SEEN_SWEEP_EVERY: Duration = Duration::from_secs(60 * 60);
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Queued {
-    /// Position in the queue: lower is older. Changes on [`EventQueue::retry_later`].
+    /// Position in the queue: lower is older. Changes on [`Queue::retry_later`].
     pub seq: u64,
     /// The route path the callback arrived on.
     pub route: String,
@@ -102,7 +94,7 @@ pub struct Queued {
     pub not_before_ms: u64,
 }
 
-/// What [`EventQueue::next_due`] found.
+/// What [`Queue::next_due`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
     /// The oldest callback that is due; it stays queued.
@@ -112,7 +104,7 @@ pub enum Next {
     Idle(Option<u64>),
 }
 
-/// What [`EventQueue::enqueue`] did.
+/// What [`Queue::enqueue`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     /// Queued, with this sequence number.
@@ -129,7 +121,7 @@ pub enum QueueError {
     Sled(#[from] sled::Error),
     /// A queued item is not valid JSON of a [`Queued`]. It stays at the
     /// front of the queue until the caller removes it with
-    /// [`EventQueue::done`]`(seq)` (after logging it).
+    /// [`Queue::done`]`(seq)` (after logging it).
     #[error("queued callback {seq} is corrupt: {detail}")]
     Corrupt {
         /// The item's sequence number.
@@ -137,7 +129,7 @@ pub enum QueueError {
         /// What is wrong with it.
         detail: String,
     },
-    /// [`EventQueue::retry_later`] was given an item no longer in the queue
+    /// [`Queue::retry_later`] was given an item no longer in the queue
     /// (already done, or already moved).
     #[error("callback {0} is not queued")]
     NotQueued(u64),
@@ -151,7 +143,7 @@ pub enum QueueError {
 
 /// The queue and its duplicate filter. Cloning is cheap and shares the trees.
 #[derive(Clone)]
-pub struct EventQueue {
+pub struct Queue {
     db: sled::Db,
     queue: sled::Tree,
     seen: sled::Tree,
@@ -162,7 +154,7 @@ pub struct EventQueue {
     queued: Arc<AtomicUsize>,
 }
 
-impl EventQueue {
+impl Queue {
     /// Open (or create) the queue's trees in `db`; at most `max_queued`
     /// callbacks will be queued at once.
     pub fn open(
@@ -174,7 +166,7 @@ impl EventQueue {
         // The one full count, at start; a queue left over the cap (a lower
         // cap configured since) just refuses until it drains below it.
         let queued = Arc::new(AtomicUsize::new(queue.len()));
-        Ok(EventQueue {
+        Ok(Queue {
             db: db.clone(),
             queue,
             seen: db.open_tree(SEEN_TREE)?,
@@ -248,9 +240,22 @@ impl EventQueue {
     /// waiting. Scans past the waiting ones: they are the callbacks in
     /// retry, a few at a time, since each failed attempt waits seconds.
     pub fn next_due(&self, now_ms: u64) -> Result<Next, QueueError> {
+        self.next_due_skipping(now_ms, &Default::default())
+    }
+
+    /// [`Queue::next_due`], passing over the callbacks in `skip` (those
+    /// leased in this process).
+    pub fn next_due_skipping(
+        &self,
+        now_ms: u64,
+        skip: &std::collections::HashSet<u64>,
+    ) -> Result<Next, QueueError> {
         let mut earliest: Option<u64> = None;
         for item in self.items() {
             let item = item?;
+            if skip.contains(&item.seq) {
+                continue;
+            }
             if item.not_before_ms <= now_ms {
                 return Ok(Next::Due(item));
             }
@@ -306,13 +311,13 @@ impl EventQueue {
             .await
     }
 
-    /// Like [`EventQueue::retry_later`], without counting an attempt: for a
+    /// Like [`Queue::retry_later`], without counting an attempt: for a
     /// callback whose plugins never ran (no call permit came in time).
     pub async fn postpone(&self, item: &Queued, not_before_ms: u64) -> Result<(), QueueError> {
         self.move_back(item, item.attempts, not_before_ms).await
     }
 
-    async fn move_back(
+    pub(super) async fn move_back(
         &self,
         item: &Queued,
         attempts: u32,
@@ -388,11 +393,11 @@ impl EventQueue {
         Ok(removed)
     }
 
-    /// Wait until every write so far is on disk (see [`crate::store::flush`]
+    /// Wait until every write so far is on disk (see [`super::flush`]
     /// for why not sled's `flush_async`; `concurrent_copies_queue_once`
     /// hung with it).
     async fn flush(&self) -> Result<(), QueueError> {
-        crate::store::flush(&self.db).await?;
+        super::flush(&self.db).await?;
         Ok(())
     }
 
@@ -430,17 +435,18 @@ fn storage(error: TransactionError<Infallible>) -> QueueError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sled_test::{crash_copy, reopen, temp_db};
+    use crate::storage::events::DEFAULT_DEDUPE_WINDOW;
+    use crate::storage::sled::test_util::{crash_copy, reopen, temp_db};
 
     const T0: u64 = 1_676_617_200_000;
     const DAY_MS: u64 = 24 * 60 * 60 * 1000;
     const ROUTE: &str = "/engagelab/email";
 
-    fn queue(db: &sled::Db) -> EventQueue {
-        EventQueue::open(db, DEFAULT_DEDUPE_WINDOW, 1000).unwrap()
+    fn queue(db: &sled::Db) -> Queue {
+        Queue::open(db, DEFAULT_DEDUPE_WINDOW, 1000).unwrap()
     }
 
-    fn bodies(q: &EventQueue) -> Vec<String> {
+    fn bodies(q: &Queue) -> Vec<String> {
         q.queue
             .iter()
             .values()
@@ -536,7 +542,7 @@ mod tests {
     #[tokio::test]
     async fn duplicate_after_the_window_is_accepted_again() {
         let (_dir, db) = temp_db();
-        let q = EventQueue::open(&db, Duration::from_secs(60), 1000).unwrap();
+        let q = Queue::open(&db, Duration::from_secs(60), 1000).unwrap();
         q.enqueue(ROUTE, "x", T0).await.unwrap();
         q.enqueue(ROUTE, "y", T0 + 30_000).await.unwrap();
         assert_eq!(
@@ -740,7 +746,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_refuses_and_a_done_item_makes_room() {
         let (_dir, db) = temp_db();
-        let q = EventQueue::open(&db, DEFAULT_DEDUPE_WINDOW, 2).unwrap();
+        let q = Queue::open(&db, DEFAULT_DEDUPE_WINDOW, 2).unwrap();
         q.enqueue(ROUTE, "a", T0).await.unwrap();
         q.enqueue(ROUTE, "b", T0).await.unwrap();
         assert_eq!(q.len(), 2);
@@ -780,7 +786,7 @@ mod tests {
             }
         }
         let db = reopen(dir.path());
-        let q = EventQueue::open(&db, DEFAULT_DEDUPE_WINDOW, 3).unwrap();
+        let q = Queue::open(&db, DEFAULT_DEDUPE_WINDOW, 3).unwrap();
         assert_eq!(q.len(), 3);
         assert!(matches!(
             q.enqueue(ROUTE, "d", T0).await,

@@ -1,4 +1,5 @@
-//! Test helpers for the sled-backed stores (delivery store, event queue).
+//! Test helpers for the sled backend: temporary databases and storages,
+//! crash copies.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -44,4 +45,29 @@ pub fn reopen(path: &Path) -> sled::Db {
             Err(e) => panic!("cannot reopen {}: {e}", path.display()),
         }
     }
+}
+
+/// A fresh sled [`Storage`](crate::storage::Storage) in a temporary
+/// directory, with the conformance suite's limits.
+pub fn temp_storage() -> (tempfile::TempDir, crate::storage::Storage) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open_storage(dir.path(), crate::storage::conformance::limits());
+    (dir, storage)
+}
+
+/// Settings for a sled storage in `dir`: flush always, a small cache.
+pub fn settings(dir: &Path) -> crate::storage::SledSettings {
+    crate::storage::SledSettings {
+        data_dir: dir.to_path_buf(),
+        flush: crate::storage::FlushPolicy::Always,
+        flush_every_ms: 500,
+        cache_bytes: 16 << 20,
+    }
+}
+
+/// Open a sled storage in `dir` with `limits`.
+pub fn open_storage(dir: &Path, limits: crate::storage::Limits) -> crate::storage::Storage {
+    super::open_blocking(&settings(dir), &limits, crate::clock::Clock::new())
+        .unwrap()
+        .0
 }

@@ -3,6 +3,7 @@
 //! (two hosts), plus a private Redis stopped and restarted under a host.
 
 mod answers;
+mod conformance;
 mod events;
 mod kv;
 mod outage;

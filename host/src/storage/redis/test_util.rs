@@ -61,16 +61,6 @@ pub(crate) fn unique_prefix(test: &str) -> String {
     )
 }
 
-/// Limits for tests: an hour of retention, room for everything.
-pub(crate) fn limits() -> Limits {
-    Limits {
-        retention: Duration::from_secs(3600),
-        max_records: 1000,
-        dedupe_window: Duration::from_secs(3600),
-        max_queued: 1000,
-    }
-}
-
 /// One enrichd host on the Redis at `url`, keys under `prefix`.
 pub(crate) async fn host(url: &str, prefix: &str, limits: &Limits) -> Storage {
     let settings = RedisSettings {

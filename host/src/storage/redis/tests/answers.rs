@@ -1,89 +1,18 @@
-//! The answers port on Redis: the protocol on one host, and leases fenced
-//! across two hosts.
+//! The answers port on Redis beyond the shared suite: leases fenced across
+//! two hosts, the index swept, `max_records` kept.
 
 use std::time::Duration;
 
-use super::{answer, now_ms};
-use crate::storage::redis::test_util::{host, limits, redis_or_skip, two_hosts, unique_prefix};
+use super::{answer, limits, now_ms};
+use crate::storage::conformance::{LONG as LEASE, PAST_SHORT, SHORT as SHORT_LEASE};
+use crate::storage::redis::test_util::{host, redis_or_skip, two_hosts, unique_prefix};
 use crate::storage::{Claimed, Completed, DeliveryKey, LeaseToken};
-
-const LEASE: Duration = Duration::from_secs(30);
-/// Short enough to wait out in a test, long enough to outlast a claim.
-const SHORT_LEASE: Duration = Duration::from_millis(300);
-const PAST_SHORT_LEASE: Duration = Duration::from_millis(450);
 
 fn leader(claimed: Claimed) -> LeaseToken {
     match claimed {
         Claimed::Leader(token) => token,
         other => panic!("expected the lead, got {other:?}"),
     }
-}
-
-#[tokio::test]
-async fn claim_complete_then_every_copy_replays_byte_for_byte() {
-    let url = redis_or_skip!();
-    let s = host(&url, &unique_prefix("replay"), &limits()).await;
-    let key = DeliveryKey::new("/emailgistics-webhook", "id:with:colons\u{e9}");
-    assert_eq!(s.answers.get(&key).await.unwrap(), None);
-    let token = leader(s.answers.claim(&key, LEASE).await.unwrap());
-    assert_eq!(s.answers.claim(&key, LEASE).await.unwrap(), Claimed::Held);
-    let stored = answer(&key, now_ms(), "a");
-    assert_eq!(
-        s.answers.complete(&token, &stored).await.unwrap(),
-        Completed::Stored
-    );
-    assert_eq!(
-        s.answers.claim(&key, LEASE).await.unwrap(),
-        Claimed::Answered(stored.clone())
-    );
-    let got = s.answers.get(&key).await.unwrap().unwrap();
-    assert_eq!(got.body, stored.body, "byte for byte");
-    assert_eq!(s.answers.len().await.unwrap(), 1);
-    let listed = s.answers.list(0, 10).await.unwrap();
-    assert_eq!(listed, vec![stored.summary()]);
-    assert_eq!(listed[0].message, "answered by a");
-}
-
-#[tokio::test]
-async fn find_and_list_cover_routes_time_and_limits() {
-    let url = redis_or_skip!();
-    let s = host(&url, &unique_prefix("find"), &limits()).await;
-    let t = now_ms();
-    let one = DeliveryKey::new("/one", "same");
-    let two = DeliveryKey::new("/two", "same");
-    let other = DeliveryKey::new("/one", "other");
-    for (key, at) in [(&one, t - 30), (&two, t - 20), (&other, t - 10)] {
-        let token = leader(s.answers.claim(key, LEASE).await.unwrap());
-        s.answers
-            .complete(&token, &answer(key, at, &key.route))
-            .await
-            .unwrap();
-    }
-    let found = s.answers.find("same", None).await.unwrap();
-    let routes: Vec<&str> = found.iter().map(|d| d.route.as_str()).collect();
-    assert_eq!(routes, ["/two", "/one"], "newest first");
-    let found = s.answers.find("same", Some("/one")).await.unwrap();
-    assert_eq!(found.len(), 1);
-    assert_eq!(found[0].route, "/one");
-    assert!(s.answers.find("nope", None).await.unwrap().is_empty());
-
-    let ids = |l: Vec<crate::storage::DeliverySummary>| {
-        l.into_iter()
-            .map(|d| format!("{}{}", d.route, d.id))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        ids(s.answers.list(0, 10).await.unwrap()),
-        ["/oneother", "/twosame", "/onesame"]
-    );
-    assert_eq!(
-        ids(s.answers.list(0, 2).await.unwrap()),
-        ["/oneother", "/twosame"]
-    );
-    assert_eq!(
-        ids(s.answers.list(t - 20, 10).await.unwrap()),
-        ["/oneother", "/twosame"]
-    );
 }
 
 #[tokio::test]
@@ -171,7 +100,7 @@ async fn an_expired_lease_lets_the_other_host_lead() {
     let key = DeliveryKey::new("/r", "dead-leader");
     leader(a.answers.claim(&key, SHORT_LEASE).await.unwrap());
     assert_eq!(b.answers.claim(&key, LEASE).await.unwrap(), Claimed::Held);
-    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    tokio::time::sleep(PAST_SHORT).await;
     let token = leader(b.answers.claim(&key, LEASE).await.unwrap());
     assert_eq!(
         b.answers
@@ -188,7 +117,7 @@ async fn a_leader_whose_lease_was_retaken_cannot_store_or_release() {
     let (a, b) = two_hosts(&url, "lease-lost", &limits()).await;
     let key = DeliveryKey::new("/r", "slow-leader");
     let late = leader(a.answers.claim(&key, SHORT_LEASE).await.unwrap());
-    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    tokio::time::sleep(PAST_SHORT).await;
     let current = leader(b.answers.claim(&key, LEASE).await.unwrap());
     assert_ne!(late.token, current.token);
     assert_eq!(
@@ -216,7 +145,7 @@ async fn a_leader_whose_key_was_answered_is_superseded() {
     let (a, b) = two_hosts(&url, "superseded", &limits()).await;
     let key = DeliveryKey::new("/r", "answered-meanwhile");
     let late = leader(a.answers.claim(&key, SHORT_LEASE).await.unwrap());
-    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    tokio::time::sleep(PAST_SHORT).await;
     let current = leader(b.answers.claim(&key, LEASE).await.unwrap());
     let by_b = answer(&key, now_ms(), "b");
     b.answers.complete(&current, &by_b).await.unwrap();
@@ -228,15 +157,4 @@ async fn a_leader_whose_key_was_answered_is_superseded() {
         Completed::Superseded(by_b.clone())
     );
     assert_eq!(b.answers.get(&key).await.unwrap(), Some(by_b));
-}
-
-#[tokio::test]
-async fn a_released_key_is_led_by_the_next_copy_on_any_host() {
-    let url = redis_or_skip!();
-    let (a, b) = two_hosts(&url, "release", &limits()).await;
-    let key = DeliveryKey::new("/r", "released");
-    let token = leader(a.answers.claim(&key, LEASE).await.unwrap());
-    assert_eq!(b.answers.claim(&key, LEASE).await.unwrap(), Claimed::Held);
-    a.answers.release(&token).await.unwrap();
-    leader(b.answers.claim(&key, LEASE).await.unwrap());
 }

@@ -1,11 +1,12 @@
-//! The event queue on Redis: the queue on one host, and leasing, duplicate
-//! suppression and the cap across two hosts.
+//! The event queue on Redis beyond the shared suite: leasing, duplicate
+//! suppression and the cap across two hosts, the waiting set, corrupt and
+//! lost entries, the group's consumers.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::now_ms;
-use crate::storage::redis::test_util::{host, limits, redis_or_skip, two_hosts, unique_prefix};
+use super::{limits, now_ms};
+use crate::storage::redis::test_util::{host, redis_or_skip, two_hosts, unique_prefix};
 use crate::storage::{Enqueued, Next, QueueError, QueuedEvent, Storage};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -18,56 +19,7 @@ fn leased(next: Next) -> QueuedEvent {
 }
 
 #[tokio::test]
-async fn enqueue_lease_ack_and_duplicates() {
-    let url = redis_or_skip!();
-    let s = host(&url, &unique_prefix("queue"), &limits()).await;
-    let t = now_ms();
-    assert_eq!(
-        s.events.enqueue("/el", "one", t).await.unwrap(),
-        Enqueued::New
-    );
-    assert_eq!(
-        s.events.enqueue("/el", "one", t).await.unwrap(),
-        Enqueued::Duplicate
-    );
-    assert_eq!(
-        s.events.enqueue("/other", "one", t).await.unwrap(),
-        Enqueued::New
-    );
-    assert_eq!(
-        s.events.enqueue("/el", "two", t).await.unwrap(),
-        Enqueued::New
-    );
-    assert_eq!(s.events.len().await.unwrap(), 3);
-    assert_eq!(s.events.seen_len().await.unwrap(), 3);
-
-    let first = leased(s.events.lease_next(t, LEASE).await.unwrap());
-    assert_eq!((first.route.as_str(), first.body.as_str()), ("/el", "one"));
-    assert_eq!(
-        (first.received_at_ms, first.attempts, first.not_before_ms),
-        (t, 0, 0)
-    );
-    let second = leased(s.events.lease_next(t, LEASE).await.unwrap());
-    assert_eq!(second.route, "/other", "oldest first");
-    let third = leased(s.events.lease_next(t, LEASE).await.unwrap());
-    assert_eq!(
-        s.events.lease_next(t, LEASE).await.unwrap(),
-        Next::Idle(None)
-    );
-    assert_eq!(s.events.len().await.unwrap(), 3, "leased ones count");
-    for e in [&first, &second, &third] {
-        s.events.ack(e).await.unwrap();
-    }
-    s.events.ack(&first).await.unwrap();
-    assert_eq!(s.events.len().await.unwrap(), 0);
-    assert_eq!(
-        s.events.lease_next(t, LEASE).await.unwrap(),
-        Next::Idle(None)
-    );
-}
-
-#[tokio::test]
-async fn a_retry_waits_until_due_and_keeps_its_attempts() {
+async fn a_waiting_retry_is_named_by_idle_and_never_doubled() {
     let url = redis_or_skip!();
     let s = host(&url, &unique_prefix("retry"), &limits()).await;
     let t = now_ms();

@@ -1,35 +1,9 @@
 //! Plugin kv and CRM last-known values on Redis: the quota script agrees
 //! with `over_quota`, and holds against concurrent writers on two hosts.
 
-use crate::storage::kv::{over_quota, KvError, Quota, Usage, MAX_KEY_BYTES};
-use crate::storage::redis::test_util::{host, limits, redis_or_skip, two_hosts, unique_prefix};
-
-#[tokio::test]
-async fn set_get_delete_keep_the_usage() {
-    let url = redis_or_skip!();
-    let s = host(&url, &unique_prefix("kv"), &limits()).await;
-    let q = Quota::UNLIMITED;
-    s.kv.set_within("p", "k1", "value", q).await.unwrap();
-    s.kv.set_within("p", "k2", "v", q).await.unwrap();
-    assert_eq!(s.kv.get("p", "k1").await.unwrap().as_deref(), Some("value"));
-    assert_eq!(s.kv.get("other", "k1").await.unwrap(), None);
-    assert_eq!(s.kv.usage("p").await.unwrap(), Usage { keys: 2, bytes: 10 });
-    s.kv.set_within("p", "k1", "vv", q).await.unwrap();
-    assert_eq!(s.kv.usage("p").await.unwrap(), Usage { keys: 2, bytes: 7 });
-    s.kv.delete("p", "k1").await.unwrap();
-    s.kv.delete("p", "absent").await.unwrap();
-    assert_eq!(s.kv.usage("p").await.unwrap(), Usage { keys: 1, bytes: 3 });
-    assert_eq!(s.kv.usage("empty").await.unwrap(), Usage::default());
-    let long = "k".repeat(MAX_KEY_BYTES + 1);
-    assert!(matches!(
-        s.kv.get("p", &long).await,
-        Err(KvError::Refused(_))
-    ));
-    assert!(matches!(
-        s.kv.set_within("p", "", "v", q).await,
-        Err(KvError::Refused(_))
-    ));
-}
+use super::limits;
+use crate::storage::kv::{over_quota, KvError, Quota, Usage};
+use crate::storage::redis::test_util::{host, redis_or_skip, two_hosts, unique_prefix};
 
 /// Every combination of quota, usage before and write (new key or
 /// overwrite, growing or shrinking) is decided alike by the Lua script and

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{answer, now_ms};
-use crate::storage::redis::test_util::{host, limits, skipped, unique_prefix, OwnRedis};
+use super::{answer, limits, now_ms};
+use crate::storage::redis::test_util::{host, skipped, unique_prefix, OwnRedis};
 use crate::storage::{
     Claimed, Completed, DeliveryKey, Enqueued, Next, QueueError, RedisSettings, StorageError,
 };

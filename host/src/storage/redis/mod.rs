@@ -24,10 +24,10 @@
 //! # Atomicity
 //!
 //! Every decision that must hold across hosts (claim, complete, release,
-//! enqueue, moving due retries, the kv quota) is one Lua script: Redis runs
-//! a script alone, so two hosts can never both pass the same check. The
-//! scripts compute some key names from the prefix, which a single Redis (or
-//! a primary with replicas) allows; Redis Cluster is not supported.
+//! enqueue, lease, retry, the kv quota) is one Lua script: Redis runs a
+//! script alone, so two hosts can never both pass the same check. One
+//! script (complete, when it evicts beyond `max_records`) names keys it was
+//! not passed, which a single Redis allows; Redis Cluster is not supported.
 //!
 //! # Redis unavailable
 //!
@@ -40,8 +40,12 @@
 //!
 //! A write is acknowledged once Redis applied it in memory. The guarantees
 //! (a 200 means the callback or answer survives) need Redis's append-only
-//! file with `appendfsync always`; with `everysec` a Redis crash loses up to
-//! a second of writes. [`open`] warns when `appendonly` is off.
+//! file (`appendonly yes`) to survive a Redis restart, and `appendfsync
+//! always` to survive a crash of its machine (with `everysec` up to a
+//! second of writes is lost); [`open`] says when they are off. Replication
+//! is asynchronous: a failover to a replica can lose the last writes. And
+//! Redis must not evict (`maxmemory-policy noeviction`): an evicted lease,
+//! callback or kv entry breaks the guarantees silently.
 
 mod answers;
 mod crm;

@@ -42,10 +42,11 @@
 //! (a 200 means the callback or answer survives) need Redis's append-only
 //! file (`appendonly yes`) to survive a Redis restart, and `appendfsync
 //! always` to survive a crash of its machine (with `everysec` up to a
-//! second of writes is lost); [`open`] says when they are off. Replication
-//! is asynchronous: a failover to a replica can lose the last writes. And
-//! Redis must not evict (`maxmemory-policy noeviction`): an evicted lease,
-//! callback or kv entry breaks the guarantees silently.
+//! second of writes is lost). Redis must not evict (`maxmemory-policy
+//! noeviction`): an evicted lease, callback or kv entry breaks the
+//! guarantees silently. [`open`] says when any of these is off.
+//! Replication is asynchronous: a failover to a replica can lose the last
+//! writes.
 
 mod answers;
 mod crm;
@@ -207,7 +208,7 @@ pub async fn open(
     clock: Clock,
 ) -> Result<Storage, OpenError> {
     let redis = connect(settings, limits, clock).await?;
-    warn_without_aof(&redis).await;
+    warn_about_config(&redis).await;
     let events = events::RedisEvents::open(redis.clone())
         .await
         .map_err(|e| open_error(settings, e.to_string()))?;
@@ -263,17 +264,27 @@ fn open_error(settings: &RedisSettings, detail: String) -> OpenError {
     }
 }
 
-/// Say when Redis's persistence falls short of the guarantees: without
+/// Say when Redis's set-up falls short of the guarantees: an evicting
+/// `maxmemory-policy` may drop leases, callbacks or kv entries; without
 /// `appendonly`, a Redis restart loses acknowledged callbacks and answers;
 /// with `appendfsync` other than `always`, a crash of Redis's machine loses
 /// the last second. (Managed Redis often refuses `CONFIG`; then nothing is
 /// said.)
-async fn warn_without_aof(redis: &Redis) {
+async fn warn_about_config(redis: &Redis) {
     let setting = |name: &'static str| async move {
         let reply: Result<Vec<String>, _> =
             redis.query(redis::cmd("CONFIG").arg("GET").arg(name)).await;
         reply.ok().and_then(|r| r.get(1).cloned())
     };
+    if let Some(policy) = setting("maxmemory-policy")
+        .await
+        .filter(|p| p != "noeviction")
+    {
+        tracing::warn!(
+            maxmemory_policy = %policy,
+            "redis may evict keys when full, dropping leases, queued callbacks or kv data: set maxmemory-policy noeviction (see the README)"
+        );
+    }
     if setting("appendonly").await.as_deref() == Some("no") {
         tracing::warn!(
             "redis runs without appendonly: a Redis restart loses queued callbacks and stored answers (see the README: appendonly yes, appendfsync always)"

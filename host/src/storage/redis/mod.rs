@@ -211,7 +211,7 @@ pub async fn open(
     warn_about_config(&redis).await;
     let events = events::RedisEvents::open(redis.clone())
         .await
-        .map_err(|e| open_error(settings, e.to_string()))?;
+        .map_err(|e| open_error(settings, detail(e)))?;
     Ok(Storage {
         answers: Arc::new(answers::RedisAnswers::new(redis.clone())),
         events: Arc::new(events),
@@ -240,7 +240,7 @@ async fn connect(
         .set_max_delay(Duration::from_millis(200));
     let conn = bounded(ConnectionManager::new_with_config(client, config))
         .await
-        .map_err(|e| open_error(settings, e.to_string()))?;
+        .map_err(|e| open_error(settings, detail(e)))?;
     let redis = Redis {
         conn,
         prefix: settings.key_prefix.clone(),
@@ -252,7 +252,7 @@ async fn connect(
     redis
         .query::<String>(&redis::cmd("PING"))
         .await
-        .map_err(|e| open_error(settings, e.to_string()))?;
+        .map_err(|e| open_error(settings, detail(e)))?;
     Ok(redis)
 }
 
@@ -294,6 +294,15 @@ async fn warn_about_config(redis: &Redis) {
             appendfsync = %fsync,
             "redis syncs its append-only file on its own schedule: a crash of its machine can lose the last second of callbacks and answers (appendfsync always closes that window)"
         );
+    }
+}
+
+/// What went wrong, for an [`OpenError`] ("storage unavailable" would only
+/// repeat "cannot open").
+fn detail(e: StorageError) -> String {
+    match e {
+        StorageError::Unavailable(detail) => detail,
+        other => other.to_string(),
     }
 }
 

@@ -183,3 +183,25 @@ async fn a_frozen_redis_is_unavailable_within_the_bound_then_back() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_wrong_password_fails_at_open_without_the_password() {
+    let Some(url) = crate::storage::redis::test_util::redis_url() else {
+        return;
+    };
+    // The test Redis has no password (or another one): AUTH fails.
+    let url = url.replacen("redis://", "redis://enrichd:hunter2@", 1);
+    let settings = RedisSettings {
+        url,
+        key_prefix: "enrichd:".into(),
+        event_lease: Duration::from_secs(300),
+    };
+    let Err(e) =
+        crate::storage::redis::open(&settings, &limits(), crate::clock::Clock::new()).await
+    else {
+        panic!("opened with a wrong password");
+    };
+    let message = e.to_string();
+    eprintln!("{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}

@@ -158,3 +158,38 @@ async fn a_leader_whose_key_was_answered_is_superseded() {
     );
     assert_eq!(b.answers.get(&key).await.unwrap(), Some(by_b));
 }
+
+#[tokio::test]
+async fn list_pages_past_answers_redis_already_removed() {
+    let url = redis_or_skip!();
+    let prefix = unique_prefix("list-gaps");
+    let s = host(&url, &prefix, &limits()).await;
+    let t = now_ms();
+    for i in 0..4u64 {
+        let key = DeliveryKey::new("/r", &format!("id{i}"));
+        let token = leader(s.answers.claim(&key, LEASE).await.unwrap());
+        s.answers
+            .complete(&token, &answer(&key, t - 10 + i, "a"))
+            .await
+            .unwrap();
+    }
+    // The two newest answers vanish under their index entries (as when
+    // Redis's TTL ran a moment before this host's clock).
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}answer:2:/r:id3"))
+        .arg(format!("{prefix}answer:2:/r:id2"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ids: Vec<String> = s
+        .answers
+        .list(0, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, ["id1", "id0"]);
+}

@@ -2,7 +2,7 @@
 //! parsed delivery agrees with the JSON it came from.
 #![no_main]
 
-use enrichd::payload::{parse, Parsed, EVENT_RECEIVED};
+use enrichd::emailgistics::payload::{parse, Parsed, EVENT_RECEIVED};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

@@ -8,11 +8,11 @@
 //! validation branches on.
 
 use arbitrary::{Result, Unstructured};
-use enrichd::actions::{
+use enrichd::emailgistics::actions::{
     Action, ActionKind, Assign, AssignmentSpec, BodyType, EmailAddress, ForwardMessage,
     InlineAsset, SendMessage, Tag,
 };
-use enrichd::validate::{self, MAX_CUSTOM_FIELD_CHARS};
+use enrichd::emailgistics::validate::{self, MAX_CUSTOM_FIELD_CHARS};
 
 /// Strings validation treats specially.
 const WORDS: &[&str] = &[

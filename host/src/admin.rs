@@ -19,7 +19,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::server::{error, json, Body};
+use crate::http::{error, json, Body};
 
 /// Default and largest page of `GET /deliveries`.
 pub const DEFAULT_LIST_LIMIT: usize = 50;
@@ -34,7 +34,7 @@ pub async fn run(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    crate::server::serve(listener, shutdown, ADMIN_GRACE, move |req| {
+    crate::http::serve(listener, shutdown, ADMIN_GRACE, move |req| {
         let app = app.clone();
         async move { handle(&app, req).await }
     })

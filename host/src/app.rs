@@ -7,14 +7,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::auth::Secret;
-use crate::chain::ChainEntry;
 use crate::config::Config;
 use crate::config::{CrmBackendSpec, CrmSourceSpec};
 use crate::crm::cache::CrmSource;
 use crate::crm::embedded::{CrmError, EmbeddedCrm, ImportOptions};
 use crate::crm::http::HttpCrm;
 use crate::crm::{Backend, BackendError};
+use crate::emailgistics::auth::Secret;
+use crate::emailgistics::chain::ChainEntry;
 use crate::idempotency::{Clock, Inflight};
 use crate::plugin::{EngineOptions, LoadError, PluginEngine, Services};
 use crate::storage::crm_records::CrmDb;
@@ -89,7 +89,7 @@ pub struct App {
     /// EngageLab counters.
     pub event_stats: crate::engagelab::EventStats,
     /// The public listener's connection cap and counts (`max_connections`).
-    pub connections: crate::server::ConnectionCap,
+    pub connections: crate::http::ConnectionCap,
     /// Time a client gets to send a request body (`body_read_timeout_ms`).
     pub body_read_timeout: std::time::Duration,
     /// The wasm engine; dropping it stops the epoch ticker.
@@ -140,13 +140,13 @@ impl App {
                 .iter()
                 .map(|p| p.limits.max_memory_bytes)
                 .max()
-                .unwrap_or(crate::config::DEFAULT_MAX_MEMORY_BYTES),
+                .unwrap_or(crate::plugin::policy::DEFAULT_MAX_MEMORY_BYTES),
             max_table_elements: config
                 .plugins
                 .iter()
                 .map(|p| p.limits.max_table_elements)
                 .max()
-                .unwrap_or(crate::config::DEFAULT_MAX_TABLE_ELEMENTS),
+                .unwrap_or(crate::plugin::policy::DEFAULT_MAX_TABLE_ELEMENTS),
             cache_dir: Some(config.cache_dir.clone()),
         })?;
         let started = Instant::now();
@@ -241,7 +241,7 @@ impl App {
             event_settings: config.events,
             event_wakeup: tokio::sync::Notify::new(),
             event_stats: Default::default(),
-            connections: crate::server::ConnectionCap::new(config.max_connections),
+            connections: crate::http::ConnectionCap::new(config.max_connections),
             body_read_timeout: config.body_read_timeout,
             engine,
         })

@@ -8,41 +8,46 @@
 //!
 //! # Layout
 //!
+//! Dependencies point one way, from the top of this list down:
+//! `cli → app → {server, http, emailgistics, engagelab, admin} → {plugin,
+//! crm, idempotency} → storage`; `config` resolves the file into
+//! the domain types (it depends on them, they not on it).
+//!
 //! - [`cli`]: command-line arguments.
-//! - [`config`]: the TOML config, validated into a resolved [`config::Config`].
 //! - [`app`]: builds a running enrichd from a config (store, CRM, plugins, routes).
-//! - [`server`]: the hyper server: routing, body limits, status codes, shutdown.
-//! - [`auth`]: constant-time bearer-secret checks.
-//! - [`payload`]: parsing Emailgistics delivery payloads.
-//! - [`plugin`]: the wasmtime runtime: engine, bindings, host imports, sandbox.
-//! - [`chain`]: running a route's chain, merging actions, the envelope and record.
-//! - [`actions`]: the Emailgistics action types as serialized in the envelope.
-//! - [`validate`]: per-action validation against the Emailgistics reference.
+//! - [`server`]: routing, the answer; its background jobs.
+//! - [`admin`]: the admin listener (delivery log, stats), loopback by default.
+//! - [`http`]: the transport, knowing nothing of webhooks: accept loop
+//!   (generic over the accepted stream), connection cap, body limits and
+//!   timeouts, shared JSON answers.
+//! - [`emailgistics`]: the Emailgistics contract: auth, payload, actions,
+//!   validation, conversion to and from the plugins' WIT types, the chain
+//!   and its envelope, the delivery record.
+//! - [`engagelab`]: EngageLab callbacks: verification, the queue's worker.
+//! - [`config`]: the TOML config, validated into a resolved [`config::Config`].
+//! - [`plugin`]: the wasmtime runtime: engine, bindings, host imports,
+//!   sandbox, and the plugin policy types ([`plugin::policy`]).
 //! - [`crm`]: CRM sources behind the `crm` import (embedded, HTTP) and their cache.
-//! - [`storage`]: every piece of state behind async ports; sled and Redis backends.
 //! - [`idempotency`]: one answer per delivery, across copies and hosts.
 //! - [`singleflight`]: one caller works per key, concurrent callers wait for its result.
-//! - [`engagelab`]: EngageLab callbacks: verification, the queue's worker.
-//! - [`admin`]: the admin listener (delivery log, stats), loopback by default.
+//! - [`storage`]: every piece of state behind async ports; sled and Redis backends.
+//! - [`supervisor`]: the background jobs: named, restarted after a panic, one shutdown.
+//! - [`clock`]: wall-clock milliseconds on tokio's clock.
 //! - [`text`]: cutting untrusted text to a byte bound, marking the cut.
-//! - [`record`]: the delivery record, bounded in bytes for the log and the store.
 
-pub mod actions;
 pub mod admin;
 pub mod app;
-pub mod auth;
-pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crm;
+pub mod emailgistics;
 pub mod engagelab;
+pub mod http;
 pub mod idempotency;
-pub mod payload;
 pub mod plugin;
-pub mod record;
 pub mod server;
 pub mod singleflight;
 pub mod storage;
+pub mod supervisor;
 pub mod text;
-pub mod validate;

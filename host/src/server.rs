@@ -1,20 +1,20 @@
-//! The HTTP server: accepts connections, routes requests, authenticates,
-//! bounds and parses bodies, runs the chain and answers with the envelope.
+//! The public server: runs the background jobs under one supervisor,
+//! routes requests, authenticates, parses deliveries, runs the chain once
+//! per delivery (idempotency) and answers with the envelope. The transport
+//! under it is [`crate::http`].
 //!
 //! Status codes follow the Emailgistics contract: 200 with an envelope for
 //! everything that was processed (even when plugins failed), 401 for a bad
 //! secret, other 4xx for requests that can never succeed (the sender does
 //! not retry them), 5xx only when a retry could help.
 //!
-//! What a sender can make the host hold is bounded here: open connections
-//! (`max_connections`, plus a small reserve that answers only `/healthz`,
-//! see [`ConnectionCap`]), the time to send a request head
-//! ([`HEADER_READ_TIMEOUT`]) and a body (`body_read_timeout_ms`, 408), and
-//! the body's size (`max_body_bytes`, 413).
+//! What a sender can make the host hold is bounded by the transport
+//! ([`crate::http`]): open connections (`max_connections`, plus a small
+//! reserve that answers only `/healthz`), the time to send a request head
+//! and a body (`body_read_timeout_ms`, 408), and the body's size
+//! (`max_body_bytes`, 413).
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,62 +23,59 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::app::{App, Route};
-use crate::chain::{self, Envelope, Verdict};
+use crate::emailgistics::chain::{self, Envelope, Verdict};
+use crate::emailgistics::payload::{self, Parsed};
+use crate::emailgistics::record::{Answered, DeliveryRecord, MAX_RECORD_BYTES};
+use crate::http::{
+    error, json, method_not_allowed, read_body, serve_capped, unauthorized, Body, BodyLimits,
+    Deadline, HEALTHZ_PATH,
+};
 use crate::idempotency::{self, Answer, Ran};
-use crate::payload::{self, Parsed};
-use crate::plugin;
 use crate::storage::DeliveryKey;
-
-/// Liveness endpoint.
-pub const HEALTHZ_PATH: &str = "/healthz";
-/// Time a client gets to send the request head; stops idle or slow-loris
-/// connections from holding sockets.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections accepted beyond `max_connections` that may still ask for
-/// `/healthz` (everything else on them is answered 503). A load balancer
-/// and a monitor probe a couple at a time; 8 covers them with margin for
-/// 8 more descriptors. Beyond the reserve too, a connection is closed at
-/// once.
-pub const HEALTH_RESERVE_CONNECTIONS: usize = 8;
-/// Time a reserve connection gets to send its request head: a probe sends
-/// it at once, and a slow one must not keep the small reserve full.
-pub const RESERVE_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
-
-pub(crate) type Body = Full<Bytes>;
+use crate::supervisor::Supervisor;
 
 /// How often expired answers are removed and the store's size reported.
 /// Expired answers are already invisible to lookups; sweeping only
 /// reclaims space, so once a minute is plenty.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// Time the background jobs get to stop once the listener has drained.
+/// They are dropped at their next await, so this only bounds a job stuck
+/// in blocking work; a few seconds keep a shutdown prompt.
+pub const JOBS_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Serve `app`'s webhook routes on `listener` until `shutdown` resolves,
 /// then stop accepting and let in-flight requests finish, for up to the
-/// delivery budget (so no accepted delivery is cut short). The storage is
-/// swept in the background meanwhile (expired answers; the EngageLab
-/// duplicate filter, hourly), and the event worker runs.
+/// delivery budget (so no accepted delivery is cut short). Expired answers
+/// and the EngageLab duplicate filter are swept in the background
+/// meanwhile, the event worker runs and the CRM sources are refreshed, all
+/// under one [`Supervisor`].
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let sweeper = tokio::spawn(sweep_periodically(app.clone()));
-    let event_worker = tokio::spawn(crate::engagelab::work(app.clone()));
-    let refreshers: Vec<_> = app
-        .services
-        .crm
-        .iter()
-        .map(|s| tokio::spawn(s.clone().refresh_periodically()))
-        .collect();
+    let jobs = Supervisor::new();
+    let swept = app.clone();
+    jobs.spawn("storage sweep", move || {
+        sweep_periodically(swept.clone())
+    });
+    let worker = app.clone();
+    jobs.spawn("EngageLab event worker", move || {
+        crate::engagelab::work(worker.clone())
+    });
+    for source in &app.services.crm {
+        let source = source.clone();
+        jobs.spawn(format!("CRM refresh of {}", source.name()), move || {
+            source.clone().refresh_periodically()
+        });
+    }
     let grace = app.delivery_budget;
     let cap = app.connections.clone();
     let result = serve_capped(listener, shutdown, grace, &cap, move |req| {
@@ -86,165 +83,10 @@ pub async fn run(
         async move { handle(&app, req).await }
     })
     .await;
-    sweeper.abort();
-    event_worker.abort();
-    refreshers.iter().for_each(|r| r.abort());
+    // The accept loop has drained; the jobs stop at their next await (the
+    // event worker's callback in hand stays queued and is run again).
+    jobs.shutdown(JOBS_SHUTDOWN_GRACE).await;
     result
-}
-
-/// The cap on open connections of a listener: `max` ordinary slots, then
-/// [`HEALTH_RESERVE_CONNECTIONS`] that answer only `/healthz` (a saturated
-/// host still reports itself alive, and its senders get a clean 503), then
-/// connections are closed as soon as they are accepted. Accepting and
-/// closing (rather than not accepting) keeps the kernel's backlog from
-/// holding connections that would only time out, and keeps the accept loop
-/// free to serve the reserve. Cloning shares the counts.
-#[derive(Clone)]
-pub struct ConnectionCap {
-    max: usize,
-    slots: Arc<Semaphore>,
-    reserve: Arc<Semaphore>,
-    refused: Arc<AtomicU64>,
-}
-
-impl ConnectionCap {
-    /// A cap of `max` connections plus the health reserve.
-    pub fn new(max: usize) -> Self {
-        ConnectionCap {
-            max,
-            slots: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
-            reserve: Arc::new(Semaphore::new(HEALTH_RESERVE_CONNECTIONS)),
-            refused: Arc::default(),
-        }
-    }
-
-    /// The configured cap (`max_connections`).
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    /// Connections open now, reserve ones included.
-    pub fn open(&self) -> usize {
-        let slots = self.max.min(Semaphore::MAX_PERMITS) - self.slots.available_permits();
-        slots + HEALTH_RESERVE_CONNECTIONS - self.reserve.available_permits()
-    }
-
-    /// Connections closed at once because the cap and the reserve were full.
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-
-    /// A slot for a new connection: `(permit, false)` for an ordinary one,
-    /// `(permit, true)` for a reserve one, `None` when all are taken.
-    fn admit(&self) -> Option<(OwnedSemaphorePermit, bool)> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Some((permit, false));
-        }
-        if let Ok(permit) = self.reserve.clone().try_acquire_owned() {
-            return Some((permit, true));
-        }
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        None
-    }
-}
-
-/// Accept HTTP/1 connections on `listener` and answer each request with
-/// `handler` until `shutdown`, then wait up to `grace` for open connections.
-/// No connection cap (the admin listener is loopback-only by default).
-pub async fn serve<F, Fut>(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-    handler: F,
-) -> std::io::Result<()>
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    let cap = ConnectionCap::new(Semaphore::MAX_PERMITS);
-    serve_capped(listener, shutdown, grace, &cap, handler).await
-}
-
-/// [`serve`], with at most `cap` connections open (see [`ConnectionCap`]).
-pub async fn serve_capped<F, Fut>(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-    cap: &ConnectionCap,
-    handler: F,
-) -> std::io::Result<()>
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send + 'static,
-{
-    let graceful = GracefulShutdown::new();
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    // Reserve connections answer one request and close, quickly.
-    let mut reserve_http = http.clone();
-    reserve_http
-        .keep_alive(false)
-        .header_read_timeout(RESERVE_HEADER_READ_TIMEOUT);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Usually EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Some((permit, reserve)) = cap.admit() else {
-                    // Dropping the stream closes it: the descriptor is back at once.
-                    tracing::debug!(%peer, max_connections = cap.max(), "connection refused: max_connections and the health reserve are full");
-                    continue;
-                };
-                let handler = handler.clone();
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let fut = (!reserve || req.uri().path() == HEALTHZ_PATH).then(|| handler(req));
-                    async move {
-                        Ok::<_, Infallible>(match fut {
-                            Some(fut) => fut.await,
-                            None => over_capacity(),
-                        })
-                    }
-                });
-                let builder = if reserve { &reserve_http } else { &http };
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    drop(permit);
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {},
-        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
-    }
-    Ok(())
-}
-
-/// The answer on a reserve connection to anything but `/healthz`.
-fn over_capacity() -> Response<Body> {
-    let mut res = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "too many open connections (max_connections); retry later",
-    );
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    res.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    res
 }
 
 async fn sweep_periodically(app: Arc<App>) {
@@ -303,77 +145,23 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::POST {
         return method_not_allowed("POST");
     }
-    if let Err(e) =
-        crate::auth::check_bearer(req.headers().get(header::AUTHORIZATION), &route.secrets)
-    {
+    if let Err(e) = crate::emailgistics::auth::check_bearer(
+        req.headers().get(header::AUTHORIZATION),
+        &route.secrets,
+    ) {
         tracing::warn!(route = %path, reason = %e, "delivery refused: 401");
-        let mut res = Response::new(Body::default());
-        *res.status_mut() = StatusCode::UNAUTHORIZED;
-        res.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return res;
+        return unauthorized(Some("Bearer"));
     }
-    let body = match read_body(app, req, arrived).await {
+    let limits = BodyLimits {
+        max_bytes: app.max_body_bytes,
+        read_timeout: app.body_read_timeout,
+    };
+    let deadline = Deadline::after(arrived, app.delivery_budget, "the delivery budget");
+    let body = match read_body(req, &limits, &deadline).await {
         Ok(body) => body,
         Err(res) => return res,
     };
     deliver(app, route, &body, arrived).await
-}
-
-/// Read the body within the size limit, within `body_read_timeout_ms` from
-/// now (so a trickling body cannot hold the connection for the whole
-/// delivery budget) and within the delivery's budget (counted from
-/// `arrived`), whichever ends first.
-pub(crate) async fn read_body(
-    app: &App,
-    req: Request<Incoming>,
-    arrived: Instant,
-) -> Result<Bytes, Response<Body>> {
-    let limit = app.max_body_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large(limit));
-    }
-    let body_end = Instant::now() + app.body_read_timeout;
-    let budget_end = arrived + app.delivery_budget;
-    let collected = tokio::time::timeout_at(
-        body_end.min(budget_end),
-        Limited::new(req.into_body(), limit).collect(),
-    )
-    .await;
-    match collected {
-        Err(_) => {
-            let which = if body_end <= budget_end {
-                format!(
-                    "body_read_timeout_ms = {}",
-                    app.body_read_timeout.as_millis()
-                )
-            } else {
-                format!(
-                    "the delivery budget of {} ms",
-                    app.delivery_budget.as_millis()
-                )
-            };
-            let mut res = error(
-                StatusCode::REQUEST_TIMEOUT,
-                &format!("request body not received in time ({which})"),
-            );
-            // The rest of the body is not read: the connection cannot be reused.
-            res.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            Err(res)
-        }
-        Ok(Ok(body)) => Ok(body.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
-        Ok(Err(e)) => Err(error(
-            StatusCode::BAD_REQUEST,
-            &format!("cannot read request body: {e}"),
-        )),
-    }
 }
 
 async fn deliver(app: &App, route: &Route, body: &[u8], arrived: Instant) -> Response<Body> {
@@ -432,7 +220,7 @@ async fn run_and_store(
     delivery: &payload::Delivery,
     arrived: Instant,
 ) -> Ran {
-    let wit = plugin::wit_delivery(delivery);
+    let wit = crate::emailgistics::convert::delivery(delivery);
     let (verdict, records) = chain::run(
         &route.chain,
         &wit,
@@ -441,14 +229,9 @@ async fn run_and_store(
         app.delivery_budget,
     )
     .await;
-    let (status, body, env_status, message) = match &verdict {
+    let (status, body, message) = match &verdict {
         Verdict::Answer(env) => match serde_json::to_vec(env) {
-            Ok(bytes) => (
-                StatusCode::OK,
-                Bytes::from(bytes),
-                serde_json::json!(env.status),
-                env.message.clone(),
-            ),
+            Ok(bytes) => (StatusCode::OK, Bytes::from(bytes), env.message.clone()),
             // Serializing strings and maps cannot fail; if it ever does, a
             // retry is the right answer.
             Err(e) => error_parts(
@@ -460,20 +243,19 @@ async fn run_and_store(
     };
     let now = app.clock.now_ms();
     // One bounded record for both the log line and the store.
-    let record = serde_json::json!({
-        "route": route.path,
-        "delivery": delivery.id,
-        "mailbox": delivery.mailbox,
-        "conversationId": delivery.conversation_id,
-        "subject": delivery.subject,
-        "answeredAtMs": now,
-        "elapsedMs": arrived.elapsed().as_millis() as u64,
-        "httpStatus": status.as_u16(),
-        "status": env_status,
-        "message": message,
-        "plugins": records,
-    });
-    let record = crate::record::bound(record, crate::record::MAX_RECORD_BYTES);
+    let record = DeliveryRecord::new(
+        &route.path,
+        delivery,
+        Answered {
+            verdict: &verdict,
+            http_status: status.as_u16(),
+            message: message.clone(),
+            at_ms: now,
+            elapsed_ms: arrived.elapsed().as_millis() as u64,
+        },
+        records,
+    )
+    .bounded(MAX_RECORD_BYTES);
     tracing::info!(target: "enrichd::delivery", route = %route.path, delivery = %delivery.id, record = %record, "{message}");
     Ran {
         answer: Answer {
@@ -488,10 +270,7 @@ async fn run_and_store(
 /// A 5xx answer's parts. The message may carry a plugin's text: it is
 /// bounded by the chain already, and cut here again so no path can put an
 /// unbounded reason into a 503 body.
-fn error_parts(
-    status: StatusCode,
-    message: &str,
-) -> (StatusCode, Bytes, serde_json::Value, String) {
+fn error_parts(status: StatusCode, message: &str) -> (StatusCode, Bytes, String) {
     let message = crate::text::cut(
         message,
         MAX_ERROR_MESSAGE_BYTES,
@@ -499,12 +278,7 @@ fn error_parts(
         MAX_ERROR_MESSAGE_BYTES,
     );
     let body = serde_json::json!({ "status": "error", "message": message });
-    (
-        status,
-        body.to_string().into(),
-        serde_json::json!("retry"),
-        message,
-    )
+    (status, body.to_string().into(), message)
 }
 
 /// Most bytes of the message of a 5xx body: the chain's reasons are one
@@ -540,39 +314,4 @@ fn envelope(env: &Envelope) -> Response<Body> {
             &format!("cannot encode envelope: {e}"),
         ),
     }
-}
-
-pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut res = Response::new(Full::new(body));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res
-}
-
-/// A JSON error answer in the envelope's shape, so a human reading it in a
-/// proxy log or Emailgistics' Test Webhook sees the reason.
-pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "status": "error", "message": message });
-    json(status, body.to_string().into())
-}
-
-fn too_large(limit: usize) -> Response<Body> {
-    let mut res = error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("request body exceeds {limit} bytes"),
-    );
-    // The rest of the body is not read: the connection cannot be reused.
-    res.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    res
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut res = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-    res.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    res
 }

@@ -6,7 +6,8 @@
 //! `mmmm… (20971520 bytes, cut at max_message_bytes = 2048)`, so a reader of
 //! the log or the record knows the text went on, and why.
 //!
-//! Also here: the address and domain lengths the mail standards fix (one
+//! Also here: refusing a field over its length ([`check_len`]), the
+//! subject, address and domain lengths the mail standards fix (one
 //! definition for payloads, actions and CRM lookups), and [`json_len`],
 //! the size of a value as JSON, for bounds counted in JSON bytes.
 
@@ -17,6 +18,36 @@
 pub const MAX_ADDRESS_BYTES: usize = 320;
 /// Longest domain name in text, bytes (RFC 1035: 253).
 pub const MAX_DOMAIN_BYTES: usize = 253;
+
+/// Longest mail subject, bytes (a delivery's `subject`, a callback's). RFC 5322 recommends 78-character header lines
+/// and forbids lines over 998; a subject of a few folded lines is the most
+/// a real mail has. It is copied into every delivery record and log line,
+/// so 4 KiB bounds those without refusing any honest mail.
+pub const MAX_SUBJECT_BYTES: usize = 4096;
+
+/// A field longer than its limit (answered with 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}` is {len} bytes, more than the {limit} allowed")]
+pub struct FieldTooLong {
+    /// The field, as named in the payload (`id`, `to[2].address`, …).
+    pub field: String,
+    /// Its length, bytes.
+    pub len: usize,
+    /// The limit, bytes.
+    pub limit: usize,
+}
+
+/// `Err` naming `field` when `value` is longer than `limit` bytes.
+pub fn check_len(field: &str, value: &str, limit: usize) -> Result<(), FieldTooLong> {
+    if value.len() > limit {
+        return Err(FieldTooLong {
+            field: field.to_owned(),
+            len: value.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
 
 /// The length of `value` as JSON, counted without building the text.
 pub fn json_len(value: &impl serde::Serialize) -> usize {

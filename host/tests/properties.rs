@@ -12,17 +12,17 @@
 use std::path::Path;
 use std::time::Duration;
 
-use enrichd::actions::{
+use enrichd::config::{Config, ConfigError, RawConfig};
+use enrichd::emailgistics::actions::{
     Action, ActionKind, Assign, AssignmentSpec, BodyType, EmailAddress, ForwardMessage,
     InlineAsset, SendMessage, Tag,
 };
-use enrichd::config::{Config, ConfigError, RawConfig};
+use enrichd::emailgistics::payload::{self, Parsed, PayloadError};
+use enrichd::emailgistics::validate::{self, MAX_CUSTOM_FIELD_CHARS};
 use enrichd::engagelab::event::{self, Kind};
 use enrichd::engagelab::verify::{
     self, sign, AppKey, VerifyError, APP_KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use enrichd::payload::{self, Parsed, PayloadError};
-use enrichd::validate::{self, MAX_CUSTOM_FIELD_CHARS};
 use hyper::header::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;

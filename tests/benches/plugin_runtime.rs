@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 use criterion::{BenchmarkId, Criterion};
 use enrichd::app::App;
-use enrichd::config::{Config, PluginSpec};
+use enrichd::config::Config;
+use enrichd::emailgistics::convert::output;
+use enrichd::plugin::policy::PluginSpec;
 use enrichd::plugin::{CallLimit, EngineOptions, PluginEngine, Services};
 
 const GROUP_CALL: &str = "instantiate_and_call";
@@ -41,8 +43,8 @@ fn engine(spec_cfg: &Config, cache: Option<&Path>) -> PluginEngine {
     PluginEngine::new(EngineOptions {
         allocator: spec_cfg.allocator,
         fuel: false,
-        max_memory_bytes: enrichd::config::DEFAULT_MAX_MEMORY_BYTES,
-        max_table_elements: enrichd::config::DEFAULT_MAX_TABLE_ELEMENTS,
+        max_memory_bytes: enrichd::plugin::policy::DEFAULT_MAX_MEMORY_BYTES,
+        max_table_elements: enrichd::plugin::policy::DEFAULT_MAX_TABLE_ELEMENTS,
         cache_dir: cache.map(Path::to_owned),
     })
     .expect("engine")
@@ -50,8 +52,10 @@ fn engine(spec_cfg: &Config, cache: Option<&Path>) -> PluginEngine {
 
 fn delivery() -> enrichd::plugin::WitDelivery {
     let body = enrichd_tests::seed_payload().to_string();
-    match enrichd::payload::parse(body.as_bytes()).expect("seed parses") {
-        enrichd::payload::Parsed::Received(d) => enrichd::plugin::wit_delivery(&d),
+    match enrichd::emailgistics::payload::parse(body.as_bytes()).expect("seed parses") {
+        enrichd::emailgistics::payload::Parsed::Received(d) => {
+            enrichd::emailgistics::convert::delivery(&d)
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -67,12 +71,12 @@ fn bench_calls(c: &mut Criterion, dir: &Path, rt: &tokio::runtime::Runtime) {
         let (plugin, services) = (&app.plugins[0], &app.services);
         // Sanity: the plugin really enriches.
         let out = rt
-            .block_on(plugin.call(&delivery, services, far_limit()))
+            .block_on(plugin.call(&delivery, services, far_limit(), output))
             .expect("call succeeds");
         assert_eq!(out.actions.len(), 2);
         group.bench_function(BenchmarkId::from_parameter(allocator), |b| {
             b.to_async(rt)
-                .iter(|| plugin.call(&delivery, services, far_limit()));
+                .iter(|| plugin.call(&delivery, services, far_limit(), output));
         });
     }
     group.finish();
@@ -127,7 +131,7 @@ fn timeout_overshoot(dir: &Path, rt: &tokio::runtime::Runtime) -> Vec<Duration> 
                 deadline: started + Duration::from_secs(2),
                 budget_bound: false,
             };
-            let result = rt.block_on(plugin.call(&delivery, &Services::default(), limit));
+            let result = rt.block_on(plugin.call(&delivery, &Services::default(), limit, output));
             assert!(result.is_err(), "the loop must time out");
             started.elapsed()
         })

@@ -13,9 +13,10 @@
 
 use std::time::{Duration, Instant};
 
-use enrichd::config::{
+use enrichd::config::DEFAULT_SLED_CACHE_BYTES;
+use enrichd::plugin::policy::{
     DEFAULT_CRM_LOOKUPS_PER_CALL, DEFAULT_KV_WRITE_BYTES_PER_CALL, DEFAULT_MAX_LOG_BYTES,
-    DEFAULT_MAX_LOG_LINES, DEFAULT_MAX_MEMORY_BYTES, DEFAULT_SLED_CACHE_BYTES,
+    DEFAULT_MAX_LOG_LINES, DEFAULT_MAX_MEMORY_BYTES,
 };
 use enrichd_tests::crm_server::FakeCrm;
 use enrichd_tests::resources::{dir_bytes, healthz_worst_during, log_capture, rss_bytes};

@@ -11,8 +11,10 @@
 
 use std::time::{Duration, Instant};
 
-use enrichd::config::{DEFAULT_MAX_LIST_ITEMS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_NAME_BYTES};
-use enrichd::record::MAX_RECORD_BYTES;
+use enrichd::emailgistics::record::MAX_RECORD_BYTES;
+use enrichd::plugin::policy::{
+    DEFAULT_MAX_LIST_ITEMS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_NAME_BYTES,
+};
 use enrichd_tests::resources::{healthz_worst_during, log_capture};
 use enrichd_tests::sandwich::{
     self, action_names, sandwich, seed_with_id, GOOD_AFTER, GOOD_BEFORE,

@@ -381,12 +381,12 @@ async fn open_connections_are_capped_and_healthz_keeps_answering() {
     );
     assert!(started.elapsed() < Duration::from_millis(100));
     // With the reserve full too, a connection is closed at once, unanswered.
-    for _ in 0..enrichd::server::HEALTH_RESERVE_CONNECTIONS {
+    for _ in 0..enrichd::http::HEALTH_RESERVE_CONNECTIONS {
         idle.push(TcpStream::connect(server.addr).await.unwrap());
     }
     until_open(
         &server,
-        4 + enrichd::server::HEALTH_RESERVE_CONNECTIONS as u64,
+        4 + enrichd::http::HEALTH_RESERVE_CONNECTIONS as u64,
     )
     .await;
     let mut extra = TcpStream::connect(server.addr).await.unwrap();
@@ -528,10 +528,13 @@ async fn a_trickling_body_gets_408_at_the_body_read_timeout() {
 async fn keyed_fields_are_length_capped_with_a_400_before_anything_runs() {
     let server = TestServer::start(&config("", "")).await;
     for (field, limit) in [
-        ("id", enrichd::payload::MAX_ID_BYTES),
-        ("subject", enrichd::payload::MAX_SUBJECT_BYTES),
-        ("conversationId", enrichd::payload::MAX_ID_BYTES),
-        ("mailbox", enrichd::payload::MAX_ADDRESS_BYTES),
+        ("id", enrichd::emailgistics::payload::MAX_ID_BYTES),
+        ("subject", enrichd::emailgistics::payload::MAX_SUBJECT_BYTES),
+        (
+            "conversationId",
+            enrichd::emailgistics::payload::MAX_ID_BYTES,
+        ),
+        ("mailbox", enrichd::emailgistics::payload::MAX_ADDRESS_BYTES),
     ] {
         // Obeyed: at the limit.
         let mut at = seed_payload();

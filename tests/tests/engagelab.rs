@@ -508,3 +508,36 @@ async fn a_callback_queued_before_kill_9_is_processed_after_restart() {
     .unwrap();
     assert_eq!(state["softBounces"], 1);
 }
+
+#[tokio::test]
+async fn a_trickling_callback_body_gets_408_within_engagelabs_3_s() {
+    // The body read timeout is the default 10 s and the delivery budget
+    // 90 s: the callback's body must still end at EngageLab's 3 s.
+    let server = TestServer::start(&config("", "")).await;
+    let body = fixture("delivered");
+    let ts = now_secs().to_string();
+    let mut req = format!(
+        "POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in signed(&ts, APP_KEY) {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    // Half the body; the rest never comes.
+    req.push_str(&body[..body.len() / 2]);
+    let started = Instant::now();
+    let res = raw_request(server.addr, req.as_bytes()).await;
+    let took = started.elapsed();
+    assert_eq!(res.status, 408, "{:?}", String::from_utf8_lossy(&res.body));
+    let message = res.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("EngageLab's answer budget of 3000 ms"),
+        "{message}"
+    );
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_millis(3500),
+        "answered after {took:?}"
+    );
+    assert_eq!(server.queued().await, 0, "nothing was queued");
+}

@@ -548,13 +548,15 @@ async fn pooling_and_on_demand_allocators_both_serve() {
         let config = enrichd::config::Config::load(&file).unwrap();
         let app = enrichd::app::App::build(&config).await.unwrap();
         assert_eq!(app.engine.allocator(), expected);
-        let delivery = match enrichd::payload::parse(seed_payload().to_string().as_bytes()).unwrap()
-        {
-            enrichd::payload::Parsed::Received(d) => d,
-            other => panic!("{other:?}"),
-        };
-        let wit = enrichd::plugin::wit_delivery(&delivery);
-        let (verdict, records) = enrichd::chain::run(
+        let delivery =
+            match enrichd::emailgistics::payload::parse(seed_payload().to_string().as_bytes())
+                .unwrap()
+            {
+                enrichd::emailgistics::payload::Parsed::Received(d) => d,
+                other => panic!("{other:?}"),
+            };
+        let wit = enrichd::emailgistics::convert::delivery(&delivery);
+        let (verdict, records) = enrichd::emailgistics::chain::run(
             &app.routes[0].chain,
             &wit,
             &app.services,
@@ -563,10 +565,13 @@ async fn pooling_and_on_demand_allocators_both_serve() {
         )
         .await;
         assert!(
-            matches!(verdict, enrichd::chain::Verdict::Answer(ref e) if e.actions.len() == 1),
+            matches!(verdict, enrichd::emailgistics::chain::Verdict::Answer(ref e) if e.actions.len() == 1),
             "{verdict:?}"
         );
-        assert_eq!(records[0].outcome, enrichd::chain::Outcome::Applied);
+        assert_eq!(
+            records[0].outcome,
+            enrichd::emailgistics::chain::Outcome::Applied
+        );
     }
 }
 

@@ -6,20 +6,21 @@
 //! lookup are passed in, so every rule is unit-testable. Reading the file is
 //! [`Config::load`]'s only job.
 
-use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::Secret;
 use crate::crm::cache::{CacheSettings, DEFAULT_MAX_CAPACITY, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL};
 use crate::crm::http::HttpSettings;
+use crate::emailgistics::auth::Secret;
 use crate::engagelab::verify::{AppKey, DEFAULT_REPLAY_WINDOW};
 use crate::storage::answers::{StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
 use crate::storage::events::DEFAULT_DEDUPE_WINDOW;
 use crate::storage::FlushPolicy;
 pub use raw::StorageKind;
+// The plugin policy types are the plugin runtime's; the config resolves
+// into them (config -> plugin, never the other way).
+use crate::plugin::policy::*;
 
 /// Default admin listener (delivery log, stats): loopback only, so the
 /// delivery records are not exposed beside the public webhook.
@@ -50,115 +51,18 @@ pub const DEFAULT_DELIVERY_BUDGET: Duration = Duration::from_secs(90);
 /// Emailgistics' own timeout: a budget at or above it would let enrichd
 /// answer after the sender stopped listening, so it is refused.
 pub const SENDER_TIMEOUT: Duration = Duration::from_secs(100);
-/// Linear memory one plugin instance may grow to. Enrichment plugins need a
-/// few MiB; 64 MiB stops a memory bomb long before it hurts the host.
-pub const DEFAULT_MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 /// Upper bound for `max_memory_bytes`: the pooling allocator reserves this
 /// much address space per slot, and 4 GiB is all a 32-bit wasm memory has.
 pub const MAX_MAX_MEMORY_BYTES: usize = 4 * 1024 * 1024 * 1024;
-/// Elements per table of one plugin instance. Function tables of real
-/// guests hold a few thousand entries; 100 000 costs the host under 1 MiB.
-pub const DEFAULT_MAX_TABLE_ELEMENTS: usize = 100_000;
-/// Core instances, tables and memories per plugin instance (each counted
-/// separately). A Rust component has a handful; componentize-py guests need
-/// more than 8; 32 leaves room without letting a component multiply.
-pub const DEFAULT_MAX_INSTANCES: usize = 32;
-/// Actions one plugin may return. A real enrichment returns a handful;
-/// Emailgistics applies them one by one, so hundreds would be a bug or an
-/// attack, and the plugin's whole output is refused.
-pub const DEFAULT_MAX_ACTIONS: usize = 100;
-/// Bytes of actions (as JSON) one plugin may return. Leaves room for a
-/// sendMessage with an inline image or two (base64), refuses floods.
-pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
-/// Items in one list of one action (tags, custom-field keys, users, backup
-/// assignments, to/cc/bcc recipients, inline assets). Real mailboxes have
-/// tens of users and tags, and a message tens of recipients; 100 matches
-/// `max_actions` and keeps the per-action work and the record small, while
-/// a flood (tens of thousands of keys) is refused before any per-item work.
-pub const DEFAULT_MAX_LIST_ITEMS: usize = 100;
-/// Bytes of one name-like value of an action (tag name, custom-field key,
-/// user name, template name, display name, action label, asset id,
-/// filename and content type). Emailgistics names are short identifiers
-/// typed by an admin; 256 bytes covers any real one, even in a 4-byte
-/// script, and bounds what a rejection reason or a note may quote.
-pub const DEFAULT_MAX_NAME_BYTES: usize = 256;
-/// Bytes of a plugin's own text kept by the host: its output `message`, a
-/// guest error and a trap's text (with the guest's last stderr line). A
-/// useful diagnostic is a line or two; 2 KiB keeps one, while a plugin's
-/// 20 MiB "message" no longer reaches the log, the record or a 503 body.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 2048;
-
-// --- Budgets of the host imports (issue 9) ---------------------------------
-/// Lines one plugin call may write to the host's log (`log` import, stdout
-/// and stderr together). A plugin that explains its decision needs a few
-/// lines per delivery; 100 leaves room for debugging output while 10 000
-/// deliveries a day stay under a million lines.
-pub const DEFAULT_MAX_LOG_LINES: usize = 100;
-/// Bytes of guest text one plugin call may write to the host's log. 16 KiB
-/// matches what is kept of stdout/stderr per stream, holds 100 lines of
-/// ~160 characters, and bounds a looping plugin's log growth per call to
-/// what a person can still read.
-pub const DEFAULT_MAX_LOG_BYTES: usize = 16 * 1024;
-/// Keys one plugin's kv namespace may hold. The kv holds a record per
-/// address or message the plugin tracks; 100 000 is a large mailbox's
-/// correspondents, and counting them at start stays well under a second.
-pub const DEFAULT_KV_MAX_KEYS: u64 = 100_000;
-/// Bytes (keys plus values) one plugin's kv namespace may hold. 100 000
-/// records of ~600 bytes; the kv shares the data directory with the
-/// idempotency store, so one plugin must not be able to fill the disk.
-pub const DEFAULT_KV_MAX_BYTES: u64 = 64 * 1024 * 1024;
-/// kv operations (get, set, delete, get-from) per plugin call. A plugin
-/// reads and writes a few records per delivery; 1 000 allows batch work
-/// and stops a loop from keeping the store busy for a whole timeout.
-pub const DEFAULT_KV_OPS_PER_CALL: usize = 1_000;
-/// Bytes (keys plus values) one plugin call may write to the kv. 16
-/// values of the largest size (64 KiB) or thousands of typical records; a
-/// plugin writing until its timeout wrote ~1 GiB per call before this.
-pub const DEFAULT_KV_WRITE_BYTES_PER_CALL: usize = 1024 * 1024;
-/// CRM lookups (`lookup-email`, `lookup-domain`) per plugin call. A
-/// delivery has a sender, a handful of recipients and perhaps their
-/// domains; 20 covers that, and bounds the backend calls one delivery can
-/// cause to 2 × 20 per granted source (an email lookup may also try its
-/// domain).
-pub const DEFAULT_CRM_LOOKUPS_PER_CALL: usize = 20;
 /// sled's page cache (`sled_cache_bytes`). sled's own default is 1 GiB,
 /// and data a plugin writes to the kv is cached up to it: RSS grew by
 /// gigabytes under a kv fill. The hot data (recent deliveries, CRM
 /// last-known values, kv records in use) fits in 64 MiB; colder pages are
 /// read from the OS page cache.
 pub const DEFAULT_SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-/// Consecutive failures of a plugin that open its circuit breaker. One or
-/// two failures in a row happen to healthy plugins (a bad payload, a slow
-/// dependency); five in a row mean it is broken, and every further call
-/// would cost an instance and up to its timeout for nothing. 0 disables the
-/// breaker.
-pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
-/// How long an open breaker bypasses its plugin before one probe call.
-/// Long enough that a broken plugin costs one call per 30 s instead of one
-/// per delivery; short enough that a plugin whose dependency came back is
-/// used again well before a sender's retry schedule gives up.
-pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
 /// Upper bound for `breaker_cooldown_ms`: beyond an hour a typo (an extra
 /// zero) would silently take a plugin out of service for most of a day.
 pub const MAX_BREAKER_COOLDOWN: Duration = Duration::from_secs(3600);
-
-/// A plugin's circuit breaker settings (see [`crate::plugin::breaker`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSettings {
-    /// Consecutive failures that open the breaker; 0: never opens.
-    pub failures: u32,
-    /// How long an open breaker bypasses the plugin before a probe.
-    pub cooldown: Duration,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        BreakerSettings {
-            failures: DEFAULT_BREAKER_FAILURES,
-            cooldown: DEFAULT_BREAKER_COOLDOWN,
-        }
-    }
-}
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -186,46 +90,6 @@ pub enum ConfigError {
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
-}
-
-/// A host import a plugin may be granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Capability {
-    /// `log`
-    Log,
-    /// `config`
-    Config,
-    /// `crm`
-    Crm,
-    /// `kv`
-    Kv,
-}
-
-impl Capability {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "log" => Some(Self::Log),
-            "config" => Some(Self::Config),
-            "crm" => Some(Self::Crm),
-            "kv" => Some(Self::Kv),
-            _ => None,
-        }
-    }
-}
-
-/// The capabilities granted to one plugin; everything else is denied.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants(HashSet<Capability>);
-
-impl Grants {
-    /// Grants from a list.
-    pub fn new(caps: impl IntoIterator<Item = Capability>) -> Self {
-        Grants(caps.into_iter().collect())
-    }
-    /// Whether `cap` was granted.
-    pub fn allows(&self, cap: Capability) -> bool {
-        self.0.contains(&cap)
-    }
 }
 
 /// The validated configuration.
@@ -331,31 +195,6 @@ impl Config {
     }
 }
 
-/// A validated `[[plugin]]`.
-#[derive(Debug, Clone)]
-pub struct PluginSpec {
-    /// Unique name.
-    pub name: String,
-    /// Absolute path of the component.
-    pub path: PathBuf,
-    /// Granted capabilities.
-    pub grants: Grants,
-    /// Values for the `config` import.
-    pub config: Arc<BTreeMap<String, String>>,
-    /// Wall-clock limit per call.
-    pub timeout: Duration,
-    /// Sandbox limits.
-    pub limits: Limits,
-    /// Failure policy.
-    pub on_error: OnError,
-    /// Expected SHA-256 of the component.
-    pub sha256: Option<[u8; 32]>,
-    /// Indexes into [`Config::crm`] of the sources this plugin may use.
-    pub crm_sources: Vec<usize>,
-    /// Other plugins whose kv namespaces this plugin may read.
-    pub kv_read: Vec<String>,
-}
-
 /// A validated CRM source.
 #[derive(Debug, Clone)]
 pub struct CrmSourceSpec {
@@ -385,70 +224,6 @@ pub const DEFAULT_CRM_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default requests in flight to an http CRM: enough for a busy mailbox,
 /// few enough not to be mistaken for an attack by the CRM's rate limiter.
 pub const DEFAULT_CRM_CONCURRENCY: usize = 16;
-
-/// The sandbox limits of one plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Fuel per call; `None`: not metered.
-    pub fuel: Option<u64>,
-    /// Linear memory, bytes.
-    pub max_memory_bytes: usize,
-    /// Elements per table.
-    pub max_table_elements: usize,
-    /// Core instances, tables and memories per instance (each).
-    pub max_instances: usize,
-    /// Actions per call.
-    pub max_actions: usize,
-    /// JSON bytes of actions per call.
-    pub max_output_bytes: usize,
-    // Budgets of the host imports (issue 9).
-    /// Log lines per call (`log` import, stdout and stderr together).
-    pub max_log_lines: usize,
-    /// Bytes of guest text logged per call.
-    pub max_log_bytes: usize,
-    /// Keys the plugin's kv namespace may hold.
-    pub kv_max_keys: u64,
-    /// Bytes (keys plus values) the plugin's kv namespace may hold.
-    pub kv_max_bytes: u64,
-    /// kv operations per call.
-    pub kv_ops_per_call: usize,
-    /// Bytes (keys plus values) written to the kv per call.
-    pub kv_write_bytes_per_call: usize,
-    /// CRM lookups per call.
-    pub crm_lookups_per_call: usize,
-    /// Circuit breaker: when repeated failures bypass the plugin.
-    pub breaker: BreakerSettings,
-    /// Items per list of one action.
-    pub max_list_items: usize,
-    /// Bytes of one name-like value of an action.
-    pub max_name_bytes: usize,
-    /// Bytes kept of the plugin's message, guest error or trap text.
-    pub max_message_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            fuel: None,
-            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
-            max_table_elements: DEFAULT_MAX_TABLE_ELEMENTS,
-            max_instances: DEFAULT_MAX_INSTANCES,
-            max_actions: DEFAULT_MAX_ACTIONS,
-            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
-            max_log_lines: DEFAULT_MAX_LOG_LINES,
-            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
-            kv_max_keys: DEFAULT_KV_MAX_KEYS,
-            kv_max_bytes: DEFAULT_KV_MAX_BYTES,
-            kv_ops_per_call: DEFAULT_KV_OPS_PER_CALL,
-            kv_write_bytes_per_call: DEFAULT_KV_WRITE_BYTES_PER_CALL,
-            crm_lookups_per_call: DEFAULT_CRM_LOOKUPS_PER_CALL,
-            breaker: BreakerSettings::default(),
-            max_list_items: DEFAULT_MAX_LIST_ITEMS,
-            max_name_bytes: DEFAULT_MAX_NAME_BYTES,
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-        }
-    }
-}
 
 /// A validated `[[engagelab]]`.
 #[derive(Debug, Clone)]

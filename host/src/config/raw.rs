@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::plugin::policy::{Allocator, OnError};
 use crate::storage::FlushPolicy;
 
 /// The config file as written.
@@ -276,33 +277,6 @@ pub struct RawPlugin {
     pub kv_write_bytes_per_call: Option<usize>,
     /// CRM lookups per call.
     pub crm_lookups_per_call: Option<usize>,
-}
-
-/// How pooled or on-demand instance memory is allocated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Allocator {
-    /// Pooling when the machine allows it, else on-demand (logged).
-    #[default]
-    Auto,
-    /// Pooling, or refuse to start.
-    Pooling,
-    /// On-demand.
-    OnDemand,
-}
-
-/// What a plugin's failure (timeout, memory, trap, output limit, guest
-/// error) does to the delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnError {
-    /// Drop this plugin's output, record why, continue the chain.
-    #[default]
-    Skip,
-    /// Answer `status: "error"` with the reason; Emailgistics won't retry.
-    Error,
-    /// Answer 503 so Emailgistics retries the delivery.
-    Retry,
 }
 
 /// `[[route]]`

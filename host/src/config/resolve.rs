@@ -178,7 +178,7 @@ impl RawConfig {
                     r.path
                 )));
             }
-            if r.path == crate::server::HEALTHZ_PATH || routes.iter().any(|q| q.path == r.path) {
+            if r.path == crate::http::HEALTHZ_PATH || routes.iter().any(|q| q.path == r.path) {
                 return Err(invalid(format!("route path {:?} is used twice", r.path)));
             }
             let mut secrets = Vec::with_capacity(r.secrets.len());
@@ -210,7 +210,7 @@ impl RawConfig {
         }
         let mut event_routes: Vec<EventRouteSpec> = Vec::with_capacity(self.engagelab.len());
         for r in self.engagelab {
-            let taken = r.path == crate::server::HEALTHZ_PATH
+            let taken = r.path == crate::http::HEALTHZ_PATH
                 || routes.iter().any(|q| q.path == r.path)
                 || event_routes.iter().any(|q| q.path == r.path);
             if !r.path.starts_with('/') || taken {

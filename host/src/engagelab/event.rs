@@ -26,7 +26,7 @@
 
 use serde_json::Value;
 
-use crate::payload::{check_len, FieldTooLong, MAX_SUBJECT_BYTES};
+use crate::text::{check_len, FieldTooLong, MAX_SUBJECT_BYTES};
 
 /// Longest `message_id` and `email_id`, bytes. EngageLab's ids are about 80
 /// characters followed by the recipient's address (up to 320), and plugins

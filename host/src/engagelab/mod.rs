@@ -33,12 +33,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use crate::app::App;
-use crate::config::OnError;
+use crate::http::{
+    error, json, method_not_allowed, read_body, unauthorized, Body, BodyLimits, Deadline,
+};
+use crate::plugin::OnError;
 use crate::plugin::{CallLimit, Failure, Plugin, WitEvent, WitEventKind};
-use crate::server::{error, json, Body};
 use crate::storage::{Enqueued, Next, QueueError, QueuedEvent};
 use event::{Callback, Kind};
 
+/// EngageLab wants an answer within 3 seconds; reading the callback's body
+/// must end within them (the rest of the path is a verify and a queue write).
+pub const ANSWER_BUDGET: Duration = Duration::from_secs(3);
 /// When nothing is due, the longest the worker waits before looking again
 /// without being woken: enqueueing on this host wakes it at once, and this
 /// poll finds what other hosts queued (or what a dead host's lease let go)
@@ -111,11 +116,9 @@ impl EventStats {
 
 /// Answer one request to an EngageLab route.
 pub async fn receive(app: &App, route: &EventRoute, req: Request<Incoming>) -> Response<Body> {
+    let arrived = Instant::now();
     if req.method() != Method::POST {
-        let mut res = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        res.headers_mut()
-            .insert(hyper::header::ALLOW, HeaderValue::from_static("POST"));
-        return res;
+        return method_not_allowed("POST");
     }
     // The replay window against the system clock as it is now (see
     // `verify::wall_clock_ms`); the dedupe stamp below uses the queue's clock.
@@ -128,11 +131,16 @@ pub async fn receive(app: &App, route: &EventRoute, req: Request<Incoming>) -> R
     ) {
         app.event_stats.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(route = %route.path, reason = %e, "EngageLab callback refused: 401");
-        let mut res = Response::new(Body::default());
-        *res.status_mut() = StatusCode::UNAUTHORIZED;
-        return res;
+        return unauthorized(None);
     }
-    let body = match crate::server::read_body(app, req, Instant::now()).await {
+    // The body is read against EngageLab's answer budget, not the delivery
+    // budget: a trickling callback must not hold the connection past it.
+    let limits = BodyLimits {
+        max_bytes: app.max_body_bytes,
+        read_timeout: app.body_read_timeout,
+    };
+    let deadline = Deadline::after(arrived, ANSWER_BUDGET, "EngageLab's answer budget");
+    let body = match read_body(req, &limits, &deadline).await {
         Ok(body) => body,
         Err(res) => return res,
     };

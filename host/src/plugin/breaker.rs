@@ -28,8 +28,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::policy::BreakerSettings;
 use super::Failure;
-use crate::config::BreakerSettings;
 
 /// One plugin's circuit breaker, shared by its delivery and event calls.
 #[derive(Debug)]

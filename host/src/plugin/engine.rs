@@ -13,8 +13,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::host::HostState;
+use super::policy::{Allocator, PluginSpec};
 use super::{bindings, LoadError, Plugin, PluginInfo};
-use crate::config::{Allocator, PluginSpec};
 
 /// How often the epoch advances. A guest yields to the async runtime at
 /// every tick, so this bounds both how late a timeout can fire and how long

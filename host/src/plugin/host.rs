@@ -20,9 +20,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::enrichd::plugin::{config, crm, kv, log, types};
 use super::limits::Limiter;
+use super::policy::{Capability, Limits};
 use super::stdio::{escape_controls, Capture, LogBudget};
 use super::PluginInfo;
-use crate::config::{Capability, Limits};
 use crate::crm::cache::{Answer, CrmSource, Provenance};
 use crate::crm::{MAX_ADDRESS_BYTES, MAX_DOMAIN_BYTES};
 use crate::storage::kv::check_entry;

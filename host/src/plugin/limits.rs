@@ -8,7 +8,7 @@
 
 use wasmtime::ResourceLimiter;
 
-use crate::config::Limits;
+use super::policy::Limits;
 
 /// Which limit a call ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,10 +13,10 @@
 
 mod bindings;
 pub mod breaker;
-mod convert;
 mod engine;
 mod host;
 mod limits;
+pub mod policy;
 mod stdio;
 
 use std::collections::BTreeMap;
@@ -31,12 +31,12 @@ use tokio::runtime::RuntimeFlavor;
 use wasmtime::Store;
 use wasmtime_wasi::WasiCtxBuilder;
 
-use crate::actions::Action;
-use crate::config::{Grants, Limits, OnError};
 pub use bindings::events::EngagelabEvent as WitEvent;
 pub use bindings::events::EventKind as WitEventKind;
+/// The WIT types plugins see (delivery, actions, output), for the side that
+/// converts to and from them.
+pub use bindings::types as wit;
 pub use bindings::types::Delivery as WitDelivery;
-pub use convert::delivery as wit_delivery;
 pub use engine::{
     AllocatorKind, EngineOptions, PluginEngine, EPOCH_TICK, MAX_CONCURRENT_CALLS,
     MAX_CONCURRENT_EVENT_CALLS,
@@ -44,6 +44,7 @@ pub use engine::{
 use host::HostState;
 pub use host::Services;
 use limits::{LimitHit, Limiter};
+pub use policy::{Grants, Limits, OnError};
 pub use stdio::MAX_CAPTURED_BYTES;
 
 /// What the rest of the host needs to know about a plugin.
@@ -169,20 +170,17 @@ impl Failure {
     }
 }
 
-/// A plugin's output, converted to host actions (not yet validated).
-#[derive(Debug)]
-pub struct Output {
-    /// Actions in the plugin's order.
-    pub actions: Vec<Action>,
-    /// The plugin's own note.
-    pub message: Option<String>,
-}
+/// Turns a plugin's WIT output into the caller's type, refusing it whole
+/// (`Failure::OutputLimit`) when it is over one of the plugin's limits. It
+/// runs inside the call: off the async workers, and before the circuit
+/// breaker counts the result, so an output refused here counts as a failure.
+pub type ConvertOutput<T> = fn(wit::PluginOutput, &Limits) -> Result<T, Failure>;
 
 /// One delivery call's result and the per-call host budgets it ran into.
 #[derive(Debug)]
-pub struct Called {
-    /// The output, or why there is none.
-    pub result: Result<Output, Failure>,
+pub struct Called<T> {
+    /// The converted output, or why there is none.
+    pub result: Result<T, Failure>,
     /// Config keys of the budgets the call ran into (e.g.
     /// `kv_write_bytes_per_call`), in the order first hit; the guest got
     /// `host-error.over-limit` for each.
@@ -278,26 +276,30 @@ impl Plugin {
     /// `limit.deadline` at the latest; `Failure::Quarantined` at once while
     /// its circuit breaker is open. On a multi-threaded runtime the call
     /// runs off the async workers (`block_in_place`) once it has an instance
-    /// slot. The output is checked against `max_actions` and
-    /// `max_output_bytes` and its message cut to `max_message_bytes`;
+    /// slot. The output is checked against `max_actions`, then handed to
+    /// `convert` (which checks what else it needs, e.g. `max_output_bytes`);
     /// validation is the caller's (`chain`).
-    pub async fn call(
+    pub async fn call<T>(
         &self,
         delivery: &WitDelivery,
         services: &Services,
         limit: CallLimit,
-    ) -> Result<Output, Failure> {
-        self.call_reporting(delivery, services, limit).await.result
+        convert: ConvertOutput<T>,
+    ) -> Result<T, Failure> {
+        self.call_reporting(delivery, services, limit, convert)
+            .await
+            .result
     }
 
     /// [`Plugin::call`], also saying which per-call host budgets (`log`,
     /// `kv`, `crm`) the call ran into, for the delivery's record.
-    pub async fn call_reporting(
+    pub async fn call_reporting<T>(
         &self,
         delivery: &WitDelivery,
         services: &Services,
         limit: CallLimit,
-    ) -> Called {
+        convert: ConvertOutput<T>,
+    ) -> Called<T> {
         let mut limits_hit = Vec::new();
         let result = async {
             // Checked before the instance slot is waited for; settled with the
@@ -306,7 +308,7 @@ impl Plugin {
             // The slot is waited for on the async worker: a delivery queued for
             // one holds no thread.
             let permit = self.acquire(&self.permits.deliveries, limit).await?;
-            let call = self.deliver(delivery, services, limit, permit, &mut limits_hit);
+            let call = self.deliver(delivery, services, limit, permit, &mut limits_hit, convert);
             let result = match tokio::runtime::Handle::try_current() {
                 // Lifting a plugin's output out of its memory (tens of thousands
                 // of strings) and converting it is host work wasmtime does in
@@ -339,14 +341,15 @@ impl Plugin {
     }
 
     /// [`Plugin::call`] once it has its instance slot.
-    async fn deliver(
+    async fn deliver<T>(
         &self,
         delivery: &WitDelivery,
         services: &Services,
         limit: CallLimit,
         permit: tokio::sync::SemaphorePermit<'_>,
         limits_hit: &mut Vec<&'static str>,
-    ) -> Result<Output, Failure> {
+        convert: ConvertOutput<T>,
+    ) -> Result<T, Failure> {
         match self
             .invoke(
                 Call::Delivery(delivery),
@@ -358,14 +361,17 @@ impl Plugin {
             )
             .await?
         {
-            Returned::Delivery(Ok(out)) => self.check_output(out),
+            Returned::Delivery(Ok(out)) => convert(self.check_output(out)?, &self.info.limits),
             Returned::Delivery(Err(guest)) | Returned::Event(Err(guest)) => Err(Failure::Guest(
                 describe_guest_error(guest, self.info.limits.max_message_bytes),
             )),
-            Returned::Event(Ok(())) => Ok(Output {
-                actions: Vec::new(),
-                message: None,
-            }),
+            Returned::Event(Ok(())) => convert(
+                wit::PluginOutput {
+                    actions: Vec::new(),
+                    message: None,
+                },
+                &self.info.limits,
+            ),
         }
     }
 
@@ -529,39 +535,18 @@ impl Plugin {
         }
     }
 
-    /// Convert the output, refusing it whole when it is over a limit: a
-    /// truncated list could drop the one action that mattered, silently.
-    /// The plugin's message is only a note, so it is cut (marked) instead.
-    fn check_output(&self, out: bindings::types::PluginOutput) -> Result<Output, Failure> {
-        let limits = &self.info.limits;
-        if out.actions.len() > limits.max_actions {
+    /// Refuse an output with more than `max_actions` whole, before it is
+    /// converted: a truncated list could drop the one action that mattered,
+    /// silently.
+    fn check_output(&self, out: wit::PluginOutput) -> Result<wit::PluginOutput, Failure> {
+        let max = self.info.limits.max_actions;
+        if out.actions.len() > max {
             return Err(Failure::OutputLimit(format!(
-                "{} actions returned, at most {} allowed",
+                "{} actions returned, at most {max} allowed",
                 out.actions.len(),
-                limits.max_actions
             )));
         }
-        let actions: Vec<Action> = out.actions.into_iter().map(convert::action).collect();
-        // An action over a list cap is dropped by validation and never
-        // reaches the envelope, so it is not counted: serializing a
-        // 90 000-item list only to count it would cost more than refusing it.
-        let caps = crate::validate::Caps::from(limits);
-        let counted: Vec<&Action> = actions
-            .iter()
-            .filter(|a| crate::validate::check_list_caps(a, &caps).is_ok())
-            .collect();
-        let bytes = crate::text::json_len(&counted);
-        if bytes > limits.max_output_bytes {
-            return Err(Failure::OutputLimit(format!(
-                "{bytes} bytes of actions returned, at most {} allowed",
-                limits.max_output_bytes
-            )));
-        }
-        let mut message = out.message;
-        if let Some(m) = &mut message {
-            crate::text::cut_in_place(m, limits.max_message_bytes, "max_message_bytes");
-        }
-        Ok(Output { actions, message })
+        Ok(out)
     }
 
     /// Write what the guest printed to tracing, line by line with control

@@ -1,5 +1,5 @@
 //! The delivery record (what each plugin did, for the log and the admin
-//! listener), bounded in bytes.
+//! listener), typed ([`DeliveryRecord`]) and bounded in bytes.
 //!
 //! A record holds what plugins and senders chose: action bodies, notes,
 //! drop reasons, texts, the delivery's subject and ids. Each of those is
@@ -11,9 +11,113 @@
 //! The envelope is not touched: it is stored apart and replayed byte for
 //! byte.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use super::chain::{PluginRecord, Status, Verdict};
+use super::payload::Delivery;
 use crate::text::json_len;
+
+/// What is recorded of one answered delivery. Its JSON field names are the
+/// ones stored records and the README's examples use; the stored form is
+/// [`DeliveryRecord::bounded`] (a record over the bound is cut down, so
+/// storage keeps JSON, not this type).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRecord {
+    /// Route path.
+    pub route: String,
+    /// The payload's id.
+    pub delivery: String,
+    /// The shared mailbox.
+    pub mailbox: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// The mail's subject (at most `MAX_SUBJECT_BYTES`).
+    pub subject: String,
+    /// Unix ms when answered.
+    pub answered_at_ms: u64,
+    /// Time from arrival to the answer, ms.
+    pub elapsed_ms: u64,
+    /// HTTP status answered.
+    pub http_status: u16,
+    /// How it was answered.
+    pub status: RecordStatus,
+    /// The envelope's message, or the 5xx reason.
+    pub message: String,
+    /// What each chain entry did, in order.
+    pub plugins: Vec<PluginRecord>,
+}
+
+/// How a delivery was answered, as its record says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordStatus {
+    /// 200, envelope status `success`.
+    Success,
+    /// 200, envelope status `error`.
+    Error,
+    /// 5xx: the sender retries.
+    Retry,
+}
+
+/// How a delivery was answered: the parts of its record that are not the
+/// delivery's own.
+#[derive(Debug)]
+pub struct Answered<'a> {
+    /// The chain's verdict.
+    pub verdict: &'a Verdict,
+    /// HTTP status answered (a 5xx overrides the verdict: it is a retry).
+    pub http_status: u16,
+    /// The envelope's message, or the 5xx reason.
+    pub message: String,
+    /// Unix ms when answered.
+    pub at_ms: u64,
+    /// Time from arrival to the answer, ms.
+    pub elapsed_ms: u64,
+}
+
+impl DeliveryRecord {
+    /// The record of `delivery` on `route`, answered as `answered`, with
+    /// what each chain entry did (`plugins`).
+    pub fn new(
+        route: &str,
+        delivery: &Delivery,
+        answered: Answered<'_>,
+        plugins: Vec<PluginRecord>,
+    ) -> Self {
+        let status = match answered.verdict {
+            _ if answered.http_status >= 500 => RecordStatus::Retry,
+            Verdict::Answer(env) => match env.status {
+                Status::Success => RecordStatus::Success,
+                Status::Error => RecordStatus::Error,
+            },
+            Verdict::Retry(_) => RecordStatus::Retry,
+        };
+        DeliveryRecord {
+            route: route.to_owned(),
+            delivery: delivery.id.clone(),
+            mailbox: delivery.mailbox.clone(),
+            conversation_id: delivery.conversation_id.clone(),
+            subject: delivery.subject.clone(),
+            answered_at_ms: answered.at_ms,
+            elapsed_ms: answered.elapsed_ms,
+            http_status: answered.http_status,
+            status,
+            message: answered.message,
+            plugins,
+        }
+    }
+
+    /// The record as JSON, [`bound`]ed to `max_bytes`: what is logged and
+    /// stored.
+    pub fn bounded(&self, max_bytes: usize) -> Value {
+        // Serializing strings, numbers and plain enums cannot fail; an
+        // empty object would still be a valid (if useless) record.
+        let json = serde_json::to_value(self).unwrap_or_else(|_| json!({}));
+        bound(json, max_bytes)
+    }
+}
 
 /// Most bytes (as JSON) of one delivery record, in the log line and in the
 /// store. A normal record (a few plugins, a few actions each) is 1–10 KiB;
@@ -147,6 +251,90 @@ fn cut_texts(record: &mut Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::emailgistics::chain::Envelope;
+    use crate::emailgistics::payload::{parse, Parsed};
+
+    fn seed() -> Delivery {
+        match parse(include_bytes!("../../../examples/seed-payload.json")) {
+            Ok(Parsed::Received(d)) => *d,
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_typed_record_has_the_field_names_of_the_stored_records() {
+        let d = seed();
+        let verdict = Verdict::Answer(Envelope::message_only("1 action"));
+        let answered = Answered {
+            verdict: &verdict,
+            http_status: 200,
+            message: "1 action".into(),
+            at_ms: 1_700_000_000_000,
+            elapsed_ms: 12,
+        };
+        let record = DeliveryRecord::new("/hook", &d, answered, Vec::new());
+        // The shape `server::run_and_store` built with `json!` before.
+        let expected = json!({
+            "route": "/hook",
+            "delivery": d.id,
+            "mailbox": d.mailbox,
+            "conversationId": d.conversation_id,
+            "subject": d.subject,
+            "answeredAtMs": 1_700_000_000_000u64,
+            "elapsedMs": 12,
+            "httpStatus": 200,
+            "status": "success",
+            "message": "1 action",
+            "plugins": [],
+        });
+        assert_eq!(record.bounded(MAX_RECORD_BYTES), expected);
+    }
+
+    #[test]
+    fn a_5xx_is_recorded_as_a_retry_whatever_the_verdict() {
+        let d = seed();
+        let error = Verdict::Answer(Envelope {
+            status: Status::Error,
+            message: "refused".into(),
+            actions: Vec::new(),
+        });
+        let cases = [
+            (&error, 200, "error"),
+            // An envelope that could not be encoded is answered 500.
+            (&error, 500, "retry"),
+            (&Verdict::Retry("plugin asked".into()), 503, "retry"),
+        ];
+        for (verdict, http_status, expected) in cases {
+            let answered = Answered {
+                verdict,
+                http_status,
+                message: String::new(),
+                at_ms: 0,
+                elapsed_ms: 0,
+            };
+            let record = DeliveryRecord::new("/hook", &d, answered, Vec::new());
+            assert_eq!(record.bounded(MAX_RECORD_BYTES)["status"], expected);
+        }
+    }
+
+    #[test]
+    fn a_large_typed_record_is_bounded() {
+        let mut d = seed();
+        d.subject = "s".repeat(100_000);
+        let verdict = Verdict::Retry("x".into());
+        let answered = Answered {
+            verdict: &verdict,
+            http_status: 503,
+            message: "m".repeat(100_000),
+            at_ms: 0,
+            elapsed_ms: 0,
+        };
+        let record = DeliveryRecord::new("/hook", &d, answered, Vec::new());
+        let json = record.bounded(4096);
+        assert!(json_len(&json) <= 4096, "{}", json_len(&json));
+        assert_eq!(json["httpStatus"], 503);
+        assert!(json.get("truncated").is_some());
+    }
 
     fn plugin(name: &str, actions: usize, value_len: usize, notes: usize) -> Value {
         json!({

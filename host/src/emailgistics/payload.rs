@@ -28,40 +28,15 @@ pub const EVENT_RECEIVED: &str = "received";
 pub const MAX_ID_BYTES: usize = 256;
 // Longest email address (`mailbox` and every `address`).
 pub use crate::text::MAX_ADDRESS_BYTES;
-/// Longest `subject`, bytes. RFC 5322 recommends 78-character header lines
-/// and forbids lines over 998; a subject of a few folded lines is the most
-/// a real mail has. It is copied into every delivery record and log line,
-/// so 4 KiB bounds those without refusing any honest mail.
-pub const MAX_SUBJECT_BYTES: usize = 4096;
+// Longest `subject` (shared with EngageLab's callbacks).
+pub use crate::text::MAX_SUBJECT_BYTES;
 /// Longest `internetMessageId`, bytes: one RFC 5322 line (998 characters).
 pub const MAX_MESSAGE_ID_BYTES: usize = 998;
 /// Longest `event` name, bytes: names are short words (`received`); an
 /// unknown one is logged.
 pub const MAX_EVENT_NAME_BYTES: usize = 64;
 
-/// A field longer than its limit (answered with 400).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("field `{field}` is {len} bytes, more than the {limit} allowed")]
-pub struct FieldTooLong {
-    /// The field, as named in the payload (`id`, `to[2].address`, …).
-    pub field: String,
-    /// Its length, bytes.
-    pub len: usize,
-    /// The limit, bytes.
-    pub limit: usize,
-}
-
-/// `Err` naming `field` when `value` is longer than `limit` bytes.
-pub fn check_len(field: &str, value: &str, limit: usize) -> Result<(), FieldTooLong> {
-    if value.len() > limit {
-        return Err(FieldTooLong {
-            field: field.to_owned(),
-            len: value.len(),
-            limit,
-        });
-    }
-    Ok(())
-}
+use crate::text::{check_len, FieldTooLong};
 
 /// Why a body is not an acceptable delivery (answered with 400).
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +198,7 @@ pub fn check_lengths(d: &Delivery) -> Result<(), FieldTooLong> {
 mod tests {
     use super::*;
 
-    const SEED: &str = include_str!("../../examples/seed-payload.json");
+    const SEED: &str = include_str!("../../../examples/seed-payload.json");
 
     fn received(body: &str) -> Delivery {
         match parse(body.as_bytes()).unwrap() {

@@ -28,11 +28,11 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::actions::{
+use super::actions::{
     Action, ActionKind, Assign, AssignmentSpec, BodyType, EmailAddress, ForwardMessage,
     InlineAsset, SendMessage, Tag,
 };
-use crate::config::{Limits, DEFAULT_MAX_LIST_ITEMS, DEFAULT_MAX_NAME_BYTES};
+use crate::plugin::policy::{Limits, DEFAULT_MAX_LIST_ITEMS, DEFAULT_MAX_NAME_BYTES};
 
 /// An action that passed validation, possibly adjusted (e.g. truncated values), with notes on what was adjusted.
 #[derive(Debug, Clone, PartialEq)]

@@ -740,8 +740,8 @@ fn forward_with_bad_address_names_the_field() {
 
 // ------------------------------------------------------------- caps
 
-const MAX_ITEMS: usize = crate::config::DEFAULT_MAX_LIST_ITEMS;
-const MAX_NAME: usize = crate::config::DEFAULT_MAX_NAME_BYTES;
+const MAX_ITEMS: usize = crate::plugin::policy::DEFAULT_MAX_LIST_ITEMS;
+const MAX_NAME: usize = crate::plugin::policy::DEFAULT_MAX_NAME_BYTES;
 
 fn strings(n: usize, prefix: &str) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()

@@ -1,11 +1,12 @@
 //! Running a route's plugin chain for one delivery and merging the results.
 //!
 //! Plugins run one after another, in the configured order; each one's
-//! actions are validated ([`crate::validate`]) and appended in order, so the
-//! envelope lists the first plugin's actions first. A plugin that fails
+//! actions are validated ([`super::validate`]) and appended in order, so
+//! the envelope lists the first plugin's actions first. A plugin that fails
 //! contributes nothing and the chain goes on. Everything that happened is
-//! kept in a [`DeliveryRecord`]: the envelope's `message` summarises it in
-//! one line, the record itself goes to the log.
+//! kept in [`PluginRecord`]s, which go into the delivery's
+//! [`DeliveryRecord`](super::record::DeliveryRecord): the envelope's
+//! `message` summarises them in one line, the record goes to the log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +17,10 @@ use tokio::time::Instant;
 
 use serde::Serialize;
 
-use crate::actions::Action;
-use crate::config::OnError;
+use super::actions::Action;
+use super::{convert, validate};
+use crate::plugin::OnError;
 use crate::plugin::{CallLimit, Failure, Plugin, Services, WitDelivery};
-use crate::validate;
 
 /// Longest envelope `message`: it is shown in a single line in Emailgistics
 /// Admin, and the full detail is in the log anyway.
@@ -205,7 +206,10 @@ pub async fn run(
         let crate::plugin::Called {
             result: called,
             limits_hit,
-        } = entry.plugin.call_reporting(delivery, services, limit).await;
+        } = entry
+            .plugin
+            .call_reporting(delivery, services, limit, convert::output)
+            .await;
         // Validating the output is the plugin's time too: an output that
         // takes past the deadline to check counts as the plugin's overrun.
         let caps = validate::Caps::from(&info.limits);
@@ -283,11 +287,7 @@ fn policy_verdict(policy: OnError, plugin: &str, failure: &Failure) -> Option<Ve
 }
 
 /// Validate a plugin's output into its record, under the plugin's caps.
-fn merge_output(
-    plugin: &str,
-    output: crate::plugin::Output,
-    caps: &validate::Caps,
-) -> PluginRecord {
+fn merge_output(plugin: &str, output: convert::Output, caps: &validate::Caps) -> PluginRecord {
     let mut r = PluginRecord::new(plugin, Outcome::Applied);
     r.message = output.message;
     for (index, action) in output.actions.into_iter().enumerate() {
@@ -399,7 +399,7 @@ fn bounded(line: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::{ActionKind, Tag};
+    use crate::emailgistics::actions::{ActionKind, Tag};
 
     fn record(plugin: &str, actions: usize) -> PluginRecord {
         let mut r = PluginRecord::new(plugin, Outcome::Applied);
@@ -528,7 +528,7 @@ mod tests {
 
     #[test]
     fn a_dropped_actions_long_label_is_cut_in_the_record() {
-        let output = crate::plugin::Output {
+        let output = convert::Output {
             actions: vec![Action {
                 name: Some("n".repeat(10_000)),
                 kind: ActionKind::Tag(Tag { tags: vec![] }),
@@ -538,7 +538,7 @@ mod tests {
         let r = merge_output("p", output, &validate::Caps::default());
         let name = r.dropped[0].name.as_deref().unwrap();
         assert!(
-            name.len() <= crate::config::DEFAULT_MAX_NAME_BYTES,
+            name.len() <= crate::plugin::policy::DEFAULT_MAX_NAME_BYTES,
             "{name}"
         );
         assert!(name.ends_with("(10000 bytes, cut at max_name_bytes = 256)"));

@@ -1,0 +1,29 @@
+//! The HTTP transport, knowing nothing of webhooks: the accept loop with its
+//! graceful drain ([`serve`]), the connection cap and its health reserve
+//! ([`ConnectionCap`]), the header and body timeouts and size limit
+//! ([`read_body`]), and the shared JSON answers ([`answers`]).
+//!
+//! The accept loop is generic over the accepted stream ([`Accept`]), so a
+//! TLS acceptor can be added without touching any handler.
+
+pub mod answers;
+mod body;
+mod limits;
+mod serve;
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+pub use answers::{error, json, method_not_allowed, too_large, unauthorized};
+pub use body::{read_body, BodyLimits, Deadline};
+pub use limits::{ConnectionCap, HEALTH_RESERVE_CONNECTIONS};
+pub use serve::{serve, serve_capped, Accept, HEADER_READ_TIMEOUT, RESERVE_HEADER_READ_TIMEOUT};
+
+/// Liveness endpoint; the only path a reserve connection may ask for.
+pub const HEALTHZ_PATH: &str = "/healthz";
+
+/// The body of every answer: all of it is known before it is sent.
+pub type Body = Full<Bytes>;
+
+#[cfg(test)]
+mod tests;

@@ -156,6 +156,10 @@ impl OwnRedis {
 
 impl Drop for OwnRedis {
     fn drop(&mut self) {
+        // A test that failed while the server was frozen must not hang here.
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("redis.pid")) {
+            let _ = Command::new("kill").args(["-CONT", pid.trim()]).status();
+        }
         let _ = self.cli(&["shutdown", "nosave"]);
     }
 }
@@ -178,6 +182,6 @@ impl OwnRedis {
             .args([signal, pid.trim()])
             .status()
             .expect("kill");
-        assert!(status.success());
+        assert!(status.success(), "kill {signal} {pid}");
     }
 }

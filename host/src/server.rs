@@ -63,9 +63,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let jobs = Supervisor::new();
     let swept = app.clone();
-    jobs.spawn("storage sweep", move || {
-        sweep_periodically(swept.clone())
-    });
+    jobs.spawn("storage sweep", move || sweep_periodically(swept.clone()));
     let worker = app.clone();
     jobs.spawn("EngageLab event worker", move || {
         crate::engagelab::work(worker.clone())

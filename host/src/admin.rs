@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::net::TcpListener;
 
 use crate::crm::cache::CrmSource;
 use crate::engagelab::EventStats;
-use crate::http::{error, json, Body, ConnectionCap};
+use crate::http::{error, json, Accept, Body, ConnectionCap};
 use crate::idempotency::Inflight;
 use crate::plugin::{AllocatorKind, Plugin};
 use crate::storage::{AnswerStore, EventQueue, Maintenance};
@@ -59,7 +58,7 @@ pub struct AdminState {
 
 /// Serve the admin endpoints until `shutdown`.
 pub async fn run(
-    listener: TcpListener,
+    listener: impl Accept,
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {

@@ -9,10 +9,13 @@
 //! # Layout
 //!
 //! Dependencies point one way, from the top of this list down, with no
-//! cycle between files or folders: `cli → app → {http, emailgistics,
-//! engagelab, admin} → {idempotency, plugin, crm} → storage`; `config`
-//! resolves the file into the domain types (it depends on them, they not on
-//! it, and only `cli` and `app` name it).
+//! cycle between files or folders: `cli → app → {admin, emailgistics,
+//! engagelab} → {idempotency, plugin → crm} → storage` (`admin` reads the
+//! EngageLab counters, so it sits above `engagelab`); `http`, `clock`,
+//! `text` and `singleflight` are leaves any layer may use. `config`
+//! resolves the file into the domain types: it depends on them, they not
+//! on it, and only `cli` and `app` name it. Only `app` sees the whole: each
+//! handler gets a narrow state of its own.
 //!
 //! - [`cli`]: command-line arguments.
 //! - [`app`]: the composition root: builds a running enrichd from a config

@@ -138,7 +138,7 @@ pub struct TestServer {
     // Config file and data directory; `None` only after `stop`.
     dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
-    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl TestServer {
@@ -182,19 +182,19 @@ impl TestServer {
             let mut rx = stopped;
             let _ = rx.wait_for(|s| *s).await;
         };
-        let tasks = vec![tokio::spawn(enrichd::app::run(
+        let task = tokio::spawn(enrichd::app::run(
             listener,
             Some(admin),
             app.clone(),
             shutdown,
-        ))];
+        ));
         TestServer {
             addr,
             admin_addr,
             app,
             dir: Some(dir),
             stop: Some(stop),
-            tasks,
+            task: Some(task),
         }
     }
 
@@ -246,7 +246,7 @@ impl TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);
         }
-        for task in self.tasks.drain(..) {
+        if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server ran");
         }
         // `self` (and with it the last reference to the App, which holds

@@ -18,14 +18,13 @@ pub mod supervisor;
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 use crate::admin::AdminState;
 use crate::config::{Config, CrmBackendSpec, StorageSpec, DEFAULT_EVENT_LEASE};
 use crate::emailgistics::handler::{DeliveryState, Route};
-use crate::engagelab::{EventState, EventStats};
-use crate::http::{serve_capped, BodyLimits, ConnectionCap};
+use crate::engagelab::{EventRoute, EventState, EventStats};
+use crate::http::{serve_capped, Accept, BodyLimits, ConnectionCap};
 use crate::idempotency::{Clock, Inflight};
 use crate::plugin::{Plugin, PluginEngine, Services};
 use crate::storage::Storage;
@@ -148,9 +147,9 @@ impl App {
         &self.deliveries.routes
     }
 
-    /// How many EngageLab routes are served.
-    pub fn event_routes(&self) -> usize {
-        self.events.routes.len()
+    /// The EngageLab routes, in config order.
+    pub fn event_routes(&self) -> &[EventRoute] {
+        &self.events.routes
     }
 
     /// The services lent to plugins (CRM sources, kv).
@@ -179,9 +178,12 @@ impl App {
 /// a listener fails). Then both listeners stop accepting and drain — the
 /// public one for up to the delivery budget, so no accepted delivery is cut
 /// short — and only then are the jobs shut down.
+///
+/// Both listeners are anything that accepts connections ([`Accept`]), so a
+/// TLS acceptor fits without touching a handler.
 pub async fn run(
-    listener: TcpListener,
-    admin: Option<TcpListener>,
+    listener: impl Accept,
+    admin: Option<impl Accept>,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {

@@ -169,7 +169,7 @@ async fn runs_without_an_admin_listener() {
     let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = public.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(run(public, None, app, async {
+    let running = tokio::spawn(run(public, None::<TcpListener>, app, async {
         let _ = stopped.await;
     }));
     assert_eq!(

@@ -33,7 +33,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
             addr = %public.local_addr()?,
             admin = %admin.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_owned(), |a| a.to_string()),
             routes = app.routes().len(),
-            engagelab_routes = app.event_routes(),
+            engagelab_routes = app.event_routes().len(),
             "enrichd listening"
         );
         crate::app::run(public, admin, app, shutdown_signal()).await?;

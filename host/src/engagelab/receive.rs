@@ -2,15 +2,21 @@
 //! EngageLab's answer budget, check it parses, queue it durably, answer.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
-use super::{event, verify, EventRoute, EventState, ANSWER_BUDGET};
+use super::state::{EventRoute, EventState};
+use super::{event, verify};
 use crate::http::{error, json, method_not_allowed, read_body, unauthorized, Body, Deadline};
 use crate::storage::{Enqueued, QueueError};
+
+/// EngageLab wants an answer within 3 seconds; reading the callback's body
+/// must end within them (the rest of the path is a verify and a queue write).
+pub const ANSWER_BUDGET: Duration = Duration::from_secs(3);
 
 /// Answer one request to an EngageLab route that arrived at `arrived`.
 pub async fn receive(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::event::{self, Callback, Kind};
-use super::EventState;
+use super::state::EventState;
 use crate::plugin::{CallLimit, Failure, OnError, WitEvent, WitEventKind};
 use crate::storage::{Next, QueuedEvent};
 

@@ -54,7 +54,7 @@ mod events;
 mod kv;
 mod maintenance;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 #[cfg(test)]
 mod tests;
 

@@ -12,7 +12,7 @@ use crate::crm::embedded::{CrmError, EmbeddedCrm, ImportOptions};
 use crate::crm::http::HttpCrm;
 use crate::crm::{Backend, BackendError};
 use crate::emailgistics::chain::ChainEntry;
-use crate::emailgistics::handler::Route;
+use crate::emailgistics::Route;
 use crate::engagelab::EventRoute;
 use crate::idempotency::Clock;
 use crate::plugin::{EngineOptions, LoadError, Plugin, PluginEngine};

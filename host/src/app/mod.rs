@@ -22,7 +22,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::admin::AdminState;
 use crate::config::{Config, CrmBackendSpec, StorageSpec, DEFAULT_EVENT_LEASE};
-use crate::emailgistics::handler::{DeliveryState, Route};
+use crate::emailgistics::{DeliveryState, Route};
 use crate::engagelab::{EventRoute, EventState, EventStats};
 use crate::http::{serve_capped, Accept, BodyLimits, ConnectionCap};
 use crate::idempotency::{Clock, Inflight};

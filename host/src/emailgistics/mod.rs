@@ -21,3 +21,5 @@ pub mod handler;
 pub mod payload;
 pub mod record;
 pub mod validate;
+
+pub use handler::{DeliveryState, Route};

@@ -175,7 +175,7 @@ impl App {
 
 /// Serve `app`: its webhook routes on `listener`, its admin endpoints on
 /// `admin` (if any) and its background jobs, until `shutdown` resolves (or
-/// a listener fails). Then both listeners stop accepting and drain — the
+/// a listener ends). Then both listeners stop accepting and drain — the
 /// public one for up to the delivery budget, so no accepted delivery is cut
 /// short — and only then are the jobs shut down.
 ///
@@ -188,7 +188,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let jobs = jobs::start(&app.storage, &app.events, &app.deliveries.services.crm);
-    // One signal for both listeners: the caller's, or the first to fail.
+    // One signal for both listeners: the caller's, or the first listener to
+    // end (an accept loop ends only on the signal today; if one ever ends
+    // for another reason, the other must not serve on alone).
     let (stop, stopped) = watch::channel(false);
     let stopped = || {
         let mut rx = stopped.clone();

@@ -16,10 +16,13 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::net::TcpListener;
 
-use crate::app::App;
-use crate::http::{error, json, Body};
+use crate::crm::cache::CrmSource;
+use crate::engagelab::EventStats;
+use crate::http::{error, json, Accept, Body, ConnectionCap};
+use crate::idempotency::Inflight;
+use crate::plugin::{AllocatorKind, Plugin};
+use crate::storage::{AnswerStore, EventQueue, Maintenance};
 
 /// Default and largest page of `GET /deliveries`.
 pub const DEFAULT_LIST_LIMIT: usize = 50;
@@ -28,20 +31,45 @@ pub const MAX_LIST_LIMIT: usize = 10_000;
 /// Admin requests are short reads; on shutdown they get this long.
 const ADMIN_GRACE: Duration = Duration::from_secs(5);
 
+/// What the admin listener reads: the stored answers and the queue, and
+/// the counters of the parts it reports on.
+pub struct AdminState {
+    /// `"sled"` or `"redis"`.
+    pub backend: &'static str,
+    /// Stored answers (the delivery log).
+    pub answers: Arc<dyn AnswerStore>,
+    /// The EngageLab queue (its length and cap).
+    pub events: Arc<dyn EventQueue>,
+    /// The backend's size on disk.
+    pub maintenance: Arc<dyn Maintenance>,
+    /// Deliveries in flight on this host.
+    pub inflight: Arc<Inflight>,
+    /// Which instance allocator the wasm engine uses.
+    pub allocator: AllocatorKind,
+    /// Every loaded plugin (calls, circuit breaker).
+    pub plugins: Vec<Arc<Plugin>>,
+    /// The CRM sources (counters).
+    pub crm: Vec<Arc<CrmSource>>,
+    /// EngageLab counters.
+    pub event_stats: Arc<EventStats>,
+    /// The public listener's connection cap and counts.
+    pub connections: ConnectionCap,
+}
+
 /// Serve the admin endpoints until `shutdown`.
 pub async fn run(
-    listener: TcpListener,
-    app: Arc<App>,
+    listener: impl Accept,
+    state: Arc<AdminState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     crate::http::serve(listener, shutdown, ADMIN_GRACE, move |req| {
-        let app = app.clone();
-        async move { handle(&app, req).await }
+        let state = state.clone();
+        async move { handle(&state, req).await }
     })
     .await
 }
 
-async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let mut res = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         res.headers_mut().insert(
@@ -64,10 +92,10 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     let result = match path {
         "/healthz" => Ok(serde_json::json!({"status": "ok"})),
-        "/stats" => stats(app).await,
-        "/deliveries" => list(app, param("since"), param("limit")).await,
+        "/stats" => stats(state).await,
+        "/deliveries" => list(state, param("since"), param("limit")).await,
         _ => match path.strip_prefix("/deliveries/") {
-            Some(raw_id) => show(app, raw_id, param("route")).await,
+            Some(raw_id) => show(state, raw_id, param("route")).await,
             None => Err((StatusCode::NOT_FOUND, "no such endpoint".into())),
         },
     };
@@ -85,7 +113,7 @@ fn store_failed(e: crate::storage::StorageError) -> (StatusCode, String) {
     (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-async fn list(app: &App, since: Option<&str>, limit: Option<&str>) -> Answer {
+async fn list(state: &AdminState, since: Option<&str>, limit: Option<&str>) -> Answer {
     let bad = |what: &str| (StatusCode::BAD_REQUEST, what.to_owned());
     let since = since
         .map(str::parse::<u64>)
@@ -98,8 +126,7 @@ async fn list(app: &App, since: Option<&str>, limit: Option<&str>) -> Answer {
         .map_err(|_| bad("limit must be a number"))?
         .unwrap_or(DEFAULT_LIST_LIMIT)
         .min(MAX_LIST_LIMIT);
-    let deliveries = app
-        .storage
+    let deliveries = state
         .answers
         .list(since, limit)
         .await
@@ -107,16 +134,11 @@ async fn list(app: &App, since: Option<&str>, limit: Option<&str>) -> Answer {
     Ok(serde_json::json!({ "deliveries": deliveries }))
 }
 
-async fn show(app: &App, raw_id: &str, route: Option<&str>) -> Answer {
+async fn show(state: &AdminState, raw_id: &str, route: Option<&str>) -> Answer {
     let id = percent_encoding::percent_decode_str(raw_id)
         .decode_utf8()
         .map_err(|_| (StatusCode::BAD_REQUEST, "the id is not UTF-8".to_owned()))?;
-    let found = app
-        .storage
-        .answers
-        .find(&id, route)
-        .await
-        .map_err(store_failed)?;
+    let found = state.answers.find(&id, route).await.map_err(store_failed)?;
     match found.into_iter().next() {
         Some(delivery) => serde_json::to_value(delivery)
             .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
@@ -127,8 +149,8 @@ async fn show(app: &App, raw_id: &str, route: Option<&str>) -> Answer {
     }
 }
 
-async fn stats(app: &App) -> Answer {
-    let plugins: serde_json::Map<String, serde_json::Value> = app
+async fn stats(state: &AdminState) -> Answer {
+    let plugins: serde_json::Map<String, serde_json::Value> = state
         .plugins
         .iter()
         .map(|p| {
@@ -139,35 +161,21 @@ async fn stats(app: &App) -> Answer {
         })
         .collect();
     Ok(serde_json::json!({
-        "storage": app.storage.backend,
-        "deliveries": app.storage.answers.len().await.map_err(store_failed)?,
-        "bytesOnDisk": app.storage.maintenance.bytes_on_disk().await,
-        "inflight": app.inflight.len(),
-        "allocator": format!("{:?}", app.engine.allocator()),
+        "storage": state.backend,
+        "deliveries": state.answers.len().await.map_err(store_failed)?,
+        "bytesOnDisk": state.maintenance.bytes_on_disk().await,
+        "inflight": state.inflight.len(),
+        "allocator": format!("{:?}", state.allocator),
         "plugins": plugins,
-        "crm": crm_stats(app),
-        "engagelab": app.event_stats.snapshot(
-            app.storage.events.len().await.map_err(store_failed)?,
-            app.storage.events.max_queued(),
+        "crm": crate::crm::stats(&state.crm),
+        "engagelab": state.event_stats.snapshot(
+            state.events.len().await.map_err(store_failed)?,
+            state.events.max_queued(),
         ),
         "connections": {
-            "open": app.connections.open(),
-            "max": app.connections.max(),
-            "refused": app.connections.refused(),
+            "open": state.connections.open(),
+            "max": state.connections.max(),
+            "refused": state.connections.refused(),
         },
     }))
-}
-
-/// Per CRM source: its backend kind and counters.
-pub fn crm_stats(app: &App) -> serde_json::Value {
-    app.services
-        .crm
-        .iter()
-        .map(|s| {
-            let mut v = s.stats().snapshot();
-            v["backend"] = serde_json::json!(s.backend().kind());
-            (s.name().to_owned(), v)
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
 }

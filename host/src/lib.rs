@@ -8,30 +8,36 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way, from the top of this list down:
-//! `cli → app → {server, http, emailgistics, engagelab, admin} → {plugin,
-//! crm, idempotency} → storage`; `config` resolves the file into
-//! the domain types (it depends on them, they not on it).
+//! Dependencies point one way, from the top of this list down, with no
+//! cycle between files or folders: `cli → app → {admin, emailgistics,
+//! engagelab} → {idempotency, plugin → crm} → storage` (`admin` reads the
+//! EngageLab counters, so it sits above `engagelab`); `http`, `clock`,
+//! `text` and `singleflight` are leaves any layer may use. `config`
+//! resolves the file into the domain types: it depends on them, they not
+//! on it, and only `cli` and `app` name it. Only `app` sees the whole: each
+//! handler gets a narrow state of its own.
 //!
 //! - [`cli`]: command-line arguments.
-//! - [`app`]: builds a running enrichd from a config (store, CRM, plugins, routes).
-//! - [`server`]: routing, the answer; its background jobs.
+//! - [`app`]: the composition root: builds a running enrichd from a config
+//!   (storage, CRM, plugins, routes), gives each handler its narrow state,
+//!   routes the public listener, runs the background jobs under one
+//!   supervisor and shuts everything down in order.
+//! - [`config`]: the TOML config, validated into a resolved [`config::Config`].
 //! - [`admin`]: the admin listener (delivery log, stats), loopback by default.
+//! - [`emailgistics`]: the Emailgistics contract: auth, payload, actions,
+//!   validation, conversion to and from the plugins' WIT types, the chain
+//!   and its envelope, the delivery record, and the delivery handler.
+//! - [`engagelab`]: EngageLab callbacks: verification, the receiving
+//!   handler, the queue's worker.
 //! - [`http`]: the transport, knowing nothing of webhooks: accept loop
 //!   (generic over the accepted stream), connection cap, body limits and
 //!   timeouts, shared JSON answers.
-//! - [`emailgistics`]: the Emailgistics contract: auth, payload, actions,
-//!   validation, conversion to and from the plugins' WIT types, the chain
-//!   and its envelope, the delivery record.
-//! - [`engagelab`]: EngageLab callbacks: verification, the queue's worker.
-//! - [`config`]: the TOML config, validated into a resolved [`config::Config`].
+//! - [`idempotency`]: one answer per delivery, across copies and hosts.
 //! - [`plugin`]: the wasmtime runtime: engine, bindings, host imports,
 //!   sandbox, and the plugin policy types ([`plugin::policy`]).
 //! - [`crm`]: CRM sources behind the `crm` import (embedded, HTTP) and their cache.
-//! - [`idempotency`]: one answer per delivery, across copies and hosts.
-//! - [`singleflight`]: one caller works per key, concurrent callers wait for its result.
 //! - [`storage`]: every piece of state behind async ports; sled and Redis backends.
-//! - [`supervisor`]: the background jobs: named, restarted after a panic, one shutdown.
+//! - [`singleflight`]: one caller works per key, concurrent callers wait for its result.
 //! - [`clock`]: wall-clock milliseconds on tokio's clock.
 //! - [`text`]: cutting untrusted text to a byte bound, marking the cut.
 
@@ -46,8 +52,6 @@ pub mod engagelab;
 pub mod http;
 pub mod idempotency;
 pub mod plugin;
-pub mod server;
 pub mod singleflight;
 pub mod storage;
-pub mod supervisor;
 pub mod text;

@@ -1,7 +1,7 @@
 //! Single flight: the first caller for a key does the work, concurrent
 //! callers for the same key wait for its result instead of repeating it.
 //!
-//! Used for copies of one delivery ([`crate::server`]) and for concurrent
+//! Used for copies of one delivery ([`crate::idempotency`]) and for concurrent
 //! CRM misses of one key ([`crate::crm::cache`]). If the leader goes away
 //! without a result (its task was cancelled), the key is released and a
 //! follower learns it (`None`), so it can claim the key itself.

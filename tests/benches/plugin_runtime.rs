@@ -68,7 +68,7 @@ fn bench_calls(c: &mut Criterion, dir: &Path, rt: &tokio::runtime::Runtime) {
         let app = rt
             .block_on(App::build(&config(dir, allocator, "")))
             .expect("app");
-        let (plugin, services) = (&app.plugins[0], &app.services);
+        let (plugin, services) = (&app.plugins()[0], app.services());
         // Sanity: the plugin really enriches.
         let out = rt
             .block_on(plugin.call(&delivery, services, far_limit(), output))

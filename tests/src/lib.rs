@@ -145,7 +145,7 @@ pub struct TestServer {
     // Config file and data directory; `None` only after `stop`.
     dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
-    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl TestServer {
@@ -185,35 +185,35 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let admin_addr = admin.local_addr().expect("admin addr");
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let wait = move || {
-            let mut rx = stopped.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
+        let shutdown = async move {
+            let mut rx = stopped;
+            let _ = rx.wait_for(|s| *s).await;
         };
-        let tasks = vec![
-            tokio::spawn(enrichd::server::run(listener, app.clone(), wait())),
-            tokio::spawn(enrichd::admin::run(admin, app.clone(), wait())),
-        ];
+        let task = tokio::spawn(enrichd::app::run(
+            listener,
+            Some(admin),
+            app.clone(),
+            shutdown,
+        ));
         TestServer {
             addr,
             admin_addr,
             app,
             dir: Some(dir),
             stop: Some(stop),
-            tasks,
+            task: Some(task),
         }
     }
 
     /// Callbacks queued (leased ones included).
     pub async fn queued(&self) -> usize {
-        self.app.storage.events.len().await.expect("queue length")
+        self.app.storage().events.len().await.expect("queue length")
     }
 
     /// Fingerprints held by the EngageLab duplicate filter.
     pub async fn seen(&self) -> usize {
         self.app
-            .storage
+            .storage()
             .events
             .seen_len()
             .await
@@ -223,7 +223,7 @@ impl TestServer {
     /// Answers stored (expired ones included until swept).
     pub async fn stored(&self) -> usize {
         self.app
-            .storage
+            .storage()
             .answers
             .len()
             .await
@@ -249,7 +249,7 @@ impl TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);
         }
-        for task in self.tasks.drain(..) {
+        if let Some(task) = self.task.take() {
             task.await.expect("server task").expect("server ran");
         }
         // `self` (and with it the last reference to the App, which holds

@@ -74,7 +74,7 @@ fn calls(server: &TestServer, name: &str) -> u64 {
 }
 
 async fn heal(server: &TestServer, name: &str) {
-    let kv = server.app.services.kv.as_ref().expect("kv store");
+    let kv = server.app.services().kv.as_ref().expect("kv store");
     kv.set_within(name, "healed", "1", enrichd::storage::Quota::UNLIMITED)
         .await
         .expect("kv set");
@@ -395,7 +395,7 @@ async fn deliveries_and_events_share_the_breaker_and_a_quarantined_retry_event_i
     ))
     .unwrap();
     assert_eq!(send_event(&server, &body).await, 200);
-    let stats = &server.app.event_stats;
+    let stats = server.app.event_stats();
     until("a quarantined, postponed attempt", async || {
         stats.postponed.load(std::sync::atomic::Ordering::Relaxed) >= 1
     })

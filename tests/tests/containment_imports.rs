@@ -359,7 +359,7 @@ async fn kv_namespace_quotas_and_operation_budget_obeyed_and_violated() {
         ],
     ))
     .await;
-    let kv = server.app.services.kv.clone().unwrap();
+    let kv = server.app.services().kv.clone().unwrap();
     let quota = enrichd::storage::Quota {
         max_keys: 5,
         max_bytes: u64::MAX,

@@ -78,7 +78,7 @@ async fn send(server: &TestServer, body: &str) -> Response {
 async fn echoed(server: &TestServer) -> Option<String> {
     server
         .app
-        .services
+        .services()
         .kv
         .as_ref()
         .unwrap()
@@ -158,7 +158,7 @@ async fn settle() {
 async fn a_full_event_queue_answers_503_and_nothing_is_lost() {
     let server = TestServer::start(&config("", "[events]\nmax_queued = 2\n")).await;
     // No event call can start: callbacks stay queued.
-    let permits = server.app.engine.event_permits();
+    let permits = server.app.engine().event_permits();
     let held = permits
         .clone()
         .acquire_many_owned(enrichd::plugin::MAX_CONCURRENT_EVENT_CALLS)
@@ -269,7 +269,7 @@ async fn a_callback_that_got_no_call_permit_is_processed_once_permits_free_up() 
     let server = TestServer::start(&config("", "")).await;
     let held = server
         .app
-        .engine
+        .engine()
         .event_permits()
         .acquire_many_owned(enrichd::plugin::MAX_CONCURRENT_EVENT_CALLS)
         .await
@@ -279,7 +279,7 @@ async fn a_callback_that_got_no_call_permit_is_processed_once_permits_free_up() 
     until("postponed", Duration::from_secs(30), async || {
         server
             .app
-            .event_stats
+            .event_stats()
             .postponed
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 1
@@ -307,7 +307,7 @@ async fn deliveries_and_events_have_their_own_permits_and_a_busy_delivery_is_503
     let server = TestServer::start(&config("", "")).await;
     let held = server
         .app
-        .engine
+        .engine()
         .delivery_permits()
         .acquire_many_owned(enrichd::plugin::MAX_CONCURRENT_CALLS)
         .await

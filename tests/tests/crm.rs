@@ -225,7 +225,7 @@ async fn fifty_concurrent_misses_make_one_backend_call() {
     crm.add_customer(SENDER, customer());
     crm.set_mode(Mode::Slow(Duration::from_millis(300)));
     let server = TestServer::start(&config(&crm, "", "", "")).await;
-    let source = server.app.services.crm[0].clone();
+    let source = server.app.services().crm[0].clone();
     let mut lookups = tokio::task::JoinSet::new();
     for _ in 0..50 {
         let source = source.clone();
@@ -310,7 +310,7 @@ async fn recently_used_keys_are_refreshed_before_they_expire() {
     // At 6 s the answer would expire before the next refresh (at 16 s):
     // the refresh (run here by hand, as the schedule would) fetches it anew.
     jump(Duration::from_secs(6)).await;
-    let source = server.app.services.crm[0].clone();
+    let source = server.app.services().crm[0].clone();
     assert_eq!(source.refresh_recent().await, 1);
     for _ in 0..100 {
         if crm.email_calls() == 2 {

@@ -96,7 +96,7 @@ async fn drained(server: &TestServer) {
 async fn kv(server: &TestServer, ns: &str, key: &str) -> Option<String> {
     server
         .app
-        .services
+        .services()
         .kv
         .as_ref()
         .unwrap()
@@ -387,7 +387,7 @@ async fn kv_limits_and_grants_obeyed_and_violated() {
     let server = TestServer::start(&format!("{}{routes}", config(&plugins, ""))).await;
     server
         .app
-        .services
+        .services()
         .kv
         .as_ref()
         .unwrap()

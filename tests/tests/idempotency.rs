@@ -247,7 +247,7 @@ async fn the_store_is_bounded_and_expired_answers_are_swept() {
     for i in 0..5 {
         server.deliver(ROUTE, &with_id(&format!("id-{i}"))).await;
     }
-    let report = server.app.storage.sweep().await.unwrap();
+    let report = server.app.storage().sweep().await.unwrap();
     assert_eq!((report.evicted, report.remaining), (2, 3));
     // The oldest were evicted: id-0 runs again, id-4 is still replayed.
     assert_eq!(
@@ -286,7 +286,7 @@ async fn answers_expire_after_the_retention_window() {
     jump(std::time::Duration::from_secs(71 * 3600)).await;
     let again = server.deliver("/echo", &seed_payload()).await;
     assert_eq!(again.header(REPLAY), Some("true"), "within 72 h");
-    server.app.storage.sweep().await.unwrap();
+    server.app.storage().sweep().await.unwrap();
     assert_eq!(server.stored().await, 2, "nothing expired yet");
 
     jump(std::time::Duration::from_secs(2 * 3600)).await;
@@ -297,7 +297,7 @@ async fn answers_expire_after_the_retention_window() {
         "after 72 h the delivery runs again"
     );
     assert_eq!(server.app.plugin_calls("echo"), Some(3));
-    server.app.storage.sweep().await.unwrap();
+    server.app.storage().sweep().await.unwrap();
     assert_eq!(
         server.stored().await,
         1,

@@ -547,7 +547,7 @@ async fn pooling_and_on_demand_allocators_both_serve() {
         .unwrap();
         let config = enrichd::config::Config::load(&file).unwrap();
         let app = enrichd::app::App::build(&config).await.unwrap();
-        assert_eq!(app.engine.allocator(), expected);
+        assert_eq!(app.engine().allocator(), expected);
         let delivery =
             match enrichd::emailgistics::payload::parse(seed_payload().to_string().as_bytes())
                 .unwrap()
@@ -557,9 +557,9 @@ async fn pooling_and_on_demand_allocators_both_serve() {
             };
         let wit = enrichd::emailgistics::convert::delivery(&delivery);
         let (verdict, records) = enrichd::emailgistics::chain::run(
-            &app.routes[0].chain,
+            &app.routes()[0].chain,
             &wit,
-            &app.services,
+            app.services(),
             tokio::time::Instant::now(),
             Duration::from_secs(10),
         )

@@ -32,24 +32,11 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(
             addr = %public.local_addr()?,
             admin = %admin.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_owned(), |a| a.to_string()),
-            routes = app.routes.len(),
+            routes = app.routes().len(),
+            engagelab_routes = app.event_routes().len(),
             "enrichd listening"
         );
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let wait = move || {
-            let mut rx = stopped.clone();
-            async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }
-        };
-        let admin_task = admin.map(|l| tokio::spawn(crate::admin::run(l, app.clone(), wait())));
-        let public_task = tokio::spawn(crate::server::run(public, app, wait()));
-        shutdown_signal().await;
-        let _ = stop.send(true);
-        public_task.await??;
-        if let Some(t) = admin_task {
-            t.await??;
-        }
+        crate::app::run(public, admin, app, shutdown_signal()).await?;
         tracing::info!("enrichd stopped");
         Ok(())
     })

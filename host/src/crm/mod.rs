@@ -14,6 +14,7 @@ pub mod http;
 pub mod import;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 // The longest address and domain a lookup accepts: a guest must not push
 // arbitrary strings to the backend.
@@ -100,6 +101,20 @@ pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
 /// Email keys are compared case-insensitively.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
+}
+
+/// Per CRM source: its backend kind and counters (for `GET /stats` and the
+/// counters log line).
+pub fn stats(sources: &[Arc<cache::CrmSource>]) -> serde_json::Value {
+    sources
+        .iter()
+        .map(|s| {
+            let mut v = s.stats().snapshot();
+            v["backend"] = serde_json::json!(s.backend().kind());
+            (s.name().to_owned(), v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 #[cfg(test)]

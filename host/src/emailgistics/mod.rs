@@ -10,11 +10,16 @@
 //! - [`chain`]: running a route's chain, merging actions into the envelope.
 //! - [`record`]: the delivery record, bounded in bytes for the log and the
 //!   store.
+//! - [`handler`]: the delivery handler: auth, body, the idempotency
+//!   protocol, the answer and its replay.
 
 pub mod actions;
 pub mod auth;
 pub mod chain;
 pub mod convert;
+pub mod handler;
 pub mod payload;
 pub mod record;
 pub mod validate;
+
+pub use handler::{DeliveryState, Route};

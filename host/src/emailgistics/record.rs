@@ -273,7 +273,7 @@ mod tests {
             elapsed_ms: 12,
         };
         let record = DeliveryRecord::new("/hook", &d, answered, Vec::new());
-        // The shape `server::run_and_store` built with `json!` before.
+        // The shape the delivery handler built with `json!` before.
         let expected = json!({
             "route": "/hook",
             "delivery": d.id,

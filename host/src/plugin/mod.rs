@@ -1,14 +1,14 @@
-//! The plugin runtime: one wasmtime engine for the process ([`engine`]), each
+//! The plugin runtime: one wasmtime engine for the process (`engine`), each
 //! plugin compiled once into an `InstancePre`, and a fresh store (fresh
 //! instance, fresh WASI context, fresh limits) for every call.
 //!
 //! Sandboxing: a guest gets an empty WASI context (no files, environment,
-//! arguments or sockets; stdout/stderr captured, see [`stdio`]) and only the
-//! imports its config grants ([`host`]). Time is bounded with epoch
+//! arguments or sockets; stdout/stderr captured, see `stdio`) and only the
+//! imports its config grants (`host`). Time is bounded with epoch
 //! interruption: guests yield to tokio at every epoch tick, and the caller's
 //! timeout drops the call's future, ending the instance wherever it was —
 //! host calls it made included. Memory, fuel and output are bounded per call
-//! ([`limits`], [`Plugin::call`]); the guest's texts (message, error, trap)
+//! (`limits`, [`Plugin::call`]); the guest's texts (message, error, trap)
 //! are cut to `max_message_bytes`.
 
 mod bindings;

@@ -63,7 +63,7 @@ const SEP: u8 = 0x00;
 const SWEEP_BATCH: usize = 1024;
 
 use crate::storage::answers::StoreSettings;
-use crate::storage::{DeliverySummary, FlushPolicy, StoredDelivery};
+use crate::storage::{DeliverySummary, FlushPolicy, StoredDelivery, SweepReport};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,18 +87,6 @@ pub enum StoreError {
         /// Encoding error.
         source: serde_json::Error,
     },
-}
-
-/// What a sweep did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SweepReport {
-    /// Records removed because they expired.
-    pub expired: usize,
-    /// Unexpired records removed to respect `max_records`.
-    pub evicted: usize,
-    /// Records left after the sweep.
-    pub remaining: usize,
 }
 
 /// The store of answered deliveries (cheap to clone: sled handles are shared).
@@ -439,7 +427,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::storage::answers::{DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
-    use crate::storage::sled::test_util::{copy_dir, reopen, temp_db};
+    use crate::storage::sled::test_util::{copy_dir, reopen, temp_db, unflushed_db};
     use crate::storage::DEFAULT_FLUSH;
     use serde_json::json;
 
@@ -582,7 +570,8 @@ mod tests {
             SweepReport {
                 expired: 0,
                 evicted: 0,
-                remaining: 1
+                remaining: 1,
+                ..Default::default()
             }
         );
         assert_eq!(store.list(0, 10, now).unwrap().len(), 1);
@@ -607,7 +596,8 @@ mod tests {
             SweepReport {
                 expired: 3,
                 evicted: 0,
-                remaining: 2
+                remaining: 2,
+                ..Default::default()
             }
         );
         assert_eq!(store.len(), 2);
@@ -692,7 +682,8 @@ mod tests {
             SweepReport {
                 expired: 0,
                 evicted: 2,
-                remaining: 3
+                remaining: 3,
+                ..Default::default()
             }
         );
         assert_eq!(ids(&store.list(0, 10, T0 + 10).unwrap()), ["a", "b", "c"]);
@@ -804,12 +795,7 @@ mod tests {
     /// Copy the files while the database is still open and never flushed by
     /// sled on its own: what a crash right after `put` would leave.
     async fn survives_crash(flush: FlushPolicy) -> bool {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path())
-            .flush_every_ms(None)
-            .open()
-            .unwrap();
+        let (dir, db) = unflushed_db();
         let store = DeliveryStore::open(&db, settings(HOUR_MS, 10, flush)).unwrap();
         let d = delivery("/hook", "crash", T0);
         store.put(&d).await.unwrap();

@@ -436,7 +436,7 @@ fn storage(error: TransactionError<Infallible>) -> QueueError {
 mod tests {
     use super::*;
     use crate::storage::events::DEFAULT_DEDUPE_WINDOW;
-    use crate::storage::sled::test_util::{crash_copy, reopen, temp_db};
+    use crate::storage::sled::test_util::{crash_copy, reopen, temp_db, unflushed_db};
 
     const T0: u64 = 1_676_617_200_000;
     const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -693,16 +693,6 @@ mod tests {
             q.enqueue(ROUTE, "a", T0).await.unwrap(),
             Enqueued::Duplicate
         );
-    }
-
-    fn unflushed_db() -> (tempfile::TempDir, sled::Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path())
-            .flush_every_ms(None)
-            .open()
-            .unwrap();
-        (dir, db)
     }
 
     #[tokio::test]

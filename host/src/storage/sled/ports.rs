@@ -209,10 +209,8 @@ impl Maintenance for SledMaintenance {
             let answers = store.sweep(now)?;
             let seen_forgotten = if seen { q.sweep_seen(now)? } else { 0 };
             Ok::<_, StorageError>(SweepReport {
-                expired: answers.expired,
-                evicted: answers.evicted,
-                remaining: answers.remaining,
                 seen_forgotten,
+                ..answers
             })
         })
         .await

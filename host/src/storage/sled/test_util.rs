@@ -11,6 +11,18 @@ pub fn temp_db() -> (tempfile::TempDir, sled::Db) {
     (dir, db)
 }
 
+/// A database that sled never flushes on its own: what reaches its files
+/// is only what the code under test flushed (a crash copy shows it).
+pub fn unflushed_db() -> (tempfile::TempDir, sled::Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new()
+        .path(dir.path())
+        .flush_every_ms(None)
+        .open()
+        .unwrap();
+    (dir, db)
+}
+
 /// Copy a directory tree.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

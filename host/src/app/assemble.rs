@@ -1,0 +1,214 @@
+//! Turning the resolved config into the parts a running enrichd is made
+//! of: the CRM sources (seeding embedded ones), the wasm engine and the
+//! compiled plugins, and the routes that use them. Blocking work (seeding,
+//! compiling): the caller runs it on tokio's blocking pool.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{Config, CrmBackendSpec, CrmSourceSpec};
+use crate::crm::cache::CrmSource;
+use crate::crm::embedded::{CrmError, EmbeddedCrm, ImportOptions};
+use crate::crm::http::HttpCrm;
+use crate::crm::{Backend, BackendError};
+use crate::emailgistics::chain::ChainEntry;
+use crate::emailgistics::Route;
+use crate::engagelab::EventRoute;
+use crate::idempotency::Clock;
+use crate::plugin::{EngineOptions, LoadError, Plugin, PluginEngine};
+use crate::storage::crm_records::CrmDb;
+use crate::storage::{CrmLastKnown, OpenError};
+
+/// Why enrichd could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The storage could not be opened (e.g. another enrichd holds the
+    /// sled lock; Redis refused the connection).
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    /// Assembling was interrupted (a panic, or the runtime shutting down).
+    #[error("start interrupted: {0}")]
+    Interrupted(String),
+    /// The embedded CRM or its seed could not be loaded.
+    #[error("CRM: {0}")]
+    Crm(#[from] CrmError),
+    /// A CRM source could not be set up.
+    #[error("CRM source {name:?}: {reason}")]
+    CrmSource {
+        /// Source name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A plugin could not be loaded.
+    #[error(transparent)]
+    Plugin(#[from] LoadError),
+    /// A chain names a plugin that does not implement what the chain needs.
+    #[error("{0}")]
+    Chain(String),
+}
+
+/// What the config assembles into, before it is wired into handler state.
+pub(super) struct Parts {
+    /// The wasm engine; dropping it stops the epoch ticker.
+    pub engine: PluginEngine,
+    /// Every loaded plugin, in config order.
+    pub plugins: Vec<Arc<Plugin>>,
+    /// The CRM sources, in config order.
+    pub crm: Vec<Arc<CrmSource>>,
+    /// Emailgistics routes.
+    pub routes: Vec<Route>,
+    /// EngageLab routes.
+    pub event_routes: Vec<EventRoute>,
+}
+
+/// Seed the CRM sources, compile every plugin, build the routes; refuse a
+/// chain naming a plugin that does not implement what the chain needs.
+pub(super) fn parts(
+    config: &Config,
+    crm_db: Option<&CrmDb>,
+    last_known: &Arc<dyn CrmLastKnown>,
+    clock: Clock,
+) -> Result<Parts, StartError> {
+    let crm = config
+        .crm
+        .iter()
+        .map(|spec| open_crm_source(spec, crm_db, last_known.clone(), clock).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let engine = PluginEngine::new(EngineOptions {
+        allocator: config.allocator,
+        fuel: config.plugins.iter().any(|p| p.limits.fuel.is_some()),
+        max_memory_bytes: config
+            .plugins
+            .iter()
+            .map(|p| p.limits.max_memory_bytes)
+            .max()
+            .unwrap_or(crate::plugin::policy::DEFAULT_MAX_MEMORY_BYTES),
+        max_table_elements: config
+            .plugins
+            .iter()
+            .map(|p| p.limits.max_table_elements)
+            .max()
+            .unwrap_or(crate::plugin::policy::DEFAULT_MAX_TABLE_ELEMENTS),
+        cache_dir: Some(config.cache_dir.clone()),
+    })?;
+    let started = Instant::now();
+    let plugins = config
+        .plugins
+        .iter()
+        .map(|spec| engine.load(spec).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing::info!(
+        plugins = plugins.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "plugins compiled"
+    );
+
+    // What each chain needs is only known once the plugins are loaded.
+    for r in &config.routes {
+        for e in &r.chain {
+            if !plugins[e.plugin].handles_deliveries() {
+                return Err(StartError::Chain(format!(
+                    "route {:?}: plugin {:?} does not export enrichd:plugin/handler (it is an event plugin)",
+                    r.path, config.plugins[e.plugin].name
+                )));
+            }
+        }
+    }
+    let event_routes = config
+        .event_routes
+        .iter()
+        .map(|r| {
+            let chain = r
+                .chain
+                .iter()
+                .map(|&i| {
+                    if plugins[i].handles_events() {
+                        Ok(Arc::clone(&plugins[i]))
+                    } else {
+                        Err(StartError::Chain(format!(
+                            "engagelab {:?}: plugin {:?} does not export enrichd:plugin/events",
+                            r.path, config.plugins[i].name
+                        )))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(EventRoute {
+                path: r.path.clone(),
+                app_keys: r.app_keys.clone(),
+                replay_window: r.replay_window,
+                chain,
+            })
+        })
+        .collect::<Result<Vec<_>, StartError>>()?;
+
+    let routes: Vec<Route> = config
+        .routes
+        .iter()
+        .map(|r| {
+            if r.secrets.is_empty() {
+                tracing::warn!(route = %r.path, "no secret configured: every request is accepted");
+            }
+            Route {
+                path: r.path.clone(),
+                secrets: r.secrets.clone(),
+                chain: r
+                    .chain
+                    .iter()
+                    .map(|e| ChainEntry {
+                        plugin: Arc::clone(&plugins[e.plugin]),
+                        mailboxes: e.mailboxes.clone(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(Parts {
+        engine,
+        plugins,
+        crm,
+        routes,
+        event_routes,
+    })
+}
+
+/// Open one CRM source: its backend (seeding an embedded one) and its cache.
+fn open_crm_source(
+    spec: &CrmSourceSpec,
+    db: Option<&CrmDb>,
+    last_known: Arc<dyn CrmLastKnown>,
+    clock: Clock,
+) -> Result<CrmSource, StartError> {
+    let failed = |reason: String| StartError::CrmSource {
+        name: spec.name.clone(),
+        reason,
+    };
+    let backend = match &spec.backend {
+        CrmBackendSpec::Embedded { seed } => {
+            let db = db.ok_or_else(|| failed("no embedded CRM database is open".into()))?;
+            let crm = EmbeddedCrm::open(db, &spec.name)?;
+            if let Some(seed) = seed {
+                let report = crm.import(seed, ImportOptions::default(), &mut |_, _| {})?;
+                for e in &report.errors {
+                    tracing::warn!(source = %spec.name, seed = %seed.display(), "skipped {e}");
+                }
+                tracing::info!(
+                    source = %spec.name,
+                    seed = %seed.display(),
+                    imported = report.imported,
+                    bad_rows = report.bad_rows,
+                    total = crm.len(),
+                    "CRM seed loaded"
+                );
+            }
+            Backend::Embedded(crm)
+        }
+        CrmBackendSpec::Http(settings) => Backend::Http(Box::new(
+            HttpCrm::new(settings.clone()).map_err(|e: BackendError| failed(e.to_string()))?,
+        )),
+    };
+    Ok(CrmSource::new(
+        &spec.name, backend, spec.cache, last_known, clock,
+    ))
+}

@@ -1,0 +1,98 @@
+//! Receiving an EngageLab callback: verify, read the body within
+//! EngageLab's answer budget, check it parses, queue it durably, answer.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::time::Instant;
+
+use super::state::{EventRoute, EventState};
+use super::{event, verify};
+use crate::http::{error, json, method_not_allowed, read_body, unauthorized, Body, Deadline};
+use crate::storage::{Enqueued, QueueError};
+
+/// EngageLab wants an answer within 3 seconds; reading the callback's body
+/// must end within them (the rest of the path is a verify and a queue write).
+pub const ANSWER_BUDGET: Duration = Duration::from_secs(3);
+
+/// Answer one request to an EngageLab route that arrived at `arrived`.
+pub async fn receive(
+    state: &EventState,
+    route: &EventRoute,
+    req: Request<Incoming>,
+    arrived: Instant,
+) -> Response<Body> {
+    if req.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    // The replay window against the system clock as it is now (see
+    // `verify::wall_clock_ms`); the dedupe stamp below uses the queue's clock.
+    let wall_now = verify::wall_clock_ms();
+    if let Err(e) = verify::verify(
+        req.headers(),
+        &route.app_keys,
+        wall_now,
+        route.replay_window,
+    ) {
+        state.stats.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(route = %route.path, reason = %e, "EngageLab callback refused: 401");
+        return unauthorized(None);
+    }
+    // The body is read against EngageLab's answer budget, not the delivery
+    // budget: a trickling callback must not hold the connection past it.
+    let deadline = Deadline::after(arrived, ANSWER_BUDGET, "EngageLab's answer budget");
+    let body = match read_body(req, &state.body, &deadline).await {
+        Ok(body) => body,
+        Err(res) => return res,
+    };
+    // Parsed only to refuse what could never be processed; the raw body is
+    // what is queued, so fields this version does not know are kept.
+    let text = match event::parse(&body) {
+        Ok(callback) => {
+            if let Err(e) = callback.check_lengths() {
+                state.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(route = %route.path, error = %e, "EngageLab callback refused: 400");
+                return error(StatusCode::BAD_REQUEST, &format!("invalid callback: {e}"));
+            }
+            tracing::debug!(route = %route.path, kind = callback.kind.name(), message_id = %callback.message_id, "EngageLab callback");
+            String::from_utf8_lossy(&body).into_owned()
+        }
+        Err(e) => {
+            state.stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(route = %route.path, error = %e, "EngageLab callback refused: 400");
+            return error(StatusCode::BAD_REQUEST, &format!("invalid callback: {e}"));
+        }
+    };
+    match state
+        .queue
+        .enqueue(&route.path, &text, state.clock.now_ms())
+        .await
+    {
+        Ok(Enqueued::New) => {
+            state.stats.received.fetch_add(1, Ordering::Relaxed);
+            state.wakeup.notify_one();
+            json(StatusCode::OK, r#"{"status":"accepted"}"#.into())
+        }
+        Ok(Enqueued::Duplicate) => {
+            state.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            json(StatusCode::OK, r#"{"status":"duplicate"}"#.into())
+        }
+        Err(e @ QueueError::Full(_)) => {
+            // Not stored: EngageLab keeps it and sends it again later.
+            state.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(route = %route.path, error = %e, "EngageLab callback refused: 503");
+            let mut res = error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            res.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("60"));
+            res
+        }
+        Err(e) => {
+            // Not stored: EngageLab should send it again.
+            tracing::error!(route = %route.path, error = %e, "cannot queue an EngageLab callback");
+            error(StatusCode::SERVICE_UNAVAILABLE, "cannot queue the callback")
+        }
+    }
+}

@@ -320,7 +320,12 @@ pub async fn kv_quota_and_usage(s: &Storage) {
     assert_eq!(kv.get("q", "a").await.unwrap(), None);
     kv.set_within("p", "b", "x", quota).await.unwrap();
     assert_eq!(kv.usage("p").await.unwrap(), Usage { keys: 2, bytes: 13 });
+    // Overwrite: same key count, bytes by the difference.
+    kv.set_within("p", "a", "01234", quota).await.unwrap();
+    assert_eq!(kv.usage("p").await.unwrap(), Usage { keys: 2, bytes: 8 });
+    kv.set_within("p", "a", "0123456789", quota).await.unwrap();
     let full = kv.set_within("p", "c", "x", quota).await.unwrap_err();
+    assert!(full.to_string().contains("kv_max_keys = 2"), "{full}");
     assert!(
         matches!(
             full,
@@ -351,6 +356,19 @@ pub async fn kv_quota_and_usage(s: &Storage) {
     kv.delete("p", "b").await.unwrap();
     assert_eq!(kv.usage("p").await.unwrap(), Usage { keys: 1, bytes: 11 });
     kv.set_within("p", "c", "x", quota).await.unwrap();
+    // Shrinking a value is always allowed, even over a lowered quota.
+    let tight = Quota {
+        max_keys: 2,
+        max_bytes: 3,
+    };
+    kv.set_within("p", "a", "0", tight).await.unwrap();
+    assert_eq!(kv.usage("p").await.unwrap(), Usage { keys: 2, bytes: 4 });
+    assert!(kv
+        .set_within("p", "a", "01", tight)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("kv_max_bytes = 3"));
     assert!(matches!(
         kv.set_within("p", "", "x", quota).await,
         Err(KvError::Refused(_))

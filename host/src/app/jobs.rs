@@ -33,7 +33,9 @@ pub fn start(storage: &Storage, events: &Arc<EventState>, crm: &[Arc<CrmSource>]
     jobs.spawn("EngageLab event worker", move || {
         crate::engagelab::work(worker.clone())
     });
-    for source in crm {
+    // A source without `refresh_every_secs` has no refresh job (one would
+    // end at once and be logged as ended).
+    for source in crm.iter().filter(|s| s.refreshes()) {
         let source = source.clone();
         jobs.spawn(format!("CRM refresh of {}", source.name()), move || {
             source.clone().refresh_periodically()

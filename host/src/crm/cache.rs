@@ -421,6 +421,11 @@ impl CrmSource {
         started
     }
 
+    /// Whether this source refreshes recently used keys on a schedule.
+    pub fn refreshes(&self) -> bool {
+        self.settings.refresh_every.is_some()
+    }
+
     /// Refresh recently used keys every `refresh_every`, until dropped.
     pub async fn refresh_periodically(self: Arc<Self>) {
         let Some(every) = self.settings.refresh_every else {

@@ -98,9 +98,10 @@ impl AnswerStore for SledAnswers {
     }
 
     async fn claim(&self, key: &DeliveryKey, lease: Duration) -> Result<Claimed, StorageError> {
-        if let Some(answer) = self.read(key).await? {
-            return Ok(Claimed::Answered(answer));
-        }
+        // The lease first, then one read (a read costs a trip to the
+        // blocking pool; the lease is a map entry). A key held by a live
+        // lease is `Held` even if its leader has just stored its answer:
+        // the caller polls again and replays it.
         let token = {
             let mut leases = self.leases();
             let now = Instant::now();
@@ -117,9 +118,9 @@ impl AnswerStore for SledAnswers {
             );
             token
         };
-        // Read again: a leader writes its answer before it lets go of its
-        // lease, so an answer stored between the first read and taking the
-        // lease is seen here, and the plugins do not run twice.
+        // A leader writes its answer before it lets go of its lease, so an
+        // answer stored before this lease was taken is seen here, and the
+        // plugins do not run twice.
         match self.read(key).await {
             Ok(Some(answer)) => {
                 self.drop_lease(key, &token);

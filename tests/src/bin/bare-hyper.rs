@@ -1,4 +1,4 @@
-//! The bench baseline (`scripts/bench-storage`): a bare hyper HTTP/1.1
+//! The bench baseline (`scripts/bench`, `scripts/bench-storage`): a bare hyper HTTP/1.1
 //! server that reads each request body and answers 200 with a fixed JSON
 //! body, nothing else. What enrichd does per delivery is measured as a
 //! ratio to this, so the figures say what storage and plugins cost on this

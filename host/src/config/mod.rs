@@ -174,13 +174,10 @@ impl Config {
                 cache_bytes: self.sled_cache_bytes,
             }),
             StorageSpec::Redis {
-                url,
-                key_prefix,
-                event_lease,
+                url, key_prefix, ..
             } => Backend::Redis(RedisSettings {
                 url: url.clone(),
                 key_prefix: key_prefix.clone(),
-                event_lease: *event_lease,
             }),
         };
         Settings {

@@ -145,9 +145,6 @@ pub struct RedisSettings {
     pub url: String,
     /// Prefix of every key, so several deployments can share one Redis.
     pub key_prefix: String,
-    /// How long a host may hold an EngageLab callback before another host
-    /// may take it over (see the README: longer than the slowest chain).
-    pub event_lease: Duration,
 }
 
 /// Which backend, and its settings.

@@ -66,7 +66,6 @@ pub(crate) async fn host(url: &str, prefix: &str, limits: &Limits) -> Storage {
     let settings = RedisSettings {
         url: url.to_owned(),
         key_prefix: prefix.to_owned(),
-        event_lease: Duration::from_secs(300),
     };
     super::open(&settings, limits, Clock::new())
         .await

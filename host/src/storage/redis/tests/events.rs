@@ -248,7 +248,6 @@ async fn idle_consumers_holding_nothing_are_forgotten() {
     let settings = crate::storage::RedisSettings {
         url: url.clone(),
         key_prefix: prefix.clone(),
-        event_lease: LEASE,
     };
     let third = crate::storage::redis::connect(&settings, &limits(), crate::clock::Clock::new())
         .await

@@ -125,7 +125,6 @@ async fn a_wrong_url_fails_at_open_quickly_without_the_password() {
     let settings = RedisSettings {
         url: "redis://enrichd:hunter2@127.0.0.1:1/0".into(),
         key_prefix: "enrichd:".into(),
-        event_lease: Duration::from_secs(300),
     };
     let started = Instant::now();
     let Err(e) =
@@ -194,7 +193,6 @@ async fn a_wrong_password_fails_at_open_without_the_password() {
     let settings = RedisSettings {
         url,
         key_prefix: "enrichd:".into(),
-        event_lease: Duration::from_secs(300),
     };
     let Err(e) =
         crate::storage::redis::open(&settings, &limits(), crate::clock::Clock::new()).await

@@ -78,12 +78,9 @@ pub struct Ran {
     pub record: serde_json::Value,
 }
 
-/// (route path, payload id).
-pub type Key = (String, String);
-
 /// Copies of deliveries in flight on this host: the first copy of a key
 /// goes on, later ones wait for its answer.
-pub type Inflight = SingleFlight<Key, Arc<Answer>>;
+pub type Inflight = SingleFlight<DeliveryKey, Arc<Answer>>;
 
 /// Why a copy got no answer to send (each is answered 503).
 #[derive(Debug, thiserror::Error)]
@@ -114,12 +111,11 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Ran>,
 {
-    let local_key = (key.route.clone(), key.id.clone());
     let mut run = Some(run);
     // Each turn either answers or finds that the local copy it followed
     // went away without an answer; then it tries again (and usually leads).
     loop {
-        match inflight.claim(local_key.clone()) {
+        match inflight.claim(key.clone()) {
             Claim::Follower(slot) => {
                 match tokio::time::timeout_at(budget_end, singleflight::follow(slot)).await {
                     Ok(Some(answer)) => return Ok((answer, true)),

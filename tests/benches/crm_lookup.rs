@@ -70,7 +70,7 @@ fn main() {
             refresh_every: None,
         },
         storage.crm.clone(),
-        rt.block_on(async { enrichd::idempotency::Clock::new() }),
+        rt.block_on(async { enrichd::clock::Clock::new() }),
     ));
     let deadline = || Instant::now() + Duration::from_secs(5);
     // Warm the cache for the hit case; check the miss path works.

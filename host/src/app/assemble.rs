@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::clock::Clock;
 use crate::config::{Config, CrmBackendSpec, CrmSourceSpec};
 use crate::crm::cache::CrmSource;
 use crate::crm::embedded::{CrmError, EmbeddedCrm, ImportOptions};
@@ -14,7 +15,6 @@ use crate::crm::{Backend, BackendError};
 use crate::emailgistics::chain::ChainEntry;
 use crate::emailgistics::Route;
 use crate::engagelab::EventRoute;
-use crate::idempotency::Clock;
 use crate::plugin::{EngineOptions, LoadError, Plugin, PluginEngine};
 use crate::storage::crm_records::CrmDb;
 use crate::storage::{CrmLastKnown, OpenError};

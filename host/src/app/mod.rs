@@ -21,11 +21,12 @@ use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
 use crate::admin::AdminState;
+use crate::clock::Clock;
 use crate::config::{Config, CrmBackendSpec, StorageSpec, DEFAULT_EVENT_LEASE};
 use crate::emailgistics::{DeliveryState, Route};
 use crate::engagelab::{EventRoute, EventState, EventStats};
 use crate::http::{serve_capped, Accept, BodyLimits, ConnectionCap};
-use crate::idempotency::{Clock, Inflight};
+use crate::idempotency::Inflight;
 use crate::plugin::{Plugin, PluginEngine, Services};
 use crate::storage::Storage;
 use assemble::Parts;

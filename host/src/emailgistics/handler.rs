@@ -25,10 +25,11 @@ use super::auth::Secret;
 use super::chain::{self, ChainEntry, Envelope, Verdict};
 use super::payload::{self, Parsed};
 use super::record::{Answered, DeliveryRecord, MAX_RECORD_BYTES};
+use crate::clock::Clock;
 use crate::http::{
     error, json, method_not_allowed, read_body, unauthorized, Body, BodyLimits, Deadline,
 };
-use crate::idempotency::{self, Answer, Clock, Inflight, Ran};
+use crate::idempotency::{self, Answer, Inflight, Ran};
 use crate::plugin::Services;
 use crate::storage::{AnswerStore, DeliveryKey};
 

@@ -31,8 +31,6 @@ use crate::storage::{
     AnswerStore, Claimed, Completed, DeliveryKey, LeaseToken, StorageError, StoredDelivery,
 };
 
-pub use crate::clock::Clock;
-
 /// What a lease outlasts the delivery budget by: the leader stores its
 /// answer just after the budget at worst (the chain ends by the budget,
 /// storing takes an fsync or a Redis round trip), and a lease ending before

@@ -129,6 +129,26 @@ fn issue_17_rss_stays_within_the_sled_cache_plus_a_margin_while_writing_20x_past
         CACHE_BYTES / MIB,
         MARGIN_BYTES / MIB
     );
+
+    // Opening the full store (which counts its records) stays within the
+    // bound too.
+    let reopened = fill(
+        &data_dir,
+        &template,
+        &["--count", "0", "--cache-bytes", &CACHE_BYTES.to_string()],
+    );
+    eprintln!(
+        "fill-store: reopened, peak RSS {} MiB",
+        reopened.peak_bytes / MIB
+    );
+    assert_eq!(reopened.records, DELIVERIES);
+    assert!(
+        reopened.peak_bytes <= CACHE_BYTES + MARGIN_BYTES,
+        "reopening: peak RSS {} MiB > cache {} MiB + margin {} MiB",
+        reopened.peak_bytes / MIB,
+        CACHE_BYTES / MIB,
+        MARGIN_BYTES / MIB
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,9 +31,7 @@
 //! Progress goes to stderr. At the end, after a flush, it prints one line
 //! on stdout: `FILLED <records> <seconds> <VmHWM kB> <VmRSS kB>` (records
 //! in the store, seconds the fill took, and the process's peak and current
-//! resident memory from `/proc/self/status`, read after the writes and the
-//! flush but before counting the records: `AnswerStore::len` scans the
-//! whole tree on sled today, and that scan's memory is not the fill's).
+//! resident memory from `/proc/self/status`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -265,11 +263,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || db.flush())
         .await?
         .context("flushing the database")?;
-    let seconds = started.elapsed().as_secs_f64();
-    // Memory is read before the count: `len` is a full scan of the tree
-    // today, whose cost is the count's, not the fill's.
-    let (hwm, rss) = memory_kb();
     let records = store.answers.len().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let (hwm, rss) = memory_kb();
     println!("FILLED {records} {seconds:.1} {hwm} {rss}");
     Ok(())
 }

@@ -43,6 +43,12 @@ use clap::Parser;
 use enrichd::clock::Clock;
 use enrichd::storage::{self, Claimed, Completed, DeliveryKey, Quota, StoredDelivery};
 
+/// The enrichd binary's allocator (see `host/src/main.rs`): the memory
+/// this process reports is then what the server's storage would hold.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The kv namespace `--kv-bytes` fills (a plugin name no real plugin has).
 const KV_NAMESPACE: &str = "fill-store";
 /// Size of each kv value: a few KB, like a JSON record per address, well

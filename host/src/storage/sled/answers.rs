@@ -47,8 +47,17 @@
 //! [`DeliveryStore::sweep`], which the caller runs periodically (reads never
 //! write, so they stay cheap). The sweep also evicts the oldest records
 //! beyond `max_records`, bounding the disk used whatever the traffic.
+//!
+//! A sweep reads only the oldest end of the time index and works in steps
+//! of [`SWEEP_BATCH`] entries ([`DeliveryStore::sweep_step`]), so its cost
+//! follows what it removes, not the store's size, and no step holds the
+//! other writers for long. The number of records is a count kept by every
+//! write (one walk of the index keys at open), since sled's `len()` walks
+//! the whole tree.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use sled::transaction::{ConflictableTransactionResult, TransactionError};
 use sled::{IVec, Transactional};
@@ -59,9 +68,11 @@ const RECORDS_TREE: &str = "deliveries";
 const BY_TIME_TREE: &str = "deliveries-by-time";
 /// Separator between route and id in a records key.
 const SEP: u8 = 0x00;
-/// Index entries handled per sweep transaction: big enough to amortise the
-/// transaction, small enough not to hold a huge write set in memory.
-const SWEEP_BATCH: usize = 1024;
+/// Index entries handled per sweep step (one transaction): big enough to
+/// amortise the transaction, small enough that the writes it holds up (a
+/// sled transaction excludes other writers while it commits) wait well
+/// under a millisecond or two, and that its write set stays small.
+pub const SWEEP_BATCH: usize = 256;
 
 use crate::storage::answers::StoreSettings;
 use crate::storage::codec::{self, CodecError};
@@ -90,16 +101,43 @@ pub struct DeliveryStore {
     records: sled::Tree,
     by_time: sled::Tree,
     settings: StoreSettings,
+    /// Entries of the time index (one per stored record), kept by every
+    /// write. sled's `len()` walks the whole tree, pulling every page
+    /// through the cache; counting on each sweep and `/stats` made the cost
+    /// (and the memory) of both grow with the store.
+    indexed: Arc<AtomicUsize>,
+}
+
+/// What one [`DeliveryStore::sweep_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SweepStep {
+    /// Expired records removed.
+    pub expired: usize,
+    /// Unexpired records removed to respect `max_records`.
+    pub evicted: usize,
+    /// Whether nothing is left to do (no expired record, not over the bound).
+    pub done: bool,
 }
 
 impl DeliveryStore {
     /// Open the two trees (`deliveries` and `deliveries-by-time`) in `db`.
+    ///
+    /// Counts the time index once (keys only, no record is read): the one
+    /// full walk of the store, at start; every later count is kept by the
+    /// writes.
     pub fn open(db: &sled::Db, settings: StoreSettings) -> Result<Self, StoreError> {
+        let by_time = db.open_tree(BY_TIME_TREE)?;
+        let mut indexed = 0;
+        for key in by_time.iter().keys() {
+            key?;
+            indexed += 1;
+        }
         Ok(DeliveryStore {
             db: db.clone(),
             records: db.open_tree(RECORDS_TREE)?,
-            by_time: db.open_tree(BY_TIME_TREE)?,
+            by_time,
             settings,
+            indexed: Arc::new(AtomicUsize::new(indexed)),
         })
     }
 
@@ -132,22 +170,30 @@ impl DeliveryStore {
         let rkey = record_key(&delivery.route, &delivery.id);
         let tkey = time_key(delivery.stored_at_ms, &rkey);
         let value = codec::encode(delivery);
-        (&self.records, &self.by_time)
+        // The closure may run more than once: the count moves by what the
+        // committed run returns (+1 per entry added, -1 per entry removed).
+        let added = (&self.records, &self.by_time)
             .transaction(
-                |(records, by_time)| -> ConflictableTransactionResult<(), Infallible> {
+                |(records, by_time)| -> ConflictableTransactionResult<isize, Infallible> {
+                    let mut added = 0;
                     if let Some(old) = records.insert(rkey.as_slice(), value.as_slice())? {
                         // Drop the replaced answer's time entry, or the key would
                         // be indexed twice. An undecodable old value leaves its
                         // entry behind; readers skip it and sweep removes it.
                         if let Some(old_stamp) = stamp_of(&old) {
-                            by_time.remove(time_key(old_stamp, &rkey))?;
+                            if by_time.remove(time_key(old_stamp, &rkey))?.is_some() {
+                                added -= 1;
+                            }
                         }
                     }
-                    by_time.insert(tkey.as_slice(), Vec::new())?;
-                    Ok(())
+                    if by_time.insert(tkey.as_slice(), Vec::new())?.is_none() {
+                        added += 1;
+                    }
+                    Ok(added)
                 },
             )
             .map_err(tx_error)?;
+        self.count_added(added);
         if self.settings.flush == FlushPolicy::Always {
             flush(&self.db).await?;
         }
@@ -156,59 +202,100 @@ impl DeliveryStore {
 
     /// Remove every record expired at `now_ms` (oldest first, stopping at the
     /// first unexpired), then evict the oldest until at most `max_records`
-    /// remain.
+    /// remain: [`Self::sweep_step`] until it is done.
     pub fn sweep(&self, now_ms: u64) -> Result<SweepReport, StoreError> {
         let mut report = SweepReport::default();
         loop {
-            let mut batch = Vec::new();
-            for key in self.by_time.iter().keys() {
-                let key = key?;
-                if let Some((stamp, _)) = split_time_key(&key) {
-                    if self.is_live(stamp, now_ms) {
-                        break;
-                    }
-                }
-                // Expired, or a malformed entry (removed all the same).
-                batch.push(key);
-                if batch.len() == SWEEP_BATCH {
+            let step = self.sweep_step(now_ms)?;
+            report.expired += step.expired;
+            report.evicted += step.evicted;
+            if step.done {
+                report.remaining = self.len();
+                return Ok(report);
+            }
+        }
+    }
+
+    /// One bounded step of a sweep: at most [`SWEEP_BATCH`] of the oldest
+    /// entries, removed because they expired or, when none is expired and
+    /// the store holds more than `max_records`, to get back under it. A
+    /// caller that must not hold sled for long (the server's sweeper) runs
+    /// one step at a time and lets other work in between.
+    pub fn sweep_step(&self, now_ms: u64) -> Result<SweepStep, StoreError> {
+        let mut expired = Vec::new();
+        for key in self.by_time.iter().keys() {
+            let key = key?;
+            if let Some((stamp, _)) = split_time_key(&key) {
+                if self.is_live(stamp, now_ms) {
                     break;
                 }
             }
-            let full = batch.len() == SWEEP_BATCH;
-            report.expired += self.remove_indexed(&batch)?;
-            if !full {
+            // Expired, or a malformed entry (removed all the same).
+            expired.push(key);
+            if expired.len() == SWEEP_BATCH {
                 break;
             }
         }
-        // `len` walks the tree; once per sweep is fine.
-        let mut remaining = self.len();
-        while remaining > self.settings.max_records {
-            let want = (remaining - self.settings.max_records).min(SWEEP_BATCH);
-            let batch = self
-                .by_time
-                .iter()
-                .keys()
-                .take(want)
-                .collect::<Result<Vec<_>, _>>()?;
-            if batch.is_empty() {
-                break; // records without time entries: nothing we can order
-            }
-            let evicted = self.remove_indexed(&batch)?;
-            report.evicted += evicted;
-            remaining = remaining.saturating_sub(evicted);
+        if !expired.is_empty() {
+            let removed = self.remove_indexed(&expired)?;
+            return Ok(SweepStep {
+                expired: removed,
+                evicted: 0,
+                done: false,
+            });
         }
-        report.remaining = remaining;
-        Ok(report)
+        let over = self.len().saturating_sub(self.settings.max_records);
+        if over == 0 {
+            return Ok(SweepStep {
+                done: true,
+                ..SweepStep::default()
+            });
+        }
+        let oldest = self
+            .by_time
+            .iter()
+            .keys()
+            .take(over.min(SWEEP_BATCH))
+            .collect::<Result<Vec<_>, _>>()?;
+        if oldest.is_empty() {
+            // The count says more than the index holds (it cannot, but a
+            // sweep must end whatever the count says).
+            return Ok(SweepStep {
+                done: true,
+                ..SweepStep::default()
+            });
+        }
+        let evicted = self.remove_indexed(&oldest)?;
+        Ok(SweepStep {
+            expired: 0,
+            evicted,
+            done: false,
+        })
     }
 
-    /// Number of records (expired ones included until swept).
+    /// Number of records (expired ones included until swept), as the time
+    /// index counts them: O(1), kept by every write.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.indexed.load(Ordering::Relaxed)
     }
 
     /// Whether there are no records at all.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.len() == 0
+    }
+
+    fn count_added(&self, added: isize) {
+        if added >= 0 {
+            self.indexed
+                .fetch_add(added.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            // Never below zero, whatever a racing writer did first.
+            let _ = self
+                .indexed
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(added.unsigned_abs()))
+                });
+        }
     }
 
     /// Bytes on disk of the whole sled database, for reporting.
@@ -312,12 +399,14 @@ impl DeliveryStore {
         if time_keys.is_empty() {
             return Ok(0);
         }
-        (&self.records, &self.by_time)
+        let (removed, unindexed) = (&self.records, &self.by_time)
             .transaction(
-                |(records, by_time)| -> ConflictableTransactionResult<usize, Infallible> {
-                    let mut removed = 0;
+                |(records, by_time)| -> ConflictableTransactionResult<(usize, usize), Infallible> {
+                    let (mut removed, mut unindexed) = (0, 0);
                     for tkey in time_keys {
-                        by_time.remove(tkey.clone())?;
+                        if by_time.remove(tkey.clone())?.is_some() {
+                            unindexed += 1;
+                        }
                         let Some((stamp, rkey)) = split_time_key(tkey) else {
                             continue;
                         };
@@ -329,10 +418,12 @@ impl DeliveryStore {
                             }
                         }
                     }
-                    Ok(removed)
+                    Ok((removed, unindexed))
                 },
             )
-            .map_err(tx_error)
+            .map_err(tx_error)?;
+        self.count_added(-isize::try_from(unindexed).unwrap_or(isize::MAX));
+        Ok(removed)
     }
 
     fn retention_ms(&self) -> u64 {
@@ -520,6 +611,8 @@ mod tests {
             .by_time
             .insert(time_key(T0, &rkey), Vec::new())
             .unwrap();
+        // Opened after the upgrade.
+        let store = hour_store(&db);
         let new = delivery("/hook", "new", T0 + 1);
         store.put(&new).await.unwrap();
         let now = T0 + 2;
@@ -534,7 +627,7 @@ mod tests {
             .insert(rkey.as_slice(), serde_json::to_vec(&later).unwrap())
             .unwrap();
         let report = store.sweep(T0 + HOUR_MS).unwrap();
-        assert_eq!((report.expired, report.remaining), (0, 2));
+        assert_eq!((report.expired, report.remaining), (0, 1));
         assert_eq!(
             store.get("/hook", "old", T0 + HOUR_MS).unwrap(),
             Some(later)
@@ -678,11 +771,8 @@ mod tests {
         let (_dir, db) = temp_db();
         let store = hour_store(&db);
         let n = SWEEP_BATCH * 2 + 7;
-        let db2 = db.clone();
-        let store2 =
-            DeliveryStore::open(&db2, settings(HOUR_MS, 10, FlushPolicy::Periodic)).unwrap();
         for i in 0..n {
-            store2
+            store
                 .put(&delivery("/hook", &format!("{i:05}"), T0 + i as u64))
                 .await
                 .unwrap();
@@ -694,7 +784,12 @@ mod tests {
         let report = store.sweep(T0 + HOUR_MS + n as u64).unwrap();
         assert_eq!(report.expired, n);
         assert_eq!(report.remaining, 1);
-        // Eviction across batches too.
+        // Eviction across batches too, by a store opened on what is there
+        // (its count starts from the index).
+        drop(store);
+        let store2 =
+            DeliveryStore::open(&db, settings(HOUR_MS, 10, FlushPolicy::Periodic)).unwrap();
+        assert_eq!(store2.len(), 1);
         for i in 0..n {
             store2
                 .put(&delivery(
@@ -710,6 +805,47 @@ mod tests {
             (report.expired, report.evicted, report.remaining),
             (1, n - 10, 10)
         );
+    }
+
+    /// Issue 17: `len` is a count kept by the writes, not a walk of the
+    /// tree; it must agree with the index after racing puts (new keys and
+    /// replacements) and sweeps, and across a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn issue_17_the_kept_count_matches_the_index_under_racing_writes() {
+        let (_dir, db) = temp_db();
+        let store =
+            DeliveryStore::open(&db, settings(HOUR_MS, 150, FlushPolicy::Periodic)).unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..4u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..200u64 {
+                    // Keys shared between tasks: some puts replace.
+                    let id = format!("{}", (i * 7 + t) % 300);
+                    let at = T0 + i * 10 + t;
+                    store.put(&delivery("/hook", &id, at)).await.unwrap();
+                }
+            }));
+        }
+        let sweeper = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                for k in 0..20u64 {
+                    store.sweep(T0 + HOUR_MS + k * 50).unwrap();
+                }
+            })
+        };
+        for t in tasks {
+            t.await.unwrap();
+        }
+        sweeper.await.unwrap();
+        assert_eq!(store.len(), store.by_time.len());
+        let report = store.sweep(T0 + 1000).unwrap();
+        assert_eq!(report.remaining, store.by_time.len());
+        assert!(report.remaining <= 150, "{report:?}");
+        let reopened =
+            DeliveryStore::open(&db, settings(HOUR_MS, 150, FlushPolicy::Periodic)).unwrap();
+        assert_eq!(reopened.len(), store.len());
     }
 
     #[tokio::test]
@@ -909,6 +1045,9 @@ mod tests {
             .by_time
             .insert([0u8; 3].as_slice(), Vec::new())
             .unwrap();
+        // Written behind the store's back: a store opened now counts them.
+        let store = hour_store(&db);
+        assert_eq!(store.len(), 4);
         assert_eq!(ids(&store.list(0, 10, T0 + 20).unwrap()), ["x"]);
         let report = store.sweep(T0 + HOUR_MS + 5).unwrap();
         assert_eq!((report.expired, report.remaining), (0, 1));

@@ -203,17 +203,28 @@ impl SledMaintenance {
 #[async_trait::async_trait]
 impl Maintenance for SledMaintenance {
     async fn sweep(&self) -> Result<SweepReport, StorageError> {
-        let (store, q, now) = (self.store.clone(), self.queue.clone(), self.clock.now_ms());
-        let seen = self.seen_due();
-        blocking(move || {
-            let answers = store.sweep(now)?;
-            let seen_forgotten = if seen { q.sweep_seen(now)? } else { 0 };
-            Ok::<_, StorageError>(SweepReport {
-                seen_forgotten,
-                ..answers
-            })
-        })
-        .await
+        let now = self.clock.now_ms();
+        let mut report = SweepReport::default();
+        // One bounded step per trip to the blocking pool, yielding between
+        // them: a sweep of a busy day's expiries (tens of thousands of
+        // answers) never holds sled's writers or a blocking thread for long.
+        loop {
+            let store = self.store.clone();
+            let step = blocking(move || Ok::<_, StorageError>(store.sweep_step(now)?)).await?;
+            report.expired += step.expired;
+            report.evicted += step.evicted;
+            if step.done {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        report.remaining = self.store.len();
+        if self.seen_due() {
+            let q = self.queue.clone();
+            report.seen_forgotten =
+                blocking(move || Ok::<_, StorageError>(q.sweep_seen(now)?)).await?;
+        }
+        Ok(report)
     }
 
     async fn bytes_on_disk(&self) -> Option<u64> {

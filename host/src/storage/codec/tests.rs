@@ -373,15 +373,16 @@ fn malformed_payloads_are_errors() {
     assert_eq!(d.record, json!({"plugins": [{"actions": [1, 2]}]}));
     assert_eq!((d.stored_at_ms, d.status, d.body.as_str()), (7, 200, body));
 
-    let mut cases: Vec<Vec<u8>> = Vec::new();
-    // Body length past the end; a varint that never ends; one over 64 bits.
-    cases.push(vec![0x7f, b'x']);
-    cases.push(vec![0xff; 12]);
-    cases.push([&[0xff; 9][..], &[0x02]].concat());
-    // A body that is not UTF-8.
-    cases.push(vec![1, 0xff, 0, b'1']);
-    // A reference count larger than the rest could hold.
-    cases.push(vec![0, 0xff, 0xff, 0x03, b'1']);
+    let mut cases: Vec<Vec<u8>> = vec![
+        // Body length past the end; a varint that never ends; one over 64 bits.
+        vec![0x7f, b'x'],
+        vec![0xff; 12],
+        [&[0xff; 9][..], &[0x02]].concat(),
+        // A body that is not UTF-8.
+        vec![1, 0xff, 0, b'1'],
+        // A reference count larger than the rest could hold.
+        vec![0, 0xff, 0xff, 0x03, b'1'],
+    ];
     // References past the envelope, to a missing plugin, to actions that
     // are not empty, of count 0, and with no envelope at all.
     let with = |refs: &[u8], record: &str, body: &str| {

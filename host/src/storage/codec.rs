@@ -103,9 +103,10 @@ const LEVEL: i32 = 5;
 /// compressed; a hostile value costs at most one 8 MiB allocation.
 pub const MAX_ZSTD_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
 
-/// Contexts kept for reuse per direction: one per concurrent encoder or
-/// decoder is enough to avoid allocating one per call; more would only hold
-/// memory (a context is a few hundred KiB) after a burst.
+/// Contexts kept for reuse per direction: enough that encoders and
+/// decoders running at once rarely allocate one (an encoding context is
+/// ~55 KiB here, a decoding one ~160 KiB); more would only hold memory
+/// after a burst. The prepared dictionaries (~150 KiB) exist once.
 const POOLED_CONTEXTS: usize = 4;
 
 static ENCODER_DICT: LazyLock<EncoderDictionary<'static>> =
@@ -194,10 +195,22 @@ pub fn stored_at_ms(value: &[u8]) -> Option<u64> {
 
 /// Body, action references and record, uncompressed.
 fn payload(answer: &StoredDelivery) -> Vec<u8> {
-    let mut record = answer.record.clone();
-    let refs = take_envelope_actions(&answer.body, &mut record);
+    let refs = shared_actions(&answer.body, &answer.record);
     // Serializing a `Value` into a Vec cannot fail (its keys are strings).
-    let record_json = serde_json::to_vec(&record).unwrap_or_default();
+    let record_json = if refs.is_empty() {
+        serde_json::to_vec(&answer.record)
+    } else {
+        let mut record = answer.record.clone();
+        if let Some(plugins) = plugins_mut(&mut record) {
+            for &(index, _) in &refs {
+                if let Some(Value::Array(actions)) = plugins[index].get_mut("actions") {
+                    actions.clear();
+                }
+            }
+        }
+        serde_json::to_vec(&record)
+    }
+    .unwrap_or_default();
     let mut out = Vec::with_capacity(answer.body.len() + record_json.len() + 16);
     put_varint(&mut out, answer.body.len() as u64);
     out.extend_from_slice(answer.body.as_bytes());
@@ -226,33 +239,34 @@ fn plugins_mut(record: &mut Value) -> Option<&mut Vec<Value>> {
     record.get_mut("plugins")?.as_array_mut()
 }
 
-/// Empty each plugin's `actions` that equal the next slice of the body's
-/// envelope actions; returns (plugin index, count) for each.
-fn take_envelope_actions(body: &str, record: &mut Value) -> Vec<(usize, usize)> {
+/// (plugin index, count) of each plugin whose `actions` equal the next
+/// slice of the body's envelope actions: what [`payload`] stores as
+/// references.
+fn shared_actions(body: &str, record: &Value) -> Vec<(usize, usize)> {
     let mut refs = Vec::new();
-    let Some(plugins) = plugins_mut(record) else {
+    let Some(plugins) = record.get("plugins").and_then(Value::as_array) else {
         return refs;
     };
-    let has_actions = |p: &Value| {
-        p.get("actions")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
-    };
+    fn actions_of(p: &Value) -> Option<&Vec<Value>> {
+        p.get("actions")?.as_array()
+    }
     // Most answers (4xx, no actions) have nothing to share: no body parse.
-    if !plugins.iter().any(has_actions) {
+    if !plugins
+        .iter()
+        .any(|p| actions_of(p).is_some_and(|a| !a.is_empty()))
+    {
         return refs;
     }
     let Some(envelope) = envelope_actions(body) else {
         return refs;
     };
     let mut next = 0;
-    for (index, plugin) in plugins.iter_mut().enumerate() {
-        let Some(Value::Array(actions)) = plugin.get_mut("actions") else {
+    for (index, plugin) in plugins.iter().enumerate() {
+        let Some(actions) = actions_of(plugin) else {
             continue;
         };
         let n = actions.len();
         if n > 0 && envelope.get(next..next + n) == Some(actions.as_slice()) {
-            actions.clear();
             refs.push((index, n));
             next += n;
         }
@@ -304,7 +318,7 @@ fn decode_v1(route: &str, id: &str, value: &[u8]) -> Result<StoredDelivery, Code
     })
 }
 
-/// Undo [`take_envelope_actions`].
+/// Put back the actions [`shared_actions`] left out.
 fn restore_envelope_actions(
     body: &str,
     record: &mut Value,

@@ -75,8 +75,7 @@ fn the_example_answer_is_compact() {
     let d = example();
     let json = serde_json::to_vec(&d).unwrap();
     let v1 = round_trip(&d);
-    let mut record = d.record.clone();
-    let refs = take_envelope_actions(&d.body, &mut record);
+    let refs = shared_actions(&d.body, &d.record);
     assert_eq!(
         refs,
         [(0, 2), (2, 1)],
@@ -186,13 +185,7 @@ fn actions_that_do_not_match_the_envelope_are_kept() {
     d.body = r#"{"status":"success","message":"m","actions":{"0":1}}"#.into();
     cases.push((d, vec![]));
     for (d, want) in cases {
-        let mut record = d.record.clone();
-        assert_eq!(
-            take_envelope_actions(&d.body, &mut record),
-            want,
-            "{}",
-            d.record
-        );
+        assert_eq!(shared_actions(&d.body, &d.record), want, "{}", d.record);
         round_trip(&d);
     }
 }

@@ -9,7 +9,11 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let stamp = stored_at_ms(data);
     if let Ok(d) = decode("/r", "i", data) {
-        assert_eq!(stamp, Some(d.stored_at_ms), "the header agrees with the value");
+        assert_eq!(
+            stamp,
+            Some(d.stored_at_ms),
+            "the header agrees with the value"
+        );
         let again = encode(&d);
         assert_eq!(decode(&d.route, &d.id, &again).ok(), Some(d));
     }

@@ -59,12 +59,14 @@ async fn sweep_periodically(storage: Storage) {
         match storage.sweep().await {
             Ok(report) => {
                 let bytes = storage.maintenance.bytes_on_disk().await.unwrap_or(0);
-                if report.expired + report.evicted + report.seen_forgotten > 0 {
+                if report.expired + report.evicted + report.seen_forgotten + report.crm_expired > 0
+                {
                     tracing::info!(
                         expired = report.expired,
                         evicted = report.evicted,
                         stored = report.remaining,
                         seen_forgotten = report.seen_forgotten,
+                        crm_expired = report.crm_expired,
                         bytes_on_disk = bytes,
                         "storage swept"
                     );

@@ -87,6 +87,9 @@ pub struct SweepReport {
     pub remaining: usize,
     /// Fingerprints of EngageLab callbacks forgotten (dedupe window over).
     pub seen_forgotten: usize,
+    /// Last-known CRM values removed past their TTL (sled; Redis expires
+    /// them itself).
+    pub crm_expired: usize,
 }
 
 /// The backend-independent settings of the ports.

@@ -1,19 +1,9 @@
 //! The last-known CRM values port on Redis: one string per (source, key),
 //! `P crm:<source,key>`, so what one host looked up serves every host.
 
-use std::time::Duration;
-
 use super::{ms, pair, Redis};
-use crate::storage::crm::CrmLastKnown;
+use crate::storage::crm::{CrmLastKnown, LAST_KNOWN_TTL};
 use crate::storage::StorageError;
-
-/// How long a last-known value is kept after its last successful lookup:
-/// 30 days. The keys come from untrusted payloads (every address a sender
-/// names), and Redis holds them in memory, so without an expiry they would
-/// grow with every address ever seen; an address not looked up for a month
-/// has a value too old to trust when the CRM is down, and is looked up
-/// afresh when it comes back. (Each put renews the TTL.)
-pub const LAST_KNOWN_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// The last-known CRM values on a shared Redis.
 pub(crate) struct RedisCrm {

@@ -68,6 +68,7 @@ impl Maintenance for RedisMaintenance {
             evicted: 0,
             remaining,
             seen_forgotten,
+            crm_expired: 0,
         })
     }
 

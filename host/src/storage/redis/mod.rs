@@ -19,7 +19,7 @@
 //! | `P events:leases` | sorted set | leased callbacks' stream ids, by lease end |
 //! | `P events:seen` | sorted set | callback fingerprints, by when first seen |
 //! | `P kv:<ns>`, `P kv-usage:<ns>` | hashes | a plugin namespace and its usage (keys, bytes) |
-//! | `P crm:<source,key>` | string, TTL 30 days (`crm::LAST_KNOWN_TTL`) | a last-known CRM value |
+//! | `P crm:<source,key>` | string, TTL 30 days (`storage::crm::LAST_KNOWN_TTL`) | a last-known CRM value |
 //!
 //! # Atomicity
 //!

@@ -129,7 +129,7 @@ pub fn open_blocking(
         answers,
         events,
         kv: Arc::new(kv::KvStore::new(&db)),
-        crm: Arc::new(crm::SledCrmLastKnown::new(&db)),
+        crm: Arc::new(crm::SledCrmLastKnown::new(&db, clock)),
         maintenance: Arc::new(ports::SledMaintenance::new(db.clone(), store, queue, clock)),
         backend: "sled",
     };

@@ -162,8 +162,9 @@ impl EventQueue for SledEvents {
     }
 }
 
-/// [`Maintenance`] on sled: the answers' sweep every time, the duplicate
-/// filter's at most every [`queue::SEEN_SWEEP_EVERY`].
+/// [`Maintenance`] on sled: the answers' sweep every time; the duplicate
+/// filter's and the last-known CRM values' at most every
+/// [`queue::SEEN_SWEEP_EVERY`].
 pub struct SledMaintenance {
     db: sled::Db,
     store: DeliveryStore,
@@ -219,10 +220,16 @@ impl Maintenance for SledMaintenance {
             tokio::task::yield_now().await;
         }
         report.remaining = self.store.len();
+        // The scans of whole trees, hourly: fingerprints out of the dedupe
+        // window, and last-known CRM values past their TTL.
         if self.seen_due() {
-            let q = self.queue.clone();
-            report.seen_forgotten =
-                blocking(move || Ok::<_, StorageError>(q.sweep_seen(now)?)).await?;
+            let (q, db) = (self.queue.clone(), self.db.clone());
+            let (seen, crm) = blocking(move || {
+                Ok::<_, StorageError>((q.sweep_seen(now)?, super::crm::sweep(&db, now)?))
+            })
+            .await?;
+            report.seen_forgotten = seen;
+            report.crm_expired = crm;
         }
         Ok(report)
     }

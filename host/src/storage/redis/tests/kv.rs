@@ -188,6 +188,6 @@ async fn crm_last_known_values_are_shared_and_expire() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let max = crate::storage::redis::crm::LAST_KNOWN_TTL.as_millis() as i64;
+    let max = crate::storage::crm::LAST_KNOWN_TTL.as_millis() as i64;
     assert!(ttl > max - 60_000 && ttl <= max, "{ttl}");
 }

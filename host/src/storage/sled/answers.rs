@@ -15,8 +15,8 @@
 //!
 //! - `deliveries`: key `route ++ 0x00 ++ id`, value the
 //!   [`StoredDelivery`] in the stored format of [`crate::storage::codec`]
-//!   (older JSON values still read). Route paths never contain NUL, so the first NUL ends
-//!   the route and the id may hold any bytes. All keys of one route are
+//!   (older JSON values still read). Route paths never contain NUL, so the
+//!   first NUL ends the route and the id may hold any bytes. All keys of one route are
 //!   contiguous, which lets [`DeliveryStore::find`] visit each route with one
 //!   seek instead of scanning every record.
 //! - `deliveries-by-time`: key `stored_at_ms` (8 bytes, big-endian) `++`
@@ -470,9 +470,7 @@ fn decode(record_key: &[u8], value: &[u8]) -> Result<StoredDelivery, StoreError>
     let (route, id) = std::str::from_utf8(record_key)
         .ok()
         .and_then(|key| key.split_once(char::from(SEP)))
-        .ok_or(corrupt(CodecError::Malformed(
-            "record key is not route NUL id",
-        )))?;
+        .ok_or_else(|| corrupt(CodecError::Malformed("record key is not route NUL id")))?;
     codec::decode(route, id, value).map_err(corrupt)
 }
 

@@ -38,10 +38,11 @@ use super::{FlushPolicy, StorageError};
 /// and it leaves a weekend's worth of log for an operator to inspect.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(72 * 60 * 60);
 
-/// Bound on the number of stored answers: 1 000 000. A record is a few KB
-/// (body plus outcome), so this caps the store at a few GB; it sustains
-/// about 3.9 deliveries/s over the full 72 h before eviction starts
-/// shortening the effective window.
+/// Bound on the number of stored answers: 1 000 000. A stored answer of
+/// the example chain takes about 1 KB of sled disk (format v1,
+/// `storage::codec`; tens of KB at most for a record at its bound), so this
+/// caps the store near 1 GB; it sustains about 3.9 deliveries/s over the
+/// full 72 h before eviction starts shortening the effective window.
 pub const DEFAULT_MAX_RECORDS: usize = 1_000_000;
 
 /// How long answers live, how many are kept, and when they reach the disk

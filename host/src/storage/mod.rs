@@ -31,6 +31,7 @@
 //! happened (unavailable → answer 503), not on which database said it.
 
 pub mod answers;
+pub mod codec;
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod crm;

@@ -1,6 +1,11 @@
 //! The answers port on Redis: leases are `SET NX PX` keys, answers are
 //! strings with a TTL, and the delivery log is a sorted set by stored time.
 //!
+//! An answer's value is binary: the stored format of
+//! [`crate::storage::codec`] (JSON values of the previous version still
+//! read). The Lua scripts pass values through untouched, and replies are
+//! read as bytes, never as text.
+//!
 //! Claim, complete and release are each one Lua script, so the check and
 //! the write are one step for every host: of concurrent claims exactly one
 //! sets the lease, and a leader whose lease expired cannot overwrite an
@@ -21,6 +26,7 @@ use super::{corrupt, ms, pair, Redis};
 use crate::storage::answers::{
     AnswerStore, Claimed, Completed, DeliveryKey, DeliverySummary, LeaseToken, StoredDelivery,
 };
+use crate::storage::codec;
 use crate::storage::StorageError;
 
 /// Answer exists → `answered`; else set the lease if nobody holds one.
@@ -58,9 +64,15 @@ impl RedisAnswers {
         self.redis.key(&format!("answers:by-id:{id}"))
     }
 
-    /// Decode a stored answer; `None` if it expired by this host's clock.
-    fn live(&self, what: &str, json: &str) -> Result<Option<StoredDelivery>, StorageError> {
-        let answer: StoredDelivery = serde_json::from_str(json).map_err(|e| corrupt(what, e))?;
+    /// Decode the answer stored under `key` (its key is `answer_key`);
+    /// `None` if it expired by this host's clock.
+    fn live(
+        &self,
+        key: &DeliveryKey,
+        answer_key: &str,
+        value: &[u8],
+    ) -> Result<Option<StoredDelivery>, StorageError> {
+        let answer = decode(key, answer_key, value)?;
         let alive = answer
             .stored_at_ms
             .saturating_add(retention_ms(&self.redis))
@@ -106,17 +118,40 @@ fn retention_ms(redis: &Redis) -> u64 {
 }
 
 /// The index member (and key suffix) of a delivery key.
-fn member(key: &DeliveryKey) -> String {
+pub(super) fn member(key: &DeliveryKey) -> String {
     pair(&key.route, &key.id)
+}
+
+/// The delivery key an index member names (the inverse of [`member`]).
+fn key_of_member(member: &str) -> Option<DeliveryKey> {
+    let (len, rest) = member.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    let route = rest.get(..len)?;
+    let id = rest.get(len..)?.strip_prefix(':')?;
+    Some(DeliveryKey::new(route, id))
+}
+
+/// Decode the stored `value` of `key` (stored under `answer_key`).
+fn decode(
+    key: &DeliveryKey,
+    answer_key: &str,
+    value: &[u8],
+) -> Result<StoredDelivery, StorageError> {
+    codec::decode(&key.route, &key.id, value).map_err(|e| corrupt(answer_key, e))
+}
+
+/// The first element of a script's reply (its verdict word).
+fn verdict(reply: &[Vec<u8>]) -> &[u8] {
+    reply.first().map_or(&[], Vec::as_slice)
 }
 
 #[async_trait::async_trait]
 impl AnswerStore for RedisAnswers {
     async fn get(&self, key: &DeliveryKey) -> Result<Option<StoredDelivery>, StorageError> {
         let answer_key = self.answer_key(key);
-        let json: Option<String> = self.redis.query(redis::cmd("GET").arg(&answer_key)).await?;
-        match json {
-            Some(json) => self.live(&answer_key, &json),
+        let value: Option<Vec<u8>> = self.redis.query(redis::cmd("GET").arg(&answer_key)).await?;
+        match value {
+            Some(value) => self.live(key, &answer_key, &value),
             None => Ok(None),
         }
     }
@@ -124,7 +159,7 @@ impl AnswerStore for RedisAnswers {
     async fn claim(&self, key: &DeliveryKey, lease: Duration) -> Result<Claimed, StorageError> {
         let token = self.redis.token();
         let answer_key = self.answer_key(key);
-        let reply: Vec<String> = self
+        let reply: Vec<Vec<u8>> = self
             .redis
             .script(
                 CLAIM
@@ -134,17 +169,19 @@ impl AnswerStore for RedisAnswers {
                     .arg(ms(lease)),
             )
             .await?;
-        match reply.first().map(String::as_str) {
-            Some("leader") => Ok(Claimed::Leader(LeaseToken {
+        match verdict(&reply) {
+            b"leader" => Ok(Claimed::Leader(LeaseToken {
                 key: key.clone(),
                 token,
             })),
-            Some("answered") => match self.live(&answer_key, reply.get(1).map_or("", |s| s))? {
-                Some(answer) => Ok(Claimed::Answered(answer)),
-                // Expired by this host's clock but not yet by Redis's (the
-                // clocks differ by a few ms): wait for Redis to remove it.
-                None => Ok(Claimed::Held),
-            },
+            b"answered" => {
+                match self.live(key, &answer_key, reply.get(1).map_or(&[], Vec::as_slice))? {
+                    Some(answer) => Ok(Claimed::Answered(answer)),
+                    // Expired by this host's clock but not yet by Redis's (the
+                    // clocks differ by a few ms): wait for Redis to remove it.
+                    None => Ok(Claimed::Held),
+                }
+            }
             _ => Ok(Claimed::Held),
         }
     }
@@ -154,7 +191,7 @@ impl AnswerStore for RedisAnswers {
         lease: &LeaseToken,
         answer: &StoredDelivery,
     ) -> Result<Completed, StorageError> {
-        let json = serde_json::to_string(answer).map_err(|e| corrupt("answer", e))?;
+        let value = codec::encode(answer);
         let retention = retention_ms(&self.redis);
         // The TTL ends when the answer expires by the port's rule.
         let ttl = answer
@@ -163,7 +200,7 @@ impl AnswerStore for RedisAnswers {
             .saturating_sub(self.redis.clock.now_ms())
             .max(1);
         let answer_key = self.answer_key(&lease.key);
-        let reply: Vec<String> = self
+        let reply: Vec<Vec<u8>> = self
             .redis
             .script(
                 COMPLETE
@@ -172,7 +209,7 @@ impl AnswerStore for RedisAnswers {
                     .key(index_key(&self.redis))
                     .key(self.by_id_key(&lease.key.id))
                     .arg(&lease.token)
-                    .arg(json)
+                    .arg(value)
                     .arg(ttl)
                     .arg(answer.stored_at_ms)
                     .arg(member(&lease.key))
@@ -184,13 +221,15 @@ impl AnswerStore for RedisAnswers {
                     .arg(EVICT_BATCH),
             )
             .await?;
-        match reply.first().map(String::as_str) {
-            Some("stored") => Ok(Completed::Stored),
-            Some("superseded") => {
-                let json = reply.get(1).map_or("", |s| s);
-                let stored: StoredDelivery =
-                    serde_json::from_str(json).map_err(|e| corrupt(&answer_key, e))?;
-                Ok(Completed::Superseded(stored))
+        match verdict(&reply) {
+            b"stored" => Ok(Completed::Stored),
+            b"superseded" => {
+                let value = reply.get(1).map_or(&[][..], Vec::as_slice);
+                Ok(Completed::Superseded(decode(
+                    &lease.key,
+                    &answer_key,
+                    value,
+                )?))
             }
             _ => Ok(Completed::LeaseLost),
         }
@@ -225,11 +264,15 @@ impl AnswerStore for RedisAnswers {
                 .iter()
                 .map(|m| self.redis.key(&format!("answer:{m}")))
                 .collect();
-            let values: Vec<Option<String>> =
+            let values: Vec<Option<Vec<u8>>> =
                 self.redis.query(redis::cmd("MGET").arg(&keys)).await?;
-            for (key, value) in keys.iter().zip(values) {
-                let Some(json) = value else { continue };
-                match self.live(key, &json) {
+            for ((member, answer_key), value) in members.iter().zip(&keys).zip(values) {
+                let Some(value) = value else { continue };
+                let Some(key) = key_of_member(member) else {
+                    tracing::error!(%member, "skipping a malformed answer index member");
+                    continue;
+                };
+                match self.live(&key, answer_key, &value) {
                     Ok(Some(answer)) if answer.stored_at_ms >= since_ms => {
                         out.push(answer.summary())
                     }
@@ -272,5 +315,27 @@ impl AnswerStore for RedisAnswers {
         self.redis
             .query(redis::cmd("ZCARD").arg(index_key(&self.redis)))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_name_their_key_back() {
+        for (route, id) in [
+            ("/r", "x"),
+            ("/r:x", "id:\0é"),
+            ("", ""),
+            ("/a", ":"),
+            ("/é", "1:2:3"),
+        ] {
+            let key = DeliveryKey::new(route, id);
+            assert_eq!(key_of_member(&member(&key)), Some(key));
+        }
+        for bad in ["", "x", "3:/r", "9:/r:x", "2:/rx", "-1::"] {
+            assert_eq!(key_of_member(bad), None, "{bad:?}");
+        }
     }
 }

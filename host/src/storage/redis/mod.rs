@@ -10,7 +10,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P answer:<route,id>` | string, TTL = what is left of `retention` | a stored answer (JSON of [`StoredDelivery`](super::StoredDelivery)) |
+//! | `P answer:<route,id>` | string, TTL = what is left of `retention` | a stored answer, in the stored format of [`codec`](super::codec) (binary; JSON before it) |
 //! | `P lease:<route,id>` | string, TTL = the lease | the lease token of the copy running the delivery |
 //! | `P answers:by-time` | sorted set | `<route,id>` by `stored_at_ms`: the delivery log |
 //! | `P answers:by-id:<id>` | set, TTL = `retention` | the routes that stored `id`: [`find`](super::AnswerStore::find) without a route |

@@ -13,9 +13,10 @@
 //!
 //! # Layout: two trees in the shared sled database
 //!
-//! - `deliveries`: key `route ++ 0x00 ++ id`, value the JSON of a
-//!   [`StoredDelivery`]. Route paths never contain NUL, so the first NUL ends
-//!   the route and the id may hold any bytes. All keys of one route are
+//! - `deliveries`: key `route ++ 0x00 ++ id`, value the
+//!   [`StoredDelivery`] in the stored format of [`crate::storage::codec`]
+//!   (older JSON values still read). Route paths never contain NUL, so the
+//!   first NUL ends the route and the id may hold any bytes. All keys of one route are
 //!   contiguous, which lets [`DeliveryStore::find`] visit each route with one
 //!   seek instead of scanning every record.
 //! - `deliveries-by-time`: key `stored_at_ms` (8 bytes, big-endian) `++`
@@ -74,6 +75,7 @@ const SEP: u8 = 0x00;
 pub const SWEEP_BATCH: usize = 256;
 
 use crate::storage::answers::StoreSettings;
+use crate::storage::codec::{self, CodecError};
 use crate::storage::{DeliverySummary, FlushPolicy, StoredDelivery, SweepReport};
 
 /// Why a store operation failed.
@@ -88,15 +90,7 @@ pub enum StoreError {
         /// The record's key, as `route id`.
         key: String,
         /// Decoding error.
-        source: serde_json::Error,
-    },
-    /// A delivery could not be encoded (not expected for JSON values).
-    #[error("delivery store: cannot encode record {key}: {source}")]
-    Encode {
-        /// The record's key, as `route id`.
-        key: String,
-        /// Encoding error.
-        source: serde_json::Error,
+        source: CodecError,
     },
 }
 
@@ -175,10 +169,7 @@ impl DeliveryStore {
         );
         let rkey = record_key(&delivery.route, &delivery.id);
         let tkey = time_key(delivery.stored_at_ms, &rkey);
-        let value = serde_json::to_vec(delivery).map_err(|source| StoreError::Encode {
-            key: display_key(&rkey),
-            source,
-        })?;
+        let value = codec::encode(delivery);
         // The closure may run more than once: the count moves by what the
         // committed run returns (+1 per entry added, -1 per entry removed).
         let added = (&self.records, &self.by_time)
@@ -471,22 +462,21 @@ fn display_key(record_key: &[u8]) -> String {
 }
 
 fn decode(record_key: &[u8], value: &[u8]) -> Result<StoredDelivery, StoreError> {
-    serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
+    let corrupt = |source| StoreError::Corrupt {
         key: display_key(record_key),
         source,
-    })
+    };
+    // Keys are written from `&str`s, so both halves are UTF-8.
+    let (route, id) = std::str::from_utf8(record_key)
+        .ok()
+        .and_then(|key| key.split_once(char::from(SEP)))
+        .ok_or_else(|| corrupt(CodecError::Malformed("record key is not route NUL id")))?;
+    codec::decode(route, id, value).map_err(corrupt)
 }
 
-/// Just the stamp of a stored record, without building the rest.
+/// Just the stamp of a stored record, from its header (no decompression).
 fn stamp_of(value: &[u8]) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Stamp {
-        stored_at_ms: u64,
-    }
-    serde_json::from_slice::<Stamp>(value)
-        .ok()
-        .map(|s| s.stored_at_ms)
+    codec::stored_at_ms(value)
 }
 
 fn tx_error(e: TransactionError<Infallible>) -> StoreError {
@@ -580,12 +570,72 @@ mod tests {
     }
 
     #[test]
-    fn stamp_is_read_from_the_stored_json() {
+    fn stamp_is_read_from_the_stored_value() {
         let d = delivery("/hook", "x", T0);
+        assert_eq!(stamp_of(&codec::encode(&d)), Some(T0));
+        // Values written before the codec: their JSON.
         let json = serde_json::to_vec(&d).unwrap();
-        assert!(String::from_utf8_lossy(&json).contains("\"storedAtMs\""));
         assert_eq!(stamp_of(&json), Some(T0));
         assert_eq!(stamp_of(b"not json"), None);
+    }
+
+    #[tokio::test]
+    async fn values_are_stored_in_the_codec_format() {
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        let d = delivery("/hook", "x", T0);
+        store.put(&d).await.unwrap();
+        let raw = store
+            .records
+            .get(record_key("/hook", "x"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(raw[0], codec::VERSION_1);
+        assert_eq!(&raw[..], &codec::encode(&d)[..]);
+    }
+
+    #[tokio::test]
+    async fn answers_stored_as_json_before_the_codec_are_still_served() {
+        let (_dir, db) = temp_db();
+        let store = hour_store(&db);
+        // As the previous version wrote them: JSON value, time entry.
+        let old = delivery("/hook", "old", T0);
+        let rkey = record_key("/hook", "old");
+        store
+            .records
+            .insert(rkey.as_slice(), serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        store
+            .by_time
+            .insert(time_key(T0, &rkey), Vec::new())
+            .unwrap();
+        // Opened after the upgrade.
+        let store = hour_store(&db);
+        let new = delivery("/hook", "new", T0 + 1);
+        store.put(&new).await.unwrap();
+        let now = T0 + 2;
+        assert_eq!(store.get("/hook", "old", now).unwrap(), Some(old.clone()));
+        assert_eq!(ids(&store.list(0, 10, now).unwrap()), ["new", "old"]);
+        assert_eq!(store.find("old", None, now).unwrap(), vec![old.clone()]);
+        // The sweep's fence reads an old value's stamp too: an expired
+        // time entry naming a record with another stamp leaves it alone.
+        let later = delivery("/hook", "old", T0 + 5);
+        store
+            .records
+            .insert(rkey.as_slice(), serde_json::to_vec(&later).unwrap())
+            .unwrap();
+        let report = store.sweep(T0 + HOUR_MS).unwrap();
+        assert_eq!((report.expired, report.remaining), (0, 1));
+        assert_eq!(
+            store.get("/hook", "old", T0 + HOUR_MS).unwrap(),
+            Some(later)
+        );
+        // Replacing it re-encodes it.
+        let newer = delivery("/hook", "old", T0 + 9);
+        store.put(&newer).await.unwrap();
+        let raw = store.records.get(&rkey).unwrap().unwrap();
+        assert_eq!(raw[0], codec::VERSION_1);
+        assert_eq!(store.get("/hook", "old", now).unwrap(), Some(newer));
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 -- Store a leader's answer, fenced by its lease token (see answers.rs).
 -- KEYS[1] answer, KEYS[2] lease, KEYS[3] time index, KEYS[4] the id's routes.
--- ARGV[1] token, ARGV[2] answer JSON, ARGV[3] answer TTL ms,
+-- ARGV[1] token, ARGV[2] answer (the codec's bytes, opaque here), ARGV[3] answer TTL ms,
 -- ARGV[4] stored_at_ms, ARGV[5] index member, ARGV[6] first live stored time,
 -- ARGV[7] max_records, ARGV[8] route, ARGV[9] retention ms,
 -- ARGV[10] prefix of answer keys, ARGV[11] most evictions in this call.

@@ -193,3 +193,133 @@ async fn list_pages_past_answers_redis_already_removed() {
         .collect();
     assert_eq!(ids, ["id1", "id0"]);
 }
+
+/// A raw connection to the test Redis, to read and plant values.
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(url).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+#[tokio::test]
+async fn answers_are_stored_in_the_codec_format_byte_exact() {
+    let url = redis_or_skip!();
+    let prefix = unique_prefix("codec");
+    let s = host(&url, &prefix, &limits()).await;
+    // A route and id with the member separator, NUL and non-ASCII in them,
+    // and a body with bytes JSON would escape.
+    let key = DeliveryKey::new("/r:x", "id:\0é");
+    let mut a = answer(&key, now_ms(), "a");
+    a.body = "{ \"z\": \"\\u00e9é\\n\", \"n\":1.50 }\r\n".into();
+    let token = leader(s.answers.claim(&key, LEASE).await.unwrap());
+    assert_eq!(
+        s.answers.complete(&token, &a).await.unwrap(),
+        Completed::Stored
+    );
+    let mut conn = raw(&url).await;
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(format!(
+            "{prefix}answer:{}",
+            super::super::answers::member(&key)
+        ))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored[0], crate::storage::codec::VERSION_1);
+    assert_eq!(stored, crate::storage::codec::encode(&a));
+    assert_eq!(s.answers.get(&key).await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        s.answers.claim(&key, LEASE).await.unwrap(),
+        Claimed::Answered(a.clone())
+    );
+    assert_eq!(
+        s.answers.find(&key.id, None).await.unwrap(),
+        vec![a.clone()]
+    );
+    let listed = s.answers.list(0, 10).await.unwrap();
+    assert_eq!(listed, vec![a.summary()]);
+    // A late leader on another lease gets the stored answer back, decoded.
+    let other = DeliveryKey::new("/r:x", "id:\0é");
+    let late = LeaseToken {
+        key: other,
+        token: "someone else".into(),
+    };
+    assert_eq!(
+        s.answers
+            .complete(&late, &answer(&key, now_ms(), "b"))
+            .await
+            .unwrap(),
+        Completed::Superseded(a)
+    );
+}
+
+#[tokio::test]
+async fn json_answers_of_the_previous_version_are_still_served() {
+    let url = redis_or_skip!();
+    let prefix = unique_prefix("legacy");
+    let s = host(&url, &prefix, &limits()).await;
+    let key = DeliveryKey::new("/r", "old");
+    let old = answer(&key, now_ms(), "from before the upgrade");
+    let member = super::super::answers::member(&key);
+    // As the previous version's complete.lua left it.
+    let mut conn = raw(&url).await;
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(format!("{prefix}answer:{member}"))
+        .arg(serde_json::to_string(&old).unwrap())
+        .cmd("ZADD")
+        .arg(format!("{prefix}answers:by-time"))
+        .arg(old.stored_at_ms)
+        .arg(&member)
+        .cmd("SADD")
+        .arg(format!("{prefix}answers:by-id:old"))
+        .arg("/r")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(s.answers.get(&key).await.unwrap(), Some(old.clone()));
+    assert_eq!(
+        s.answers.claim(&key, LEASE).await.unwrap(),
+        Claimed::Answered(old.clone())
+    );
+    assert_eq!(
+        s.answers.find("old", None).await.unwrap(),
+        vec![old.clone()]
+    );
+    assert_eq!(s.answers.list(0, 10).await.unwrap(), vec![old.summary()]);
+    let late = LeaseToken {
+        key: key.clone(),
+        token: "late".into(),
+    };
+    assert_eq!(
+        s.answers
+            .complete(&late, &answer(&key, now_ms(), "new"))
+            .await
+            .unwrap(),
+        Completed::Superseded(old)
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_answer_is_an_error_not_a_panic() {
+    let url = redis_or_skip!();
+    let prefix = unique_prefix("corrupt");
+    let s = host(&url, &prefix, &limits()).await;
+    let key = DeliveryKey::new("/r", "bad");
+    let mut conn = raw(&url).await;
+    for value in [&b"\x01short"[..], b"\x07garbage", b"{not json", b""] {
+        let _: () = redis::cmd("SET")
+            .arg(format!(
+                "{prefix}answer:{}",
+                super::super::answers::member(&key)
+            ))
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let err = s.answers.get(&key).await.unwrap_err();
+        assert!(
+            matches!(err, crate::storage::StorageError::Corrupt { .. }),
+            "{value:?}: {err}"
+        );
+    }
+}

@@ -16,10 +16,10 @@ use enrichd::storage::{self, DeliveryKey, StoredDelivery};
 /// sled's page cache for the memory test: 8 MiB, far below what is written.
 const CACHE_BYTES: u64 = 8 << 20;
 /// Deliveries written: 20 000 copies of the example chain's answer (~1.6 KB
-/// of JSON each, ~32 MB; ~70 MB on disk).
+/// of JSON each, ~32 MB, before the codec compacts them; ~26 MB on disk).
 const DELIVERIES: u64 = 20_000;
-/// Plugin kv data written on top: 128 MiB. With the deliveries, ~160 MiB
-/// of data, 20x the cache (~290 MB on disk).
+/// Plugin kv data written on top: 128 MiB, so the data written is well
+/// over 20x the cache (~290 MB on disk in all).
 const KV_BYTES: u64 = 128 << 20;
 /// Writes in flight: a few, as concurrent deliveries write. Each thread of
 /// tokio's blocking pool that runs sled work keeps allocator caches and

@@ -52,7 +52,7 @@ pub struct RawConfig {
     pub max_connections: Option<usize>,
     /// Time a client gets to send a request body once its head arrived, ms.
     pub body_read_timeout_ms: Option<u64>,
-    /// sled's page cache, in bytes (default 64 MiB).
+    /// sled's page cache, in bytes (default 16 MiB).
     pub sled_cache_bytes: Option<u64>,
     /// Where the state lives: embedded sled (default) or a shared Redis.
     #[serde(default)]

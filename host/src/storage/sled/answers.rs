@@ -56,7 +56,7 @@
 //! the whole tree.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 
 use sled::transaction::{ConflictableTransactionResult, TransactionError};
@@ -104,8 +104,11 @@ pub struct DeliveryStore {
     /// Entries of the time index (one per stored record), kept by every
     /// write. sled's `len()` walks the whole tree, pulling every page
     /// through the cache; counting on each sweep and `/stats` made the cost
-    /// (and the memory) of both grow with the store.
-    indexed: Arc<AtomicUsize>,
+    /// (and the memory) of both grow with the store. Signed: a write's
+    /// change lands after its transaction commits, so a removal can be
+    /// counted before the insertion it undoes; clamping at zero there would
+    /// lose it for good.
+    indexed: Arc<AtomicIsize>,
 }
 
 /// What one [`DeliveryStore::sweep_step`] did.
@@ -137,7 +140,7 @@ impl DeliveryStore {
             records: db.open_tree(RECORDS_TREE)?,
             by_time,
             settings,
-            indexed: Arc::new(AtomicUsize::new(indexed)),
+            indexed: Arc::new(AtomicIsize::new(indexed)),
         })
     }
 
@@ -276,7 +279,7 @@ impl DeliveryStore {
     /// Number of records (expired ones included until swept), as the time
     /// index counts them: O(1), kept by every write.
     pub fn len(&self) -> usize {
-        self.indexed.load(Ordering::Relaxed)
+        usize::try_from(self.indexed.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// Whether there are no records at all.
@@ -285,17 +288,7 @@ impl DeliveryStore {
     }
 
     fn count_added(&self, added: isize) {
-        if added >= 0 {
-            self.indexed
-                .fetch_add(added.unsigned_abs(), Ordering::Relaxed);
-        } else {
-            // Never below zero, whatever a racing writer did first.
-            let _ = self
-                .indexed
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    Some(n.saturating_sub(added.unsigned_abs()))
-                });
-        }
+        self.indexed.fetch_add(added, Ordering::Relaxed);
     }
 
     /// Bytes on disk of the whole sled database, for reporting.

@@ -68,13 +68,17 @@ pub async fn healthz_worst_during<T>(
 /// # Panics
 /// When `/proc/self/status` cannot be read (not Linux).
 pub fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status_kb("VmRSS").expect("VmRSS in /proc/self/status") * 1024
+}
+
+/// A field of this process's `/proc/self/status` given in kB (`VmRSS`,
+/// `VmHWM`, …); `None` when it cannot be read.
+pub fn status_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .expect("VmRSS in /proc/self/status")
 }
 
 /// Bytes held by the files under `path`, recursively (0 when it is absent).

@@ -138,17 +138,10 @@ fn run_id() -> String {
     format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
 }
 
-/// `VmHWM` and `VmRSS` of this process, kB.
+/// `VmHWM` and `VmRSS` of this process, kB (0 when unreadable).
 fn memory_kb() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+    let kb = |field| enrichd_tests::resources::status_kb(field).unwrap_or(0);
+    (kb("VmHWM"), kb("VmRSS"))
 }
 
 /// Claim and complete one delivery.

@@ -170,7 +170,7 @@ pub struct SledMaintenance {
     store: DeliveryStore,
     queue: Queue,
     clock: Clock,
-    seen_swept: Mutex<Option<Instant>>,
+    hourly_swept: Mutex<Option<Instant>>,
 }
 
 impl SledMaintenance {
@@ -181,15 +181,15 @@ impl SledMaintenance {
             store,
             queue,
             clock,
-            seen_swept: Mutex::default(),
+            hourly_swept: Mutex::default(),
         }
     }
 
-    /// Whether the duplicate filter is due for its sweep (and note it is
-    /// being swept now).
-    fn seen_due(&self) -> bool {
+    /// Whether the hourly scans (duplicate filter, last-known CRM values)
+    /// are due (and note they are being run now).
+    fn hourly_due(&self) -> bool {
         let mut last = self
-            .seen_swept
+            .hourly_swept
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
@@ -222,7 +222,7 @@ impl Maintenance for SledMaintenance {
         report.remaining = self.store.len();
         // The scans of whole trees, hourly: fingerprints out of the dedupe
         // window, and last-known CRM values past their TTL.
-        if self.seen_due() {
+        if self.hourly_due() {
             let (q, db) = (self.queue.clone(), self.db.clone());
             let (seen, crm) = blocking(move || {
                 Ok::<_, StorageError>((q.sweep_seen(now)?, super::crm::sweep(&db, now)?))

@@ -315,9 +315,13 @@ impl Plugin {
                 // one poll, with no epoch to yield at: on a multi-threaded
                 // runtime the call runs off the async workers, so it cannot
                 // hold up other deliveries or /healthz. The deadline still
-                // applies inside. At most one thread per instance slot.
+                // applies inside. At most one thread per instance slot. The
+                // sled work of its host calls (kv, last-known CRM values)
+                // runs on this thread too: it may block already.
                 Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                    tokio::task::block_in_place(|| handle.block_on(call))
+                    tokio::task::block_in_place(|| {
+                        crate::storage::sled::in_place(|| handle.block_on(call))
+                    })
                 }
                 _ => call.await,
             };

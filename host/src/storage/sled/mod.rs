@@ -80,12 +80,18 @@ pub fn in_place<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether this thread runs inside [`in_place`]: off the async workers,
+/// free to block.
+pub fn is_in_place() -> bool {
+    OFF_THE_WORKERS.with(Cell::get)
+}
+
 /// Run sled work on tokio's blocking pool (see the module docs), or right
 /// here inside [`in_place`].
 pub(crate) async fn blocking<T: Send + 'static, E: From<StorageError> + Send + 'static>(
     op: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, E> {
-    if OFF_THE_WORKERS.with(Cell::get) {
+    if is_in_place() {
         return op();
     }
     tokio::task::spawn_blocking(op).await.unwrap_or_else(|e| {

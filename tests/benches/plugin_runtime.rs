@@ -92,9 +92,21 @@ fn bench_calls(c: &mut Criterion, dir: &Path, rt: &tokio::runtime::Runtime) -> V
             b.to_async(rt)
                 .iter(|| plugin.call(&delivery, services, far_limit(), output));
         });
+        print_pool_resident(&app);
     }
     group.finish();
     measured
+}
+
+/// What the pool's idle slots keep resident after the calls of `app`.
+fn print_pool_resident(app: &App) {
+    if let Some((warm, resident)) = app.engine().pool_resident() {
+        println!(
+            "pool after the calls: {warm} idle memory slots keep {} KiB resident ({} KiB each)",
+            resident >> 10,
+            (resident / warm.max(1) as usize) >> 10
+        );
+    }
 }
 
 /// Whether the command line's filters (its free arguments, as criterion

@@ -631,6 +631,15 @@ async fn a_call_never_sees_what_the_previous_call_left_in_memory() {
                 "{allocator}, call {call}"
             );
         }
+        // Each call wrote over 4 MiB; an idle slot keeps no more than the
+        // bound resident (the rest was released): the pool's RSS bound.
+        if let Some((warm, resident)) = app.engine().pool_resident() {
+            assert!(warm >= 1, "{allocator}: the slot was used");
+            assert!(
+                resident <= warm as usize * enrichd::plugin::MEMORY_KEEP_RESIDENT,
+                "{allocator}: {resident} bytes resident in {warm} idle slots"
+            );
+        }
     }
 }
 

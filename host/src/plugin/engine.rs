@@ -53,7 +53,7 @@ const POOL_TABLES_PER_COMPONENT: u32 = 8;
 /// it, and dirt beyond it is still released with `madvise`. RSS: a slot
 /// keeps at most what its last call wrote, up to this, so no more than the
 /// calls needed while they ran.
-const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+pub const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
 /// The same for tables: a component's tables are a few KiB of function
 /// references, all written at instantiation, so resetting them with a
 /// memset is cheaper than an madvise.
@@ -145,6 +145,16 @@ impl PluginEngine {
     /// The allocator in use.
     pub fn allocator(&self) -> AllocatorKind {
         self.allocator
+    }
+
+    /// The pooling allocator's idle memory slots: how many were used
+    /// before, and the bytes they keep resident between calls
+    /// ([`MEMORY_KEEP_RESIDENT`] at most each); `None` with on-demand
+    /// allocation. For benches and tests of the pool's RSS.
+    pub fn pool_resident(&self) -> Option<(u32, usize)> {
+        self.engine
+            .pooling_allocator_metrics()
+            .map(|m| (m.unused_warm_memories(), m.unused_memory_bytes_resident()))
     }
 
     /// The call permits of event plugins ([`MAX_CONCURRENT_EVENT_CALLS`]).

@@ -39,7 +39,7 @@ pub use bindings::types as wit;
 pub use bindings::types::Delivery as WitDelivery;
 pub use engine::{
     AllocatorKind, EngineOptions, PluginEngine, EPOCH_TICK, MAX_CONCURRENT_CALLS,
-    MAX_CONCURRENT_EVENT_CALLS,
+    MAX_CONCURRENT_EVENT_CALLS, MEMORY_KEEP_RESIDENT,
 };
 use host::HostState;
 pub use host::Services;

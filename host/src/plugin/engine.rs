@@ -48,9 +48,10 @@ const POOL_TABLES_PER_COMPONENT: u32 = 8;
 /// with `madvise`. An madvise costs a TLB shootdown on every core running
 /// the process, and the next call in the slot re-faults every page it
 /// touches: about half of a plugin call's CPU in the profile. With
-/// `PAGEMAP_SCAN` only the pages the call wrote are reset; a Rust guest
-/// writes a few hundred KiB (stack top, data, heap) per call, so 1 MiB covers
-/// it, and dirt beyond it is still released with `madvise`. RSS: a slot
+/// `PAGEMAP_SCAN` only the pages the call wrote are reset; the example
+/// plugins write tens of KiB per call (crm-enrich's slot keeps 16 KiB: the
+/// `plugin_runtime` bench prints it), so 1 MiB leaves room for bigger
+/// guests, and dirt beyond it is still released with `madvise`. RSS: a slot
 /// keeps at most what its last call wrote, up to this, so no more than the
 /// calls needed while they ran.
 pub const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
@@ -404,6 +405,9 @@ fn build_engine(options: &EngineOptions, pooling: bool) -> Result<Engine, LoadEr
             .max_memory_size(options.max_memory_bytes)
             .max_unused_warm_slots(POOL_MAX_UNUSED_WARM_SLOTS)
             .table_keep_resident(TABLE_KEEP_RESIDENT);
+        // `decommit_batch_size` stays at wasmtime's 1: with memory reset in
+        // place little is left to release, and a batch would hold its slots
+        // back from reuse until it is flushed.
         // Without PAGEMAP_SCAN (Linux before 6.7) wasmtime would memset the
         // *lowest* bytes up to the amount kept resident, dirty or not, while
         // a Rust guest writes near the top of its stack (1 MiB up) and above:

@@ -575,6 +575,74 @@ async fn pooling_and_on_demand_allocators_both_serve() {
     }
 }
 
+/// Issue 11: the pool keeps a slot's memory resident between calls and
+/// resets only what a call wrote; a call must still find nothing of the
+/// previous one: data, zero-initialised statics, heap (the `remember` mode
+/// of the hostile plugin reports what it found, then leaves marks). The
+/// calls run one after another on the runtime the server uses, so each
+/// takes the slot the previous one left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_never_sees_what_the_previous_call_left_in_memory() {
+    for allocator in ["pooling", "on-demand"] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("enrichd.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "allocator = {allocator:?}\ncache_dir = {:?}\n{}[[route]]\npath = \"/r\"\nchain = [{{ plugin = \"remember\" }}]\n",
+                enrichd_tests::SHARED_CACHE,
+                plugin_toml_as(
+                    "remember",
+                    "hostile",
+                    &["config"],
+                    "[plugin.config]\nmode = \"remember\""
+                )
+            ),
+        )
+        .unwrap();
+        let config = enrichd::config::Config::load(&file).unwrap();
+        let app = enrichd::app::App::build(&config).await.unwrap();
+        let delivery =
+            match enrichd::emailgistics::payload::parse(seed_payload().to_string().as_bytes())
+                .unwrap()
+            {
+                enrichd::emailgistics::payload::Parsed::Received(d) => d,
+                other => panic!("{other:?}"),
+            };
+        let wit = enrichd::emailgistics::convert::delivery(&delivery);
+        let plugin = &app.plugins()[0];
+        for call in 0..5 {
+            let limit = enrichd::plugin::CallLimit {
+                deadline: tokio::time::Instant::now() + Duration::from_secs(30),
+                budget_bound: false,
+            };
+            let out = plugin
+                .call(
+                    &wit,
+                    app.services(),
+                    limit,
+                    enrichd::emailgistics::convert::output,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{allocator}, call {call}: {e}"));
+            assert_eq!(
+                serde_json::to_value(&out.actions).unwrap()[0]["value"],
+                json!({"data": "pristine", "bss": "zero", "heap": "zero"}),
+                "{allocator}, call {call}"
+            );
+        }
+        // Each call wrote over 4 MiB; an idle slot keeps no more than the
+        // bound resident (the rest was released): the pool's RSS bound.
+        if let Some((warm, resident)) = app.engine().pool_resident() {
+            assert!(warm >= 1, "{allocator}: the slot was used");
+            assert!(
+                resident <= warm as usize * enrichd::plugin::MEMORY_KEEP_RESIDENT,
+                "{allocator}: {resident} bytes resident in {warm} idle slots"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn instance_limit_obeyed_and_violated() {
     let server = TestServer::start(&sandwich(

@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::actions::Action;
 use super::{convert, validate};
 use crate::plugin::OnError;
-use crate::plugin::{CallLimit, Failure, Plugin, Services, WitDelivery};
+use crate::plugin::{CallLimit, Failure, Plugin, PluginInfo, Services, Slot, WitDelivery};
 
 /// Longest envelope `message`: it is shown in a single line in Emailgistics
 /// Admin, and the full detail is in the log anyway.
@@ -178,6 +178,46 @@ pub async fn run(
     budget: Duration,
 ) -> (Verdict, Vec<PluginRecord>) {
     let budget_end = arrived + budget;
+    // The plugins run one at a time: one instance slot serves the whole
+    // chain. It is waited for here, on the async worker (a delivery queued
+    // for one holds no thread), within the first plugin's time limit; then
+    // the chain is handed off the async workers once for all its plugins,
+    // not once per plugin.
+    let started = Instant::now();
+    let slot = match chain.iter().find(|e| e.applies_to(&delivery.mailbox)) {
+        Some(first) if started < budget_end => Some(
+            first
+                .plugin
+                .reserve_slot(call_limit(first, started, budget_end))
+                .await,
+        ),
+        _ => None,
+    };
+    let entries = run_entries(chain, delivery, services, budget_end, slot, started);
+    crate::plugin::off_the_workers(entries).await
+}
+
+/// The time limit of a call of `entry` that starts at `started`.
+fn call_limit(entry: &ChainEntry, started: Instant, budget_end: Instant) -> CallLimit {
+    let own_end = started + entry.plugin.info().timeout;
+    CallLimit {
+        deadline: own_end.min(budget_end),
+        budget_bound: budget_end < own_end,
+    }
+}
+
+/// Every entry of `chain` in turn, in `slot` (none when no entry runs;
+/// `Busy` when none became free); the first entry that runs started
+/// waiting for it at `first_started`.
+async fn run_entries(
+    chain: &[ChainEntry],
+    delivery: &WitDelivery,
+    services: &Services,
+    budget_end: Instant,
+    slot: Option<Result<Slot, Failure>>,
+    first_started: Instant,
+) -> (Verdict, Vec<PluginRecord>) {
+    let mut first_started = Some(first_started);
     let mut records = Vec::with_capacity(chain.len());
     let mut decided: Option<Verdict> = None;
     for entry in chain {
@@ -186,7 +226,9 @@ pub async fn run(
             Some(SKIP_DECIDED)
         } else if !entry.applies_to(&delivery.mailbox) {
             Some(SKIP_MAILBOX)
-        } else if Instant::now() >= budget_end {
+        // A chain that found no slot says so (503), even when its wait
+        // took the budget.
+        } else if Instant::now() >= budget_end && !matches!(slot, Some(Err(_))) {
             Some(SKIP_NO_TIME)
         } else {
             None
@@ -197,57 +239,32 @@ pub async fn run(
             records.push(r);
             continue;
         }
-        let started = Instant::now();
-        let own_end = started + info.timeout;
-        let limit = CallLimit {
-            deadline: own_end.min(budget_end),
-            budget_bound: budget_end < own_end,
-        };
+        // The first plugin's time includes its wait for the slot.
+        let started = first_started.take().unwrap_or_else(Instant::now);
+        let limit = call_limit(entry, started, budget_end);
         let crate::plugin::Called {
             result: called,
             limits_hit,
-        } = entry
-            .plugin
-            .call_reporting(delivery, services, limit, convert::output)
-            .await;
-        // Validating the output is the plugin's time too: an output that
-        // takes past the deadline to check counts as the plugin's overrun.
-        let caps = validate::Caps::from(&info.limits);
-        let merged = called
-            .map(|output| merge_output(&info.name, output, &caps))
-            .and_then(|r| match overrun(limit, started) {
-                Some(failure) => Err(failure),
-                None => Ok(r),
-            });
-        let mut r = match merged {
-            Ok(r) => r,
-            Err(failure) => {
-                let out_of_time = matches!(failure, Failure::OutOfTime(_));
-                let mut r = PluginRecord::new(
-                    &info.name,
-                    if out_of_time {
-                        Outcome::OutOfTime
-                    } else {
-                        Outcome::Failed
-                    },
-                );
-                // Running out of the delivery's time is not the plugin's
-                // failure: the answer carries what was merged so far.
-                if matches!(failure, Failure::Busy(_)) {
-                    // The host was saturated and the plugin never ran:
-                    // whatever its policy, the sender retries (503).
-                    decided = Some(Verdict::Retry(format!(
-                        "plugin {} could not run ({}): {failure}",
-                        info.name,
-                        failure.kind()
-                    )));
-                } else if !out_of_time {
-                    decided = policy_verdict(info.on_error, &info.name, &failure);
-                }
-                r.failure = Some(failure);
-                r
+        } = match &slot {
+            Some(Ok(slot)) => {
+                entry
+                    .plugin
+                    .call_in_slot(slot, delivery, services, limit, convert::output)
+                    .await
+            }
+            Some(Err(busy)) => crate::plugin::Called {
+                result: Err(busy.clone()),
+                limits_hit: Vec::new(),
+            },
+            // Not reached: an entry runs, so a slot was reserved.
+            None => {
+                entry
+                    .plugin
+                    .call_reporting(delivery, services, limit, convert::output)
+                    .await
             }
         };
+        let mut r = settle(info, called, limit, started, &mut decided);
         r.elapsed_us = started.elapsed().as_micros() as u64;
         r.limits_hit = limits_hit;
         records.push(r);
@@ -260,6 +277,55 @@ pub async fn run(
         })
     });
     (verdict, records)
+}
+
+/// The record of a plugin's call that started at `started` under `limit`,
+/// its output validated; a failure that decides the delivery's answer is
+/// put in `decided`.
+fn settle(
+    info: &PluginInfo,
+    called: Result<convert::Output, Failure>,
+    limit: CallLimit,
+    started: Instant,
+    decided: &mut Option<Verdict>,
+) -> PluginRecord {
+    // Validating the output is the plugin's time too: an output that
+    // takes past the deadline to check counts as the plugin's overrun.
+    let caps = validate::Caps::from(&info.limits);
+    let merged = called
+        .map(|output| merge_output(&info.name, output, &caps))
+        .and_then(|r| match overrun(limit, started) {
+            Some(failure) => Err(failure),
+            None => Ok(r),
+        });
+    let failure = match merged {
+        Ok(r) => return r,
+        Err(failure) => failure,
+    };
+    let out_of_time = matches!(failure, Failure::OutOfTime(_));
+    let mut r = PluginRecord::new(
+        &info.name,
+        if out_of_time {
+            Outcome::OutOfTime
+        } else {
+            Outcome::Failed
+        },
+    );
+    // Running out of the delivery's time is not the plugin's
+    // failure: the answer carries what was merged so far.
+    if matches!(failure, Failure::Busy(_)) {
+        // The host was saturated and the plugin never ran:
+        // whatever its policy, the sender retries (503).
+        *decided = Some(Verdict::Retry(format!(
+            "plugin {} could not run ({}): {failure}",
+            info.name,
+            failure.kind()
+        )));
+    } else if !out_of_time {
+        *decided = policy_verdict(info.on_error, &info.name, &failure);
+    }
+    r.failure = Some(failure);
+    r
 }
 
 /// The failure of a call whose output was checked after `limit.deadline`:

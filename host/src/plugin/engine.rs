@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::host::HostState;
 use super::policy::{Allocator, PluginSpec};
@@ -43,6 +43,29 @@ const POOL_INSTANCES: u32 = MAX_CONCURRENT_CALLS + MAX_CONCURRENT_EVENT_CALLS;
 const POOL_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 const POOL_MEMORIES_PER_COMPONENT: u32 = 4;
 const POOL_TABLES_PER_COMPONENT: u32 = 8;
+/// Bytes of a linear memory's dirty pages reset in place (copied back from
+/// the image or zeroed) when its instance is dropped, instead of released
+/// with `madvise`. An madvise costs a TLB shootdown on every core running
+/// the process, and the next call in the slot re-faults every page it
+/// touches: about half of a plugin call's CPU in the profile. With
+/// `PAGEMAP_SCAN` only the pages the call wrote are reset; the example
+/// plugins write tens of KiB per call (crm-enrich's slot keeps 16 KiB: the
+/// `plugin_runtime` bench prints it), so 1 MiB leaves room for bigger
+/// guests, and dirt beyond it is still released with `madvise`. RSS: a slot
+/// keeps at most what its last call wrote, up to this, so no more than the
+/// calls needed while they ran.
+pub const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+/// The same for tables: a component's tables are a few KiB of function
+/// references, all written at instantiation, so resetting them with a
+/// memset is cheaper than an madvise.
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+/// Free slots kept warm (affine to the plugin that last used them, its
+/// pages resident) before the pool takes a slot never used. wasmtime's
+/// default, 100, lets the slots in use over a run grow to the peak number of
+/// concurrent calls plus 100, each keeping its resident pages; 16 is enough
+/// for each plugin of a chain of a few to find a warm slot of its own, and
+/// bounds the RSS of idle slots to 16 MiB.
+const POOL_MAX_UNUSED_WARM_SLOTS: u32 = 16;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -123,6 +146,16 @@ impl PluginEngine {
     /// The allocator in use.
     pub fn allocator(&self) -> AllocatorKind {
         self.allocator
+    }
+
+    /// The pooling allocator's idle memory slots: how many were used
+    /// before, and the bytes they keep resident between calls
+    /// ([`MEMORY_KEEP_RESIDENT`] at most each); `None` with on-demand
+    /// allocation. For benches and tests of the pool's RSS.
+    pub fn pool_resident(&self) -> Option<(u32, usize)> {
+        self.engine
+            .pooling_allocator_metrics()
+            .map(|m| (m.unused_warm_memories(), m.unused_memory_bytes_resident()))
     }
 
     /// The call permits of event plugins ([`MAX_CONCURRENT_EVENT_CALLS`]).
@@ -369,7 +402,20 @@ fn build_engine(options: &EngineOptions, pooling: bool) -> Result<Engine, LoadEr
             .max_memories_per_component(POOL_MEMORIES_PER_COMPONENT)
             .max_tables_per_component(POOL_TABLES_PER_COMPONENT)
             .table_elements(options.max_table_elements)
-            .max_memory_size(options.max_memory_bytes);
+            .max_memory_size(options.max_memory_bytes)
+            .max_unused_warm_slots(POOL_MAX_UNUSED_WARM_SLOTS)
+            .table_keep_resident(TABLE_KEEP_RESIDENT);
+        // `decommit_batch_size` stays at wasmtime's 1: with memory reset in
+        // place little is left to release, and a batch would hold its slots
+        // back from reuse until it is flushed.
+        // Without PAGEMAP_SCAN (Linux before 6.7) wasmtime would memset the
+        // *lowest* bytes up to the amount kept resident, dirty or not, while
+        // a Rust guest writes near the top of its stack (1 MiB up) and above:
+        // there a full madvise reset is cheaper.
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
+            pool.pagemap_scan(Enabled::Yes)
+                .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT);
+        }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))

@@ -39,7 +39,7 @@ pub use bindings::types as wit;
 pub use bindings::types::Delivery as WitDelivery;
 pub use engine::{
     AllocatorKind, EngineOptions, PluginEngine, EPOCH_TICK, MAX_CONCURRENT_CALLS,
-    MAX_CONCURRENT_EVENT_CALLS,
+    MAX_CONCURRENT_EVENT_CALLS, MEMORY_KEEP_RESIDENT,
 };
 use host::HostState;
 pub use host::Services;
@@ -209,6 +209,34 @@ pub(crate) struct CallPermits {
     pub(crate) events: Arc<tokio::sync::Semaphore>,
 }
 
+/// A delivery instance slot held by a caller across several calls
+/// ([`Plugin::reserve_slot`]); freed when dropped.
+pub struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Run `work` (plugin calls) off the async workers. Lifting a plugin's
+/// output out of its memory (tens of thousands of strings) and converting
+/// it is host work wasmtime does in one poll, with no epoch to yield at: on
+/// a multi-threaded runtime the work runs on this thread, handed off the
+/// async workers (`block_in_place`), so it cannot hold up other deliveries
+/// or /healthz. Deadlines still apply inside. The sled work of the guests'
+/// host calls (kv, last-known CRM values) runs on this thread too: it may
+/// block already. Already off the workers (a chain handed off once for all
+/// its plugins), or on a current-thread runtime (tests), `work` is awaited
+/// here.
+pub async fn off_the_workers<F: std::future::Future>(work: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle)
+            if handle.runtime_flavor() == RuntimeFlavor::MultiThread
+                && !crate::storage::sled::is_in_place() =>
+        {
+            tokio::task::block_in_place(|| crate::storage::sled::in_place(|| handle.block_on(work)))
+        }
+        _ => work.await,
+    }
+}
+
 /// Which export a call runs, with its argument.
 enum Call<'a> {
     Delivery(&'a WitDelivery),
@@ -274,9 +302,8 @@ impl Plugin {
 
     /// Run the plugin on one delivery in a fresh instance, until
     /// `limit.deadline` at the latest; `Failure::Quarantined` at once while
-    /// its circuit breaker is open. On a multi-threaded runtime the call
-    /// runs off the async workers (`block_in_place`) once it has an instance
-    /// slot. The output is checked against `max_actions`, then handed to
+    /// its circuit breaker is open. The call runs off the async workers
+    /// ([`off_the_workers`]) once it has an instance slot. The output is checked against `max_actions`, then handed to
     /// `convert` (which checks what else it needs, e.g. `max_output_bytes`);
     /// validation is the caller's (`chain`).
     pub async fn call<T>(
@@ -300,41 +327,68 @@ impl Plugin {
         limit: CallLimit,
         convert: ConvertOutput<T>,
     ) -> Called<T> {
+        self.call_in(None, delivery, services, limit, convert).await
+    }
+
+    /// Wait for a delivery instance slot until `limit.deadline`, for a
+    /// caller that runs several plugins one after another (a chain) and
+    /// hands them off the async workers once ([`off_the_workers`]). The
+    /// wait is on the async worker: a delivery queued for a slot holds no
+    /// thread. `Failure::Busy` when none became free.
+    pub async fn reserve_slot(&self, limit: CallLimit) -> Result<Slot, Failure> {
+        self.acquire(self.permits.deliveries.clone(), limit)
+            .await
+            .map(|permit| Slot { _permit: permit })
+    }
+
+    /// [`Plugin::call_reporting`] in a slot the caller holds
+    /// ([`Plugin::reserve_slot`]): no wait for one, and no hand-off of its
+    /// own when the caller already runs off the workers.
+    pub async fn call_in_slot<T>(
+        &self,
+        slot: &Slot,
+        delivery: &WitDelivery,
+        services: &Services,
+        limit: CallLimit,
+        convert: ConvertOutput<T>,
+    ) -> Called<T> {
+        self.call_in(Some(slot), delivery, services, limit, convert)
+            .await
+    }
+
+    async fn call_in<T>(
+        &self,
+        slot: Option<&Slot>,
+        delivery: &WitDelivery,
+        services: &Services,
+        limit: CallLimit,
+        convert: ConvertOutput<T>,
+    ) -> Called<T> {
         let mut limits_hit = Vec::new();
         let result = async {
             // Checked before the instance slot is waited for; settled with the
             // final result, so output limits and guest errors count too.
             let ticket = self.breaker.admit()?;
-            // The slot is waited for on the async worker: a delivery queued for
-            // one holds no thread.
-            let permit = self.acquire(&self.permits.deliveries, limit).await?;
-            let call = self.deliver(delivery, services, limit, permit, &mut limits_hit, convert);
-            let result = match tokio::runtime::Handle::try_current() {
-                // Lifting a plugin's output out of its memory (tens of thousands
-                // of strings) and converting it is host work wasmtime does in
-                // one poll, with no epoch to yield at: on a multi-threaded
-                // runtime the call runs off the async workers, so it cannot
-                // hold up other deliveries or /healthz. The deadline still
-                // applies inside. At most one thread per instance slot.
-                Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                    tokio::task::block_in_place(|| handle.block_on(call))
-                }
-                _ => call.await,
+            // Held until the instance is gone (the call's future is over).
+            let _permit = match slot {
+                Some(_) => None,
+                None => Some(self.acquire(self.permits.deliveries.clone(), limit).await?),
             };
-            ticket.settle(result)
+            let call = self.deliver(delivery, services, limit, &mut limits_hit, convert);
+            ticket.settle(off_the_workers(call).await)
         }
         .await;
         Called { result, limits_hit }
     }
 
     /// Wait for an instance slot from `pool` until the call's deadline.
-    async fn acquire<'p>(
+    async fn acquire(
         &self,
-        pool: &'p tokio::sync::Semaphore,
+        pool: Arc<tokio::sync::Semaphore>,
         limit: CallLimit,
-    ) -> Result<tokio::sync::SemaphorePermit<'p>, Failure> {
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Failure> {
         let started = Instant::now();
-        match tokio::time::timeout_at(limit.deadline, pool.acquire()).await {
+        match tokio::time::timeout_at(limit.deadline, pool.acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(Failure::Busy(started.elapsed().as_millis() as u64)),
         }
@@ -346,7 +400,6 @@ impl Plugin {
         delivery: &WitDelivery,
         services: &Services,
         limit: CallLimit,
-        permit: tokio::sync::SemaphorePermit<'_>,
         limits_hit: &mut Vec<&'static str>,
         convert: ConvertOutput<T>,
     ) -> Result<T, Failure> {
@@ -356,7 +409,6 @@ impl Plugin {
                 &delivery.id,
                 services,
                 limit,
-                permit,
                 limits_hit,
             )
             .await?
@@ -394,7 +446,8 @@ impl Plugin {
         services: &Services,
         limit: CallLimit,
     ) -> Result<(), Failure> {
-        let permit = self.acquire(&self.permits.events, limit).await?;
+        // Held until the instance is gone (`invoke` is over).
+        let _permit = self.acquire(self.permits.events.clone(), limit).await?;
         // An event has no stored record: the end-of-call log note names
         // the budgets it ran into.
         let mut limits_hit = Vec::new();
@@ -404,7 +457,6 @@ impl Plugin {
                 &event.message_id,
                 services,
                 limit,
-                permit,
                 &mut limits_hit,
             )
             .await?
@@ -423,8 +475,6 @@ impl Plugin {
         subject: &str,
         services: &Services,
         limit: CallLimit,
-        // Held until the instance is gone.
-        _permit: tokio::sync::SemaphorePermit<'_>,
         limits_hit: &mut Vec<&'static str>,
     ) -> Result<Returned, Failure> {
         self.calls

@@ -257,6 +257,47 @@ mod tests {
         ));
     }
 
+    /// Issue 11: inside `in_place` (a plugin call, off the async workers)
+    /// the kv's sled work runs on the calling thread, not on the blocking
+    /// pool; elsewhere, and after `in_place` returns, on the pool.
+    #[test]
+    fn sled_work_runs_in_place_off_the_workers_and_on_the_pool_elsewhere() {
+        use crate::storage::sled::{blocking, in_place};
+        use crate::storage::StorageError;
+        use std::thread::{current, ThreadId};
+        let thread = || Ok::<ThreadId, StorageError>(current().id());
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let kv: Arc<dyn PluginKv> = Arc::new(KvStore::new(&db));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            tokio::spawn(async move {
+                let worker = current().id();
+                assert_ne!(blocking(thread).await.unwrap(), worker, "on a worker");
+                let (caller, ran, read) = tokio::task::block_in_place(|| {
+                    let handle = tokio::runtime::Handle::current();
+                    in_place(|| {
+                        handle.block_on(async {
+                            // The port itself works in place too.
+                            let q = Quota::UNLIMITED;
+                            kv.set_within("p", "k", "v", q).await.unwrap();
+                            let read = kv.get("p", "k").await.unwrap();
+                            (current().id(), blocking(thread).await.unwrap(), read)
+                        })
+                    })
+                });
+                assert_eq!(ran, caller, "in place");
+                assert_eq!(read.as_deref(), Some("v"));
+                let after = blocking(thread).await.unwrap();
+                assert_ne!(after, current().id(), "back on the pool");
+            })
+            .await
+            .unwrap();
+        });
+    }
+
     #[test]
     fn concurrent_writers_of_one_namespace_never_overshoot_the_quota() {
         let db = sled::Config::new().temporary(true).open().unwrap();

@@ -66,6 +66,18 @@
 //!   `healed` is set (to anything); then returns `tag` "sick" `[healed]`. A
 //!   test heals it by writing the key through the host's kv store.
 //!
+//! Mode for the fresh-instance guarantee (issue 11):
+//!
+//! - `remember`: looks for what an earlier call of this plugin left in its
+//!   memory, then leaves its own marks for the next call: a static with a
+//!   non-zero initial value (in the memory image's data), a zero-initialised
+//!   static, and a zeroed heap buffer of `bytes` (default 4 MiB: above the
+//!   allocator's threshold, so it comes from `memory.grow`, whose pages the
+//!   allocator trusts to be zero; and above the 1 MiB the host resets in
+//!   place, so both of its reset paths are crossed). Returns
+//!   `set-custom-fields` "remember" `{data, bss, heap}`: `pristine`, `zero`
+//!   and `zero` in a fresh instance, else `seen` or `<n> non-zero bytes`.
+//!
 //! Modes for the multi-host tests (issue 10):
 //!
 //! - `count`: records this run in its own kv namespace as the key
@@ -105,6 +117,7 @@ wit_bindgen::generate!({
 
 use std::hash::BuildHasher;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use enrichd::plugin::log::Level;
@@ -140,6 +153,18 @@ const BIG_TEXT_BYTES: usize = 20 << 20;
 /// output limit, so only the per-action caps stop it.
 const MANY: usize = 90_000;
 
+/// Default size of `remember`'s heap buffer.
+const REMEMBER_HEAP_BYTES: usize = 4 << 20;
+
+/// `remember`'s marks. Atomics rather than `static mut`: no unsafe, and the
+/// loads and stores cannot be optimised away. `DATA_MARK` starts non-zero,
+/// so it lives in the memory image's data segment; `BSS_MARK` starts zero.
+static DATA_MARK: AtomicU64 = AtomicU64::new(PRISTINE);
+static BSS_MARK: AtomicU64 = AtomicU64::new(0);
+/// `DATA_MARK`'s initial value, and what a call leaves in both marks.
+const PRISTINE: u64 = u64::from_le_bytes(*b"pristine");
+const LEFT_BEHIND: u64 = u64::from_le_bytes(*b"was here");
+
 /// The plugin; exported as both the `handler` and the `events` interface.
 struct Hostile;
 
@@ -165,6 +190,7 @@ fn run(call: Call) -> Result<(Option<String>, Vec<Action>), PluginError> {
         Some("crm-flood") => crm_flood()?,
         Some("sick") => sick()?,
         Some("count") => count()?,
+        Some("remember") => remember()?,
         Some("guest-error") => {
             let bytes: usize = config_int("bytes")?.unwrap_or(BIG_TEXT_BYTES);
             return Err(PluginError::Internal("x".repeat(bytes)));
@@ -315,6 +341,37 @@ fn alloc() -> Result<Vec<Action>, PluginError> {
     let buffer = black_box(vec![1u8; bytes]);
     drop(buffer);
     Ok(vec![fields("alloc", &[("allocated", bytes.to_string())])])
+}
+
+/// `remember`: report what a previous call left, then leave marks.
+fn remember() -> Result<Vec<Action>, PluginError> {
+    let bytes: usize = config_int("bytes")?.unwrap_or(REMEMBER_HEAP_BYTES);
+    let data = match DATA_MARK.swap(LEFT_BEHIND, Ordering::Relaxed) {
+        PRISTINE => "pristine",
+        _ => "seen",
+    };
+    let bss = match BSS_MARK.swap(LEFT_BEHIND, Ordering::Relaxed) {
+        0 => "zero",
+        _ => "seen",
+    };
+    // `black_box`: the compiler may not assume the zeroed buffer is zero,
+    // the bytes are really read.
+    let mut heap = black_box(vec![0u8; bytes]);
+    let dirty = heap.iter().filter(|&&b| b != 0).count();
+    heap.fill(0xa5);
+    black_box(&heap);
+    let heap = match dirty {
+        0 => "zero".to_string(),
+        n => format!("{n} non-zero bytes"),
+    };
+    Ok(vec![fields(
+        "remember",
+        &[
+            ("data", data.to_string()),
+            ("bss", bss.to_string()),
+            ("heap", heap),
+        ],
+    )])
 }
 
 /// Allocate 16 MiB chunks of non-zero data and keep them all, forever. When

@@ -84,8 +84,9 @@ pub const SWEEP_BATCH: usize = 256;
 /// plugins have run and whose answer waits to be stored, so the deliveries
 /// in flight (capped by `max_connections`, 1024 by default) bound it
 /// already: at that size a caller waits for room only past the default
-/// cap, and the queue holds at most that many encoded answers (a few KiB
-/// each) in memory.
+/// cap. Each queued put is the compressed copy of an answer its delivery
+/// still holds (a few hundred bytes for the example chain's), so the queue
+/// at most adds a fraction to what the deliveries in flight hold anyway.
 const WRITE_QUEUE: usize = 1024;
 /// Puts per transaction, at most: the writer takes every queued put up to
 /// this many. A transaction holds its write set in memory and, like a sweep

@@ -72,18 +72,20 @@ impl SledAnswers {
         }
     }
 
-    /// One answer, read on the calling thread (a runtime worker), unlike
-    /// the other sled port calls: a claim and a replay are one sled `get`,
-    /// cheaper than the trip to tokio's blocking pool and back. Measured
-    /// (`tests/benches/delivery_store.rs`, release): 1.8 µs for a record in
-    /// sled's cache, 7.5 µs for one whose page sled reads back from its
-    /// files (a store 50 times its cache), against 14 and 45 µs through the
-    /// blocking pool, which also queues under load. Only a page that is in
-    /// neither sled's cache nor the OS's holds the worker for a disk read;
-    /// through the pool the delivery would wait for that read all the same,
-    /// and meanwhile the other workers take this one's queued tasks.
-    fn read(&self, key: &DeliveryKey) -> Result<Option<StoredDelivery>, StorageError> {
-        Ok(self.store.get(&key.route, &key.id, self.clock.now_ms())?)
+    /// One answer, read on tokio's blocking pool like every sled port call.
+    ///
+    /// Measured both ways (issue 11, release, this 2-core machine): alone, a
+    /// read on the calling thread is cheaper (`tests/benches/delivery_store.rs`:
+    /// 1.8 µs in place against 14–34 µs through the pool for a cached record,
+    /// 8 µs against 45 µs for one whose page sled reads back), but under
+    /// `wrk -c32` reading in place served 9 points fewer replays (47–48 % of
+    /// bare hyper against 55–58 %, +4 µs CPU per delivery) and no more
+    /// first deliveries. Through the pool, the two runtime workers go on
+    /// with other connections while the read runs; and a page in neither
+    /// sled's cache nor the OS's never holds a worker for a disk read.
+    async fn read(&self, key: &DeliveryKey) -> Result<Option<StoredDelivery>, StorageError> {
+        let (store, key, now) = (self.store.clone(), key.clone(), self.clock.now_ms());
+        blocking(move || Ok(store.get(&key.route, &key.id, now)?)).await
     }
 }
 
@@ -103,12 +105,12 @@ impl From<super::answers::StoreError> for StorageError {
 #[async_trait::async_trait]
 impl AnswerStore for SledAnswers {
     async fn get(&self, key: &DeliveryKey) -> Result<Option<StoredDelivery>, StorageError> {
-        self.read(key)
+        self.read(key).await
     }
 
     async fn claim(&self, key: &DeliveryKey, lease: Duration) -> Result<Claimed, StorageError> {
-        // The lease first, then one read (the lease is a map entry, the
-        // read a sled lookup). A key held by a live
+        // The lease first, then one read (a read costs a trip to the
+        // blocking pool; the lease is a map entry). A key held by a live
         // lease is `Held` even if its leader has just stored its answer:
         // the caller polls again and replays it.
         let token = {
@@ -130,7 +132,7 @@ impl AnswerStore for SledAnswers {
         // A leader writes its answer before it lets go of its lease, so an
         // answer stored before this lease was taken is seen here, and the
         // plugins do not run twice.
-        match self.read(key) {
+        match self.read(key).await {
             Ok(Some(answer)) => {
                 self.drop_lease(key, &token);
                 Ok(Claimed::Answered(answer))
@@ -184,12 +186,12 @@ impl AnswerStore for SledAnswers {
         match fence {
             Fence::Ours => {}
             Fence::Taken => {
-                return Ok(match self.read(&lease.key)? {
+                return Ok(match self.read(&lease.key).await? {
                     Some(stored) => Completed::Superseded(stored),
                     None => Completed::LeaseLost,
                 });
             }
-            Fence::Retaken => match self.read(&lease.key) {
+            Fence::Retaken => match self.read(&lease.key).await {
                 Ok(None) => {}
                 Ok(Some(stored)) => {
                     self.drop_lease(&lease.key, &lease.token);

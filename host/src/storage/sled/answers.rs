@@ -35,7 +35,14 @@
 //! With [`FlushPolicy::Always`] (the default), [`DeliveryStore::put`] waits
 //! for sled to fsync before returning. The caller stores the answer before
 //! writing the response, so whatever the sender may have seen survives a
-//! crash, and its retry is replayed rather than re-run. With
+//! crash, and its retry is replayed rather than re-run.
+//!
+//! Every put goes through the store's writer thread (group commit, see
+//! [`super::commit`]): the puts queued while it commits and flushes one
+//! batch become the next batch, one transaction over both trees and one
+//! flush begun after it, and each caller returns after that flush. Under
+//! load, concurrent answers share their fsync instead of each paying one;
+//! a lone answer is written at once. With
 //! [`FlushPolicy::Periodic`] the store relies on sled's background flush
 //! (`flush_every_ms`, configured where the database is opened): cheaper, but
 //! a crash loses up to that window of answers.
@@ -56,7 +63,7 @@
 //! the whole tree.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sled::transaction::{ConflictableTransactionResult, TransactionError};
@@ -73,7 +80,23 @@ const SEP: u8 = 0x00;
 /// sled transaction excludes other writers while it commits) wait well
 /// under a millisecond or two, and that its write set stays small.
 pub const SWEEP_BATCH: usize = 256;
+/// Puts waiting for the writer, at most. A queued put is a delivery whose
+/// plugins have run and whose answer waits to be stored, so the deliveries
+/// in flight (capped by `max_connections`, 1024 by default) bound it
+/// already: at that size a caller waits for room only past the default
+/// cap. Each queued put is the compressed copy of an answer its delivery
+/// still holds (a few hundred bytes for the example chain's), so the queue
+/// at most adds a fraction to what the deliveries in flight hold anyway.
+const WRITE_QUEUE: usize = 1024;
+/// Puts per transaction, at most: the writer takes every queued put up to
+/// this many. A transaction holds its write set in memory and, like a sweep
+/// step, keeps the other writers out while it commits; under the default
+/// connection cap a batch is rarely bigger than the connections that wait.
+const WRITE_BATCH: usize = SWEEP_BATCH;
+/// The writer thread's name (in `top -H`, perf and panics).
+const WRITER_THREAD: &str = "enrichd-answers";
 
+use super::commit::GroupCommit;
 use crate::storage::answers::StoreSettings;
 use crate::storage::codec::{self, CodecError};
 use crate::storage::{DeliverySummary, FlushPolicy, StoredDelivery, SweepReport};
@@ -94,7 +117,8 @@ pub enum StoreError {
     },
 }
 
-/// The store of answered deliveries (cheap to clone: sled handles are shared).
+/// The store of answered deliveries (cheap to clone: sled handles are
+/// shared, and so is the writer, which stops with the last clone).
 #[derive(Clone)]
 pub struct DeliveryStore {
     db: sled::Db,
@@ -109,6 +133,74 @@ pub struct DeliveryStore {
     /// counted before the insertion it undoes; clamping at zero there would
     /// lose it for good.
     indexed: Arc<AtomicIsize>,
+    /// Flushes done by the writer (see [`DeliveryStore::flushes`]).
+    flushes: Arc<AtomicU64>,
+    /// Every put goes through it (see [`Writer`]).
+    writer: Arc<GroupCommit<Put, sled::Error>>,
+}
+
+/// One answer to store, encoded by its caller (so the writer thread does
+/// only the sled work).
+struct Put {
+    rkey: Vec<u8>,
+    tkey: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// The writer thread's part of the store: it applies each batch of puts in
+/// one transaction over both trees and, with [`FlushPolicy::Always`], one
+/// flush after it (group commit, see [`super::commit`]). One sled
+/// transaction and one flush cost about as much for a batch as for a single
+/// put, and the flush is what the answers wait for.
+struct Writer {
+    db: sled::Db,
+    records: sled::Tree,
+    by_time: sled::Tree,
+    indexed: Arc<AtomicIsize>,
+    flushes: Arc<AtomicU64>,
+    flush: FlushPolicy,
+}
+
+impl Writer {
+    fn write(&self, puts: &[Put]) -> Result<(), sled::Error> {
+        // The closure may run more than once: the count moves by what the
+        // committed run returns (+1 per entry added, -1 per entry removed).
+        // A key put twice in one batch is replaced within the transaction
+        // (its reads see its own writes), so the count holds there too.
+        let added = (&self.records, &self.by_time)
+            .transaction(
+                |(records, by_time)| -> ConflictableTransactionResult<isize, Infallible> {
+                    let mut added = 0;
+                    for put in puts {
+                        if let Some(old) =
+                            records.insert(put.rkey.as_slice(), put.value.as_slice())?
+                        {
+                            // Drop the replaced answer's time entry, or the key
+                            // would be indexed twice. An undecodable old value
+                            // leaves its entry behind; readers skip it and sweep
+                            // removes it.
+                            if let Some(old_stamp) = stamp_of(&old) {
+                                if by_time.remove(time_key(old_stamp, &put.rkey))?.is_some() {
+                                    added -= 1;
+                                }
+                            }
+                        }
+                        if by_time.insert(put.tkey.as_slice(), Vec::new())?.is_none() {
+                            added += 1;
+                        }
+                    }
+                    Ok(added)
+                },
+            )
+            .map_err(tx_error)?;
+        self.indexed.fetch_add(added, Ordering::Relaxed);
+        if self.flush == FlushPolicy::Always {
+            // On this thread, not sled's `flush_async` (see [`flush`]).
+            self.db.flush()?;
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
 }
 
 /// What one [`DeliveryStore::sweep_step`] did.
@@ -135,13 +227,29 @@ impl DeliveryStore {
             key?;
             indexed += 1;
         }
-        Ok(DeliveryStore {
+        let writer = Writer {
             db: db.clone(),
             records: db.open_tree(RECORDS_TREE)?,
             by_time,
-            settings,
             indexed: Arc::new(AtomicIsize::new(indexed)),
-        })
+            flushes: Arc::default(),
+            flush: settings.flush,
+        };
+        let store = DeliveryStore {
+            db: writer.db.clone(),
+            records: writer.records.clone(),
+            by_time: writer.by_time.clone(),
+            settings,
+            indexed: writer.indexed.clone(),
+            flushes: writer.flushes.clone(),
+            writer: Arc::new(
+                GroupCommit::spawn(WRITER_THREAD, WRITE_QUEUE, WRITE_BATCH, move |puts| {
+                    writer.write(puts)
+                })
+                .map_err(sled::Error::Io)?,
+            ),
+        };
+        Ok(store)
     }
 
     /// The stored answer for (route, id) if it has not expired at `now_ms`
@@ -165,42 +273,30 @@ impl DeliveryStore {
 
     /// Store (insert or replace) in both trees atomically, then with
     /// [`FlushPolicy::Always`] wait for the data to reach the disk.
+    ///
+    /// The write is the store's writer's ([`Writer`]): concurrent puts share
+    /// its transaction and its flush, and this returns once the batch
+    /// holding this answer is committed (and, with `Always`, flushed by a
+    /// flush begun after the commit).
     pub async fn put(&self, delivery: &StoredDelivery) -> Result<(), StoreError> {
         debug_assert!(
             !delivery.route.contains('\0'),
             "route paths never contain NUL"
         );
         let rkey = record_key(&delivery.route, &delivery.id);
-        let tkey = time_key(delivery.stored_at_ms, &rkey);
-        let value = codec::encode(delivery);
-        // The closure may run more than once: the count moves by what the
-        // committed run returns (+1 per entry added, -1 per entry removed).
-        let added = (&self.records, &self.by_time)
-            .transaction(
-                |(records, by_time)| -> ConflictableTransactionResult<isize, Infallible> {
-                    let mut added = 0;
-                    if let Some(old) = records.insert(rkey.as_slice(), value.as_slice())? {
-                        // Drop the replaced answer's time entry, or the key would
-                        // be indexed twice. An undecodable old value leaves its
-                        // entry behind; readers skip it and sweep removes it.
-                        if let Some(old_stamp) = stamp_of(&old) {
-                            if by_time.remove(time_key(old_stamp, &rkey))?.is_some() {
-                                added -= 1;
-                            }
-                        }
-                    }
-                    if by_time.insert(tkey.as_slice(), Vec::new())?.is_none() {
-                        added += 1;
-                    }
-                    Ok(added)
-                },
-            )
-            .map_err(tx_error)?;
-        self.count_added(added);
-        if self.settings.flush == FlushPolicy::Always {
-            flush(&self.db).await?;
-        }
-        Ok(())
+        let put = Put {
+            tkey: time_key(delivery.stored_at_ms, &rkey),
+            rkey,
+            value: codec::encode(delivery),
+        };
+        Ok(self.writer.submit(put).await?)
+    }
+
+    /// Flushes done by the store's writer since it was opened: with
+    /// [`FlushPolicy::Always`], at most one per put, fewer when puts share
+    /// them (for tests and benches).
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
     }
 
     /// Remove every record expired at `now_ms` (oldest first, stopping at the
@@ -472,10 +568,10 @@ fn stamp_of(value: &[u8]) -> Option<u64> {
     codec::stored_at_ms(value)
 }
 
-fn tx_error(e: TransactionError<Infallible>) -> StoreError {
+fn tx_error(e: TransactionError<Infallible>) -> sled::Error {
     match e {
         TransactionError::Abort(never) => match never {},
-        TransactionError::Storage(e) => StoreError::Sled(e),
+        TransactionError::Storage(e) => e,
     }
 }
 
@@ -496,6 +592,9 @@ pub(crate) async fn flush(db: &sled::Db) -> Result<(), sled::Error> {
 }
 
 #[cfg(test)]
+mod commit_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -505,10 +604,14 @@ mod tests {
     use crate::storage::DEFAULT_FLUSH;
     use serde_json::json;
 
-    const HOUR_MS: u64 = 60 * 60 * 1000;
-    const T0: u64 = 1_700_000_000_000;
+    pub(super) const HOUR_MS: u64 = 60 * 60 * 1000;
+    pub(super) const T0: u64 = 1_700_000_000_000;
 
-    fn settings(retention_ms: u64, max_records: usize, flush: FlushPolicy) -> StoreSettings {
+    pub(super) fn settings(
+        retention_ms: u64,
+        max_records: usize,
+        flush: FlushPolicy,
+    ) -> StoreSettings {
         StoreSettings {
             retention: Duration::from_millis(retention_ms),
             max_records,
@@ -520,7 +623,7 @@ mod tests {
         DeliveryStore::open(db, settings(HOUR_MS, 1000, FlushPolicy::Always)).unwrap()
     }
 
-    fn delivery(route: &str, id: &str, at: u64) -> StoredDelivery {
+    pub(super) fn delivery(route: &str, id: &str, at: u64) -> StoredDelivery {
         StoredDelivery {
             route: route.into(),
             id: id.into(),

@@ -22,6 +22,7 @@
 
 pub mod answers;
 pub mod claims;
+mod commit;
 pub mod crm;
 pub mod crm_records;
 pub mod events;

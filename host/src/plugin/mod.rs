@@ -229,9 +229,9 @@ pub async fn off_the_workers<F: std::future::Future>(work: F) -> F::Output {
     match tokio::runtime::Handle::try_current() {
         Ok(handle)
             if handle.runtime_flavor() == RuntimeFlavor::MultiThread
-                && !crate::storage::sled::is_in_place() =>
+                && !crate::storage::may_block_here() =>
         {
-            tokio::task::block_in_place(|| crate::storage::sled::in_place(|| handle.block_on(work)))
+            tokio::task::block_in_place(|| crate::storage::may_block(|| handle.block_on(work)))
         }
         _ => work.await,
     }

@@ -31,6 +31,7 @@
 //! happened (unavailable → answer 503), not on which database said it.
 
 pub mod answers;
+mod blocking;
 pub mod codec;
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -52,6 +53,7 @@ pub use self::sled::crm_records;
 pub use answers::{
     AnswerStore, Claimed, Completed, DeliveryKey, DeliverySummary, LeaseToken, StoredDelivery,
 };
+pub use blocking::{may_block, may_block_here};
 pub use crm::CrmLastKnown;
 pub use events::{Enqueued, EventQueue, Next, QueueError, QueuedEvent};
 pub use kv::{KvError, PluginKv, Quota, Usage};

@@ -257,13 +257,13 @@ mod tests {
         ));
     }
 
-    /// Issue 11: inside `in_place` (a plugin call, off the async workers)
+    /// Issue 11: inside `may_block` (a plugin call, off the async workers)
     /// the kv's sled work runs on the calling thread, not on the blocking
-    /// pool; elsewhere, and after `in_place` returns, on the pool.
+    /// pool; elsewhere, and after `may_block` returns, on the pool.
     #[test]
     fn sled_work_runs_in_place_off_the_workers_and_on_the_pool_elsewhere() {
-        use crate::storage::sled::{blocking, in_place};
         use crate::storage::StorageError;
+        use crate::storage::{may_block, sled::blocking};
         use std::thread::{current, ThreadId};
         let thread = || Ok::<ThreadId, StorageError>(current().id());
         let db = sled::Config::new().temporary(true).open().unwrap();
@@ -278,7 +278,7 @@ mod tests {
                 assert_ne!(blocking(thread).await.unwrap(), worker, "on a worker");
                 let (caller, ran, read) = tokio::task::block_in_place(|| {
                     let handle = tokio::runtime::Handle::current();
-                    in_place(|| {
+                    may_block(|| {
                         handle.block_on(async {
                             // The port itself works in place too.
                             let q = Quota::UNLIMITED;

@@ -18,7 +18,7 @@
 //! sled reads cold pages and waits for its write buffers on the calling
 //! thread, so every port call runs its sled work on tokio's blocking pool
 //! (`blocking`), never on a runtime worker; a caller already off the
-//! workers (a plugin call) has it done in place ([`in_place`]).
+//! workers (a plugin call) has it done in place ([`super::may_block`]).
 
 pub mod answers;
 pub mod claims;
@@ -31,7 +31,6 @@ pub mod ports;
 #[cfg(test)]
 pub(crate) mod test_util;
 
-use std::cell::Cell;
 use std::sync::Arc;
 
 use super::{Limits, OpenError, SledSettings, Storage, StorageError};
@@ -54,45 +53,12 @@ impl From<sled::Error> for super::KvError {
     }
 }
 
-thread_local! {
-    /// Whether this thread is off the async workers, so sled work may block
-    /// it: set by [`in_place`] for as long as its closure runs.
-    static OFF_THE_WORKERS: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Run `f`, which its caller runs on a thread off tokio's async workers
-/// (inside `block_in_place`), with the sled work it awaits ([`blocking`])
-/// done right here instead of on the blocking pool: the thread may block
-/// already, and a trip to the pool would only add two thread hand-offs
-/// and a queue (under load, most of a plugin's kv read). The caller must
-/// not run it on an async worker, nor on a current-thread runtime. A
-/// timeout around `f` fires between polls, so a sled call that stalls
-/// delays it by that call (a read or write of a hot tree takes
-/// microseconds; on the pool the stall would hold a pool thread instead).
-pub fn in_place<R>(f: impl FnOnce() -> R) -> R {
-    /// Restores the flag even if `f` panics.
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            OFF_THE_WORKERS.with(|off| off.set(self.0));
-        }
-    }
-    let _restore = Restore(OFF_THE_WORKERS.with(|off| off.replace(true)));
-    f()
-}
-
-/// Whether this thread runs inside [`in_place`]: off the async workers,
-/// free to block.
-pub fn is_in_place() -> bool {
-    OFF_THE_WORKERS.with(Cell::get)
-}
-
 /// Run sled work on tokio's blocking pool (see the module docs), or right
-/// here inside [`in_place`].
+/// here on a thread that may block ([`super::may_block`]).
 pub(crate) async fn blocking<T: Send + 'static, E: From<StorageError> + Send + 'static>(
     op: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, E> {
-    if is_in_place() {
+    if super::may_block_here() {
         return op();
     }
     tokio::task::spawn_blocking(op).await.unwrap_or_else(|e| {

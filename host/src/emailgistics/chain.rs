@@ -193,8 +193,15 @@ pub async fn run(
         ),
         _ => None,
     };
+    // No plugin runs without a slot (an empty chain, none for this mailbox,
+    // no time, or busy): then there is nothing to hand off.
+    let runs_plugins = matches!(slot, Some(Ok(_)));
     let entries = run_entries(chain, delivery, services, budget_end, slot, started);
-    crate::plugin::off_the_workers(entries).await
+    if runs_plugins {
+        crate::plugin::off_the_workers(entries).await
+    } else {
+        entries.await
+    }
 }
 
 /// The time limit of a call of `entry` that starts at `started`.

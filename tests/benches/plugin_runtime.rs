@@ -57,21 +57,11 @@ fn engine(spec_cfg: &Config, cache: Option<&Path>) -> PluginEngine {
     .expect("engine")
 }
 
-fn delivery() -> enrichd::plugin::WitDelivery {
-    let body = enrichd_tests::seed_payload().to_string();
-    match enrichd::emailgistics::payload::parse(body.as_bytes()).expect("seed parses") {
-        enrichd::emailgistics::payload::Parsed::Received(d) => {
-            enrichd::emailgistics::convert::delivery(&d)
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
 /// The instantiate + call + drop benches. Returns the allocators measured
 /// in this run (not filtered out), so that the summary never prints a
 /// figure an earlier run left in `target/criterion`.
 fn bench_calls(c: &mut Criterion, dir: &Path, rt: &tokio::runtime::Runtime) -> Vec<&'static str> {
-    let delivery = delivery();
+    let delivery = enrichd_tests::seed_wit_delivery();
     let mut measured = Vec::new();
     let mut group = c.benchmark_group(GROUP_CALL);
     for allocator in ["pooling", "on-demand"] {
@@ -160,7 +150,7 @@ fn timeout_overshoot(dir: &Path, rt: &tokio::runtime::Runtime) -> Vec<Duration> 
     let cfg = Config::load(&file).expect("config");
     let engine = engine(&cfg, Some(&dir.join("cache")));
     let plugin = engine.load(&cfg.plugins[0]).expect("load");
-    let delivery = delivery();
+    let delivery = enrichd_tests::seed_wit_delivery();
     (0..3)
         .map(|_| {
             let started = Instant::now();

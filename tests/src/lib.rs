@@ -75,6 +75,18 @@ pub fn seed_payload() -> serde_json::Value {
         .expect("seed payload is JSON")
 }
 
+/// The seed payload as the plugins receive it (parsed, then converted to
+/// the WIT delivery), for tests and benches that call a plugin directly.
+pub fn seed_wit_delivery() -> enrichd::plugin::WitDelivery {
+    let body = seed_payload().to_string();
+    match enrichd::emailgistics::payload::parse(body.as_bytes()).expect("seed parses") {
+        enrichd::emailgistics::payload::Parsed::Received(d) => {
+            enrichd::emailgistics::convert::delivery(&d)
+        }
+        other => panic!("the seed payload is not a delivery: {other:?}"),
+    }
+}
+
 /// The sample CRM data set of `examples/`.
 pub fn crm_sample() -> PathBuf {
     PathBuf::from(concat!(

@@ -548,14 +548,7 @@ async fn pooling_and_on_demand_allocators_both_serve() {
         let config = enrichd::config::Config::load(&file).unwrap();
         let app = enrichd::app::App::build(&config).await.unwrap();
         assert_eq!(app.engine().allocator(), expected);
-        let delivery =
-            match enrichd::emailgistics::payload::parse(seed_payload().to_string().as_bytes())
-                .unwrap()
-            {
-                enrichd::emailgistics::payload::Parsed::Received(d) => d,
-                other => panic!("{other:?}"),
-            };
-        let wit = enrichd::emailgistics::convert::delivery(&delivery);
+        let wit = enrichd_tests::seed_wit_delivery();
         let (verdict, records) = enrichd::emailgistics::chain::run(
             &app.routes()[0].chain,
             &wit,
@@ -602,14 +595,7 @@ async fn a_call_never_sees_what_the_previous_call_left_in_memory() {
         .unwrap();
         let config = enrichd::config::Config::load(&file).unwrap();
         let app = enrichd::app::App::build(&config).await.unwrap();
-        let delivery =
-            match enrichd::emailgistics::payload::parse(seed_payload().to_string().as_bytes())
-                .unwrap()
-            {
-                enrichd::emailgistics::payload::Parsed::Received(d) => d,
-                other => panic!("{other:?}"),
-            };
-        let wit = enrichd::emailgistics::convert::delivery(&delivery);
+        let wit = enrichd_tests::seed_wit_delivery();
         let plugin = &app.plugins()[0];
         for call in 0..5 {
             let limit = enrichd::plugin::CallLimit {

@@ -303,8 +303,9 @@ impl Plugin {
     /// Run the plugin on one delivery in a fresh instance, until
     /// `limit.deadline` at the latest; `Failure::Quarantined` at once while
     /// its circuit breaker is open. The call runs off the async workers
-    /// ([`off_the_workers`]) once it has an instance slot. The output is checked against `max_actions`, then handed to
-    /// `convert` (which checks what else it needs, e.g. `max_output_bytes`);
+    /// ([`off_the_workers`]) once it has an instance slot. The output is
+    /// checked against `max_actions`, then handed to `convert` (which
+    /// checks what else it needs, e.g. `max_output_bytes`);
     /// validation is the caller's (`chain`).
     pub async fn call<T>(
         &self,

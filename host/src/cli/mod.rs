@@ -1,8 +1,9 @@
 //! The command line. `serve` runs enrichd; `deliveries` reads the delivery
-//! log. This is glue: errors are `anyhow` with context, for people.
+//! log; `crm` imports CRM data; `plugin` helps plugin authors. This is glue: errors are `anyhow` with context, for people.
 
 mod crm;
 pub mod deliveries;
+mod plugin;
 mod serve;
 
 use std::path::PathBuf;
@@ -30,7 +31,41 @@ pub enum Command {
     /// Manage embedded CRM data.
     #[command(subcommand)]
     Crm(CrmCommand),
+    /// Tools for plugin authors and operators (no config, no server).
+    #[command(subcommand)]
+    Plugin(PluginCommand),
 }
+
+/// `enrichd plugin …`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Show what a plugin component is: its world, the imports it needs and
+    /// the capabilities that grant them, its exports, size, sha256 (ready to
+    /// paste as a pin) and the enrichd:plugin WIT version it was built
+    /// against. Reads the component's import and export sections; compiles
+    /// nothing. Exits with status 1 for a file that is not an enrichd plugin
+    /// component.
+    #[command(after_help = INSPECT_HELP)]
+    Inspect {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const INSPECT_HELP: &str = "\
+Example:
+  enrichd plugin inspect target/wasm-plugins/wasm32-wasip2/release/crm_enrich.wasm
+  enrichd plugin inspect --json my_plugin.wasm | jq .capabilities
+
+--json fields:
+  file, world (\"delivery\" | \"event\" | \"both\"), wit_world (its name in wit/plugin.wit),
+  exports [names], imports [{name, kind (\"enrichd\" | \"enrichd-types\" | \"wasi\" | \"refused\"),
+  provided, capability (enrichd only), reason and hint (refused only)}], capabilities [to grant],
+  loadable (enrichd serve would accept its imports and version), size_bytes, sha256 (hex),
+  wit_version (null if it names none), wit_supported, supported_wit_version.";
 
 /// `enrichd crm …`
 #[derive(Debug, Subcommand)]
@@ -140,6 +175,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             source,
             strict,
         }) => crm::import(&target, &file, source.as_deref(), strict),
+        Command::Plugin(PluginCommand::Inspect { file, json }) => plugin::inspect(&file, json),
     }
 }
 

@@ -22,9 +22,10 @@ use super::{bindings, LoadError, Plugin, PluginInfo};
 /// far below 1% while a 2 s timeout is enforced within 1%.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The exported interfaces a plugin may implement.
-const HANDLER_EXPORT: &str = "enrichd:plugin/handler@0.2.0";
-const EVENTS_EXPORT: &str = "enrichd:plugin/events@0.2.0";
+/// The exported interfaces a plugin may implement (their package version is
+/// the WIT version this enrichd supports; `inspect` reads it from here).
+pub(crate) const HANDLER_EXPORT: &str = "enrichd:plugin/handler@0.2.0";
+pub(crate) const EVENTS_EXPORT: &str = "enrichd:plugin/events@0.2.0";
 
 /// Delivery plugin calls allowed at once (with either allocator). Each
 /// delivery runs one plugin at a time, so this is also the number of

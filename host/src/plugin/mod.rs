@@ -15,6 +15,7 @@ mod bindings;
 pub mod breaker;
 mod engine;
 mod host;
+pub mod inspect;
 mod limits;
 pub mod policy;
 mod stdio;

@@ -149,15 +149,23 @@ pub enum Capability {
 }
 
 impl Capability {
+    /// Every capability.
+    pub const ALL: [Capability; 4] = [Self::Log, Self::Config, Self::Crm, Self::Kv];
+
+    /// Its name in the config's `capabilities`, which is also the name of
+    /// the `enrichd:plugin` interface it grants.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Log => "log",
+            Self::Config => "config",
+            Self::Crm => "crm",
+            Self::Kv => "kv",
+        }
+    }
+
     /// The capability named `s` in the config (`log`, `config`, `crm`, `kv`).
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "log" => Some(Self::Log),
-            "config" => Some(Self::Config),
-            "crm" => Some(Self::Crm),
-            "kv" => Some(Self::Kv),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|c| c.name() == s)
     }
 }
 

@@ -1,0 +1,146 @@
+//! `enrichd plugin inspect PLUGIN.wasm`: what a plugin component is and
+//! what to grant it, for people (text) or machines (`--json`).
+
+use anyhow::Context;
+
+use crate::plugin::inspect::{self, Inspection, Need};
+
+/// The `--json` field names are documented on [`super::PluginCommand`].
+pub(super) fn inspect(file: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    // One line naming the file: the error is the answer, not a failure of enrichd.
+    let found = inspect::inspect(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&to_json(file, &found))?);
+    } else {
+        print!("{}", to_text(file, &found));
+    }
+    Ok(())
+}
+
+/// `"crm"`-style list of the capabilities to grant.
+fn capability_names(found: &Inspection) -> Vec<&'static str> {
+    found.capabilities().into_iter().map(|c| c.name()).collect()
+}
+
+fn wit_status(found: &Inspection) -> &'static str {
+    if found.wit_supported() {
+        "supported"
+    } else {
+        "NOT supported: rebuild against wit/ of this enrichd"
+    }
+}
+
+fn to_json(file: &std::path::Path, found: &Inspection) -> serde_json::Value {
+    let imports: Vec<serde_json::Value> = found
+        .imports
+        .iter()
+        .map(|i| {
+            let mut o = serde_json::json!({ "name": i.name });
+            let (kind, provided) = match &i.need {
+                Need::Grant(cap) => {
+                    o["capability"] = cap.name().into();
+                    ("enrichd", true)
+                }
+                Need::Types => ("enrichd-types", true),
+                Need::Wasi => ("wasi", true),
+                Need::Refused { reason, hint } => {
+                    o["reason"] = reason.as_str().into();
+                    if let Some(hint) = hint {
+                        o["hint"] = (*hint).into();
+                    }
+                    ("refused", false)
+                }
+            };
+            o["kind"] = kind.into();
+            o["provided"] = provided.into();
+            o
+        })
+        .collect();
+    serde_json::json!({
+        "file": file.display().to_string(),
+        "world": found.world,
+        "wit_world": found.world.wit_name(),
+        "exports": found.exports,
+        "imports": imports,
+        "capabilities": capability_names(found),
+        "loadable": found.wit_supported() && !refuses(found),
+        "size_bytes": found.size,
+        "sha256": hex::encode(found.sha256),
+        "wit_version": found.wit_version,
+        "wit_supported": found.wit_supported(),
+        "supported_wit_version": inspect::supported_wit_version(),
+    })
+}
+
+fn refuses(found: &Inspection) -> bool {
+    found
+        .imports
+        .iter()
+        .any(|i| matches!(i.need, Need::Refused { .. }))
+}
+
+fn to_text(file: &std::path::Path, found: &Inspection) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut line = |key: &str, value: String| {
+        let _ = writeln!(out, "{}", format!("{key:<13}{value}").trim_end());
+    };
+    line("file", file.display().to_string());
+    line(
+        "world",
+        format!("{:?} plugin ({})", found.world, found.world.wit_name()).to_lowercase(),
+    );
+    line(
+        "wit",
+        match &found.wit_version {
+            Some(v) => format!("enrichd:plugin@{v} ({})", wit_status(found)),
+            None => "names no enrichd:plugin version".into(),
+        },
+    );
+    line("size", format!("{} bytes", found.size));
+    line("pin", format!("sha256 = \"{}\"", hex::encode(found.sha256)));
+    let caps: Vec<String> = capability_names(found)
+        .iter()
+        .map(|c| format!("{c:?}"))
+        .collect();
+    line("grant", format!("capabilities = [{}]", caps.join(", ")));
+    if refuses(found) {
+        line(
+            "loadable",
+            "NO: enrichd serve refuses it (see imports)".into(),
+        );
+    }
+    line("imports", String::new());
+    let width = found
+        .imports
+        .iter()
+        .map(|i| i.name.len())
+        .max()
+        .unwrap_or(0);
+    // What to act on first: what to grant, what blocks loading, then the rest.
+    let mut imports: Vec<_> = found.imports.iter().collect();
+    imports.sort_by_key(|i| match i.need {
+        Need::Grant(_) => 0,
+        Need::Refused { .. } => 1,
+        Need::Types => 2,
+        Need::Wasi => 3,
+    });
+    for i in imports {
+        let what = match &i.need {
+            Need::Grant(cap) => format!("capability `{}`", cap.name()),
+            Need::Types => "types only, nothing to grant".into(),
+            Need::Wasi => "WASI, provided to every plugin (empty context)".into(),
+            Need::Refused { reason, hint } => match hint {
+                Some(hint) => format!("NOT PROVIDED: {reason}; {hint}"),
+                None => format!("NOT PROVIDED: {reason}"),
+            },
+        };
+        line("", format!("{:<width$}  {what}", i.name));
+    }
+    line("exports", String::new());
+    for e in &found.exports {
+        line("", e.clone());
+    }
+    out
+}

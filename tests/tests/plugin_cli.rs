@@ -1,0 +1,216 @@
+//! `enrichd plugin inspect` (issue 12) on the real binary: the first-party
+//! plugins and test plugins built from source, components made by hand for
+//! what no plugin here does (import `wasi:http`, build against 0.1.0), and
+//! files that are not plugins.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use enrichd_tests::{enrichd_bin, plugin_path};
+use sha2::{Digest, Sha256};
+
+/// Run `enrichd plugin inspect` with `args`.
+fn inspect(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(enrichd_bin!())
+        .args(["plugin", "inspect"])
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run enrichd plugin inspect")
+}
+
+/// `--json` on `file`, which must succeed.
+fn inspect_json(file: &Path) -> serde_json::Value {
+    let out = inspect(&["--json".as_ref(), file.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+/// The text output on `file`, which must succeed.
+fn inspect_text(file: &Path) -> String {
+    let out = inspect(&[file.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// `inspect` on `bytes` (in a temp file) fails with exit status 1 and a
+/// message containing `needle`.
+fn assert_refused(bytes: &[u8], needle: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("plugin.wasm");
+    std::fs::write(&file, bytes).expect("write");
+    let out = inspect(&[file.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn strings(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|s| s.as_str().expect("a string"))
+        .collect()
+}
+
+/// A component that imports each of `imports` as an (empty) instance and
+/// exports the first of them under each name of `exports`: enough for the
+/// import and export sections inspect reads.
+fn component(imports: &[&str], exports: &[&str]) -> Vec<u8> {
+    fn section(out: &mut Vec<u8>, id: u8, items: &[&str], item: &[u8]) {
+        let mut body = vec![items.len() as u8];
+        for name in items {
+            body.extend_from_slice(&[0x00, name.len() as u8]);
+            body.extend_from_slice(name.as_bytes());
+            body.extend_from_slice(item);
+        }
+        out.push(id);
+        out.push(body.len() as u8);
+        out.extend_from_slice(&body);
+    }
+    let mut c = b"\0asm\x0d\0\x01\0".to_vec();
+    // Type section: one empty instance type.
+    c.extend_from_slice(&[7, 3, 1, 0x42, 0x00]);
+    // Imports: instance of type 0. Exports: instance 0, no ascribed type.
+    section(&mut c, 10, imports, &[0x05, 0x00]);
+    section(&mut c, 11, exports, &[0x05, 0x00, 0x00]);
+    c
+}
+
+#[test]
+fn issue_12_inspect_crm_enrich_names_its_world_grants_pin_and_version() {
+    let file = plugin_path("crm-enrich");
+    let bytes = std::fs::read(&file).expect("read");
+    let sha = hex::encode(Sha256::digest(&bytes));
+
+    let json = inspect_json(&file);
+    assert_eq!(json["world"], "delivery");
+    assert_eq!(json["wit_world"], "delivery-plugin");
+    assert_eq!(strings(&json["capabilities"]), ["config", "crm", "log"]);
+    assert_eq!(strings(&json["exports"]), ["enrichd:plugin/handler@0.2.0"]);
+    assert_eq!(json["sha256"], sha.as_str());
+    assert_eq!(json["size_bytes"], bytes.len() as u64);
+    assert_eq!(json["wit_version"], "0.2.0");
+    assert_eq!(json["wit_supported"], true);
+    assert_eq!(json["supported_wit_version"], "0.2.0");
+    assert_eq!(json["loadable"], true);
+    let imports = json["imports"].as_array().expect("imports");
+    let crm = imports
+        .iter()
+        .find(|i| i["name"] == "enrichd:plugin/crm@0.2.0")
+        .expect("imports crm");
+    assert_eq!(crm["kind"], "enrichd");
+    assert_eq!(crm["capability"], "crm");
+    assert_eq!(crm["provided"], true);
+    let wasi: Vec<_> = imports.iter().filter(|i| i["kind"] == "wasi").collect();
+    assert!(!wasi.is_empty(), "a wasip2 build imports WASI");
+    assert!(wasi.iter().all(
+        |i| i["provided"] == true && i["name"].as_str().is_some_and(|n| n.starts_with("wasi:"))
+    ));
+
+    let text = inspect_text(&file);
+    assert!(text.contains("delivery plugin (delivery-plugin)"), "{text}");
+    assert!(text.contains(&format!("sha256 = \"{sha}\"")), "{text}");
+    assert!(
+        text.contains("capabilities = [\"config\", \"crm\", \"log\"]"),
+        "{text}"
+    );
+    assert!(text.contains("enrichd:plugin@0.2.0 (supported)"), "{text}");
+    assert!(text.contains(&format!("{} bytes", bytes.len())), "{text}");
+}
+
+#[test]
+fn issue_12_inspect_lists_only_the_capabilities_each_plugin_imports() {
+    let json = inspect_json(&plugin_path("keyword-router"));
+    assert_eq!(json["world"], "delivery");
+    assert_eq!(strings(&json["capabilities"]), ["config"]);
+}
+
+#[test]
+fn issue_12_inspect_tells_event_and_both_worlds_apart() {
+    let json = inspect_json(&plugin_path("event-echo"));
+    assert_eq!(json["world"], "event");
+    assert_eq!(strings(&json["exports"]), ["enrichd:plugin/events@0.2.0"]);
+    let json = inspect_json(&plugin_path("hostile"));
+    assert_eq!(json["world"], "both");
+    assert_eq!(
+        strings(&json["capabilities"]),
+        ["config", "crm", "kv", "log"]
+    );
+}
+
+#[test]
+fn issue_12_inspect_explains_wasi_http_and_how_to_build_without_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("js.wasm");
+    std::fs::write(
+        &file,
+        component(
+            &[
+                "wasi:http/outgoing-handler@0.2.3",
+                "enrichd:plugin/kv@0.2.0",
+            ],
+            &["enrichd:plugin/handler@0.2.0"],
+        ),
+    )
+    .expect("write");
+    let json = inspect_json(&file);
+    assert_eq!(json["loadable"], false);
+    assert_eq!(strings(&json["capabilities"]), ["kv"]);
+    let http = &json["imports"][0];
+    assert_eq!(http["kind"], "refused");
+    assert_eq!(http["provided"], false);
+    assert!(http["hint"]
+        .as_str()
+        .is_some_and(|h| h.contains("disableFeatures: ['http', 'fetch-event']")));
+    let text = inspect_text(&file);
+    assert!(text.contains("NOT PROVIDED"), "{text}");
+    assert!(text.contains("disableFeatures"), "{text}");
+}
+
+#[test]
+fn issue_12_inspect_flags_a_plugin_built_against_0_1_0() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("old.wasm");
+    std::fs::write(
+        &file,
+        component(
+            &["enrichd:plugin/log@0.1.0"],
+            &["enrichd:plugin/handler@0.1.0"],
+        ),
+    )
+    .expect("write");
+    let json = inspect_json(&file);
+    assert_eq!(json["world"], "delivery");
+    assert_eq!(json["wit_version"], "0.1.0");
+    assert_eq!(json["wit_supported"], false);
+    assert_eq!(json["loadable"], false);
+    assert!(json["imports"][0]["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("rebuild")));
+    assert!(inspect_text(&file).contains("enrichd:plugin@0.1.0 (NOT supported"));
+}
+
+#[test]
+fn issue_12_inspect_refuses_what_is_not_a_plugin_component() {
+    assert_refused(b"[workspace]\n", "not a WebAssembly component");
+    assert_refused(
+        b"\0asm\x01\0\0\0",
+        "a core WebAssembly module, not a component",
+    );
+    assert_refused(
+        &component(&["wasi:cli/run@0.2.0"], &["wasi:cli/run@0.2.0"]),
+        "not an enrichd plugin",
+    );
+    let out = inspect(&["/nonexistent/plugin.wasm".as_ref()]);
+    assert_eq!(out.status.code(), Some(1));
+}

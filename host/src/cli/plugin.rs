@@ -144,3 +144,61 @@ fn to_text(file: &std::path::Path, found: &Inspection) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::inspect::{Import, World};
+    use crate::plugin::policy::Capability;
+
+    #[test]
+    fn issue_12_inspect_text_puts_grants_and_refusals_before_wasi() {
+        let import = |name: &str, need| Import {
+            name: name.into(),
+            need,
+        };
+        let found = Inspection {
+            world: World::Delivery,
+            imports: vec![
+                import("wasi:io/poll@0.2.6", Need::Wasi),
+                import(
+                    "wasi:http/types@0.2.3",
+                    inspect::classify("wasi:http/types@0.2.3"),
+                ),
+                import("enrichd:plugin/kv@0.2.0", Need::Grant(Capability::Kv)),
+            ],
+            exports: vec!["enrichd:plugin/handler@0.2.0".into()],
+            size: 3,
+            sha256: [0xab; 32],
+            wit_version: Some("0.2.0".into()),
+        };
+        let text = to_text(std::path::Path::new("p.wasm"), &found);
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {text}"))
+        };
+        assert!(at("enrichd:plugin/kv") < at("wasi:http/types"));
+        assert!(at("wasi:http/types") < at("wasi:io/poll"));
+        assert!(text.contains(&format!("sha256 = \"{}\"", "ab".repeat(32))));
+        assert!(text.contains("loadable     NO"), "{text}");
+        assert!(text.contains(inspect::JS_NO_HTTP_HINT), "{text}");
+        let json = to_json(std::path::Path::new("p.wasm"), &found);
+        assert_eq!(json["loadable"], false);
+        assert_eq!(json["imports"][1]["kind"], "refused");
+    }
+
+    #[test]
+    fn issue_12_plugin_inspect_help_has_an_example() {
+        use clap::CommandFactory;
+        let mut cli = super::super::Cli::command();
+        cli.clone().debug_assert();
+        let help = cli
+            .find_subcommand_mut("plugin")
+            .and_then(|p| p.find_subcommand_mut("inspect"))
+            .expect("plugin inspect")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("Example:"), "{help}");
+        assert!(help.contains("--json fields"), "{help}");
+    }
+}

@@ -214,3 +214,61 @@ fn issue_12_inspect_refuses_what_is_not_a_plugin_component() {
     let out = inspect(&["/nonexistent/plugin.wasm".as_ref()]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `enrichd plugin run FILE --payload <seed> --json` with `args`.
+fn run_json(file: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed-payload.json");
+    let out = Command::new(enrichd_bin!())
+        .args(["plugin", "run", "--json", "--payload", seed])
+        .arg(file)
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run enrichd plugin run");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    (out.status.code(), json)
+}
+
+#[test]
+fn issue_12_run_keyword_router_prints_its_actions_and_answer() {
+    let (code, json) = run_json(
+        &plugin_path("keyword-router"),
+        &[
+            "--grant",
+            "config",
+            "--config",
+            "rules=coverage => Policy Desk",
+        ],
+    );
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["plugin"]["outcome"], "applied");
+    assert_eq!(
+        json["plugin"]["message"],
+        "routed by keyword \"coverage\" to Policy Desk"
+    );
+    let action = &json["plugin"]["actions"][0];
+    assert_eq!(action["type"], "assign");
+    assert_eq!(action["value"]["mainAssignment"]["users"][0], "Policy Desk");
+    assert_eq!(json["answer"]["status"], 200);
+    assert_eq!(json["answer"]["envelope"]["status"], "success");
+    assert_eq!(json["answer"]["envelope"]["actions"][0], *action);
+}
+
+#[test]
+fn issue_12_run_exits_1_when_the_plugin_fails() {
+    // Not granted `config`: keyword-router fails with a dependency error.
+    let (code, json) = run_json(
+        &plugin_path("keyword-router"),
+        &["--config", "rules=coverage => Policy Desk"],
+    );
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(json["plugin"]["outcome"], "failed");
+    assert!(json["plugin"]["failure"]["detail"]
+        .as_str()
+        .is_some_and(|d| d.contains("capability `config` is not granted")));
+    let (code, json) = run_json(&plugin_path("trap"), &[]);
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(json["plugin"]["failure"]["kind"], "trap");
+}

@@ -4,6 +4,7 @@
 mod crm;
 pub mod deliveries;
 mod plugin;
+mod plugin_run;
 mod serve;
 
 use std::path::PathBuf;
@@ -53,7 +54,37 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run a delivery plugin once on a payload, in the same sandbox and with
+    /// the same default limits, validation and envelope as `serve`: prints
+    /// the plugin's outcome and wall time, its message or failure, its
+    /// actions, what validation dropped or changed and why, and the answer
+    /// enrichd would give. The plugin's log lines, stdout and stderr go to
+    /// stderr. Exits with status 1 when the plugin failed. No CRM or kv:
+    /// those imports answer `unavailable`.
+    #[command(after_help = RUN_HELP)]
+    Run {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// An Emailgistics `received` payload (JSON).
+        #[arg(long)]
+        payload: PathBuf,
+        /// A config value the plugin reads (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = plugin_run::key_value)]
+        config: Vec<(String, String)>,
+        /// Capabilities to grant, comma-separated (`log,config`).
+        #[arg(long, value_delimiter = ',')]
+        grant: Vec<String>,
+        /// One JSON object (`plugin`: its record; `answer`: status and
+        /// envelope) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+const RUN_HELP: &str = "\
+Example:
+  enrichd plugin run keyword_router.wasm --payload examples/seed-payload.json \\
+      --grant config --config 'rules=coverage, claim => Policy Desk' --config backup=any";
 
 const INSPECT_HELP: &str = "\
 Example:
@@ -176,6 +207,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             strict,
         }) => crm::import(&target, &file, source.as_deref(), strict),
         Command::Plugin(PluginCommand::Inspect { file, json }) => plugin::inspect(&file, json),
+        Command::Plugin(PluginCommand::Run {
+            file,
+            payload,
+            config,
+            grant,
+            json,
+        }) => plugin_run::run(plugin_run::RunArgs {
+            file: &file,
+            payload: &payload,
+            config: &config,
+            grants: &grant,
+            json,
+        }),
     }
 }
 

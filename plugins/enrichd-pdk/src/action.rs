@@ -31,6 +31,13 @@ impl<T> NonEmpty<T> {
     }
 }
 
+impl<T> std::ops::Deref for NonEmpty<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
+}
+
 impl<T, S: IntoItem<T>, const N: usize> From<[S; N]> for NonEmpty<T> {
     fn from(items: [S; N]) -> Self {
         const { assert!(N > 0, "the host drops an action with an empty list") };
@@ -383,7 +390,9 @@ mod tests {
 
     #[test]
     fn forward_with_comment() {
-        let f = Action::forward(["claims@x.com"]).comment("FYI").named("Fwd");
+        let f = Action::forward(["claims@x.com"])
+            .comment("FYI")
+            .named("Fwd");
         assert_eq!(
             f.value,
             ActionValue::ForwardMessage(ForwardMessageAction {

@@ -95,7 +95,10 @@ mod tests {
             HostFailure::Unavailable("down".into()).describe(),
             "unavailable: down"
         );
-        assert_eq!(HostFailure::Invalid("bad".into()).describe(), "invalid: bad");
+        assert_eq!(
+            HostFailure::Invalid("bad".into()).describe(),
+            "invalid: bad"
+        );
         assert_eq!(
             HostFailure::OverLimit("quota".into()).describe(),
             "over limit: quota"

@@ -197,10 +197,14 @@ mod tests {
             Err(Failure::Dependency("p config: `blank` is empty".into()))
         );
         let bad = c.get_or("tiers", 0u32).unwrap_err();
-        assert!(matches!(bad, Failure::Dependency(m) if m.starts_with("p config: `tiers` cannot be `Gold, vip,`")));
+        assert!(
+            matches!(bad, Failure::Dependency(m) if m.starts_with("p config: `tiers` cannot be `Gold, vip,`"))
+        );
         assert_eq!(
             c.require("unset"),
-            Err(Failure::Dependency("p config: missing required key `unset`".into()))
+            Err(Failure::Dependency(
+                "p config: missing required key `unset`".into()
+            ))
         );
     }
 

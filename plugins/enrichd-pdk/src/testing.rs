@@ -169,9 +169,10 @@ impl Host for FakeHost {
     }
     fn kv_set(&self, key: &str, value: &str) -> Result<(), HostFailure> {
         self.call("kv.set", &[key])?;
-        self.kv
-            .borrow_mut()
-            .insert((OWN_NAMESPACE.to_string(), key.to_string()), value.to_string());
+        self.kv.borrow_mut().insert(
+            (OWN_NAMESPACE.to_string(), key.to_string()),
+            value.to_string(),
+        );
         Ok(())
     }
     fn kv_delete(&self, key: &str) -> Result<(), HostFailure> {

@@ -185,7 +185,7 @@ fn person_output(email: &str, answer: &CrmAnswer, settings: &Settings) -> Plugin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use enrichd_pdk::testing::{address, answer, delivery, FakeHost};
+    use enrichd_pdk::testing::{answer, delivery, delivery_from as from, FakeHost};
     use enrichd_pdk::{HostFailure, Level};
 
     fn full_record() -> CrmAnswer {
@@ -199,15 +199,6 @@ mod tests {
             ],
             Provenance::Fresh,
         )
-    }
-
-    /// A delivery from `from`, sent by `sender`.
-    fn from(from: &str, sender: &str) -> Delivery {
-        Delivery {
-            from: address("", from),
-            sender: address("", sender),
-            ..delivery()
-        }
     }
 
     fn run(host: &FakeHost, d: &Delivery) -> Result<PluginOutput, Failure> {

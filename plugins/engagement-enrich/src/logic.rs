@@ -226,7 +226,7 @@ pub fn enrich(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use enrichd_pdk::testing::{address, delivery, FakeHost};
+    use enrichd_pdk::testing::{delivery_from as from, FakeHost};
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
@@ -249,15 +249,6 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_from_days(-719_468), (0, 3, 1));
-    }
-
-    /// A delivery from `from`, sent by `sender`.
-    fn from(from: &str, sender: &str) -> Delivery {
-        Delivery {
-            from: address("", from),
-            sender: address("", sender),
-            ..delivery()
-        }
     }
 
     #[test]

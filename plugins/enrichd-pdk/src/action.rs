@@ -12,9 +12,20 @@ use crate::{Action, ActionValue, BodyType, EmailAddress, PluginOutput};
 
 /// A list with at least one item.
 ///
-/// From an array literal, emptiness is a compile-time error (`[]` fails to
-/// build); from a runtime list, [`NonEmpty::new`] answers `None` for an
-/// empty one.
+/// From an array literal, emptiness is a compile-time error; from a
+/// runtime list, [`NonEmpty::new`] answers `None` for an empty one.
+///
+/// ```
+/// use enrichd_pdk::{Action, NonEmpty};
+/// let vip = Action::tag(["VIP"]);
+/// let from_config: Vec<String> = Vec::new();
+/// assert!(NonEmpty::<String>::new(from_config).is_none());
+/// ```
+///
+/// ```compile_fail
+/// let none: [&str; 0] = [];
+/// let tag = enrichd_pdk::Action::tag(none); // error: the host drops an action with an empty list
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NonEmpty<T>(Vec<T>);
 

@@ -163,18 +163,11 @@ impl Delivery {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{address, delivery};
+    use super::testing::delivery_from;
 
     #[test]
     fn sender_addresses() {
-        let with = |from: &str, sender: &str| {
-            crate::Delivery {
-                from: address("", from),
-                sender: address("", sender),
-                ..delivery()
-            }
-            .sender_addresses()
-        };
+        let with = |from: &str, sender: &str| delivery_from(from, sender).sender_addresses();
         assert_eq!(with("a@x.com", "a@x.com"), vec!["a@x.com"]);
         assert_eq!(with(" a@x.com", "A@X.com "), vec!["a@x.com"]);
         assert_eq!(with("a@x.com", "b@x.com"), vec!["a@x.com", "b@x.com"]);

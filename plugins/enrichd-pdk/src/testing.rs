@@ -242,6 +242,16 @@ pub fn delivery() -> Delivery {
     }
 }
 
+/// The seed [`delivery`], from `from` and sent by `sender` (addresses
+/// without display names): send-on-behalf when they differ.
+pub fn delivery_from(from: &str, sender: &str) -> Delivery {
+    Delivery {
+        from: address("", from),
+        sender: address("", sender),
+        ..delivery()
+    }
+}
+
 /// An EngageLab event of `kind` about `address`; change fields with struct
 /// update syntax.
 pub fn event(kind: EventKind, kind_name: &str, address: &str, itime: i64) -> EngagelabEvent {

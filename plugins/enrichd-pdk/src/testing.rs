@@ -72,7 +72,7 @@ impl FakeHost {
     pub fn kv_in(self, namespace: &str, key: &str, value: &str) -> Self {
         self.kv
             .borrow_mut()
-            .insert((namespace.to_string(), key.to_string()), value.to_string());
+            .insert(slot(namespace, key), value.to_string());
         self
     }
 
@@ -98,10 +98,7 @@ impl FakeHost {
 
     /// The value of `key` in the plugin's own namespace now.
     pub fn kv_value(&self, key: &str) -> Option<String> {
-        self.kv
-            .borrow()
-            .get(&(OWN_NAMESPACE.to_string(), key.to_string()))
-            .cloned()
+        self.kv_read(OWN_NAMESPACE, key)
     }
 
     /// Records the call and answers its injected failure, if any.
@@ -126,11 +123,13 @@ impl FakeHost {
     }
 
     fn kv_read(&self, namespace: &str, key: &str) -> Option<String> {
-        self.kv
-            .borrow()
-            .get(&(namespace.to_string(), key.to_string()))
-            .cloned()
+        self.kv.borrow().get(&slot(namespace, key)).cloned()
     }
+}
+
+/// The map key of `key` in `namespace`.
+fn slot(namespace: &str, key: &str) -> (String, String) {
+    (namespace.to_string(), key.to_string())
 }
 
 impl Host for FakeHost {
@@ -169,17 +168,14 @@ impl Host for FakeHost {
     }
     fn kv_set(&self, key: &str, value: &str) -> Result<(), HostFailure> {
         self.call("kv.set", &[key])?;
-        self.kv.borrow_mut().insert(
-            (OWN_NAMESPACE.to_string(), key.to_string()),
-            value.to_string(),
-        );
+        self.kv
+            .borrow_mut()
+            .insert(slot(OWN_NAMESPACE, key), value.to_string());
         Ok(())
     }
     fn kv_delete(&self, key: &str) -> Result<(), HostFailure> {
         self.call("kv.delete", &[key])?;
-        self.kv
-            .borrow_mut()
-            .remove(&(OWN_NAMESPACE.to_string(), key.to_string()));
+        self.kv.borrow_mut().remove(&slot(OWN_NAMESPACE, key));
         Ok(())
     }
     fn kv_get_from(&self, namespace: &str, key: &str) -> Result<Option<String>, HostFailure> {

@@ -52,86 +52,21 @@
 //! A delivery with neither a from nor a sender address is an
 //! `invalid-delivery` error.
 //!
-//! The decisions live in [`logic`], which does not depend on the generated
-//! bindings and is unit-tested on the host target.
+//! Built on `enrichd-pdk`: the flow lives in [`logic`], written against
+//! the [`Host`] trait and unit-tested there with `FakeHost`.
 
 pub mod logic;
 
-wit_bindgen::generate!({
-    world: "delivery-plugin",
-    path: "../../wit",
-});
-
-use enrichd::plugin::log::Level;
-use enrichd::plugin::types::{Action, ActionValue, Delivery, HostError, PluginError, PluginOutput};
-use enrichd::plugin::{config, crm, log};
-use enrichd_plugin_support::HostFailure;
-use exports::enrichd::plugin::handler::Guest;
-use logic::Planned;
+use enrichd_pdk::{Delivery, Failure, Handler, Host, PluginOutput};
 
 /// The plugin; exported as the `handler` interface.
-struct CrmEnrich;
+pub struct CrmEnrich;
 
-impl Guest for CrmEnrich {
-    fn handle(delivery: Delivery) -> Result<PluginOutput, PluginError> {
-        let settings = logic::read_settings(|key| config::get(key).map_err(HostFailure::from))
-            .map_err(PluginError::from)?;
-        let plan = logic::enrich(
-            &delivery.from.address,
-            &delivery.sender.address,
-            &settings,
-            |email| {
-                crm::lookup_email(email)
-                    .map(|found| found.map(answer))
-                    .map_err(HostFailure::from)
-            },
-            |line| {
-                // Logging is best effort: a denied `log` capability is fine.
-                let _ = log::log(Level::Debug, line);
-            },
-        )
-        .map_err(PluginError::from)?;
-        let actions = plan
-            .actions
-            .into_iter()
-            .map(|planned| match planned {
-                Planned::SetCustomFields(fields) => Action {
-                    name: Some(logic::FIELDS_ACTION_NAME.to_string()),
-                    value: ActionValue::SetCustomFields(fields),
-                },
-                Planned::Tag(tags) => Action {
-                    name: Some(logic::TAG_ACTION_NAME.to_string()),
-                    value: ActionValue::Tag(enrichd::plugin::types::TagAction { tags }),
-                },
-                Planned::StaleTag(tags) => Action {
-                    name: Some(logic::STALE_ACTION_NAME.to_string()),
-                    value: ActionValue::Tag(enrichd::plugin::types::TagAction { tags }),
-                },
-                Planned::DomainFields(fields) => Action {
-                    name: Some(logic::DOMAIN_ACTION_NAME.to_string()),
-                    value: ActionValue::SetCustomFields(fields),
-                },
-            })
-            .collect();
-        Ok(PluginOutput {
-            actions,
-            message: Some(plan.message),
-        })
+impl Handler for CrmEnrich {
+    fn handle(host: &impl Host, delivery: Delivery) -> Result<PluginOutput, Failure> {
+        let settings = logic::read_settings(host)?;
+        logic::enrich(host, &delivery, &settings)
     }
 }
 
-fn answer(a: crm::CrmAnswer) -> logic::Found {
-    logic::Found {
-        record: a.fields,
-        provenance: match a.provenance {
-            crm::Provenance::Fresh => logic::Provenance::Fresh,
-            crm::Provenance::Stale => logic::Provenance::Stale { age_ms: a.age_ms },
-            crm::Provenance::Domain => logic::Provenance::Domain,
-        },
-    }
-}
-
-enrichd_plugin_support::host_failure_from!(HostError);
-enrichd_plugin_support::plugin_error_from!(PluginError);
-
-export!(CrmEnrich);
+enrichd_pdk::export_delivery!(CrmEnrich);

@@ -1,10 +1,10 @@
-//! The plugin's decisions, in plain Rust with no dependency on the generated
-//! bindings, so that they can be unit-tested on the host target.
-//!
-//! Host calls are passed in as closures; their failures are described by
-//! [`HostFailure`], a mirror of the WIT `host-error`.
+//! The plugin's decisions, written against the [`Host`] trait so that they
+//! are unit-tested with `FakeHost` on the host target.
 
-use enrichd_plugin_support::{candidate_emails, read_config, split_list, Failure, HostFailure};
+use enrichd_pdk::{
+    split_list, Action, Config, CrmAnswer, Delivery, Failure, Host, NonEmpty, PluginOutput,
+    Provenance,
+};
 
 /// Default for the `vip-tiers` config key.
 pub const DEFAULT_VIP_TIERS: &str = "vip,gold,platinum";
@@ -29,33 +29,6 @@ pub const DOMAIN_ACTION_NAME: &str = "Apply CRM context from the sender's domain
 /// The record key holding the customer's tier.
 pub const TIER_KEY: &str = "tier";
 
-/// A flat CRM record or custom-field map, in order.
-pub type Pairs = Vec<(String, String)>;
-
-/// Where a CRM answer came from (mirror of the WIT `provenance`, with the
-/// answer's age where it matters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provenance {
-    /// The CRM's current answer.
-    Fresh,
-    /// The last value the CRM gave, this many milliseconds old.
-    Stale {
-        /// Age of the data.
-        age_ms: u64,
-    },
-    /// A match on the address's domain, not on the address.
-    Domain,
-}
-
-/// A CRM answer (mirror of the WIT `crm-answer`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    /// The record.
-    pub record: Pairs,
-    /// Where it came from.
-    pub provenance: Provenance,
-}
-
 /// The plugin's settings, read from its config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -71,13 +44,14 @@ pub struct Settings {
     pub domain_fields: Vec<String>,
 }
 
+fn lower(items: Vec<String>) -> Vec<String> {
+    items.into_iter().map(|t| t.to_lowercase()).collect()
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            vip_tiers: split_list(DEFAULT_VIP_TIERS)
-                .into_iter()
-                .map(|t| t.to_lowercase())
-                .collect(),
+            vip_tiers: lower(split_list(DEFAULT_VIP_TIERS)),
             vip_tag: DEFAULT_VIP_TAG.to_string(),
             fields: split_list(DEFAULT_FIELDS),
             stale_tag: DEFAULT_STALE_TAG.to_string(),
@@ -86,109 +60,47 @@ impl Default for Settings {
     }
 }
 
-/// Reads the settings through `get` (the `config::get` import).
+/// Reads the settings from the plugin's config.
 ///
 /// Unset keys take their default. If the `config` capability is denied, all
-/// defaults are used; any other config failure, or an empty `vip-tag`, is a
-/// dependency error. An explicitly empty `vip-tiers` disables VIP tagging; an
-/// explicitly empty `fields` copies no fields.
-pub fn read_settings(
-    get: impl FnMut(&str) -> Result<Option<String>, HostFailure>,
-) -> Result<Settings, Failure> {
-    let keys = [
-        "vip-tiers",
-        "vip-tag",
-        "fields",
-        "stale-tag",
-        "domain-fields",
-    ];
-    read_config(
-        "crm-enrich",
-        &keys,
-        get,
-        |settings: &mut Settings, key, value| {
-            match key {
-                "vip-tiers" => {
-                    settings.vip_tiers = split_list(&value)
-                        .into_iter()
-                        .map(|t| t.to_lowercase())
-                        .collect()
-                }
-                "vip-tag" | "stale-tag" => {
-                    let tag = value.trim();
-                    if tag.is_empty() {
-                        return Err(Failure::Dependency(format!(
-                            "crm-enrich config: `{key}` is empty"
-                        )));
-                    }
-                    if key == "vip-tag" {
-                        settings.vip_tag = tag.to_string();
-                    } else {
-                        settings.stale_tag = tag.to_string();
-                    }
-                }
-                "domain-fields" => settings.domain_fields = split_list(&value),
-                _ => settings.fields = split_list(&value),
-            }
-            Ok(())
-        },
-    )
-}
-
-/// The value of `key` in a record (first occurrence, exact key).
-pub fn record_value<'a>(record: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    record
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+/// defaults are used; any other config failure, or an empty `vip-tag` or
+/// `stale-tag`, is a dependency error. An explicitly empty `vip-tiers`
+/// disables VIP tagging; an explicitly empty `fields` copies no fields.
+pub fn read_settings(host: &impl Host) -> Result<Settings, Failure> {
+    let config = Config::new(host, "crm-enrich");
+    Ok(Settings {
+        vip_tiers: lower(config.list("vip-tiers", DEFAULT_VIP_TIERS)?),
+        vip_tag: config.get_or("vip-tag", DEFAULT_VIP_TAG.to_string())?,
+        fields: config.list("fields", DEFAULT_FIELDS)?,
+        stale_tag: config.get_or("stale-tag", DEFAULT_STALE_TAG.to_string())?,
+        domain_fields: config.list("domain-fields", DEFAULT_DOMAIN_FIELDS)?,
+    })
 }
 
 /// The custom fields to set: the configured keys present in the record, in
-/// the configured order (each key at most once).
-pub fn custom_fields(record: &[(String, String)], fields: &[String]) -> Pairs {
-    let mut out: Pairs = Vec::new();
+/// the configured order (each key at most once); `None` when there are none.
+pub fn custom_fields(answer: &CrmAnswer, fields: &[String]) -> Option<NonEmpty<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
     for key in fields {
         if out.iter().any(|(k, _)| k == key) {
             continue;
         }
-        if let Some(value) = record_value(record, key) {
+        if let Some(value) = answer.field(key) {
             out.push((key.clone(), value.to_string()));
         }
     }
-    out
+    NonEmpty::new(out)
 }
 
 /// Whether the record's `tier` is one of `vip_tiers` (case-insensitive).
-pub fn is_vip(record: &[(String, String)], vip_tiers: &[String]) -> bool {
-    match record_value(record, TIER_KEY) {
+pub fn is_vip(answer: &CrmAnswer, vip_tiers: &[String]) -> bool {
+    match answer.field(TIER_KEY) {
         Some(tier) => {
             let tier = tier.trim().to_lowercase();
             !tier.is_empty() && vip_tiers.iter().any(|t| t.to_lowercase() == tier)
         }
         None => false,
     }
-}
-
-/// One action the plugin returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Planned {
-    /// `set-custom-fields` named [`FIELDS_ACTION_NAME`].
-    SetCustomFields(Pairs),
-    /// `tag` named [`TAG_ACTION_NAME`].
-    Tag(Vec<String>),
-    /// `tag` named [`STALE_ACTION_NAME`].
-    StaleTag(Vec<String>),
-    /// `set-custom-fields` named [`DOMAIN_ACTION_NAME`].
-    DomainFields(Pairs),
-}
-
-/// The plugin's answer for one delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
-    /// Actions, in order.
-    pub actions: Vec<Planned>,
-    /// The note for the delivery record.
-    pub message: String,
 }
 
 /// The whole flow: look the sender up (from, then sender), and turn the
@@ -199,188 +111,158 @@ pub struct Plan {
 ///   confirm it just now;
 /// - domain: only the domain fields (e.g. region), and only when neither
 ///   address has a record of its own.
-///
-/// `lookup` is the `crm::lookup-email` import; `debug` writes a debug log
-/// line (best effort).
 pub fn enrich(
-    from: &str,
-    sender: &str,
+    host: &impl Host,
+    delivery: &Delivery,
     settings: &Settings,
-    mut lookup: impl FnMut(&str) -> Result<Option<Found>, HostFailure>,
-    mut debug: impl FnMut(&str),
-) -> Result<Plan, Failure> {
-    let candidates = candidate_emails(from, sender);
+) -> Result<PluginOutput, Failure> {
+    let candidates = delivery.sender_addresses();
     if candidates.is_empty() {
         return Err(Failure::InvalidDelivery(
             "delivery has neither a from nor a sender address".to_string(),
         ));
     }
-    let mut domain_match: Option<(String, Pairs)> = None;
+    let mut domain_match: Option<(String, CrmAnswer)> = None;
     for email in &candidates {
-        debug(&format!("looking up {email} in the CRM"));
-        let found = match lookup(email) {
+        host.debug(&format!("looking up {email} in the CRM"));
+        let found = match host.crm_lookup_email(email) {
             Ok(Some(found)) => found,
             Ok(None) => {
-                debug(&format!("no CRM record for {email}"));
+                host.debug(&format!("no CRM record for {email}"));
                 continue;
             }
             Err(e) => {
                 return Err(Failure::Dependency(format!(
-                    "crm lookup of {email} failed: {}",
-                    e.describe()
+                    "crm lookup of {email} failed: {e}"
                 )))
             }
         };
         match found.provenance {
             Provenance::Domain => {
-                debug(&format!("only a domain match for {email}"));
-                domain_match.get_or_insert((email.clone(), found.record));
+                host.debug(&format!("only a domain match for {email}"));
+                domain_match.get_or_insert((email.clone(), found));
             }
-            Provenance::Fresh => return Ok(person_plan(email, &found.record, settings, None)),
-            Provenance::Stale { age_ms } => {
-                return Ok(person_plan(email, &found.record, settings, Some(age_ms)))
+            Provenance::Fresh | Provenance::Stale => {
+                return Ok(person_output(email, &found, settings))
             }
         }
     }
-    if let Some((email, record)) = domain_match {
-        let fields = custom_fields(&record, &settings.domain_fields);
-        let actions = if fields.is_empty() {
-            Vec::new()
-        } else {
-            vec![Planned::DomainFields(fields)]
-        };
-        return Ok(Plan {
-            actions,
-            message: format!("no CRM record for {email}; used its domain's record"),
-        });
+    if let Some((email, answer)) = domain_match {
+        let actions = custom_fields(&answer, &settings.domain_fields)
+            .map(|f| Action::set_custom_fields(f).named(DOMAIN_ACTION_NAME));
+        return Ok(PluginOutput::new(
+            actions.into_iter().collect(),
+            format!("no CRM record for {email}; used its domain's record"),
+        ));
     }
-    Ok(Plan {
-        actions: Vec::new(),
-        message: format!("no CRM record for {}", candidates.join(" or ")),
-    })
+    Ok(PluginOutput::new(
+        Vec::new(),
+        format!("no CRM record for {}", candidates.join(" or ")),
+    ))
 }
 
-/// Actions for a person-level record; `stale_ms` is the age of stale data.
-fn person_plan(email: &str, record: &Pairs, settings: &Settings, stale_ms: Option<u64>) -> Plan {
+/// Actions for a person-level record, fresh or stale.
+fn person_output(email: &str, answer: &CrmAnswer, settings: &Settings) -> PluginOutput {
     let mut actions = Vec::new();
-    let fields = custom_fields(record, &settings.fields);
-    if !fields.is_empty() {
-        actions.push(Planned::SetCustomFields(fields));
+    if let Some(fields) = custom_fields(answer, &settings.fields) {
+        actions.push(Action::set_custom_fields(fields).named(FIELDS_ACTION_NAME));
     }
-    if is_vip(record, &settings.vip_tiers) {
-        actions.push(Planned::Tag(vec![settings.vip_tag.clone()]));
+    if is_vip(answer, &settings.vip_tiers) {
+        actions.push(Action::tag([settings.vip_tag.clone()]).named(TAG_ACTION_NAME));
     }
-    let message = match stale_ms {
-        None => format!("enriched from CRM record for {email}"),
-        Some(age_ms) => {
-            actions.push(Planned::StaleTag(vec![settings.stale_tag.clone()]));
-            format!(
-                "enriched from a stale CRM record for {email} ({} s old)",
-                age_ms / 1000
-            )
-        }
+    let message = if answer.provenance == Provenance::Stale {
+        actions.push(Action::tag([settings.stale_tag.clone()]).named(STALE_ACTION_NAME));
+        format!(
+            "enriched from a stale CRM record for {email} ({} s old)",
+            answer.age_ms / 1000
+        )
+    } else {
+        format!("enriched from CRM record for {email}")
     };
-    Plan { actions, message }
+    PluginOutput::new(actions, message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use enrichd_pdk::testing::{answer, delivery, delivery_from as from, FakeHost};
+    use enrichd_pdk::{HostFailure, Level};
 
-    fn pairs(items: &[(&str, &str)]) -> Pairs {
-        items
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn full_record() -> CrmAnswer {
+        answer(
+            [
+                ("tier", "Gold"),
+                ("region", "EMEA"),
+                ("policyNumber", "POL-889900"),
+                ("claimNumber", "CLM-556677"),
+                ("name", "Rob Storrie"),
+            ],
+            Provenance::Fresh,
+        )
     }
 
-    fn full_record() -> Pairs {
-        pairs(&[
-            ("tier", "Gold"),
-            ("region", "EMEA"),
-            ("policyNumber", "POL-889900"),
-            ("claimNumber", "CLM-556677"),
-            ("name", "Rob Storrie"),
-        ])
+    fn run(host: &FakeHost, d: &Delivery) -> Result<PluginOutput, Failure> {
+        enrich(host, d, &Settings::default())
     }
 
-    fn no_log(_: &str) {}
+    fn fields(items: &[(&str, &str)]) -> Action {
+        Action::set_custom_fields(NonEmpty::new(items.iter().copied()).unwrap())
+            .named(FIELDS_ACTION_NAME)
+    }
 
-    fn fresh(record: Pairs) -> Found {
-        Found {
-            record,
-            provenance: Provenance::Fresh,
-        }
+    fn vip() -> Action {
+        Action::tag(["VIP"]).named(TAG_ACTION_NAME)
     }
 
     #[test]
     fn stale_answers_are_tagged_and_say_their_age() {
-        let plan = enrich(
-            "a@x.com",
-            "a@x.com",
-            &Settings::default(),
-            |_| {
-                Ok(Some(Found {
-                    record: pairs(&[("region", "NA"), ("tier", "gold")]),
-                    provenance: Provenance::Stale { age_ms: 90_500 },
-                }))
-            },
-            no_log,
-        )
-        .unwrap();
+        let stale = CrmAnswer {
+            age_ms: 90_500,
+            ..answer([("region", "NA"), ("tier", "gold")], Provenance::Stale)
+        };
+        let host = FakeHost::new().crm_email("a@x.com", stale);
+        let out = run(&host, &from("a@x.com", "a@x.com")).unwrap();
         assert_eq!(
-            plan.actions,
+            out.actions,
             vec![
-                Planned::SetCustomFields(pairs(&[("region", "NA")])),
-                Planned::Tag(vec!["VIP".to_string()]),
-                Planned::StaleTag(vec!["CRM-stale".to_string()]),
+                fields(&[("region", "NA")]),
+                vip(),
+                Action::tag(["CRM-stale"]).named(STALE_ACTION_NAME),
             ]
         );
         assert_eq!(
-            plan.message,
-            "enriched from a stale CRM record for a@x.com (90 s old)"
+            out.message.as_deref(),
+            Some("enriched from a stale CRM record for a@x.com (90 s old)")
         );
     }
 
     #[test]
     fn a_domain_match_sets_only_domain_fields_and_a_person_record_wins() {
-        let domain = Found {
-            record: pairs(&[("region", "EMEA"), ("tier", "gold"), ("claimNumber", "X")]),
-            provenance: Provenance::Domain,
-        };
-        let plan = enrich(
-            "a@x.com",
-            "a@x.com",
-            &Settings::default(),
-            |_| Ok(Some(domain.clone())),
-            no_log,
-        )
-        .unwrap();
+        let domain = answer(
+            [("region", "EMEA"), ("tier", "gold"), ("claimNumber", "X")],
+            Provenance::Fresh,
+        );
+        let host = FakeHost::new().crm_domain("x.com", domain);
+        let out = run(&host, &from("a@x.com", "a@x.com")).unwrap();
         assert_eq!(
-            plan.actions,
-            vec![Planned::DomainFields(pairs(&[("region", "EMEA")]))]
+            out.actions,
+            vec![Action::set_custom_fields([("region", "EMEA")]).named(DOMAIN_ACTION_NAME)]
         );
         assert_eq!(
-            plan.message,
-            "no CRM record for a@x.com; used its domain's record"
+            out.message.as_deref(),
+            Some("no CRM record for a@x.com; used its domain's record")
         );
 
         // The sender's own record beats the from address's domain match.
-        let plan = enrich(
-            "assistant@x.com",
+        let host = host.crm_email(
             "boss@y.com",
-            &Settings::default(),
-            |email| {
-                Ok(Some(if email == "boss@y.com" {
-                    fresh(pairs(&[("claimNumber", "C-1")]))
-                } else {
-                    domain.clone()
-                }))
-            },
-            no_log,
-        )
-        .unwrap();
-        assert_eq!(plan.message, "enriched from CRM record for boss@y.com");
+            answer([("claimNumber", "C-1")], Provenance::Fresh),
+        );
+        let out = run(&host, &from("assistant@x.com", "boss@y.com")).unwrap();
+        assert_eq!(
+            out.message.as_deref(),
+            Some("enriched from CRM record for boss@y.com")
+        );
     }
 
     #[test]
@@ -389,25 +271,16 @@ mod tests {
         assert_eq!(s.vip_tiers, vec!["vip", "gold", "platinum"]);
         assert_eq!(s.vip_tag, "VIP");
         assert_eq!(s.fields, vec!["claimNumber", "policyNumber", "region"]);
-    }
-
-    #[test]
-    fn settings_unset_keys_use_defaults() {
-        let s = read_settings(|_| Ok(None)).unwrap();
-        assert_eq!(s, Settings::default());
+        assert_eq!(read_settings(&FakeHost::new()), Ok(s));
     }
 
     #[test]
     fn settings_from_config() {
-        let s = read_settings(|key| {
-            Ok(match key {
-                "vip-tiers" => Some(" Diamond , PLATINUM".to_string()),
-                "vip-tag" => Some(" Priority ".to_string()),
-                "fields" => Some("region, accountId".to_string()),
-                _ => None,
-            })
-        })
-        .unwrap();
+        let host = FakeHost::new()
+            .config("vip-tiers", " Diamond , PLATINUM")
+            .config("vip-tag", " Priority ")
+            .config("fields", "region, accountId");
+        let s = read_settings(&host).unwrap();
         assert_eq!(s.vip_tiers, vec!["diamond", "platinum"]);
         assert_eq!(s.vip_tag, "Priority");
         assert_eq!(s.fields, vec!["region", "accountId"]);
@@ -415,168 +288,149 @@ mod tests {
 
     #[test]
     fn settings_denied_config_uses_defaults() {
-        let s = read_settings(|_| Err(HostFailure::Denied("no config".into()))).unwrap();
-        assert_eq!(s, Settings::default());
+        let host = FakeHost::new()
+            .config("vip-tag", "Other")
+            .fail("config", HostFailure::Denied("no config".into()));
+        assert_eq!(read_settings(&host), Ok(Settings::default()));
     }
 
     #[test]
     fn settings_unavailable_config_is_dependency_error() {
-        let err = read_settings(|_| Err(HostFailure::Unavailable("down".into()))).unwrap_err();
+        let host = FakeHost::new().fail("config", HostFailure::Unavailable("down".into()));
         assert_eq!(
-            err,
-            Failure::Dependency(
+            read_settings(&host),
+            Err(Failure::Dependency(
                 "crm-enrich config: cannot read `vip-tiers`: unavailable: down".into()
-            )
+            ))
         );
     }
 
     #[test]
     fn settings_empty_vip_tag_is_rejected() {
-        let err = read_settings(|k| Ok((k == "vip-tag").then(|| " ".to_string()))).unwrap_err();
-        assert!(matches!(err, Failure::Dependency(m) if m.contains("vip-tag")));
+        let host = FakeHost::new().config("vip-tag", " ");
+        assert_eq!(
+            read_settings(&host),
+            Err(Failure::Dependency(
+                "crm-enrich config: `vip-tag` is empty".into()
+            ))
+        );
     }
 
     #[test]
     fn custom_fields_keep_configured_order_and_skip_missing() {
-        let fields = split_list(DEFAULT_FIELDS);
+        let configured = split_list(DEFAULT_FIELDS);
+        let got = custom_fields(&full_record(), &configured).unwrap();
         assert_eq!(
-            custom_fields(&full_record(), &fields),
-            pairs(&[
-                ("claimNumber", "CLM-556677"),
-                ("policyNumber", "POL-889900"),
-                ("region", "EMEA"),
-            ])
+            got[..],
+            [
+                ("claimNumber".into(), "CLM-556677".into()),
+                ("policyNumber".into(), "POL-889900".into()),
+                ("region".into(), "EMEA".into()),
+            ]
         );
-        let partial = pairs(&[("region", "APAC"), ("claimNumber", "CLM-1")]);
+        let partial = answer(
+            [("region", "APAC"), ("claimNumber", "CLM-1")],
+            Provenance::Fresh,
+        );
+        let got = custom_fields(&partial, &configured).unwrap();
         assert_eq!(
-            custom_fields(&partial, &fields),
-            pairs(&[("claimNumber", "CLM-1"), ("region", "APAC")])
+            got[..],
+            [
+                ("claimNumber".into(), "CLM-1".into()),
+                ("region".into(), "APAC".into())
+            ]
         );
         let dup = split_list("region,region");
-        assert_eq!(custom_fields(&partial, &dup), pairs(&[("region", "APAC")]));
+        assert_eq!(custom_fields(&partial, &dup).unwrap().len(), 1);
+        assert_eq!(custom_fields(&partial, &split_list("tier")), None);
     }
 
     #[test]
     fn vip_detection_is_case_insensitive() {
         let tiers = Settings::default().vip_tiers;
-        assert!(is_vip(&pairs(&[("tier", "GOLD")]), &tiers));
-        assert!(is_vip(&pairs(&[("tier", " Platinum ")]), &tiers));
-        assert!(!is_vip(&pairs(&[("tier", "silver")]), &tiers));
-        assert!(!is_vip(&pairs(&[("tier", "")]), &tiers));
-        assert!(!is_vip(&pairs(&[("region", "EMEA")]), &tiers));
-        assert!(!is_vip(&pairs(&[("tier", "gold")]), &[]));
+        let tier = |t: &str| answer([("tier", t)], Provenance::Fresh);
+        assert!(is_vip(&tier("GOLD"), &tiers));
+        assert!(is_vip(&tier(" Platinum "), &tiers));
+        assert!(!is_vip(&tier("silver"), &tiers));
+        assert!(!is_vip(&tier(""), &tiers));
+        assert!(!is_vip(
+            &answer([("region", "EMEA")], Provenance::Fresh),
+            &tiers
+        ));
+        assert!(!is_vip(&tier("gold"), &[]));
     }
 
     #[test]
     fn enrich_vip_record_from_address() {
-        let mut looked_up = Vec::new();
-        let plan = enrich(
-            "rstorrie@pinnilly.com",
-            "rstorrie@pinnilly.com",
-            &Settings::default(),
-            |email| {
-                looked_up.push(email.to_string());
-                Ok(Some(fresh(full_record())))
-            },
-            no_log,
-        )
-        .unwrap();
-        assert_eq!(looked_up, vec!["rstorrie@pinnilly.com"]);
+        let host = FakeHost::new().crm_email("rstorrie@pinnilly.com", full_record());
+        let out = run(&host, &delivery()).unwrap();
+        assert_eq!(host.calls(), ["crm.lookup-email rstorrie@pinnilly.com"]);
         assert_eq!(
-            plan.actions,
+            out.actions,
             vec![
-                Planned::SetCustomFields(pairs(&[
+                fields(&[
                     ("claimNumber", "CLM-556677"),
                     ("policyNumber", "POL-889900"),
                     ("region", "EMEA"),
-                ])),
-                Planned::Tag(vec!["VIP".to_string()]),
+                ]),
+                vip(),
             ]
         );
         assert_eq!(
-            plan.message,
-            "enriched from CRM record for rstorrie@pinnilly.com"
+            out.message.as_deref(),
+            Some("enriched from CRM record for rstorrie@pinnilly.com")
         );
     }
 
     #[test]
     fn enrich_non_vip_record_has_no_tag() {
-        let record = pairs(&[("claimNumber", "CLM-1"), ("tier", "bronze")]);
-        let plan = enrich(
-            "a@x.com",
-            "a@x.com",
-            &Settings::default(),
-            |_| Ok(Some(fresh(record.clone()))),
-            no_log,
-        )
-        .unwrap();
-        assert_eq!(
-            plan.actions,
-            vec![Planned::SetCustomFields(pairs(&[("claimNumber", "CLM-1")]))]
+        let record = answer(
+            [("claimNumber", "CLM-1"), ("tier", "bronze")],
+            Provenance::Fresh,
         );
+        let host = FakeHost::new().crm_email("a@x.com", record);
+        let out = run(&host, &from("a@x.com", "a@x.com")).unwrap();
+        assert_eq!(out.actions, vec![fields(&[("claimNumber", "CLM-1")])]);
     }
 
     #[test]
     fn enrich_falls_back_to_sender() {
-        let mut looked_up = Vec::new();
-        let plan = enrich(
-            "assistant@x.com",
-            "boss@x.com",
-            &Settings::default(),
-            |email| {
-                looked_up.push(email.to_string());
-                Ok((email == "boss@x.com")
-                    .then(|| fresh(pairs(&[("region", "NA"), ("tier", "vip")]))))
-            },
-            no_log,
-        )
-        .unwrap();
-        assert_eq!(looked_up, vec!["assistant@x.com", "boss@x.com"]);
-        assert_eq!(plan.message, "enriched from CRM record for boss@x.com");
+        let record = answer([("region", "NA"), ("tier", "vip")], Provenance::Fresh);
+        let host = FakeHost::new().crm_email("boss@x.com", record);
+        let out = run(&host, &from("assistant@x.com", "boss@x.com")).unwrap();
         assert_eq!(
-            plan.actions,
-            vec![
-                Planned::SetCustomFields(pairs(&[("region", "NA")])),
-                Planned::Tag(vec!["VIP".to_string()]),
+            host.calls(),
+            [
+                "crm.lookup-email assistant@x.com",
+                "crm.lookup-email boss@x.com"
             ]
         );
+        assert_eq!(
+            out.message.as_deref(),
+            Some("enriched from CRM record for boss@x.com")
+        );
+        assert_eq!(out.actions, vec![fields(&[("region", "NA")]), vip()]);
     }
 
     #[test]
     fn enrich_no_record() {
-        let plan = enrich(
-            "a@x.com",
-            "a@x.com",
-            &Settings::default(),
-            |_| Ok(None),
-            no_log,
-        )
-        .unwrap();
-        assert!(plan.actions.is_empty());
-        assert_eq!(plan.message, "no CRM record for a@x.com");
-
-        let plan = enrich(
-            "a@x.com",
-            "b@x.com",
-            &Settings::default(),
-            |_| Ok(None),
-            no_log,
-        )
-        .unwrap();
-        assert_eq!(plan.message, "no CRM record for a@x.com or b@x.com");
+        let host = FakeHost::new();
+        let out = run(&host, &from("a@x.com", "a@x.com")).unwrap();
+        assert!(out.actions.is_empty());
+        assert_eq!(out.message.as_deref(), Some("no CRM record for a@x.com"));
+        let out = run(&host, &from("a@x.com", "b@x.com")).unwrap();
+        assert_eq!(
+            out.message.as_deref(),
+            Some("no CRM record for a@x.com or b@x.com")
+        );
     }
 
     #[test]
     fn enrich_record_without_configured_fields_only_tags() {
-        let plan = enrich(
-            "a@x.com",
-            "a@x.com",
-            &Settings::default(),
-            |_| Ok(Some(fresh(pairs(&[("tier", "Platinum")])))),
-            no_log,
-        )
-        .unwrap();
-        assert_eq!(plan.actions, vec![Planned::Tag(vec!["VIP".to_string()])]);
+        let host =
+            FakeHost::new().crm_email("a@x.com", answer([("tier", "Platinum")], Provenance::Fresh));
+        let out = run(&host, &from("a@x.com", "a@x.com")).unwrap();
+        assert_eq!(out.actions, vec![vip()]);
     }
 
     #[test]
@@ -595,38 +449,31 @@ mod tests {
                 "invalid: bad email",
             ),
         ] {
-            let err = enrich(
-                "a@x.com",
-                "b@x.com",
-                &Settings::default(),
-                |_| Err(failure.clone()),
-                no_log,
-            )
-            .unwrap_err();
+            let host = FakeHost::new().fail("crm.lookup-email", failure);
             assert_eq!(
-                err,
-                Failure::Dependency(format!("crm lookup of a@x.com failed: {text}"))
+                run(&host, &from("a@x.com", "b@x.com")),
+                Err(Failure::Dependency(format!(
+                    "crm lookup of a@x.com failed: {text}"
+                )))
             );
         }
     }
 
     #[test]
     fn enrich_without_addresses_is_invalid_delivery() {
-        let err = enrich("", " ", &Settings::default(), |_| Ok(None), no_log).unwrap_err();
+        let err = run(&FakeHost::new(), &from("", " ")).unwrap_err();
         assert!(matches!(err, Failure::InvalidDelivery(_)));
     }
 
     #[test]
-    fn enrich_logs_at_least_the_lookup() {
-        let mut lines = Vec::new();
-        enrich(
-            "a@x.com",
-            "a@x.com",
-            &Settings::default(),
-            |_| Ok(None),
-            |line| lines.push(line.to_string()),
-        )
-        .unwrap();
-        assert!(lines.iter().any(|l| l.contains("looking up a@x.com")));
+    fn enrich_logs_the_lookup_and_survives_a_denied_log() {
+        let host = FakeHost::new();
+        run(&host, &from("a@x.com", "a@x.com")).unwrap();
+        assert!(host
+            .logs()
+            .iter()
+            .any(|(level, l)| *level == Level::Debug && l.contains("looking up a@x.com")));
+        let mute = FakeHost::new().fail("log", HostFailure::Denied("no log".into()));
+        assert!(run(&mute, &from("a@x.com", "a@x.com")).is_ok());
     }
 }

@@ -46,63 +46,23 @@
 //! | `unsubscribed-tag`      | tag for an unsubscribed address           | `Unsubscribed`       |
 //! | `spam-tag`              | tag for a spam report                     | `Spam-reported`      |
 //!
-//! The decisions live in [`logic`], which does not depend on the generated
-//! bindings and is unit-tested on the host target.
+//! Built on `enrichd-pdk`: the flow lives in [`logic`], written against
+//! the [`Host`] trait and unit-tested there with `FakeHost`.
 
 pub mod logic;
 
-wit_bindgen::generate!({
-    world: "delivery-plugin",
-    path: "../../wit",
-});
-
-use enrichd::plugin::log::Level;
-use enrichd::plugin::types::{
-    Action, ActionValue, Delivery, HostError, PluginError, PluginOutput, TagAction,
-};
-use enrichd::plugin::{config, kv, log};
-use enrichd_plugin_support::HostFailure;
-use exports::enrichd::plugin::handler::Guest;
-use logic::Planned;
+use enrichd_pdk::{Delivery, Failure, Handler, Host, PluginOutput};
 
 /// The plugin; exported as the `handler` interface.
-struct EngagementEnrich;
+pub struct EngagementEnrich;
 
-impl Guest for EngagementEnrich {
-    fn handle(delivery: Delivery) -> Result<PluginOutput, PluginError> {
-        let settings = logic::read_settings(|key| config::get(key).map_err(HostFailure::from))
-            .map_err(PluginError::from)?;
-        let plan = logic::enrich(
-            &delivery.from.address,
-            &delivery.sender.address,
-            &settings,
-            |ns, key| kv::get_from(ns, key).map_err(HostFailure::from),
-        )
-        .map_err(PluginError::from)?;
-        // Logging is best effort: a denied `log` capability is fine.
-        let _ = log::log(Level::Debug, &plan.message);
-        let actions = plan
-            .actions
-            .into_iter()
-            .map(|planned| match planned {
-                Planned::Flags(tags) => Action {
-                    name: Some(logic::TAG_ACTION_NAME.to_string()),
-                    value: ActionValue::Tag(TagAction { tags }),
-                },
-                Planned::Context(fields) => Action {
-                    name: Some(logic::FIELDS_ACTION_NAME.to_string()),
-                    value: ActionValue::SetCustomFields(fields),
-                },
-            })
-            .collect();
-        Ok(PluginOutput {
-            actions,
-            message: Some(plan.message),
-        })
+impl Handler for EngagementEnrich {
+    fn handle(host: &impl Host, delivery: Delivery) -> Result<PluginOutput, Failure> {
+        let settings = logic::read_settings(host)?;
+        let out = logic::enrich(host, &delivery, &settings)?;
+        host.debug(out.message.as_deref().unwrap_or_default());
+        Ok(out)
     }
 }
 
-enrichd_plugin_support::host_failure_from!(HostError);
-enrichd_plugin_support::plugin_error_from!(PluginError);
-
-export!(EngagementEnrich);
+enrichd_pdk::export_delivery!(EngagementEnrich);

@@ -1,10 +1,7 @@
-//! The plugin's decisions, in plain Rust with no dependency on the generated
-//! bindings, so that they can be unit-tested on the host target.
-//!
-//! Host calls are passed in as closures; their failures are described by
-//! [`HostFailure`], a mirror of the WIT `host-error`.
+//! The plugin's decisions, written against the [`Host`] trait so that they
+//! are unit-tested with `FakeHost` on the host target.
 
-use enrichd_plugin_support::{candidate_emails, read_config, Failure, HostFailure};
+use enrichd_pdk::{Action, Config, Delivery, Failure, Host, HostFailure, NonEmpty, PluginOutput};
 use serde::Deserialize;
 
 /// Default for the `tracker` config key.
@@ -57,53 +54,28 @@ impl Default for Settings {
     }
 }
 
-/// Reads the settings through `get` (the `config::get` import).
+/// Reads the settings from the plugin's config.
 ///
 /// Unset keys take their default; a denied `config` capability means all
 /// defaults. Other config failures, a blank value, or a threshold that is
 /// not a positive integer are dependency errors.
-pub fn read_settings(
-    get: impl FnMut(&str) -> Result<Option<String>, HostFailure>,
-) -> Result<Settings, Failure> {
-    let config_error =
-        |problem: String| Failure::Dependency(format!("engagement-enrich config: {problem}"));
-    let keys = [
-        "tracker",
-        "soft-bounce-threshold",
-        "bounced-tag",
-        "soft-bounced-tag",
-        "unsubscribed-tag",
-        "spam-tag",
-    ];
-    read_config(
-        "engagement-enrich",
-        &keys,
-        get,
-        |s: &mut Settings, key, value| {
-            let value = value.trim().to_string();
-            if value.is_empty() {
-                return Err(config_error(format!("`{key}` is empty")));
-            }
-            match key {
-                "tracker" => s.tracker = value,
-                "soft-bounce-threshold" => {
-                    s.soft_bounce_threshold = match value.parse::<u64>() {
-                        Ok(n) if n >= 1 => n,
-                        _ => {
-                            return Err(config_error(format!(
-                                "`{key}` must be a positive integer, not `{value}`"
-                            )))
-                        }
-                    }
-                }
-                "bounced-tag" => s.bounced_tag = value,
-                "soft-bounced-tag" => s.soft_bounced_tag = value,
-                "unsubscribed-tag" => s.unsubscribed_tag = value,
-                _ => s.spam_tag = value,
-            }
-            Ok(())
-        },
-    )
+pub fn read_settings(host: &impl Host) -> Result<Settings, Failure> {
+    let config = Config::new(host, "engagement-enrich");
+    let tracker = config.get_or("tracker", DEFAULT_TRACKER.to_string())?;
+    let threshold = config.get_or("soft-bounce-threshold", DEFAULT_SOFT_BOUNCE_THRESHOLD)?;
+    if threshold == 0 {
+        return Err(config.error("`soft-bounce-threshold` must be a positive integer, not `0`"));
+    }
+    Ok(Settings {
+        tracker,
+        soft_bounce_threshold: threshold,
+        bounced_tag: config.get_or("bounced-tag", DEFAULT_BOUNCED_TAG.to_string())?,
+        soft_bounced_tag: config
+            .get_or("soft-bounced-tag", DEFAULT_SOFT_BOUNCED_TAG.to_string())?,
+        unsubscribed_tag: config
+            .get_or("unsubscribed-tag", DEFAULT_UNSUBSCRIBED_TAG.to_string())?,
+        spam_tag: config.get_or("spam-tag", DEFAULT_SPAM_TAG.to_string())?,
+    })
 }
 
 /// The parts of the tracker's state this plugin reads. Lenient: missing
@@ -185,8 +157,9 @@ pub fn format_rfc3339(ms: i64) -> String {
 
 /// The addresses to read, lower-cased (the tracker's keys are): `from`, then
 /// `sender` when it differs. Empty addresses are skipped.
-pub fn candidate_keys(from: &str, sender: &str) -> Vec<String> {
-    let mut keys: Vec<String> = candidate_emails(from, sender)
+pub fn candidate_keys(delivery: &Delivery) -> Vec<String> {
+    let mut keys: Vec<String> = delivery
+        .sender_addresses()
         .iter()
         .map(|a| a.to_lowercase())
         .collect();
@@ -195,56 +168,32 @@ pub fn candidate_keys(from: &str, sender: &str) -> Vec<String> {
     keys
 }
 
-/// One action the plugin returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Planned {
-    /// `tag` named [`TAG_ACTION_NAME`].
-    Flags(Vec<String>),
-    /// `set-custom-fields` named [`FIELDS_ACTION_NAME`].
-    Context(Vec<(String, String)>),
-}
-
-/// The plugin's answer for one delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
-    /// Actions, in order.
-    pub actions: Vec<Planned>,
-    /// The note for the delivery record.
-    pub message: String,
-}
-
-/// The actions for a recorded state.
-pub fn actions(r: &Recorded, s: &Settings) -> Vec<Planned> {
-    let mut out = Vec::new();
-    let tags = tags(r, s);
-    if !tags.is_empty() {
-        out.push(Planned::Flags(tags));
-    }
-    if let Some(ms) = last_engagement(r) {
-        out.push(Planned::Context(vec![(
-            LAST_ENGAGEMENT_FIELD.to_string(),
-            format_rfc3339(ms),
-        )]));
-    }
-    out
+/// The actions for a recorded state: the flags as a `tag`, the latest
+/// engagement as a `set-custom-fields`, each only when there is one.
+pub fn actions(r: &Recorded, s: &Settings) -> Vec<Action> {
+    let flags = NonEmpty::new(tags(r, s)).map(|t| Action::tag(t).named(TAG_ACTION_NAME));
+    let context = last_engagement(r).map(|ms| {
+        Action::set_custom_fields([(LAST_ENGAGEMENT_FIELD, format_rfc3339(ms))])
+            .named(FIELDS_ACTION_NAME)
+    });
+    flags.into_iter().chain(context).collect()
 }
 
 /// The whole flow: read the tracker's state for `from`, then `sender`, and
-/// turn the first one found into actions. `get_from` is `kv::get-from`.
+/// turn the first one found into actions.
 pub fn enrich(
-    from: &str,
-    sender: &str,
+    host: &impl Host,
+    delivery: &Delivery,
     settings: &Settings,
-    mut get_from: impl FnMut(&str, &str) -> Result<Option<String>, HostFailure>,
-) -> Result<Plan, Failure> {
-    let keys = candidate_keys(from, sender);
+) -> Result<PluginOutput, Failure> {
+    let keys = candidate_keys(delivery);
     if keys.is_empty() {
         return Err(Failure::InvalidDelivery(
             "engagement-enrich: delivery has neither a from nor a sender address".to_string(),
         ));
     }
     for key in &keys {
-        let json = match get_from(&settings.tracker, key) {
+        let json = match host.kv_get_from(&settings.tracker, key) {
             Ok(Some(json)) => json,
             Ok(None) => continue,
             Err(HostFailure::Denied(r)) => {
@@ -254,8 +203,7 @@ pub fn enrich(
             }
             Err(e) => {
                 return Err(Failure::Dependency(format!(
-                    "engagement-enrich: reading the tracker's namespace failed: {}",
-                    e.describe()
+                    "engagement-enrich: reading the tracker's namespace failed: {e}"
                 )))
             }
         };
@@ -264,20 +212,21 @@ pub fn enrich(
                 "engagement-enrich: the tracker's state for {key} is not valid JSON: {e}"
             ))
         })?;
-        return Ok(Plan {
-            actions: actions(&recorded, settings),
-            message: format!("engagement recorded for {key}"),
-        });
+        return Ok(PluginOutput::new(
+            actions(&recorded, settings),
+            format!("engagement recorded for {key}"),
+        ));
     }
-    Ok(Plan {
-        actions: Vec::new(),
-        message: format!("no engagement recorded for {}", keys.join(" or ")),
-    })
+    Ok(PluginOutput::new(
+        Vec::new(),
+        format!("no engagement recorded for {}", keys.join(" or ")),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use enrichd_pdk::testing::{delivery_from as from, FakeHost};
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
@@ -304,14 +253,15 @@ mod tests {
 
     #[test]
     fn candidate_keys_are_lower_cased_and_distinct() {
+        let keys = |f: &str, s: &str| candidate_keys(&from(f, s));
         assert_eq!(
-            candidate_keys(" Rob@X.com ", "boss@x.com"),
+            keys(" Rob@X.com ", "boss@x.com"),
             strings(&["rob@x.com", "boss@x.com"])
         );
-        assert_eq!(candidate_keys("A@X.COM", "a@x.com"), strings(&["a@x.com"]));
-        assert_eq!(candidate_keys("É@x.com", "é@x.com"), strings(&["é@x.com"]));
-        assert_eq!(candidate_keys("", " B@x.com"), strings(&["b@x.com"]));
-        assert!(candidate_keys(" ", "").is_empty());
+        assert_eq!(keys("A@X.COM", "a@x.com"), strings(&["a@x.com"]));
+        assert_eq!(keys("É@x.com", "é@x.com"), strings(&["é@x.com"]));
+        assert_eq!(keys("", " B@x.com"), strings(&["b@x.com"]));
+        assert!(keys(" ", "").is_empty());
     }
 
     #[test]
@@ -335,95 +285,112 @@ mod tests {
 
     #[test]
     fn reads_config_with_defaults_and_checks() {
-        let s = read_settings(|k| {
-            Ok(match k {
-                "soft-bounce-threshold" => Some(" 1 ".to_string()),
-                "spam-tag" => Some("Spam".to_string()),
-                _ => None,
-            })
-        })
-        .unwrap();
+        let host = FakeHost::new()
+            .config("soft-bounce-threshold", " 1 ")
+            .config("spam-tag", "Spam");
+        let s = read_settings(&host).unwrap();
         assert_eq!(s.soft_bounce_threshold, 1);
         assert_eq!(s.spam_tag, "Spam");
         assert_eq!(s.tracker, "engagement-tracker");
-        let denied = read_settings(|_| Err(HostFailure::Denied("no".into()))).unwrap();
-        assert_eq!(denied, Settings::default());
+        let denied = FakeHost::new()
+            .config("spam-tag", "Spam")
+            .fail("config", HostFailure::Denied("no".into()));
+        assert_eq!(read_settings(&denied), Ok(Settings::default()));
         for bad in ["0", "-1", "x"] {
-            let got = read_settings(|k| Ok((k == "soft-bounce-threshold").then(|| bad.into())));
-            assert!(matches!(got, Err(Failure::Dependency(_))), "{bad}");
+            let host = FakeHost::new().config("soft-bounce-threshold", bad);
+            assert!(
+                matches!(read_settings(&host), Err(Failure::Dependency(_))),
+                "{bad}"
+            );
         }
-        let got = read_settings(|k| Ok((k == "bounced-tag").then(|| " ".into())));
-        assert!(matches!(got, Err(Failure::Dependency(m)) if m.contains("`bounced-tag` is empty")));
-        let got = read_settings(|_| Err(HostFailure::Unavailable("down".into())));
-        assert!(matches!(got, Err(Failure::Dependency(_))));
+        let host = FakeHost::new().config("bounced-tag", " ");
+        assert!(
+            matches!(read_settings(&host), Err(Failure::Dependency(m)) if m.contains("`bounced-tag` is empty"))
+        );
+        let down = FakeHost::new().fail("config", HostFailure::Unavailable("down".into()));
+        assert!(matches!(read_settings(&down), Err(Failure::Dependency(_))));
     }
+
+    const STATE: &str = r#"{"hardBounces":1,"softBounces":0,"unsubscribed":false,"spamReports":0,
+        "lastOpen":1000,"lastClick":1771314770000,"lastReply":null,"lastDelivered":5,
+        "lastEvent":1771314770000,"lastBounceReason":"x","seen":[]}"#;
 
     #[test]
     fn enriches_from_the_first_recorded_address() {
-        let state = r#"{"hardBounces":1,"softBounces":0,"unsubscribed":false,"spamReports":0,
-            "lastOpen":1000,"lastClick":1771314770000,"lastReply":null,"lastDelivered":5,
-            "lastEvent":1771314770000,"lastBounceReason":"x","seen":[]}"#;
-        let mut asked = Vec::new();
-        let plan = enrich("Rob@X.com", "boss@x.com", &Settings::default(), |ns, k| {
-            asked.push(format!("{ns}/{k}"));
-            Ok((k == "boss@x.com").then(|| state.to_string()))
-        })
+        let host = FakeHost::new().kv_in("engagement-tracker", "boss@x.com", STATE);
+        let out = enrich(
+            &host,
+            &from("Rob@X.com", "boss@x.com"),
+            &Settings::default(),
+        )
         .unwrap();
         assert_eq!(
-            asked,
-            strings(&[
-                "engagement-tracker/rob@x.com",
-                "engagement-tracker/boss@x.com"
-            ])
-        );
-        assert_eq!(
-            plan.actions,
-            vec![
-                Planned::Flags(strings(&["Bounced"])),
-                Planned::Context(vec![(
-                    "lastEngagement".to_string(),
-                    "2026-02-17T07:52:50Z".to_string()
-                )]),
+            host.calls(),
+            [
+                "kv.get-from engagement-tracker rob@x.com",
+                "kv.get-from engagement-tracker boss@x.com"
             ]
         );
-        assert_eq!(plan.message, "engagement recorded for boss@x.com");
+        assert_eq!(
+            out.actions,
+            vec![
+                Action::tag(["Bounced"]).named(TAG_ACTION_NAME),
+                Action::set_custom_fields([("lastEngagement", "2026-02-17T07:52:50Z")])
+                    .named(FIELDS_ACTION_NAME),
+            ]
+        );
+        assert_eq!(
+            out.message.as_deref(),
+            Some("engagement recorded for boss@x.com")
+        );
     }
 
     #[test]
     fn nothing_recorded_means_no_actions() {
-        let plan = enrich("a@x.com", "A@X.COM", &Settings::default(), |_, _| Ok(None)).unwrap();
-        assert!(plan.actions.is_empty());
-        assert_eq!(plan.message, "no engagement recorded for a@x.com");
-        let plan = enrich("a@x.com", "b@x.com", &Settings::default(), |_, _| Ok(None)).unwrap();
+        let host = FakeHost::new();
+        let out = enrich(&host, &from("a@x.com", "A@X.COM"), &Settings::default()).unwrap();
+        assert!(out.actions.is_empty());
         assert_eq!(
-            plan.message,
-            "no engagement recorded for a@x.com or b@x.com"
+            out.message.as_deref(),
+            Some("no engagement recorded for a@x.com")
+        );
+        let out = enrich(&host, &from("a@x.com", "b@x.com"), &Settings::default()).unwrap();
+        assert_eq!(
+            out.message.as_deref(),
+            Some("no engagement recorded for a@x.com or b@x.com")
         );
         // A state without flags or engagement: recorded, but nothing to do.
-        let plan = enrich("a@x.com", "", &Settings::default(), |_, _| {
-            Ok(Some(r#"{"softBounces":1,"lastDelivered":7}"#.to_string()))
-        })
-        .unwrap();
-        assert!(plan.actions.is_empty());
+        let host = FakeHost::new().kv_in(
+            "engagement-tracker",
+            "a@x.com",
+            r#"{"softBounces":1,"lastDelivered":7}"#,
+        );
+        let out = enrich(&host, &from("a@x.com", ""), &Settings::default()).unwrap();
+        assert!(out.actions.is_empty());
     }
 
     #[test]
     fn host_failures_are_dependency_errors() {
-        let denied = enrich("a@x.com", "", &Settings::default(), |_, _| {
-            Err(HostFailure::Denied("not granted".into()))
-        });
+        let denied = FakeHost::new().fail("kv.get-from", HostFailure::Denied("not granted".into()));
         assert_eq!(
-            denied,
+            enrich(&denied, &from("a@x.com", ""), &Settings::default()),
             Err(Failure::Dependency(
                 "engagement-enrich: reading the tracker's namespace was denied: not granted"
                     .to_string()
             ))
         );
-        let bad = enrich("a@x.com", "", &Settings::default(), |_, _| {
-            Ok(Some("nope".to_string()))
-        });
-        assert!(matches!(bad, Err(Failure::Dependency(m)) if m.contains("not valid JSON")));
-        let none = enrich(" ", "", &Settings::default(), |_, _| Ok(None));
+        let down = FakeHost::new().fail("kv", HostFailure::Unavailable("down".into()));
+        assert_eq!(
+            enrich(&down, &from("a@x.com", ""), &Settings::default()),
+            Err(Failure::Dependency(
+                "engagement-enrich: reading the tracker's namespace failed: unavailable: down"
+                    .to_string()
+            ))
+        );
+        let bad = FakeHost::new().kv_in("engagement-tracker", "a@x.com", "nope");
+        let got = enrich(&bad, &from("a@x.com", ""), &Settings::default());
+        assert!(matches!(got, Err(Failure::Dependency(m)) if m.contains("not valid JSON")));
+        let none = enrich(&FakeHost::new(), &from(" ", ""), &Settings::default());
         assert!(matches!(none, Err(Failure::InvalidDelivery(_))));
     }
 }

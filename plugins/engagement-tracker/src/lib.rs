@@ -40,37 +40,39 @@
 //! A stored value that is not valid JSON is an `internal` error (the event is
 //! not applied, so the stored data is never overwritten).
 //!
-//! The decisions live in [`logic`], which does not depend on the generated
-//! bindings and is unit-tested on the host target.
+//! Built on `enrichd-pdk`: [`EngagementTracker`] is an [`Events`] handler
+//! written against the [`Host`] trait and unit-tested below with
+//! `FakeHost`; the state and its JSON live in [`logic`].
 
 pub mod logic;
 
-wit_bindgen::generate!({
-    world: "event-plugin",
-    path: "../../wit",
-});
-
-use enrichd::plugin::log::Level;
-use enrichd::plugin::types::{HostError, PluginError};
-use enrichd::plugin::{kv, log};
-use enrichd_plugin_support::HostFailure;
-use exports::enrichd::plugin::events::{EngagelabEvent, EventKind, Guest};
-use logic::{Applied, Event, Kind};
+use enrichd_pdk::{EngagelabEvent, Events, Failure, Host, HostFailure};
+use logic::{Applied, Event};
 
 /// The plugin; exported as the `events` interface.
-struct EngagementTracker;
+pub struct EngagementTracker;
 
-impl Guest for EngagementTracker {
-    fn handle_event(event: EngagelabEvent) -> Result<(), PluginError> {
+impl Events for EngagementTracker {
+    fn handle_event(host: &impl Host, event: EngagelabEvent) -> Result<(), Failure> {
         let address = event.address.clone();
         if address.is_empty() {
-            debug(&format!("skipped {}: no address", event.kind_name));
+            host.debug(&format!("skipped {}: no address", event.kind_name));
             return Ok(());
         }
-        let event = to_logic(event);
-        let state = match kv::get(&address).map_err(|e| kv_error("get", &address, e))? {
+        let event = Event {
+            kind: event.kind,
+            kind_name: event.kind_name,
+            message_id: event.message_id,
+            itime: event.itime,
+            sub_stat_desc: event.sub_stat_desc,
+            message: event.message,
+        };
+        let state = match host
+            .kv_get(&address)
+            .map_err(|e| kv_error("get", &address, e))?
+        {
             Some(json) => logic::decode(&json).map_err(|e| {
-                PluginError::Internal(format!(
+                Failure::Internal(format!(
                     "engagement-tracker: stored state of {address} is not valid JSON: {e}"
                 ))
             })?,
@@ -78,69 +80,106 @@ impl Guest for EngagementTracker {
         };
         match logic::apply(&state, &event) {
             Applied::Duplicate => {
-                debug(&format!(
+                host.debug(&format!(
                     "{} for {address}: already seen",
                     event.dedupe_id()
                 ));
                 Ok(())
             }
             Applied::Updated(next) => {
-                kv::set(&address, &logic::encode(&next))
+                host.kv_set(&address, &logic::encode(&next))
                     .map_err(|e| kv_error("set", &address, e))?;
-                debug(&format!("{} for {address}: recorded", event.dedupe_id()));
+                host.debug(&format!("{} for {address}: recorded", event.dedupe_id()));
                 Ok(())
             }
         }
     }
 }
 
-/// Best-effort debug line: a denied `log` capability is fine.
-fn debug(line: &str) {
-    let _ = log::log(Level::Debug, line);
-}
-
-fn to_logic(e: EngagelabEvent) -> Event {
-    let kind = match e.kind {
-        EventKind::Target => Kind::Target,
-        EventKind::Sent => Kind::Sent,
-        EventKind::Delivered => Kind::Delivered,
-        EventKind::InvalidEmail => Kind::InvalidEmail,
-        EventKind::SoftBounce => Kind::SoftBounce,
-        EventKind::Open => Kind::Open,
-        EventKind::Click => Kind::Click,
-        EventKind::Unsubscribe => Kind::Unsubscribe,
-        EventKind::ReportSpam => Kind::ReportSpam,
-        EventKind::Route => Kind::Route,
-        EventKind::Other => Kind::Other,
-    };
-    Event {
-        kind,
-        kind_name: e.kind_name,
-        message_id: e.message_id,
-        itime: e.itime,
-        sub_stat_desc: e.sub_stat_desc,
-        message: e.message,
-    }
-}
-
 /// A failed kv call: the store being denied or down is a dependency failure
 /// (worth retrying later); a rejected request is a bug here.
-fn kv_error(op: &str, address: &str, e: HostError) -> PluginError {
-    let failure = HostFailure::from(e);
-    let text = format!(
-        "engagement-tracker: kv {op} of {address} failed: {}",
-        failure.describe()
-    );
-    match failure {
+fn kv_error(op: &str, address: &str, e: HostFailure) -> Failure {
+    let text = format!("engagement-tracker: kv {op} of {address} failed: {e}");
+    match e {
         // A full namespace is the operator's to fix (quota), like a store
         // that is down: a dependency failure, worth retrying later.
         HostFailure::Denied(_) | HostFailure::Unavailable(_) | HostFailure::OverLimit(_) => {
-            PluginError::Dependency(text)
+            Failure::Dependency(text)
         }
-        HostFailure::Invalid(_) => PluginError::Internal(text),
+        HostFailure::Invalid(_) => Failure::Internal(text),
     }
 }
 
-enrichd_plugin_support::host_failure_from!(HostError);
+enrichd_pdk::export_events!(EngagementTracker);
 
-export!(EngagementTracker);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enrichd_pdk::testing::{event, FakeHost};
+    use enrichd_pdk::EventKind;
+
+    const ANN: &str = "ann@x.com";
+
+    fn bounce(itime: i64) -> EngagelabEvent {
+        EngagelabEvent {
+            sub_stat_desc: Some("mailbox full".into()),
+            ..event(EventKind::InvalidEmail, "invalid_email", ANN, itime)
+        }
+    }
+
+    #[test]
+    fn records_an_event_once() {
+        let host = FakeHost::new();
+        EngagementTracker::handle_event(&host, bounce(100)).unwrap();
+        let state = logic::decode(&host.kv_value(ANN).unwrap()).unwrap();
+        assert_eq!(state.hard_bounces, 1);
+        assert_eq!(state.last_bounce_reason.as_deref(), Some("mailbox full"));
+        // The same callback again: read, nothing written.
+        EngagementTracker::handle_event(&host, bounce(100)).unwrap();
+        assert_eq!(
+            host.calls(),
+            ["kv.get ann@x.com", "kv.set ann@x.com", "kv.get ann@x.com"]
+        );
+        let again = logic::decode(&host.kv_value(ANN).unwrap()).unwrap();
+        assert_eq!(again, state);
+    }
+
+    #[test]
+    fn an_event_without_address_is_skipped() {
+        let host = FakeHost::new();
+        EngagementTracker::handle_event(&host, event(EventKind::Sent, "sent", "", 1)).unwrap();
+        assert!(host.calls().is_empty());
+    }
+
+    #[test]
+    fn kv_failures_map_to_dependency_or_internal() {
+        let fail = |import: &str, failure: HostFailure| {
+            let host = FakeHost::new().fail(import, failure);
+            EngagementTracker::handle_event(&host, bounce(1)).unwrap_err()
+        };
+        assert_eq!(
+            fail("kv", HostFailure::Denied("no kv".into())),
+            Failure::Dependency(
+                "engagement-tracker: kv get of ann@x.com failed: denied: no kv".into()
+            )
+        );
+        assert_eq!(
+            fail("kv.set", HostFailure::OverLimit("namespace full".into())),
+            Failure::Dependency(
+                "engagement-tracker: kv set of ann@x.com failed: over limit: namespace full".into()
+            )
+        );
+        assert!(matches!(
+            fail("kv.set", HostFailure::Invalid("key too long".into())),
+            Failure::Internal(_)
+        ));
+    }
+
+    #[test]
+    fn corrupt_state_is_internal_and_not_overwritten() {
+        let host = FakeHost::new().kv(ANN, "not json");
+        let err = EngagementTracker::handle_event(&host, bounce(1)).unwrap_err();
+        assert!(matches!(err, Failure::Internal(m) if m.contains("not valid JSON")));
+        assert_eq!(host.kv_value(ANN).as_deref(), Some("not json"));
+    }
+}

@@ -1,5 +1,5 @@
-//! The tracker's decisions, in plain Rust with no dependency on the generated
-//! bindings, so that they can be unit-tested on the host target.
+//! The tracker's decisions that need no host: folding an event into a
+//! recipient's state, and the state's JSON.
 //!
 //! [`apply`] folds one event into a recipient's [`State`]; [`decode`] and
 //! [`encode`] turn the state into the JSON stored in kv and back.
@@ -41,32 +41,8 @@ pub struct State {
     pub seen: Vec<String>,
 }
 
-/// Mirror of the WIT `event-kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// The send request was accepted.
-    Target,
-    /// Sent from EngageLab.
-    Sent,
-    /// Delivered to the recipient's server.
-    Delivered,
-    /// Hard bounce.
-    InvalidEmail,
-    /// Soft bounce.
-    SoftBounce,
-    /// Opened.
-    Open,
-    /// Clicked.
-    Click,
-    /// Unsubscribed.
-    Unsubscribe,
-    /// Reported as spam.
-    ReportSpam,
-    /// A reply arrived at a receiving route.
-    Route,
-    /// A kind added later.
-    Other,
-}
+/// The WIT `event-kind`.
+pub use enrichd_pdk::EventKind as Kind;
 
 /// The parts of an `engagelab-event` the tracker uses.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,96 +40,107 @@
 //! - `config` (required).
 //! - `crm` and `log` are not used.
 //!
-//! The decisions live in [`logic`], which does not depend on the generated
-//! bindings and is unit-tested on the host target.
+//! Built on `enrichd-pdk`: [`KeywordRouter`] is a [`Handler`] written
+//! against the [`Host`] trait, unit-tested below with `FakeHost`; the
+//! parsing and matching live in [`logic`].
 
 pub mod logic;
 
-wit_bindgen::generate!({
-    world: "delivery-plugin",
-    path: "../../wit",
-});
-
-use enrichd::plugin::config;
-use enrichd::plugin::types::{
-    Action, ActionValue, AssignAction, AssignmentSpec, Delivery, HostError, PluginError,
-    PluginOutput,
-};
-use enrichd_plugin_support::HostFailure;
-use exports::enrichd::plugin::handler::Guest;
+use enrichd_pdk::{Action, Config, Delivery, Failure, Handler, Host, PluginOutput, Pool};
 use logic::Backup;
 
 /// The plugin; exported as the `handler` interface.
-struct KeywordRouter;
+pub struct KeywordRouter;
 
-impl Guest for KeywordRouter {
-    fn handle(delivery: Delivery) -> Result<PluginOutput, PluginError> {
-        let rules = match read_config("rules")? {
-            Some(value) => logic::parse_rules(&value).map_err(config_error)?,
-            None => return Err(config_error("missing required key `rules`".to_string())),
-        };
+impl Handler for KeywordRouter {
+    fn handle(host: &impl Host, delivery: Delivery) -> Result<PluginOutput, Failure> {
+        let config = Config::new(host, "keyword-router");
+        let rules = logic::parse_rules(&config.require("rules")?).map_err(|p| config.error(p))?;
         let backup =
-            logic::parse_backup(read_config("backup")?.as_deref()).map_err(config_error)?;
+            logic::parse_backup(config.get("backup")?.as_deref()).map_err(|p| config.error(p))?;
 
         let Some(route) = logic::route(&rules, &delivery.subject) else {
-            return Ok(PluginOutput {
-                actions: Vec::new(),
-                message: Some("no keyword matched".to_string()),
-            });
+            return Ok(PluginOutput::new(Vec::new(), "no keyword matched"));
         };
-        let backup_assignments = match backup {
-            Backup::None => None,
-            Backup::AnyUser => Some(vec![AssignmentSpec {
-                assign_to_any_user: Some(true),
-                ..spec()
-            }]),
-        };
-        let action = Action {
-            name: Some(logic::action_name(route.keyword)),
-            value: ActionValue::Assign(AssignAction {
-                main_assignment: AssignmentSpec {
-                    users: Some(route.users.to_vec()),
-                    ignore_max_messages: Some(true),
-                    ..spec()
-                },
-                backup_assignments,
-            }),
-        };
-        Ok(PluginOutput {
-            actions: vec![action],
-            message: Some(format!(
+        let mut assign = Action::assign(Pool::users(route.users.clone()).ignore_max_messages(true));
+        if backup == Backup::AnyUser {
+            assign = assign.backup(Pool::any_user());
+        }
+        Ok(PluginOutput::new(
+            vec![assign.named(logic::action_name(route.keyword))],
+            format!(
                 "routed by keyword \"{}\" to {}",
                 route.keyword,
                 route.users.join(", ")
-            )),
-        })
+            ),
+        ))
     }
 }
 
-/// An assignment spec with every field unset.
-fn spec() -> AssignmentSpec {
-    AssignmentSpec {
-        users: None,
-        assign_to_any_user: None,
-        ignore_availability: None,
-        ignore_max_messages: None,
-        assign_if_user_available_within_minutes: None,
-        aa_method: None,
+enrichd_pdk::export_delivery!(KeywordRouter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enrichd_pdk::testing::{delivery, FakeHost};
+    use enrichd_pdk::HostFailure;
+
+    const RULES: &str = "invoice => Billing; coverage, policy => Policy Desk, ann@x.com";
+
+    #[test]
+    fn routes_the_seed_delivery_with_a_backup() {
+        let host = FakeHost::new()
+            .config("rules", RULES)
+            .config("backup", "any");
+        let out = KeywordRouter::handle(&host, delivery()).unwrap();
+        let want =
+            Action::assign(Pool::users(["Policy Desk", "ann@x.com"]).ignore_max_messages(true))
+                .backup(Pool::any_user())
+                .named("Route by keyword \"coverage\"");
+        assert_eq!(out.actions, vec![want]);
+        assert_eq!(
+            out.message.as_deref(),
+            Some("routed by keyword \"coverage\" to Policy Desk, ann@x.com")
+        );
+        assert_eq!(host.calls(), ["config.get rules", "config.get backup"]);
+    }
+
+    #[test]
+    fn no_match_means_no_actions() {
+        let host = FakeHost::new().config("rules", RULES);
+        let d = Delivery {
+            subject: "Hello".into(),
+            ..delivery()
+        };
+        let out = KeywordRouter::handle(&host, d).unwrap();
+        assert!(out.actions.is_empty());
+        assert_eq!(out.message.as_deref(), Some("no keyword matched"));
+    }
+
+    #[test]
+    fn config_problems_are_dependency_errors() {
+        let err = |host: FakeHost| KeywordRouter::handle(&host, delivery()).unwrap_err();
+        assert_eq!(
+            err(FakeHost::new()),
+            Failure::Dependency("keyword-router config: missing required key `rules`".into())
+        );
+        assert_eq!(
+            err(FakeHost::new().config("rules", "a => b; c")),
+            Failure::Dependency("keyword-router config: rule 2 has no `=>`".into())
+        );
+        assert_eq!(
+            err(FakeHost::new()
+                .config("rules", RULES)
+                .config("backup", "all")),
+            Failure::Dependency(
+                "keyword-router config: `backup` must be `any` or unset, not `all`".into()
+            )
+        );
+        assert_eq!(
+            err(FakeHost::new().fail("config", HostFailure::Denied("not granted".into()))),
+            Failure::Dependency(
+                "keyword-router config: cannot read `rules`: denied: not granted".into()
+            )
+        );
     }
 }
-
-/// `config::get(key)`, with host errors turned into dependency errors.
-fn read_config(key: &str) -> Result<Option<String>, PluginError> {
-    config::get(key).map_err(|e| {
-        let failure = HostFailure::from(e);
-        config_error(format!("cannot read `{key}`: {}", failure.describe()))
-    })
-}
-
-fn config_error(problem: String) -> PluginError {
-    PluginError::Dependency(format!("keyword-router config: {problem}"))
-}
-
-enrichd_plugin_support::host_failure_from!(HostError);
-
-export!(KeywordRouter);

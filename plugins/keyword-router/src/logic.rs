@@ -1,7 +1,7 @@
-//! The plugin's decisions, in plain Rust with no dependency on the generated
-//! bindings, so that they can be unit-tested on the host target.
+//! The plugin's decisions that need no host: parsing the rules and
+//! matching keywords in a subject.
 
-use enrichd_plugin_support::split_list;
+use enrichd_pdk::{split_list, NonEmpty};
 
 /// One routing rule: any of `keywords` in the subject routes to `users`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,7 +9,7 @@ pub struct Rule {
     /// Keywords (trimmed, as written), tried in order.
     pub keywords: Vec<String>,
     /// Candidate users (trimmed), in order.
-    pub users: Vec<String>,
+    pub users: NonEmpty<String>,
 }
 
 /// What the `backup` config key asks for.
@@ -27,7 +27,7 @@ pub struct Route<'a> {
     /// The keyword that matched (as written in the config).
     pub keyword: &'a str,
     /// The users to assign to.
-    pub users: &'a [String],
+    pub users: &'a NonEmpty<String>,
 }
 
 /// The action name for a route by `keyword`.
@@ -58,10 +58,9 @@ pub fn parse_rules(value: &str) -> Result<Vec<Rule>, String> {
         if keywords.is_empty() {
             return Err(format!("rule {n} has no keywords before `=>`"));
         }
-        let users = split_list(users);
-        if users.is_empty() {
+        let Some(users) = NonEmpty::new(split_list(users)) else {
             return Err(format!("rule {n} has no users after `=>`"));
-        }
+        };
         rules.push(Rule { keywords, users });
     }
     if rules.is_empty() {
@@ -151,11 +150,11 @@ mod tests {
             vec![
                 Rule {
                     keywords: strings(&["claim", "car accident"]),
-                    users: strings(&["Joe Cool", "ann@contoso.com"]),
+                    users: NonEmpty::from(["Joe Cool", "ann@contoso.com"]),
                 },
                 Rule {
                     keywords: strings(&["invoice"]),
-                    users: strings(&["Billing"]),
+                    users: NonEmpty::from(["Billing"]),
                 },
             ]
         );
@@ -225,11 +224,11 @@ mod tests {
         let rules = parse_rules("invoice, billing => Bill; claim, accident => Joe, Ann").unwrap();
         let r = route(&rules, "Accident claim and an invoice").unwrap();
         assert_eq!(r.keyword, "invoice");
-        assert_eq!(r.users, &strings(&["Bill"])[..]);
+        assert_eq!(r.users[..], strings(&["Bill"]));
 
         let r = route(&rules, "Accident and claim").unwrap();
         assert_eq!(r.keyword, "claim");
-        assert_eq!(r.users, &strings(&["Joe", "Ann"])[..]);
+        assert_eq!(r.users[..], strings(&["Joe", "Ann"]));
 
         assert!(route(&rules, "Hello there").is_none());
     }

@@ -496,3 +496,79 @@ fn issue_12_new_creates_a_project_and_never_overwrites() {
         );
     }
 }
+
+/// `cargo` for a project `plugin new` made, outside the repository's
+/// workspaces, with a target dir kept across test runs (the first build
+/// compiles wit-bindgen; later ones only the plugin).
+fn project_cargo(project: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(project)
+        .env(
+            "CARGO_TARGET_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugin-new-rust"),
+        )
+        // The outer build's flags are not the plugin's.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTC_WRAPPER")
+        .output()
+        .expect("run cargo")
+}
+
+#[test]
+fn issue_12_new_rust_project_builds_passes_its_tests_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(enrichd_bin!())
+        .args(["plugin", "new", "vip-check", "--lang", "rust", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let project = dir.path().join("vip-check");
+    // The README's commands, as an author runs them.
+    let built = project_cargo(
+        &project,
+        &["build", "--release", "--target", "wasm32-wasip2"],
+    );
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let tested = project_cargo(&project, &["test"]);
+    assert!(
+        tested.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    assert!(String::from_utf8_lossy(&tested.stdout).contains("test result: ok"));
+    let wasm = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/plugin-new-rust"
+    ))
+    .join("wasm32-wasip2/release/vip_check.wasm");
+    let inspected = inspect_json(&wasm);
+    assert_eq!(inspected["world"], "delivery", "{inspected}");
+    assert_eq!(inspected["loadable"], true, "{inspected}");
+    // The template tags a VIP sender (the seed payload's is rstorrie@…).
+    let crm = dir.path().join("crm.jsonl");
+    std::fs::write(&crm, r#"{"email":"rstorrie@pinnilly.com","tier":"vip"}"#).unwrap();
+    let (code, json) = run_json(
+        &wasm,
+        &["--grant", "log,config,crm", "--crm", crm.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["plugin"]["outcome"], "applied", "{json}");
+    let tag = serde_json::json!({ "name": "Tag VIP customers", "type": "tag", "value": { "tags": ["VIP"] } });
+    assert_eq!(
+        json["answer"]["envelope"]["actions"],
+        serde_json::json!([tag]),
+        "{json}"
+    );
+}

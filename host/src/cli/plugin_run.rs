@@ -69,6 +69,7 @@ pub(super) fn run(args: RunArgs<'_>) -> anyhow::Result<()> {
         sha256: None,
         crm_sources: Vec::new(),
         kv_read: Vec::new(),
+        allowed_hosts: Vec::new(),
     };
     let engine = PluginEngine::new(EngineOptions {
         allocator: crate::plugin::policy::Allocator::OnDemand,

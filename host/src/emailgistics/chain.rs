@@ -144,6 +144,9 @@ pub struct PluginRecord {
     /// `kv_write_bytes_per_call`); it got `over-limit` for each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub limits_hit: Vec<&'static str>,
+    /// Its outbound HTTP requests (capability `http`), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<crate::plugin::http::HttpExchange>,
 }
 
 impl PluginRecord {
@@ -159,6 +162,7 @@ impl PluginRecord {
             skipped: None,
             message: None,
             limits_hit: Vec::new(),
+            http: Vec::new(),
         }
     }
 }
@@ -252,6 +256,7 @@ async fn run_entries(
         let crate::plugin::Called {
             result: called,
             limits_hit,
+            http,
         } = match &slot {
             Some(Ok(slot)) => {
                 entry
@@ -262,6 +267,7 @@ async fn run_entries(
             Some(Err(busy)) => crate::plugin::Called {
                 result: Err(busy.clone()),
                 limits_hit: Vec::new(),
+                http: Vec::new(),
             },
             // Not reached: an entry runs, so a slot was reserved.
             None => {
@@ -274,6 +280,7 @@ async fn run_entries(
         let mut r = settle(info, called, limit, started, &mut decided);
         r.elapsed_us = started.elapsed().as_micros() as u64;
         r.limits_hit = limits_hit;
+        r.http = http;
         records.push(r);
     }
     let verdict = decided.unwrap_or_else(|| {

@@ -15,6 +15,7 @@ mod bindings;
 pub mod breaker;
 mod engine;
 mod host;
+pub mod http;
 pub mod inspect;
 mod limits;
 pub mod policy;
@@ -67,6 +68,10 @@ pub struct PluginInfo {
     pub crm_sources: Vec<usize>,
     /// Other plugins' kv namespaces this plugin may read.
     pub kv_read: Vec<String>,
+    /// Where the plugin may send HTTP requests (with `http` granted).
+    pub allowed_hosts: Vec<policy::HttpOrigin>,
+    /// Its open outbound connections, across calls (`http_connections`).
+    pub http_connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a plugin could not be loaded at start.
@@ -186,6 +191,9 @@ pub struct Called<T> {
     /// `kv_write_bytes_per_call`), in the order first hit; the guest got
     /// `host-error.over-limit` for each.
     pub limits_hit: Vec<&'static str>,
+    /// Its outbound HTTP requests (at most
+    /// [`http::MAX_RECORDED_REQUESTS`]).
+    pub http: Vec<http::HttpExchange>,
 }
 
 /// A compiled plugin, ready to be instantiated per call.
@@ -237,6 +245,10 @@ pub async fn off_the_workers<F: std::future::Future>(work: F) -> F::Output {
         _ => work.await,
     }
 }
+
+/// Where a call reports what it ran into: the budgets hit, its HTTP
+/// requests.
+type Report<'a> = (&'a mut Vec<&'static str>, &'a mut Vec<http::HttpExchange>);
 
 /// Which export a call runs, with its argument.
 enum Call<'a> {
@@ -367,6 +379,7 @@ impl Plugin {
         convert: ConvertOutput<T>,
     ) -> Called<T> {
         let mut limits_hit = Vec::new();
+        let mut http = Vec::new();
         let result = async {
             // Checked before the instance slot is waited for; settled with the
             // final result, so output limits and guest errors count too.
@@ -376,11 +389,21 @@ impl Plugin {
                 Some(_) => None,
                 None => Some(self.acquire(self.permits.deliveries.clone(), limit).await?),
             };
-            let call = self.deliver(delivery, services, limit, &mut limits_hit, convert);
+            let call = self.deliver(
+                delivery,
+                services,
+                limit,
+                (&mut limits_hit, &mut http),
+                convert,
+            );
             ticket.settle(off_the_workers(call).await)
         }
         .await;
-        Called { result, limits_hit }
+        Called {
+            result,
+            limits_hit,
+            http,
+        }
     }
 
     /// Wait for an instance slot from `pool` until the call's deadline.
@@ -402,7 +425,7 @@ impl Plugin {
         delivery: &WitDelivery,
         services: &Services,
         limit: CallLimit,
-        limits_hit: &mut Vec<&'static str>,
+        report: Report<'_>,
         convert: ConvertOutput<T>,
     ) -> Result<T, Failure> {
         match self
@@ -411,7 +434,7 @@ impl Plugin {
                 &delivery.id,
                 services,
                 limit,
-                limits_hit,
+                report,
             )
             .await?
         {
@@ -452,14 +475,14 @@ impl Plugin {
         let _permit = self.acquire(self.permits.events.clone(), limit).await?;
         // An event has no stored record: the end-of-call log note names
         // the budgets it ran into.
-        let mut limits_hit = Vec::new();
+        let (mut limits_hit, mut http) = (Vec::new(), Vec::new());
         match self
             .invoke(
                 Call::Event(event),
                 &event.message_id,
                 services,
                 limit,
-                &mut limits_hit,
+                (&mut limits_hit, &mut http),
             )
             .await?
         {
@@ -477,7 +500,7 @@ impl Plugin {
         subject: &str,
         services: &Services,
         limit: CallLimit,
-        limits_hit: &mut Vec<&'static str>,
+        (limits_hit, http): Report<'_>,
     ) -> Result<Returned, Failure> {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -513,6 +536,13 @@ impl Plugin {
         };
         self.forward_output(store.data());
         limits_hit.extend_from_slice(&store.data().budget.hit);
+        let (requests, http_hit) = store.data().http.log().snapshot();
+        for limit in http_hit {
+            if !limits_hit.contains(&limit) {
+                limits_hit.push(limit);
+            }
+        }
+        *http = requests;
         result
     }
 
@@ -540,6 +570,8 @@ impl Plugin {
                 stdout,
                 stderr,
                 budget: host::CallBudget::new(&self.info.limits),
+                http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+                http: http::HttpGate::new(self.info.clone(), deadline),
             },
         );
         store.limiter(|s| &mut s.limiter);

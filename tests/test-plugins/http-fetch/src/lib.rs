@@ -16,8 +16,8 @@
 //!
 //! Fields of the action, per request `i` (0-based): `r{i}` = `status=200
 //! bytes=N`, then ` body-error=<code>` if reading the body failed, or
-//! `error=<code>` when the request failed; `body` = the first body's
-//! text. The message is "http-fetch".
+//! `error=<code>` when the request failed; `body` = the first 100
+//! characters of the first body. The message is "http-fetch".
 
 wit_bindgen::generate!({
     world: "delivery-plugin",
@@ -29,8 +29,7 @@ use enrichd::plugin::types::{Action, ActionValue, Delivery, PluginError, PluginO
 use exports::enrichd::plugin::handler::Guest;
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
-    Fields, FutureIncomingResponse, IncomingResponse, Method, OutgoingBody,
-    OutgoingRequest, Scheme,
+    Fields, FutureIncomingResponse, IncomingResponse, Method, OutgoingBody, OutgoingRequest, Scheme,
 };
 use wasi::io::streams::StreamError;
 
@@ -53,7 +52,11 @@ fn start(url: &str, post: Option<usize>) -> Result<FutureIncomingResponse, Strin
     let request = OutgoingRequest::new(Fields::new());
     let set = |ok: Result<(), ()>, what: &str| ok.map_err(|()| format!("cannot set {what}"));
     set(
-        request.set_method(if post.is_some() { &Method::Post } else { &Method::Get }),
+        request.set_method(if post.is_some() {
+            &Method::Post
+        } else {
+            &Method::Get
+        }),
         "method",
     )?;
     set(request.set_scheme(Some(&scheme)), "scheme")?;
@@ -151,10 +154,13 @@ impl Guest for HttpFetch {
         let follow = get("follow").as_deref() == Some("yes");
         let mut fields = Vec::new();
         let mut first_body = None;
-        let mut record = |fields: &mut Vec<(String, String)>, (text, body, _): (String, String, Option<String>)| {
-            fields.push((format!("r{}", fields.len()), text));
-            first_body.get_or_insert(body);
-        };
+        let mut record =
+            |fields: &mut Vec<(String, String)>,
+             (text, body, _): (String, String, Option<String>)| {
+                fields.push((format!("r{}", fields.len()), text));
+                // The host keeps 100 characters of a field value anyway.
+            first_body.get_or_insert_with(|| body.chars().take(100).collect());
+            };
         if get("parallel").as_deref() == Some("yes") {
             let started: Vec<_> = (0..count).map(|_| start(&url, post)).collect();
             for future in started {

@@ -159,7 +159,7 @@ impl Guest for HttpFetch {
              (text, body, _): (String, String, Option<String>)| {
                 fields.push((format!("r{}", fields.len()), text));
                 // The host keeps 100 characters of a field value anyway.
-            first_body.get_or_insert_with(|| body.chars().take(100).collect());
+                first_body.get_or_insert_with(|| body.chars().take(100).collect());
             };
         if get("parallel").as_deref() == Some("yes") {
             let started: Vec<_> = (0..count).map(|_| start(&url, post)).collect();

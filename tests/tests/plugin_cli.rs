@@ -149,7 +149,7 @@ fn issue_12_inspect_tells_event_and_both_worlds_apart() {
 }
 
 #[test]
-fn issue_12_inspect_explains_wasi_http_and_how_to_build_without_it() {
+fn issue_12_inspect_maps_wasi_http_requests_to_the_http_capability() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("js.wasm");
     std::fs::write(
@@ -157,6 +157,7 @@ fn issue_12_inspect_explains_wasi_http_and_how_to_build_without_it() {
         component(
             &[
                 "wasi:http/outgoing-handler@0.2.3",
+                "wasi:http/types@0.2.3",
                 "enrichd:plugin/kv@0.2.0",
             ],
             &["enrichd:plugin/handler@0.2.0"],
@@ -164,17 +165,16 @@ fn issue_12_inspect_explains_wasi_http_and_how_to_build_without_it() {
     )
     .expect("write");
     let json = inspect_json(&file);
-    assert_eq!(json["loadable"], false);
-    assert_eq!(strings(&json["capabilities"]), ["kv"]);
+    assert_eq!(json["loadable"], true);
+    assert_eq!(strings(&json["capabilities"]), ["http", "kv"]);
     let http = &json["imports"][0];
-    assert_eq!(http["kind"], "refused");
-    assert_eq!(http["provided"], false);
-    assert!(http["hint"]
-        .as_str()
-        .is_some_and(|h| h.contains("disableFeatures: ['http', 'fetch-event']")));
+    assert_eq!(http["capability"], "http");
+    assert_eq!(http["provided"], true);
+    // Its types alone (a ComponentizeJS default build) need no grant.
+    assert_eq!(json["imports"][1]["kind"], "wasi");
+    assert!(json["imports"][1].get("capability").is_none());
     let text = inspect_text(&file);
-    assert!(text.contains("NOT PROVIDED"), "{text}");
-    assert!(text.contains("disableFeatures"), "{text}");
+    assert!(text.contains("capability `http`"), "{text}");
 }
 
 #[test]

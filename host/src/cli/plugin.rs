@@ -57,7 +57,14 @@ fn to_json(file: &std::path::Path, found: &Inspection) -> serde_json::Value {
             let (kind, provided) = match &i.need {
                 Need::Grant(cap) => {
                     o["capability"] = cap.name().into();
-                    ("enrichd", true)
+                    (
+                        if cap.is_enrichd_interface() {
+                            "enrichd"
+                        } else {
+                            "wasi"
+                        },
+                        true,
+                    )
                 }
                 Need::Types => ("enrichd-types", true),
                 Need::Wasi => ("wasi", true),
@@ -179,8 +186,8 @@ mod tests {
             imports: vec![
                 import("wasi:io/poll@0.2.6", Need::Wasi),
                 import(
-                    "wasi:http/types@0.2.3",
-                    inspect::classify("wasi:http/types@0.2.3"),
+                    "wasi:keyvalue/store@0.2.0",
+                    inspect::classify("wasi:keyvalue/store@0.2.0"),
                 ),
                 import("enrichd:plugin/kv@0.2.0", Need::Grant(Capability::Kv)),
             ],
@@ -194,11 +201,14 @@ mod tests {
             text.find(needle)
                 .unwrap_or_else(|| panic!("{needle} in {text}"))
         };
-        assert!(at("enrichd:plugin/kv") < at("wasi:http/types"));
-        assert!(at("wasi:http/types") < at("wasi:io/poll"));
+        assert!(at("enrichd:plugin/kv") < at("wasi:keyvalue/store"));
+        assert!(at("wasi:keyvalue/store") < at("wasi:io/poll"));
         assert!(text.contains(&format!("sha256 = \"{}\"", "ab".repeat(32))));
         assert!(text.contains("loadable     NO"), "{text}");
-        assert!(text.contains(inspect::JS_NO_HTTP_HINT), "{text}");
+        assert!(
+            text.contains("enrichd does not provide wasi:keyvalue@0.2.0"),
+            "{text}"
+        );
         let json = to_json(std::path::Path::new("p.wasm"), &found);
         assert_eq!(json["loadable"], false);
         assert_eq!(json["imports"][1]["kind"], "refused");

@@ -223,7 +223,7 @@ pub struct RawPlugin {
     pub name: String,
     /// The component (`.wasm`), relative to the config file.
     pub path: PathBuf,
-    /// Host imports this plugin may use: `log`, `config`, `crm`.
+    /// Host imports this plugin may use: `log`, `config`, `crm`, `kv`, `http`.
     #[serde(default)]
     pub capabilities: Vec<String>,
     /// Values the plugin reads through the `config` import.
@@ -236,6 +236,10 @@ pub struct RawPlugin {
     /// Other plugins whose kv namespaces this plugin may read.
     #[serde(default)]
     pub kv_read: Vec<String>,
+    /// Where the plugin may send HTTP requests (`scheme://host[:port]`
+    /// each); required, non-empty, with the `http` capability.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// Fuel (roughly, wasm instructions) per call: a deterministic CPU limit.
     pub fuel: Option<u64>,
     /// Linear memory limit, in bytes.
@@ -277,6 +281,15 @@ pub struct RawPlugin {
     pub kv_write_bytes_per_call: Option<usize>,
     /// CRM lookups per call.
     pub crm_lookups_per_call: Option<usize>,
+    // Outbound HTTP (capability `http`).
+    /// HTTP requests per call.
+    pub http_requests_per_call: Option<usize>,
+    /// Bytes of one response body the plugin may read.
+    pub http_response_bytes: Option<u64>,
+    /// Bytes of one request body the plugin may send.
+    pub http_request_bytes: Option<u64>,
+    /// Outbound connections of the plugin open at once.
+    pub http_connections: Option<usize>,
 }
 
 /// `[[route]]`

@@ -101,12 +101,15 @@ impl RawConfig {
             let mut caps = Vec::new();
             for c in &p.capabilities {
                 caps.push(Capability::parse(c).ok_or_else(|| {
+                    let known: Vec<_> = Capability::ALL.iter().map(|c| c.name()).collect();
                     invalid(format!(
-                        "plugin {:?}: unknown capability {c:?} (known: log, config, crm, kv)",
-                        p.name
+                        "plugin {:?}: unknown capability {c:?} (known: {})",
+                        p.name,
+                        known.join(", ")
                     ))
                 })?);
             }
+            let allowed_hosts = allowed_hosts(&p, caps.contains(&Capability::Http))?;
             let timeout = match p.timeout_ms {
                 Some(0) => {
                     return Err(invalid(format!(
@@ -153,6 +156,7 @@ impl RawConfig {
                 sha256,
                 crm_sources,
                 kv_read: p.kv_read,
+                allowed_hosts,
                 name: p.name,
             });
         }
@@ -520,6 +524,10 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
         max_list_items: p.max_list_items.unwrap_or(d.max_list_items),
         max_name_bytes: p.max_name_bytes.unwrap_or(d.max_name_bytes),
         max_message_bytes: p.max_message_bytes.unwrap_or(d.max_message_bytes),
+        http_requests_per_call: p.http_requests_per_call.unwrap_or(d.http_requests_per_call),
+        http_response_bytes: p.http_response_bytes.unwrap_or(d.http_response_bytes),
+        http_request_bytes: p.http_request_bytes.unwrap_or(d.http_request_bytes),
+        http_connections: p.http_connections.unwrap_or(d.http_connections),
     };
     if limits.fuel == Some(0) {
         return Err(invalid(format!("plugin {name:?}: fuel must be > 0")));
@@ -554,6 +562,13 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
             limits.kv_write_bytes_per_call as u64,
         ),
         ("crm_lookups_per_call", limits.crm_lookups_per_call as u64),
+        (
+            "http_requests_per_call",
+            limits.http_requests_per_call as u64,
+        ),
+        ("http_response_bytes", limits.http_response_bytes),
+        ("http_request_bytes", limits.http_request_bytes),
+        ("http_connections", limits.http_connections as u64),
     ];
     if let Some((key, _)) = imports.iter().find(|(_, v)| *v == 0) {
         return Err(invalid(format!(
@@ -561,6 +576,33 @@ fn plugin_limits(p: &RawPlugin) -> Result<Limits, ConfigError> {
         )));
     }
     Ok(limits)
+}
+
+/// The plugin's `allowed_hosts`: required with `http` granted (an empty
+/// list would deny every request), refused without it (it would do
+/// nothing), each entry `scheme://host[:port]`.
+fn allowed_hosts(p: &RawPlugin, http: bool) -> Result<Vec<HttpOrigin>, ConfigError> {
+    let name = &p.name;
+    match (http, p.allowed_hosts.is_empty()) {
+        (true, true) => {
+            return Err(invalid(format!(
+                "plugin {name:?}: capability `http` needs allowed_hosts (e.g. [\"https://api.example.com\"])"
+            )))
+        }
+        (false, false) => {
+            return Err(invalid(format!(
+                "plugin {name:?}: allowed_hosts without capability `http` does nothing; grant `http` or remove it"
+            )))
+        }
+        _ => {}
+    }
+    p.allowed_hosts
+        .iter()
+        .map(|entry| {
+            HttpOrigin::parse(entry)
+                .map_err(|e| invalid(format!("plugin {name:?}: allowed_hosts: {e}")))
+        })
+        .collect()
 }
 
 fn breaker_settings(p: &RawPlugin) -> Result<BreakerSettings, ConfigError> {

@@ -576,3 +576,85 @@ fn the_event_lease_must_outlast_the_slowest_event_chain() {
     );
     resolve(&format!("{redis}event_lease_ms = 8001\n{MINIMAL}{events}")).unwrap();
 }
+
+#[test]
+fn issue_12_http_needs_allowed_hosts_and_its_budgets_have_defaults_overrides_and_refuse_zero() {
+    let with = |extra: &str| MINIMAL.replace("capabilities = [\"crm\", \"log\"]", extra);
+    let c = resolve(MINIMAL).unwrap();
+    let l = c.plugins[0].limits;
+    assert_eq!(l.http_requests_per_call, DEFAULT_HTTP_REQUESTS_PER_CALL);
+    assert_eq!(l.http_response_bytes, DEFAULT_HTTP_RESPONSE_BYTES);
+    assert_eq!(l.http_request_bytes, DEFAULT_HTTP_REQUEST_BYTES);
+    assert_eq!(l.http_connections, DEFAULT_HTTP_CONNECTIONS);
+    assert!(c.plugins[0].allowed_hosts.is_empty());
+
+    let c = resolve(&with(
+        "capabilities = [\"http\"]\n\
+         allowed_hosts = [\"https://Fraud.example.com\", \"http://127.0.0.1:8089\"]\n\
+         http_requests_per_call = 2\nhttp_response_bytes = 1000\n\
+         http_request_bytes = 500\nhttp_connections = 3",
+    ))
+    .unwrap();
+    let p = &c.plugins[0];
+    assert!(p.grants.allows(Capability::Http));
+    let hosts: Vec<String> = p.allowed_hosts.iter().map(|o| o.to_string()).collect();
+    assert_eq!(
+        hosts,
+        ["https://fraud.example.com:443", "http://127.0.0.1:8089"]
+    );
+    let l = p.limits;
+    assert_eq!(
+        (
+            l.http_requests_per_call,
+            l.http_response_bytes,
+            l.http_request_bytes,
+            l.http_connections
+        ),
+        (2, 1000, 500, 3)
+    );
+
+    for (extra, needle) in [
+        (
+            "capabilities = [\"http\"]",
+            "capability `http` needs allowed_hosts",
+        ),
+        (
+            "capabilities = [\"http\"]\nallowed_hosts = []",
+            "capability `http` needs allowed_hosts",
+        ),
+        (
+            "allowed_hosts = [\"https://a.example\"]",
+            "allowed_hosts without capability `http`",
+        ),
+        (
+            "capabilities = [\"http\"]\nallowed_hosts = [\"https://*.example.com\"]",
+            "no wildcards",
+        ),
+        (
+            "capabilities = [\"http\"]\nallowed_hosts = [\"a.example\"]",
+            "must start with http:// or https://",
+        ),
+        (
+            "capabilities = [\"http\"]\nallowed_hosts = [\"https://a.example/api\"]",
+            "not a path",
+        ),
+        (
+            "capabilities = [\"web\"]",
+            "known: log, config, crm, kv, http",
+        ),
+    ] {
+        let err = resolve(&with(extra)).unwrap_err().to_string();
+        assert!(err.contains(needle), "{extra}: {err}");
+    }
+    for key in [
+        "http_requests_per_call",
+        "http_response_bytes",
+        "http_request_bytes",
+        "http_connections",
+    ] {
+        let err = resolve(&MINIMAL.replace("capabilities", &format!("{key} = 0\ncapabilities")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("{key} must be > 0")), "{key}: {err}");
+    }
+}

@@ -151,6 +151,9 @@ pub struct PluginRecord {
     /// The size of the actions it returned, as `max_output_bytes` counts it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_bytes: Option<usize>,
+    /// Its outbound HTTP requests (capability `http`), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<crate::plugin::http::HttpExchange>,
 }
 
 impl PluginRecord {
@@ -168,6 +171,7 @@ impl PluginRecord {
             limits_hit: Vec::new(),
             usage: None,
             output_bytes: None,
+            http: Vec::new(),
         }
     }
 }
@@ -262,6 +266,7 @@ async fn run_entries(
             result: called,
             limits_hit,
             usage,
+            http,
         } = match &slot {
             Some(Ok(slot)) => {
                 entry
@@ -273,6 +278,7 @@ async fn run_entries(
                 result: Err(busy.clone()),
                 limits_hit: Vec::new(),
                 usage: Default::default(),
+                http: Vec::new(),
             },
             // Not reached: an entry runs, so a slot was reserved.
             None => {
@@ -287,6 +293,7 @@ async fn run_entries(
         r.elapsed_us = started.elapsed().as_micros() as u64;
         r.limits_hit = limits_hit;
         r.usage = ran.then_some(usage);
+        r.http = http;
         records.push(r);
     }
     let verdict = decided.unwrap_or_else(|| {

@@ -129,8 +129,11 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 /// the record has to be cut down that far.
 const CUT_TEXT_BYTES: usize = 256;
 
+/// How the summary of what was left out joins the record's JSON.
+const TRUNCATED_KEY: &str = ",\"truncated\":";
+
 /// Per-plugin lists left out first, with the name of their count.
-const LISTS: [&str; 3] = ["notes", "actions", "dropped"];
+const LISTS: [&str; 4] = ["notes", "http", "actions", "dropped"];
 
 /// `record` unchanged when its JSON fits in `max_bytes`; otherwise a
 /// summary that fits, with a `truncated` object saying what was left out.
@@ -140,8 +143,10 @@ pub fn bound(mut record: Value, max_bytes: usize) -> Value {
         return record;
     }
     let mut left_out = Map::new();
+    // The summary goes in under its key: `,"truncated":` counts too.
     let fits = |r: &Value, left_out: &Map<String, Value>| {
-        json_len(r) + json_len(&truncated(max_bytes, full, left_out)) <= max_bytes
+        json_len(r) + TRUNCATED_KEY.len() + json_len(&truncated(max_bytes, full, left_out))
+            <= max_bytes
     };
     for list in LISTS {
         let n = drop_list(&mut record, list);

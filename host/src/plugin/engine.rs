@@ -119,7 +119,10 @@ impl PluginEngine {
         };
         tracing::info!(allocator = ?allocator, fuel = options.fuel, "wasm engine ready");
         let mut linker = Linker::new(&engine);
+        // wasi:http for every plugin (a ComponentizeJS build imports it by
+        // default); requests are denied unless granted (`plugin::http`).
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
             .and_then(|()| {
                 bindings::EnrichdPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
                     &mut linker,
@@ -238,6 +241,10 @@ impl PluginEngine {
                 on_error: spec.on_error,
                 crm_sources: spec.crm_sources.clone(),
                 kv_read: spec.kv_read.clone(),
+                allowed_hosts: spec.allowed_hosts.clone(),
+                http_connections: Arc::new(tokio::sync::Semaphore::new(
+                    spec.limits.http_connections,
+                )),
             }),
             pre,
             handler,

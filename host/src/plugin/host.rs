@@ -98,6 +98,9 @@ pub struct HostState {
     pub(super) stderr: Capture,
     /// What this call has spent of its import budgets.
     pub(super) budget: CallBudget,
+    /// `wasi:http` state, and the gate every outbound request goes through.
+    pub(super) http_ctx: wasmtime_wasi_http::WasiHttpCtx,
+    pub(super) http: super::http::HttpGate,
 }
 
 impl WasiView for HostState {
@@ -107,6 +110,14 @@ impl WasiView for HostState {
             table: &mut self.table,
         }
     }
+}
+
+/// When host work for a guest (a lookup, an HTTP request) must be over,
+/// in a call that must be over by `deadline`: a reserve before it for the
+/// guest to use the answer.
+pub(super) fn host_work_deadline(deadline: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(Instant::now());
+    deadline - HOST_CALL_RESERVE.min(left / 4)
 }
 
 impl HostState {
@@ -215,8 +226,7 @@ impl HostState {
     /// When a host lookup must be over: the call's deadline, less a reserve
     /// for the guest to use the answer.
     fn lookup_deadline(&self) -> Instant {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        self.deadline - HOST_CALL_RESERVE.min(left / 4)
+        host_work_deadline(self.deadline)
     }
 
     /// The sources this plugin may use, after the grant, budget and

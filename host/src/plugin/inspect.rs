@@ -16,21 +16,20 @@ use super::engine::{EVENTS_EXPORT, HANDLER_EXPORT};
 use super::policy::Capability;
 
 /// WASI packages every plugin gets (`wasmtime_wasi::p2::add_to_linker_async`
-/// in `engine`), each with an empty context: no files, environment,
-/// arguments or sockets.
+/// and wasi-http's in `engine`), each with an empty context: no files,
+/// environment, arguments or sockets; outbound HTTP only when granted
+/// (`plugin::http`).
 const PROVIDED_WASI: &[&str] = &[
     "wasi:cli",
     "wasi:clocks",
     "wasi:filesystem",
+    "wasi:http",
     "wasi:io",
     "wasi:random",
     "wasi:sockets",
 ];
 /// The WASI version line the linker provides (any `0.2.x` import resolves).
 const PROVIDED_WASI_VERSION: &str = "0.2.";
-/// How a ComponentizeJS build avoids importing `wasi:http`.
-pub const JS_NO_HTTP_HINT: &str =
-    "build with ComponentizeJS option disableFeatures: ['http', 'fetch-event']";
 
 /// Why a file cannot be inspected as a plugin.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +191,7 @@ pub fn classify(name: &str) -> Need {
                 hint: None,
             };
         }
-        return match Capability::parse(n.interface) {
+        return match Capability::parse(n.interface).filter(|c| c.is_enrichd_interface()) {
             Some(cap) => Need::Grant(cap),
             None if n.interface == "types" => Need::Types,
             None => Need::Refused {
@@ -201,14 +200,13 @@ pub fn classify(name: &str) -> Need {
             },
         };
     }
-    if n.package == "wasi:http" {
-        return Need::Refused {
-            reason: "enrichd does not provide wasi:http (no outbound HTTP for plugins)".into(),
-            hint: Some(JS_NO_HTTP_HINT),
-        };
-    }
     if PROVIDED_WASI.contains(&n.package) && n.version.starts_with(PROVIDED_WASI_VERSION) {
-        return Need::Wasi;
+        // Making requests needs the grant (and `allowed_hosts`); its types
+        // alone (a ComponentizeJS default build) need nothing.
+        return match (n.package, n.interface) {
+            ("wasi:http", "outgoing-handler") => Need::Grant(Capability::Http),
+            _ => Need::Wasi,
+        };
     }
     Need::Refused {
         reason: format!("enrichd does not provide {}@{}", n.package, n.version),
@@ -315,10 +313,11 @@ mod tests {
         assert_eq!(classify("enrichd:plugin/types@0.2.0"), Need::Types);
         assert_eq!(classify("wasi:io/streams@0.2.6"), Need::Wasi);
         assert_eq!(classify("wasi:cli/environment@0.2.0"), Need::Wasi);
-        let Need::Refused { hint, .. } = classify("wasi:http/outgoing-handler@0.2.0") else {
-            panic!("wasi:http is not provided");
-        };
-        assert_eq!(hint, Some(JS_NO_HTTP_HINT));
+        assert_eq!(
+            classify("wasi:http/outgoing-handler@0.2.0"),
+            Need::Grant(Capability::Http)
+        );
+        assert_eq!(classify("wasi:http/types@0.2.4"), Need::Wasi);
         assert!(
             matches!(classify("enrichd:plugin/crm@0.1.0"), Need::Refused { reason, .. } if reason.contains("rebuild"))
         );

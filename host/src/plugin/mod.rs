@@ -15,6 +15,7 @@ mod bindings;
 pub mod breaker;
 mod engine;
 mod host;
+pub mod http;
 pub mod inspect;
 mod limits;
 pub mod policy;
@@ -67,6 +68,10 @@ pub struct PluginInfo {
     pub crm_sources: Vec<usize>,
     /// Other plugins' kv namespaces this plugin may read.
     pub kv_read: Vec<String>,
+    /// Where the plugin may send HTTP requests (with `http` granted).
+    pub allowed_hosts: Vec<policy::HttpOrigin>,
+    /// Its open outbound connections, across calls (`http_connections`).
+    pub http_connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a plugin could not be loaded at start.
@@ -188,6 +193,9 @@ pub struct Called<T> {
     pub limits_hit: Vec<&'static str>,
     /// What the call used of the sandbox's metered resources.
     pub usage: Usage,
+    /// Its outbound HTTP requests (at most
+    /// [`http::MAX_RECORDED_REQUESTS`]).
+    pub http: Vec<http::HttpExchange>,
 }
 
 /// What one call used of the sandbox's metered resources: for the delivery
@@ -207,8 +215,25 @@ pub struct Usage {
     pub stderr_bytes: u64,
 }
 
-/// Where a call reports the budgets it ran into and what it used.
-type Report<'a> = (&'a mut Vec<&'static str>, &'a mut Usage);
+/// What a call reports besides its result: the budgets it ran into, what
+/// it used, its HTTP requests.
+#[derive(Default)]
+struct Report {
+    limits_hit: Vec<&'static str>,
+    usage: Usage,
+    http: Vec<http::HttpExchange>,
+}
+
+impl Report {
+    fn called<T>(self, result: Result<T, Failure>) -> Called<T> {
+        Called {
+            result,
+            limits_hit: self.limits_hit,
+            usage: self.usage,
+            http: self.http,
+        }
+    }
+}
 
 /// A compiled plugin, ready to be instantiated per call.
 pub struct Plugin {
@@ -388,8 +413,7 @@ impl Plugin {
         limit: CallLimit,
         convert: ConvertOutput<T>,
     ) -> Called<T> {
-        let mut limits_hit = Vec::new();
-        let mut usage = Usage::default();
+        let mut report = Report::default();
         let result = async {
             // Checked before the instance slot is waited for; settled with the
             // final result, so output limits and guest errors count too.
@@ -399,21 +423,11 @@ impl Plugin {
                 Some(_) => None,
                 None => Some(self.acquire(self.permits.deliveries.clone(), limit).await?),
             };
-            let call = self.deliver(
-                delivery,
-                services,
-                limit,
-                (&mut limits_hit, &mut usage),
-                convert,
-            );
+            let call = self.deliver(delivery, services, limit, &mut report, convert);
             ticket.settle(off_the_workers(call).await)
         }
         .await;
-        Called {
-            result,
-            limits_hit,
-            usage,
-        }
+        report.called(result)
     }
 
     /// Wait for an instance slot from `pool` until the call's deadline.
@@ -435,7 +449,7 @@ impl Plugin {
         delivery: &WitDelivery,
         services: &Services,
         limit: CallLimit,
-        report: Report<'_>,
+        report: &mut Report,
         convert: ConvertOutput<T>,
     ) -> Result<T, Failure> {
         match self
@@ -485,19 +499,14 @@ impl Plugin {
         services: &Services,
         limit: CallLimit,
     ) -> Called<()> {
-        let (mut limits_hit, mut usage) = (Vec::new(), Usage::default());
+        let mut report = Report::default();
         let result = match self.breaker.admit() {
-            Ok(ticket) => ticket.settle(
-                self.handle_event(event, services, limit, (&mut limits_hit, &mut usage))
-                    .await,
-            ),
+            Ok(ticket) => {
+                ticket.settle(self.handle_event(event, services, limit, &mut report).await)
+            }
             Err(quarantined) => Err(quarantined),
         };
-        Called {
-            result,
-            limits_hit,
-            usage,
-        }
+        report.called(result)
     }
 
     async fn handle_event(
@@ -505,7 +514,7 @@ impl Plugin {
         event: &WitEvent,
         services: &Services,
         limit: CallLimit,
-        report: Report<'_>,
+        report: &mut Report,
     ) -> Result<(), Failure> {
         // Held until the instance is gone (`invoke` is over).
         let _permit = self.acquire(self.permits.events.clone(), limit).await?;
@@ -533,7 +542,7 @@ impl Plugin {
         subject: &str,
         services: &Services,
         limit: CallLimit,
-        (limits_hit, usage): Report<'_>,
+        report: &mut Report,
     ) -> Result<Returned, Failure> {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -568,8 +577,17 @@ impl Plugin {
             Ok(Ok(returned)) => Ok(returned),
         };
         let [stdout_bytes, stderr_bytes] = self.forward_output(store.data());
-        limits_hit.extend_from_slice(&store.data().budget.hit);
-        *usage = Usage {
+        report
+            .limits_hit
+            .extend_from_slice(&store.data().budget.hit);
+        let (requests, http_hit) = store.data().http.log().snapshot();
+        for limit in http_hit {
+            if !report.limits_hit.contains(&limit) {
+                report.limits_hit.push(limit);
+            }
+        }
+        report.http = requests;
+        report.usage = Usage {
             fuel: self.fuel_metered.then(|| {
                 let given = self.info.limits.fuel.unwrap_or(u64::MAX);
                 given - store.get_fuel().unwrap_or(0)
@@ -605,6 +623,8 @@ impl Plugin {
                 stdout,
                 stderr,
                 budget: host::CallBudget::new(&self.info.limits),
+                http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+                http: http::HttpGate::new(self.info.clone(), deadline),
             },
         );
         store.limiter(|s| &mut s.limiter);

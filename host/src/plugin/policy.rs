@@ -79,6 +79,30 @@ pub const DEFAULT_KV_WRITE_BYTES_PER_CALL: usize = 1024 * 1024;
 /// cause to 2 × 20 per granted source (an email lookup may also try its
 /// domain).
 pub const DEFAULT_CRM_LOOKUPS_PER_CALL: usize = 20;
+// --- Outbound HTTP (capability `http`, issue 12) ----------------------------
+/// Outbound HTTP requests one plugin call may make. An enrichment asks one
+/// or two services about a message (a fraud score, a ticket lookup) and
+/// perhaps follows a redirect; 4 covers that, and bounds what one delivery
+/// can make the host send to third parties (a loop would otherwise hammer
+/// them for the whole timeout).
+pub const DEFAULT_HTTP_REQUESTS_PER_CALL: usize = 4;
+/// Bytes of one response body a plugin may read. API answers are a few
+/// KiB of JSON; 1 MiB leaves room for a large one while a plugin cannot
+/// make the host stream a 10 GiB download into its memory: the body is cut
+/// there and the guest's stream fails.
+pub const DEFAULT_HTTP_RESPONSE_BYTES: u64 = 1024 * 1024;
+/// Bytes of one request body a plugin may send. A query about one message
+/// (addresses, a subject, a few fields) is a few KiB of JSON; 64 KiB keeps
+/// a plugin from using the host to upload the mails it sees in bulk.
+pub const DEFAULT_HTTP_REQUEST_BYTES: u64 = 64 * 1024;
+/// Outbound connections one plugin may have open at once, across all its
+/// calls. A request normally holds its connection for tens of ms; 16 lets a
+/// busy plugin overlap its deliveries' requests while one plugin cannot
+/// open hundreds of sockets (file descriptors, the remote's rate limits).
+/// One over the cap fails at once (`connection-limit-reached`) rather than
+/// queueing while it holds an instance slot.
+pub const DEFAULT_HTTP_CONNECTIONS: usize = 16;
+
 /// Consecutive failures of a plugin that open its circuit breaker. One or
 /// two failures in a row happen to healthy plugins (a bad payload, a slow
 /// dependency); five in a row mean it is broken, and every further call
@@ -146,24 +170,36 @@ pub enum Capability {
     Crm,
     /// `kv`
     Kv,
+    /// `http`: outbound requests through `wasi:http/outgoing-handler`, to
+    /// the plugin's `allowed_hosts` only.
+    Http,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 4] = [Self::Log, Self::Config, Self::Crm, Self::Kv];
+    pub const ALL: [Capability; 5] = [Self::Log, Self::Config, Self::Crm, Self::Kv, Self::Http];
 
-    /// Its name in the config's `capabilities`, which is also the name of
-    /// the `enrichd:plugin` interface it grants.
+    /// Its name in the config's `capabilities`; except for `http` (which
+    /// grants `wasi:http/outgoing-handler`), also the name of the
+    /// `enrichd:plugin` interface it grants.
     pub fn name(self) -> &'static str {
         match self {
             Self::Log => "log",
             Self::Config => "config",
             Self::Crm => "crm",
             Self::Kv => "kv",
+            Self::Http => "http",
         }
     }
 
-    /// The capability named `s` in the config (`log`, `config`, `crm`, `kv`).
+    /// Whether it grants an `enrichd:plugin` interface of its name (every
+    /// capability but `http`).
+    pub fn is_enrichd_interface(self) -> bool {
+        self != Self::Http
+    }
+
+    /// The capability named `s` in the config (`log`, `config`, `crm`, `kv`,
+    /// `http`).
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.name() == s)
     }
@@ -207,6 +243,77 @@ pub struct PluginSpec {
     pub crm_sources: Vec<usize>,
     /// Other plugins whose kv namespaces this plugin may read.
     pub kv_read: Vec<String>,
+    /// Where the plugin may send HTTP requests (with `http` granted).
+    pub allowed_hosts: Vec<HttpOrigin>,
+}
+
+/// One entry of a plugin's `allowed_hosts`: a scheme, a host and a port,
+/// compared exactly (no wildcards: each service a plugin may call is
+/// listed, so a typo or a compromised plugin cannot reach a neighbour).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpOrigin {
+    /// Whether the scheme is `https` (else `http`).
+    pub https: bool,
+    /// The host, lower-case (an IPv6 address in brackets).
+    pub host: String,
+    /// The port (the scheme's default when the entry gives none).
+    pub port: u16,
+}
+
+impl HttpOrigin {
+    /// Parse `scheme://host[:port]` (a trailing `/` allowed); anything more
+    /// (a path, a query, user info, a wildcard, another scheme) is refused
+    /// with the reason.
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let uri: hyper::Uri = entry
+            .parse()
+            .map_err(|e| format!("{entry:?} is not a URL: {e}"))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("{entry:?} must start with http:// or https://")),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("{entry:?} has no host"))?;
+        if authority.as_str().contains('@') || authority.host().contains('*') {
+            return Err(format!(
+                "{entry:?}: only scheme://host[:port] (no user info, no wildcards)"
+            ));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!(
+                "{entry:?}: only scheme://host[:port] (a host is allowed whole, not a path)"
+            ));
+        }
+        Ok(HttpOrigin {
+            https,
+            host: authority.host().to_ascii_lowercase(),
+            port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+        })
+    }
+
+    /// Whether a request to `uri` goes to this origin.
+    pub fn admits(&self, uri: &hyper::Uri) -> bool {
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return false,
+        };
+        let Some(authority) = uri.authority() else {
+            return false;
+        };
+        https == self.https
+            && authority.host().eq_ignore_ascii_case(&self.host)
+            && authority.port_u16().unwrap_or(if https { 443 } else { 80 }) == self.port
+    }
+}
+
+impl std::fmt::Display for HttpOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
 }
 
 /// The sandbox limits of one plugin.
@@ -247,6 +354,15 @@ pub struct Limits {
     pub max_name_bytes: usize,
     /// Bytes kept of the plugin's message, guest error or trap text.
     pub max_message_bytes: usize,
+    // Outbound HTTP (capability `http`).
+    /// HTTP requests per call.
+    pub http_requests_per_call: usize,
+    /// Bytes of one response body the plugin may read.
+    pub http_response_bytes: u64,
+    /// Bytes of one request body the plugin may send.
+    pub http_request_bytes: u64,
+    /// Outbound connections open at once, across the plugin's calls.
+    pub http_connections: usize,
 }
 
 impl Default for Limits {
@@ -269,6 +385,10 @@ impl Default for Limits {
             max_list_items: DEFAULT_MAX_LIST_ITEMS,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            http_requests_per_call: DEFAULT_HTTP_REQUESTS_PER_CALL,
+            http_response_bytes: DEFAULT_HTTP_RESPONSE_BYTES,
+            http_request_bytes: DEFAULT_HTTP_REQUEST_BYTES,
+            http_connections: DEFAULT_HTTP_CONNECTIONS,
         }
     }
 }

@@ -12,6 +12,7 @@
 
 mod assemble;
 pub mod jobs;
+pub mod replay;
 pub mod router;
 pub mod supervisor;
 
@@ -76,6 +77,7 @@ impl App {
         let services = Services {
             crm: parts.crm,
             kv: Some(storage.kv.clone()),
+            replay: None,
         };
         let body = BodyLimits {
             max_bytes: config.max_body_bytes,

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use super::actions::Action;
 use super::{convert, validate};
+use crate::plugin::recording::Recording;
 use crate::plugin::OnError;
 use crate::plugin::{CallLimit, Failure, Plugin, PluginInfo, Services, Slot, WitDelivery};
 
@@ -144,6 +145,11 @@ pub struct PluginRecord {
     /// `kv_write_bytes_per_call`); it got `over-limit` for each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub limits_hit: Vec<&'static str>,
+    /// The host calls the plugin made and their answers, bounded (see
+    /// [`crate::plugin::recording`]); in a replay, the calls its recording
+    /// could not answer. Absent when the plugin did not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_calls: Option<Recording>,
 }
 
 impl PluginRecord {
@@ -159,6 +165,7 @@ impl PluginRecord {
             skipped: None,
             message: None,
             limits_hit: Vec::new(),
+            host_calls: None,
         }
     }
 }
@@ -252,6 +259,7 @@ async fn run_entries(
         let crate::plugin::Called {
             result: called,
             limits_hit,
+            host_calls,
         } = match &slot {
             Some(Ok(slot)) => {
                 entry
@@ -262,6 +270,7 @@ async fn run_entries(
             Some(Err(busy)) => crate::plugin::Called {
                 result: Err(busy.clone()),
                 limits_hit: Vec::new(),
+                host_calls: None,
             },
             // Not reached: an entry runs, so a slot was reserved.
             None => {
@@ -274,6 +283,7 @@ async fn run_entries(
         let mut r = settle(info, called, limit, started, &mut decided);
         r.elapsed_us = started.elapsed().as_micros() as u64;
         r.limits_hit = limits_hit;
+        r.host_calls = host_calls;
         records.push(r);
     }
     let verdict = decided.unwrap_or_else(|| {

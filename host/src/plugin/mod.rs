@@ -18,6 +18,7 @@ mod host;
 pub mod inspect;
 mod limits;
 pub mod policy;
+pub mod recording;
 mod stdio;
 
 use std::collections::BTreeMap;
@@ -186,6 +187,10 @@ pub struct Called<T> {
     /// `kv_write_bytes_per_call`), in the order first hit; the guest got
     /// `host-error.over-limit` for each.
     pub limits_hit: Vec<&'static str>,
+    /// The call's host calls and their answers ([`recording`]); in replay,
+    /// the calls the recording could not answer. `None` when the call
+    /// never started.
+    pub host_calls: Option<recording::Recording>,
 }
 
 /// A compiled plugin, ready to be instantiated per call.
@@ -237,6 +242,12 @@ pub async fn off_the_workers<F: std::future::Future>(work: F) -> F::Output {
         _ => work.await,
     }
 }
+
+/// Where a call reports the budgets it ran into and its host calls.
+type Report<'a> = (
+    &'a mut Vec<&'static str>,
+    &'a mut Option<recording::Recording>,
+);
 
 /// Which export a call runs, with its argument.
 enum Call<'a> {
@@ -367,6 +378,7 @@ impl Plugin {
         convert: ConvertOutput<T>,
     ) -> Called<T> {
         let mut limits_hit = Vec::new();
+        let mut host_calls = None;
         let result = async {
             // Checked before the instance slot is waited for; settled with the
             // final result, so output limits and guest errors count too.
@@ -376,11 +388,21 @@ impl Plugin {
                 Some(_) => None,
                 None => Some(self.acquire(self.permits.deliveries.clone(), limit).await?),
             };
-            let call = self.deliver(delivery, services, limit, &mut limits_hit, convert);
+            let call = self.deliver(
+                delivery,
+                services,
+                limit,
+                (&mut limits_hit, &mut host_calls),
+                convert,
+            );
             ticket.settle(off_the_workers(call).await)
         }
         .await;
-        Called { result, limits_hit }
+        Called {
+            result,
+            limits_hit,
+            host_calls,
+        }
     }
 
     /// Wait for an instance slot from `pool` until the call's deadline.
@@ -402,7 +424,7 @@ impl Plugin {
         delivery: &WitDelivery,
         services: &Services,
         limit: CallLimit,
-        limits_hit: &mut Vec<&'static str>,
+        report: Report<'_>,
         convert: ConvertOutput<T>,
     ) -> Result<T, Failure> {
         match self
@@ -411,7 +433,7 @@ impl Plugin {
                 &delivery.id,
                 services,
                 limit,
-                limits_hit,
+                report,
             )
             .await?
         {
@@ -459,7 +481,7 @@ impl Plugin {
                 &event.message_id,
                 services,
                 limit,
-                &mut limits_hit,
+                (&mut limits_hit, &mut None),
             )
             .await?
         {
@@ -477,12 +499,18 @@ impl Plugin {
         subject: &str,
         services: &Services,
         limit: CallLimit,
-        limits_hit: &mut Vec<&'static str>,
+        (limits_hit, host_calls): Report<'_>,
     ) -> Result<Returned, Failure> {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
-        let mut store = self.new_store(subject, services, limit.deadline)?;
+        // Events have no stored record: nothing to record for them.
+        let tape = match (&call, &services.replay) {
+            (Call::Event(_), _) => recording::Tape::Off,
+            (Call::Delivery(_), Some(replay)) => replay.tape(&self.info.name),
+            (Call::Delivery(_), None) => recording::Tape::record(),
+        };
+        let mut store = self.new_store(subject, services, limit.deadline, tape)?;
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let missing = || wasmtime::format_err!("the plugin does not export this interface");
@@ -513,6 +541,7 @@ impl Plugin {
         };
         self.forward_output(store.data());
         limits_hit.extend_from_slice(&store.data().budget.hit);
+        *host_calls = std::mem::take(&mut store.data_mut().tape).finish();
         result
     }
 
@@ -521,6 +550,7 @@ impl Plugin {
         subject: &str,
         services: &Services,
         deadline: Instant,
+        tape: recording::Tape,
     ) -> Result<Store<HostState>, Failure> {
         let (stdout, stderr) = (stdio::Capture::default(), stdio::Capture::default());
         let wasi = WasiCtxBuilder::new()
@@ -540,6 +570,7 @@ impl Plugin {
                 stdout,
                 stderr,
                 budget: host::CallBudget::new(&self.info.limits),
+                tape,
             },
         );
         store.limiter(|s| &mut s.limiter);

@@ -245,6 +245,7 @@ async fn issue_12_replay_writes_nothing_and_serves_the_recorded_kv_reads() {
         .set_within("hostile", "probe", "changed", quota)
         .await
         .unwrap();
+    drop(store); // it holds the sled database open
     let dir = server.stop().await;
     // The server is gone: replay opens the store itself.
     let out = replay(dir.path(), &["d4", "--json"]).await;
@@ -316,12 +317,8 @@ async fn issue_12_a_record_stored_before_recordings_replays_with_every_call_not_
     );
     let r = json_of(&out);
     let p = &r["plugins"][0];
+    // crm-enrich reads its settings first, and gives up when it cannot.
     assert_eq!(p["unrecorded"][0]["call"], "config.get", "{p}");
-    assert!(p["unrecorded"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|u| u["call"] == "crm.lookup-email"));
     assert_eq!(p["sides"]["new"]["outcome"], "failed");
     assert_eq!(
         names(&p["sides"]["old"]["actions"]),

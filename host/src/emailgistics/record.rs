@@ -14,8 +14,8 @@
 //! For `enrichd replay` the record also keeps the request body (`payload`,
 //! up to [`MAX_PAYLOAD_BYTES`]) and each plugin's host calls
 //! (`host_calls`, up to [`MAX_RECORDING_BYTES`] for the whole delivery).
-//! The log line leaves the payload out ([`for_log`]): it is the mail's
-//! content, and the store has it.
+//! The log line leaves both out ([`for_log`]): the payload is the mail's
+//! content, the host calls hold CRM and kv data, and the store has them.
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -173,12 +173,16 @@ const CUT_TEXT_BYTES: usize = 256;
 /// before the replay input: the stored envelope still has every action.
 const STEPS: [&str; 5] = ["notes", "actions", "host_calls", "payload", "dropped"];
 
-/// The record as logged: without the payload (the mail's content; the
-/// store keeps it for replay).
+/// The record as logged: without the replay input (the payload is the
+/// mail's content, the host calls hold CRM and kv data; the store keeps
+/// both for replay), so the log line is what it was before recordings.
 pub fn for_log(record: &Value) -> Value {
     let mut logged = record.clone();
     if let Value::Object(top) = &mut logged {
         top.remove("payload");
+    }
+    for plugin in plugins_mut(&mut logged) {
+        plugin.remove("host_calls");
     }
     logged
 }
@@ -596,7 +600,13 @@ mod tests {
             .bounded(MAX_RECORD_BYTES);
         assert!(json.get("payload").is_none());
         assert_eq!(json["payloadLeftOut"], MAX_PAYLOAD_BYTES + 1);
-        assert!(for_log(&record(vec![], "s")).get("payload").is_none());
+        let mut r = record(vec![plugin("a", 1, 1, 0)], "s");
+        r["payload"] = json!("{}");
+        r["plugins"][0]["host_calls"] = json!({"calls": []});
+        let logged = for_log(&r);
+        assert!(logged.get("payload").is_none());
+        assert!(logged["plugins"][0].get("host_calls").is_none());
+        assert_eq!(logged["plugins"][0]["plugin"], "a");
     }
 
     #[test]

@@ -76,23 +76,7 @@ pub(super) fn parts(
         .map(|spec| open_crm_source(spec, crm_db, last_known.clone(), clock).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let engine = PluginEngine::new(EngineOptions {
-        allocator: config.allocator,
-        fuel: config.plugins.iter().any(|p| p.limits.fuel.is_some()),
-        max_memory_bytes: config
-            .plugins
-            .iter()
-            .map(|p| p.limits.max_memory_bytes)
-            .max()
-            .unwrap_or(crate::plugin::policy::DEFAULT_MAX_MEMORY_BYTES),
-        max_table_elements: config
-            .plugins
-            .iter()
-            .map(|p| p.limits.max_table_elements)
-            .max()
-            .unwrap_or(crate::plugin::policy::DEFAULT_MAX_TABLE_ELEMENTS),
-        cache_dir: Some(config.cache_dir.clone()),
-    })?;
+    let engine = PluginEngine::new(engine_options(config))?;
     let started = Instant::now();
     let plugins = config
         .plugins
@@ -171,6 +155,28 @@ pub(super) fn parts(
         routes,
         event_routes,
     })
+}
+
+/// The engine settings `config` asks for (`serve` and `replay` alike, so
+/// they share the component cache and the sandbox).
+pub(super) fn engine_options(config: &Config) -> EngineOptions {
+    EngineOptions {
+        allocator: config.allocator,
+        fuel: config.plugins.iter().any(|p| p.limits.fuel.is_some()),
+        max_memory_bytes: config
+            .plugins
+            .iter()
+            .map(|p| p.limits.max_memory_bytes)
+            .max()
+            .unwrap_or(crate::plugin::policy::DEFAULT_MAX_MEMORY_BYTES),
+        max_table_elements: config
+            .plugins
+            .iter()
+            .map(|p| p.limits.max_table_elements)
+            .max()
+            .unwrap_or(crate::plugin::policy::DEFAULT_MAX_TABLE_ELEMENTS),
+        cache_dir: Some(config.cache_dir.clone()),
+    }
 }
 
 /// Open one CRM source: its backend (seeding an embedded one) and its cache.

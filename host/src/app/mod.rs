@@ -13,6 +13,7 @@
 mod assemble;
 pub mod jobs;
 pub mod one_off;
+pub mod replay;
 pub mod router;
 pub mod supervisor;
 
@@ -77,6 +78,7 @@ impl App {
         let services = Services {
             crm: parts.crm,
             kv: Some(storage.kv.clone()),
+            replay: None,
         };
         let body = BodyLimits {
             max_bytes: config.max_body_bytes,

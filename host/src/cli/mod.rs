@@ -1,11 +1,13 @@
 //! The command line. `serve` runs enrichd; `deliveries` reads the delivery
-//! log; `crm` imports CRM data; `plugin` helps plugin authors. This is glue: errors are `anyhow` with context, for people.
+//! log; `replay` runs a logged delivery again; `crm` imports CRM data;
+//! `plugin` helps plugin authors. This is glue: errors are `anyhow` with context, for people.
 
 mod crm;
 pub mod deliveries;
 mod guest_lines;
 mod plugin;
 mod plugin_run;
+mod replay;
 mod serve;
 
 use std::path::PathBuf;
@@ -36,7 +38,45 @@ pub enum Command {
     /// Tools for plugin authors and operators (no config, no server).
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Run a logged delivery again, in this process, with the host-call
+    /// answers it saw (CRM, kv, config: from its record; nothing is
+    /// written), on the route's chain from the config, optionally with new
+    /// plugin components; print the recorded and replayed actions side by
+    /// side and their difference. Exit status: 0 identical, 2 different,
+    /// 1 error.
+    #[command(after_help = REPLAY_HELP)]
+    Replay {
+        /// Config (routes, plugins, limits) and data (the delivery log).
+        #[command(flatten)]
+        target: Target,
+        /// The payload `id` of the logged delivery.
+        id: String,
+        /// Replay on this route instead of the recorded one.
+        #[arg(long)]
+        route: Option<String>,
+        /// Run NEW.wasm in place of plugin NAME (repeatable; its pin is not
+        /// enforced).
+        #[arg(long = "plugin", value_name = "NAME=NEW.wasm", value_parser = plugin_run::key_value)]
+        plugins: Vec<(String, String)>,
+        /// The payload, for a record that keeps none (stored before
+        /// payloads were kept, or larger than a record keeps).
+        #[arg(long)]
+        payload: Option<PathBuf>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+const REPLAY_HELP: &str = "\
+Examples:
+  enrichd replay -c enrichd.toml 65e0aaef382d2e93ed1ef9bc
+  enrichd replay -c enrichd.toml 65e0aaef382d2e93ed1ef9bc \\
+      --plugin crm-enrich=target/wasm32-wasip2/release/crm_enrich.wasm --json
+
+Exit status: 0 the replay gives the recorded actions and answer, 2 it differs,
+1 it could not run (no such delivery, a plugin that does not load, …).
+Host calls the recording does not hold answer `unavailable` and are listed.";
 
 /// `enrichd plugin …`
 #[derive(Debug, Subcommand)]
@@ -283,6 +323,21 @@ fn run_with(cli: Cli, lines: guest_lines::GuestLines) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Deliveries(cmd) => deliveries::run(cmd),
+        Command::Replay {
+            target,
+            id,
+            route,
+            plugins,
+            payload,
+            json,
+        } => replay::run(replay::ReplayArgs {
+            target,
+            id,
+            route,
+            plugins,
+            payload,
+            json,
+        }),
         Command::Crm(CrmCommand::Import {
             target,
             file,

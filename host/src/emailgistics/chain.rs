@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use super::actions::Action;
 use super::{convert, validate};
+use crate::plugin::recording::Recording;
 use crate::plugin::OnError;
 use crate::plugin::{CallLimit, Failure, Plugin, PluginInfo, Services, Slot, WitDelivery};
 
@@ -154,6 +155,11 @@ pub struct PluginRecord {
     /// Its outbound HTTP requests (capability `http`), in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<crate::plugin::http::HttpExchange>,
+    /// The host calls the plugin made and their answers, bounded (see
+    /// [`crate::plugin::recording`]); in a replay, the calls its recording
+    /// could not answer. Absent when the plugin did not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_calls: Option<Recording>,
 }
 
 impl PluginRecord {
@@ -172,6 +178,7 @@ impl PluginRecord {
             usage: None,
             output_bytes: None,
             http: Vec::new(),
+            host_calls: None,
         }
     }
 }
@@ -267,6 +274,7 @@ async fn run_entries(
             limits_hit,
             usage,
             http,
+            host_calls,
         } = match &slot {
             Some(Ok(slot)) => {
                 entry
@@ -279,6 +287,7 @@ async fn run_entries(
                 limits_hit: Vec::new(),
                 usage: Default::default(),
                 http: Vec::new(),
+                host_calls: None,
             },
             // Not reached: an entry runs, so a slot was reserved.
             None => {
@@ -294,6 +303,7 @@ async fn run_entries(
         r.limits_hit = limits_hit;
         r.usage = ran.then_some(usage);
         r.http = http;
+        r.host_calls = host_calls;
         records.push(r);
     }
     let verdict = decided.unwrap_or_else(|| {

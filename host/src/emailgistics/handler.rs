@@ -185,7 +185,7 @@ async fn run_and_store(
         records,
     )
     .bounded(MAX_RECORD_BYTES);
-    tracing::info!(target: "enrichd::delivery", route = %route.path, delivery = %delivery.id, record = %record, "{message}");
+    tracing::info!(target: "enrichd::delivery", route = %route.path, delivery = %delivery.id, record = %super::record::for_log(&record), "{message}");
     Ran {
         answer: Answer {
             status: status.as_u16(),

@@ -6,10 +6,16 @@
 //! capped on its own, but a chain of plugins can still add up to more than
 //! one log line or one stored record should hold. [`bound`] keeps the record
 //! whole when it fits and otherwise leaves out, in order, what matters
-//! least (notes, action bodies, drop reasons, long texts, then whole plugin
-//! entries), replacing each by counts and saying so in a `truncated` object.
-//! The envelope is not touched: it is stored apart and replayed byte for
-//! byte.
+//! least (notes, action bodies, the replay input — host calls, then the
+//! payload —, drop reasons, long texts, then whole plugin entries),
+//! replacing each by counts and saying so in a `truncated` object. The
+//! envelope is not touched: it is stored apart and replayed byte for byte.
+//!
+//! For `enrichd replay` the record also keeps the request body (`payload`,
+//! up to [`MAX_PAYLOAD_BYTES`]) and each plugin's host calls
+//! (`host_calls`, up to [`MAX_RECORDING_BYTES`] for the whole delivery).
+//! The log line leaves both out ([`for_log`]): the payload is the mail's
+//! content, the host calls hold CRM and kv data, and the store has them.
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -47,6 +53,13 @@ pub struct DeliveryRecord {
     pub message: String,
     /// What each chain entry did, in order.
     pub plugins: Vec<PluginRecord>,
+    /// The request body as received, for replay; absent when over
+    /// [`MAX_PAYLOAD_BYTES`] (then `payloadLeftOut` gives its size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// Size in bytes of a payload too large to keep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_left_out: Option<usize>,
 }
 
 /// How a delivery was answered, as its record says it.
@@ -79,13 +92,24 @@ pub struct Answered<'a> {
 
 impl DeliveryRecord {
     /// The record of `delivery` on `route`, answered as `answered`, with
-    /// what each chain entry did (`plugins`).
+    /// what each chain entry did (`plugins`); their host calls are cut to
+    /// [`MAX_RECORDING_BYTES`] in all, the first plugins' kept first.
     pub fn new(
         route: &str,
         delivery: &Delivery,
         answered: Answered<'_>,
-        plugins: Vec<PluginRecord>,
+        mut plugins: Vec<PluginRecord>,
     ) -> Self {
+        let mut left = MAX_RECORDING_BYTES;
+        for rec in plugins.iter_mut().filter_map(|p| p.host_calls.as_mut()) {
+            left -= rec.limit_to(left, "per delivery", MAX_RECORDING_BYTES);
+        }
+        let raw = &delivery.raw_json;
+        let (payload, payload_left_out) = if json_len(raw) <= MAX_PAYLOAD_BYTES {
+            (Some(raw.clone()), None)
+        } else {
+            (None, Some(raw.len()))
+        };
         let status = match answered.verdict {
             _ if answered.http_status >= 500 => RecordStatus::Retry,
             Verdict::Answer(env) => match env.status {
@@ -106,6 +130,8 @@ impl DeliveryRecord {
             status,
             message: answered.message,
             plugins,
+            payload,
+            payload_left_out,
         }
     }
 
@@ -125,6 +151,19 @@ impl DeliveryRecord {
 /// this much to the log and the data directory.
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 
+/// Most JSON bytes of the host calls recorded for one delivery, all
+/// plugins together. With [`MAX_PAYLOAD_BYTES`] it leaves 16 KiB of
+/// [`MAX_RECORD_BYTES`] for the rest of a record (1–10 KiB normally), so
+/// the replay input of a normal delivery is stored whole; and it adds at
+/// most 24 KiB (before compression) per delivery to the store.
+pub const MAX_RECORDING_BYTES: usize = 24 * 1024;
+
+/// Most JSON bytes of the request body kept in the record for replay.
+/// Emailgistics payloads are 1–10 KiB (the message text makes the
+/// difference); a larger one is left out (`payloadLeftOut`) and replay
+/// asks for it (`--payload`).
+pub const MAX_PAYLOAD_BYTES: usize = 24 * 1024;
+
 /// Bytes kept of each text (subject, ids, messages, failure details) when
 /// the record has to be cut down that far.
 const CUT_TEXT_BYTES: usize = 256;
@@ -132,8 +171,31 @@ const CUT_TEXT_BYTES: usize = 256;
 /// How the summary of what was left out joins the record's JSON.
 const TRUNCATED_KEY: &str = ",\"truncated\":";
 
-/// Per-plugin lists left out first, with the name of their count.
-const LISTS: [&str; 4] = ["notes", "http", "actions", "dropped"];
+/// What is left out first, in order: per-plugin lists (left with their
+/// count), each plugin's host calls, then the payload. Action bodies go
+/// before the replay input: the stored envelope still has every action.
+const STEPS: [&str; 6] = [
+    "notes",
+    "http",
+    "actions",
+    "host_calls",
+    "payload",
+    "dropped",
+];
+
+/// The record as logged: without the replay input (the payload is the
+/// mail's content, the host calls hold CRM and kv data; the store keeps
+/// both for replay), so the log line is what it was before recordings.
+pub fn for_log(record: &Value) -> Value {
+    let mut logged = record.clone();
+    if let Value::Object(top) = &mut logged {
+        top.remove("payload");
+    }
+    for plugin in plugins_mut(&mut logged) {
+        plugin.remove("host_calls");
+    }
+    logged
+}
 
 /// `record` unchanged when its JSON fits in `max_bytes`; otherwise a
 /// summary that fits, with a `truncated` object saying what was left out.
@@ -148,9 +210,20 @@ pub fn bound(mut record: Value, max_bytes: usize) -> Value {
         json_len(r) + TRUNCATED_KEY.len() + json_len(&truncated(max_bytes, full, left_out))
             <= max_bytes
     };
-    for list in LISTS {
-        let n = drop_list(&mut record, list);
-        left_out.insert(list.into(), n.into());
+    for step in STEPS {
+        let n = match step {
+            "payload" => match &mut record {
+                Value::Object(top) => top.remove("payload").map_or(0, |p| json_len(&p)),
+                _ => 0,
+            },
+            list => drop_list(&mut record, list),
+        };
+        // HTTP requests and the replay input are named only when there
+        // were some (records without them are bounded as before).
+        if n == 0 && matches!(step, "http" | "host_calls" | "payload") {
+            continue;
+        }
+        left_out.insert(step.into(), n.into());
         if fits(&record, &left_out) {
             return finish(record, max_bytes, full, left_out);
         }
@@ -207,19 +280,25 @@ fn plugins_mut(record: &mut Value) -> impl Iterator<Item = &mut Map<String, Valu
 }
 
 /// Removes `list` from every plugin entry, leaving its length in the
-/// entry's `counts`; returns how many items were removed in all.
+/// entry's `counts` (for `host_calls`, its number of calls); returns how
+/// many items were removed in all.
 fn drop_list(record: &mut Value, list: &str) -> usize {
     let mut total = 0;
     for plugin in plugins_mut(record) {
-        let Some(Value::Array(items)) = plugin.remove(list) else {
-            continue;
+        let n = match plugin.remove(list) {
+            Some(Value::Array(items)) => items.len(),
+            Some(Value::Object(rec)) => rec
+                .get("calls")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len),
+            _ => continue,
         };
-        total += items.len();
+        total += n;
         let counts = plugin
             .entry("counts")
             .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(counts) = counts {
-            counts.insert(list.into(), items.len().into());
+            counts.insert(list.into(), n.into());
         }
     }
     total
@@ -291,6 +370,7 @@ mod tests {
             "status": "success",
             "message": "1 action",
             "plugins": [],
+            "payload": d.raw_json,
         });
         assert_eq!(record.bounded(MAX_RECORD_BYTES), expected);
     }
@@ -436,5 +516,133 @@ mod tests {
         assert!(json_len(&b) <= 1024, "{b}");
         assert_eq!(b["httpStatus"], 200);
         assert!(b["delivery"].as_str().unwrap().len() <= CUT_TEXT_BYTES);
+    }
+
+    /// A plugin entry whose recording holds `calls` config answers of
+    /// `value_len` bytes each.
+    fn recorded(name: &str, calls: usize, value_len: usize) -> PluginRecord {
+        use crate::plugin::recording::{Answer, HostCall, Recording};
+        PluginRecord {
+            plugin: name.into(),
+            outcome: super::super::chain::Outcome::Applied,
+            elapsed_us: 1,
+            actions: Vec::new(),
+            dropped: Vec::new(),
+            notes: Vec::new(),
+            failure: None,
+            skipped: None,
+            message: None,
+            limits_hit: Vec::new(),
+            usage: None,
+            output_bytes: None,
+            http: Vec::new(),
+            host_calls: Some(Recording {
+                calls: (0..calls)
+                    .map(|i| HostCall {
+                        call: "config.get".into(),
+                        args: vec![format!("k{i}")],
+                        answer: Answer::Ok(json!("v".repeat(value_len))),
+                    })
+                    .collect(),
+                ..Recording::default()
+            }),
+        }
+    }
+
+    fn answered(verdict: &Verdict) -> Answered<'_> {
+        Answered {
+            verdict,
+            http_status: 200,
+            message: "m".into(),
+            at_ms: 0,
+            elapsed_ms: 0,
+        }
+    }
+
+    #[test]
+    fn issue_12_replay_input_at_its_bounds_fits_the_record_whole() {
+        let mut d = seed();
+        // A payload just under its bound, recordings at theirs.
+        d.raw_json = format!("{{\"pad\":\"{}\"}}", "p".repeat(MAX_PAYLOAD_BYTES - 20));
+        let verdict = Verdict::Answer(Envelope::message_only("m"));
+        let plugins = vec![recorded("a", 12, 1000), recorded("b", 12, 1000)];
+        let record = DeliveryRecord::new("/hook", &d, answered(&verdict), plugins);
+        assert!(record.payload.is_some());
+        let kept: usize = record
+            .plugins
+            .iter()
+            .filter_map(|p| p.host_calls.as_ref())
+            .map(|r| json_len(&r.calls))
+            .sum();
+        assert!(kept <= MAX_RECORDING_BYTES, "{kept}");
+        let json = record.bounded(MAX_RECORD_BYTES);
+        assert!(json.get("truncated").is_none(), "kept whole");
+        assert!(json_len(&json) <= MAX_RECORD_BYTES);
+    }
+
+    #[test]
+    fn issue_12_recordings_over_the_delivery_bound_are_cut_from_the_call_that_overflows() {
+        let d = seed();
+        let verdict = Verdict::Answer(Envelope::message_only("m"));
+        // 20 calls of ~1 KiB for the first plugin, 10 for the second: the
+        // second's fifth call is the first over 24 KiB.
+        let plugins = vec![recorded("a", 20, 1000), recorded("b", 10, 1000)];
+        let record = DeliveryRecord::new("/hook", &d, answered(&verdict), plugins);
+        let a = record.plugins[0].host_calls.as_ref().unwrap();
+        assert!(a.truncated.is_none());
+        let b = record.plugins[1].host_calls.as_ref().unwrap();
+        let t = b.truncated.as_ref().expect("cut");
+        assert_eq!(
+            (t.bound.as_str(), t.max_bytes),
+            ("per delivery", MAX_RECORDING_BYTES)
+        );
+        assert_eq!(t.from_call, b.calls.len());
+        assert_eq!(t.left_out, 10 - b.calls.len());
+        assert!(json_len(&a.calls) + json_len(&b.calls) <= MAX_RECORDING_BYTES);
+        let json = record.bounded(MAX_RECORD_BYTES);
+        assert_eq!(
+            json["plugins"][1]["host_calls"]["truncated"]["from_call"],
+            t.from_call
+        );
+    }
+
+    #[test]
+    fn issue_12_a_payload_over_its_bound_is_left_out_with_its_size() {
+        let mut d = seed();
+        d.raw_json = "x".repeat(MAX_PAYLOAD_BYTES + 1);
+        let verdict = Verdict::Answer(Envelope::message_only("m"));
+        let json = DeliveryRecord::new("/hook", &d, answered(&verdict), Vec::new())
+            .bounded(MAX_RECORD_BYTES);
+        assert!(json.get("payload").is_none());
+        assert_eq!(json["payloadLeftOut"], MAX_PAYLOAD_BYTES + 1);
+        let mut r = record(vec![plugin("a", 1, 1, 0)], "s");
+        r["payload"] = json!("{}");
+        r["plugins"][0]["host_calls"] = json!({"calls": []});
+        let logged = for_log(&r);
+        assert!(logged.get("payload").is_none());
+        assert!(logged["plugins"][0].get("host_calls").is_none());
+        assert_eq!(logged["plugins"][0]["plugin"], "a");
+    }
+
+    #[test]
+    fn issue_12_the_replay_input_goes_after_action_bodies_and_before_drop_reasons() {
+        let mut r = record(vec![plugin("a", 50, 1000, 10)], "Hi");
+        r["plugins"][0]["host_calls"] =
+            json!({"calls": [{"call": "config.get", "args": ["k"], "ok": "v".repeat(20_000)}]});
+        r["plugins"][0]["dropped"] = json!([{"index": 0, "type": "tag", "reason": "r"}]);
+        r["payload"] = json!("p".repeat(20_000));
+        // Without notes and actions it still does not fit 32 KiB.
+        let b = bound(r.clone(), 32 * 1024);
+        assert!(b.get("payload").is_some(), "the payload stays");
+        assert!(b["plugins"][0].get("host_calls").is_none());
+        assert_eq!(b["plugins"][0]["counts"]["host_calls"], 1);
+        assert_eq!(b["truncated"]["leftOut"]["host_calls"], 1);
+        let b = bound(r, 16 * 1024);
+        assert!(b.get("payload").is_none());
+        assert!(b["truncated"]["leftOut"]["payload"].as_u64().unwrap() > 20_000);
+        assert_eq!(
+            b["plugins"][0]["dropped"][0]["reason"], "r",
+            "drop reasons stay"
+        );
     }
 }

@@ -10,6 +10,10 @@
 //! written, CRM lookups — is bounded per call by the plugin's limits, and
 //! the kv namespace by its quota. Over a budget the import answers
 //! `host-error::over-limit` naming the limit, without doing the work.
+//!
+//! Then its tape ([`Tape`]): live, the answer is recorded for the delivery
+//! record; in replay, it comes from the recording and no backend is asked
+//! (see [`super::recording`]).
 
 use std::sync::Arc;
 
@@ -21,6 +25,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::enrichd::plugin::{config, crm, kv, log, types};
 use super::limits::Limiter;
 use super::policy::{Capability, Limits};
+use super::recording::{Replay, Tape, Taped};
 use super::stdio::{escape_controls, Capture, LogBudget};
 use super::PluginInfo;
 use crate::crm::cache::{Answer, CrmSource, Provenance};
@@ -45,6 +50,9 @@ pub struct Services {
     pub crm: Vec<Arc<CrmSource>>,
     /// The namespaces behind the `kv` import; `None` answers `unavailable`.
     pub kv: Option<Arc<dyn PluginKv>>,
+    /// Replay of a logged delivery: the imports answer from its recordings
+    /// instead of `crm` and `kv`, and nothing is written.
+    pub replay: Option<Arc<Replay>>,
 }
 
 /// What one call has spent of its import budgets.
@@ -101,6 +109,8 @@ pub struct HostState {
     /// `wasi:http` state, and the gate every outbound request goes through.
     pub(super) http_ctx: wasmtime_wasi_http::WasiHttpCtx,
     pub(super) http: super::http::HttpGate,
+    /// The call's host calls: recorded, or served from a recording.
+    pub(super) tape: Tape,
 }
 
 impl WasiView for HostState {
@@ -134,6 +144,24 @@ impl HostState {
 }
 
 impl types::Host for HostState {}
+
+impl HostState {
+    /// The answer of `call(args)`: in replay from the recording, else from
+    /// `live` (not polled in replay), recorded.
+    async fn taped<T: Taped>(
+        &mut self,
+        call: &'static str,
+        args: Vec<String>,
+        live: impl std::future::Future<Output = Result<T, types::HostError>>,
+    ) -> Result<T, types::HostError> {
+        if let Some(answer) = self.tape.serve(call, &args) {
+            return answer;
+        }
+        let answer = live.await;
+        self.tape.record_call(call, args, &answer);
+        answer
+    }
+}
 
 impl log::Host for HostState {
     async fn log(
@@ -204,21 +232,30 @@ impl config::Host for HostState {
         &mut self,
         key: String,
     ) -> wasmtime::Result<Result<Option<String>, types::HostError>> {
+        if let Err(e) = self.grant(Capability::Config, "config") {
+            return Ok(Err(e));
+        }
+        let value = self.plugin.config.get(&key).cloned();
         Ok(self
-            .grant(Capability::Config, "config")
-            .map(|()| self.plugin.config.get(&key).cloned()))
+            .taped("config.get", vec![key], std::future::ready(Ok(value)))
+            .await)
     }
 
     async fn get_all(
         &mut self,
     ) -> wasmtime::Result<Result<Vec<(String, String)>, types::HostError>> {
-        Ok(self.grant(Capability::Config, "config").map(|()| {
-            self.plugin
-                .config
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        }))
+        if let Err(e) = self.grant(Capability::Config, "config") {
+            return Ok(Err(e));
+        }
+        let all = self
+            .plugin
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(self
+            .taped("config.get-all", Vec::new(), std::future::ready(Ok(all)))
+            .await)
     }
 }
 
@@ -267,7 +304,8 @@ impl HostState {
             .iter()
             .filter_map(|&i| self.services.crm.get(i).cloned())
             .collect();
-        if sources.is_empty() {
+        // In replay the recording answers: no source is needed.
+        if sources.is_empty() && !self.tape.replaying() {
             return Err(types::HostError::Unavailable(
                 "no CRM source is configured for this plugin".into(),
             ));
@@ -298,12 +336,16 @@ impl crm::Host for HostState {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
-        for source in sources {
-            if let Some(answer) = source.lookup_email(&email, self.lookup_deadline()).await {
-                return Ok(Ok(Some(wit_answer(answer))));
+        let (deadline, args) = (self.lookup_deadline(), vec![email.clone()]);
+        let live = async move {
+            for source in sources {
+                if let Some(answer) = source.lookup_email(&email, deadline).await {
+                    return Ok(Some(wit_answer(answer)));
+                }
             }
-        }
-        Ok(Ok(None))
+            Ok(None)
+        };
+        Ok(self.taped("crm.lookup-email", args, live).await)
     }
 
     async fn lookup_domain(
@@ -314,25 +356,31 @@ impl crm::Host for HostState {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
-        for source in sources {
-            if let Some(answer) = source.lookup_domain(&domain, self.lookup_deadline()).await {
-                return Ok(Ok(Some(wit_answer(answer))));
+        let (deadline, args) = (self.lookup_deadline(), vec![domain.clone()]);
+        let live = async move {
+            for source in sources {
+                if let Some(answer) = source.lookup_domain(&domain, deadline).await {
+                    return Ok(Some(wit_answer(answer)));
+                }
             }
-        }
-        Ok(Ok(None))
+            Ok(None)
+        };
+        Ok(self.taped("crm.lookup-domain", args, live).await)
     }
 }
 
 impl HostState {
     /// The kv store, after the grant check and the per-call budget: one
-    /// more operation, writing `write_bytes` (keys plus values).
-    fn kv(&mut self, write_bytes: usize) -> Result<Arc<dyn PluginKv>, types::HostError> {
+    /// more operation, writing `write_bytes` (keys plus values). `None`
+    /// only in replay, which needs no store (the recording answers).
+    fn kv(&mut self, write_bytes: usize) -> Result<Option<Arc<dyn PluginKv>>, types::HostError> {
         self.grant(Capability::Kv, "kv")?;
-        let kv = self
-            .services
-            .kv
-            .clone()
-            .ok_or_else(|| types::HostError::Unavailable("no kv store is configured".into()))?;
+        let kv = self.services.kv.clone();
+        if kv.is_none() && !self.tape.replaying() {
+            return Err(types::HostError::Unavailable(
+                "no kv store is configured".into(),
+            ));
+        }
         let limits = self.plugin.limits;
         self.budget.kv_ops += 1;
         if self.budget.kv_ops > limits.kv_ops_per_call {
@@ -366,6 +414,22 @@ impl HostState {
     }
 }
 
+/// Longest kv value kept in a recorded `kv.set`: the write is an effect,
+/// never replayed, so its start says enough, and a 64 KiB value must not
+/// use up the call's recording budget.
+const RECORDED_VALUE_BYTES: usize = 256;
+
+/// A read of `key` in `namespace` (`kv` is `None` only in replay, where
+/// this is not polled).
+async fn kv_read(
+    kv: Option<Arc<dyn PluginKv>>,
+    namespace: String,
+    key: String,
+) -> Result<Option<String>, types::HostError> {
+    let kv = kv.ok_or_else(|| types::HostError::Unavailable("no kv store is configured".into()))?;
+    kv.get(&namespace, &key).await.map_err(kv_error)
+}
+
 fn kv_error(e: KvError) -> types::HostError {
     match e {
         KvError::Refused(why) => types::HostError::Invalid(why),
@@ -383,8 +447,9 @@ impl kv::Host for HostState {
             Ok(kv) => kv,
             Err(e) => return Ok(Err(e)),
         };
-        let ns = self.plugin.name.clone();
-        Ok(kv.get(&ns, &key).await.map_err(kv_error))
+        let args = vec![key.clone()];
+        let live = kv_read(kv, self.plugin.name.clone(), key);
+        Ok(self.taped("kv.get", args, live).await)
     }
 
     async fn set(
@@ -405,14 +470,27 @@ impl kv::Host for HostState {
             Ok(kv) => kv,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(match kv.set_within(&ns, &key, &value, quota).await {
+        // Replay writes nothing: the write is accepted and discarded.
+        let Some(kv) = kv.filter(|_| !self.tape.replaying()) else {
+            self.budget.kv_written += bytes;
+            return Ok(Ok(()));
+        };
+        let answer = match kv.set_within(&ns, &key, &value, quota).await {
             Ok(()) => {
                 self.budget.kv_written += bytes;
                 Ok(())
             }
             Err(KvError::OverLimit { limit, message }) => Err(self.budget.over(limit, message)),
             Err(e) => Err(kv_error(e)),
-        })
+        };
+        let kept = crate::text::cut(
+            &value,
+            RECORDED_VALUE_BYTES,
+            "the recorded value limit",
+            RECORDED_VALUE_BYTES,
+        );
+        self.tape.record_call("kv.set", vec![key, kept], &answer);
+        Ok(answer)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), types::HostError>> {
@@ -420,8 +498,13 @@ impl kv::Host for HostState {
             Ok(kv) => kv,
             Err(e) => return Ok(Err(e)),
         };
-        let ns = self.plugin.name.clone();
-        Ok(kv.delete(&ns, &key).await.map_err(kv_error))
+        // Replay writes nothing: the delete is accepted and discarded.
+        let Some(kv) = kv.filter(|_| !self.tape.replaying()) else {
+            return Ok(Ok(()));
+        };
+        let answer = kv.delete(&self.plugin.name, &key).await.map_err(kv_error);
+        self.tape.record_call("kv.delete", vec![key], &answer);
+        Ok(answer)
     }
 
     async fn get_from(
@@ -440,6 +523,9 @@ impl kv::Host for HostState {
                 self.plugin.name
             ))));
         }
-        Ok(kv.get(&namespace, &key).await.map_err(kv_error))
+        let args = vec![namespace.clone(), key.clone()];
+        Ok(self
+            .taped("kv.get-from", args, kv_read(kv, namespace, key))
+            .await)
     }
 }

@@ -19,6 +19,7 @@ pub mod http;
 pub mod inspect;
 mod limits;
 pub mod policy;
+pub mod recording;
 mod stdio;
 
 use std::collections::BTreeMap;
@@ -196,6 +197,10 @@ pub struct Called<T> {
     /// Its outbound HTTP requests (at most
     /// [`http::MAX_RECORDED_REQUESTS`]).
     pub http: Vec<http::HttpExchange>,
+    /// The call's host calls and their answers ([`recording`]); in replay,
+    /// the calls the recording could not answer. `None` when the call
+    /// never started.
+    pub host_calls: Option<recording::Recording>,
 }
 
 /// What one call used of the sandbox's metered resources: for the delivery
@@ -216,12 +221,13 @@ pub struct Usage {
 }
 
 /// What a call reports besides its result: the budgets it ran into, what
-/// it used, its HTTP requests.
+/// it used, its HTTP requests, its host calls.
 #[derive(Default)]
 struct Report {
     limits_hit: Vec<&'static str>,
     usage: Usage,
     http: Vec<http::HttpExchange>,
+    host_calls: Option<recording::Recording>,
 }
 
 impl Report {
@@ -231,6 +237,7 @@ impl Report {
             limits_hit: self.limits_hit,
             usage: self.usage,
             http: self.http,
+            host_calls: self.host_calls,
         }
     }
 }
@@ -547,7 +554,13 @@ impl Plugin {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
-        let mut store = self.new_store(subject, services, limit.deadline)?;
+        // Events have no stored record: nothing to record for them.
+        let tape = match (&call, &services.replay) {
+            (Call::Event(_), _) => recording::Tape::Off,
+            (Call::Delivery(_), Some(replay)) => replay.tape(&self.info.name),
+            (Call::Delivery(_), None) => recording::Tape::record(),
+        };
+        let mut store = self.new_store(subject, services, limit.deadline, tape)?;
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let missing = || wasmtime::format_err!("the plugin does not export this interface");
@@ -587,6 +600,7 @@ impl Plugin {
             }
         }
         report.http = requests;
+        report.host_calls = std::mem::take(&mut store.data_mut().tape).finish();
         report.usage = Usage {
             fuel: self.fuel_metered.then(|| {
                 let given = self.info.limits.fuel.unwrap_or(u64::MAX);
@@ -604,6 +618,7 @@ impl Plugin {
         subject: &str,
         services: &Services,
         deadline: Instant,
+        tape: recording::Tape,
     ) -> Result<Store<HostState>, Failure> {
         let (stdout, stderr) = (stdio::Capture::default(), stdio::Capture::default());
         let wasi = WasiCtxBuilder::new()
@@ -625,6 +640,7 @@ impl Plugin {
                 budget: host::CallBudget::new(&self.info.limits),
                 http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
                 http: http::HttpGate::new(self.info.clone(), deadline),
+                tape,
             },
         );
         store.limiter(|s| &mut s.limiter);

@@ -24,6 +24,7 @@
 //! (`ENRICHD_TEST_REDIS_URL`), or a private one a test can stop and start.
 
 pub mod crm_server;
+pub mod polyglot;
 pub mod process;
 pub mod redis_server;
 pub mod resources;
@@ -103,10 +104,21 @@ pub fn plugin_toml(name: &str, capabilities: &[&str], extra: &str) -> String {
 /// A `[[plugin]]` table named `name` for the built plugin `wasm`; `extra`
 /// is more TOML for the table (limits, `[plugin.config]`).
 pub fn plugin_toml_as(name: &str, wasm: &str, capabilities: &[&str], extra: &str) -> String {
+    plugin_toml_at(name, &plugin_path(wasm), capabilities, extra)
+}
+
+/// A `[[plugin]]` table named `name` for the component at `path` (one not
+/// in [`PLUGIN_DIR`], e.g. a [`polyglot`] build).
+pub fn plugin_toml_at(
+    name: &str,
+    path: &std::path::Path,
+    capabilities: &[&str],
+    extra: &str,
+) -> String {
     let caps: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
     format!(
         "[[plugin]]\nname = {name:?}\npath = {:?}\ncapabilities = [{}]\n{extra}\n",
-        plugin_path(wasm),
+        path,
         caps.join(", ")
     )
 }

@@ -206,7 +206,7 @@ impl PluginEngine {
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| invalid(format!("imports something enrichd does not provide: {e}")))?;
+            .map_err(|e| invalid(import_refusal(&e)))?;
         // A plugin exports `handler`, `events` or both; each is resolved on
         // its own so a plugin needs only what it implements.
         let exports = |name: &str| pre.component().get_export_index(None, name).is_some();
@@ -389,6 +389,19 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Why a component's imports cannot be linked; for `wasi:http` (what a
+/// ComponentizeJS build with default features imports) with the build flags
+/// that remove it, as `plugin inspect` gives them.
+fn import_refusal(e: &impl std::fmt::Display) -> String {
+    let e = e.to_string();
+    let hint = if e.contains("wasi:http/") {
+        format!("; {}", super::inspect::JS_NO_HTTP_HINT)
+    } else {
+        String::new()
+    };
+    format!("imports something enrichd does not provide: {e}{hint}")
 }
 
 fn build_engine(options: &EngineOptions, pooling: bool) -> Result<Engine, LoadError> {

@@ -37,6 +37,8 @@
 //!   sandbox, and the plugin policy types ([`plugin::policy`]).
 //! - [`crm`]: CRM sources behind the `crm` import (embedded, HTTP) and their cache.
 //! - [`storage`]: every piece of state behind async ports; sled and Redis backends.
+//! - [`scaffold`]: new plugin projects from the templates built in
+//!   (`enrichd plugin new`); used by `cli` only.
 //! - [`singleflight`]: one caller works per key, concurrent callers wait for its result.
 //! - [`clock`]: wall-clock milliseconds on tokio's clock.
 //! - [`text`]: cutting untrusted text to a byte bound, marking the cut.
@@ -52,6 +54,7 @@ pub mod engagelab;
 pub mod http;
 pub mod idempotency;
 pub mod plugin;
+pub mod scaffold;
 pub mod singleflight;
 pub mod storage;
 pub mod text;

@@ -221,6 +221,7 @@ fn run_json(file: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value) {
     let out = Command::new(enrichd_bin!())
         .args(["plugin", "run", "--json", "--payload", seed])
         .arg(file)
+        .args(["--cache-dir", enrichd_tests::SHARED_CACHE])
         .args(args)
         .env("RUST_BACKTRACE", "0")
         .output()
@@ -271,4 +272,227 @@ fn issue_12_run_exits_1_when_the_plugin_fails() {
     let (code, json) = run_json(&plugin_path("trap"), &[]);
     assert_eq!(code, Some(1), "{json}");
     assert_eq!(json["plugin"]["failure"]["kind"], "trap");
+}
+
+/// The repository's `examples/` file `name`.
+fn example(name: &str) -> String {
+    format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn issue_12_run_reads_crm_records_from_a_file_and_reports_what_the_call_used() {
+    let crm = example("crm-sample.jsonl");
+    let (code, json) = run_json(
+        &plugin_path("crm-enrich"),
+        &["--grant", "crm,log,config", "--crm", &crm],
+    );
+    assert_eq!(code, Some(0), "{json}");
+    let plugin = &json["plugin"];
+    assert_eq!(
+        plugin["message"],
+        "enriched from CRM record for rstorrie@pinnilly.com"
+    );
+    assert_eq!(plugin["actions"][1]["value"]["tags"][0], "VIP", "{json}");
+    // What the call used: metered fuel, the instance's memory, and the
+    // actions' size as max_output_bytes counts it.
+    assert!(
+        plugin["usage"]["fuel"].as_u64().is_some_and(|f| f > 1000),
+        "{json}"
+    );
+    assert!(
+        plugin["usage"]["peak_memory_bytes"]
+            .as_u64()
+            .is_some_and(|m| m >= 65_536),
+        "{json}"
+    );
+    let actions_len = serde_json::to_string(&plugin["actions"]).unwrap().len() as u64;
+    assert_eq!(plugin["output_bytes"].as_u64(), Some(actions_len), "{json}");
+    // Its `log` line is in the report, not lost in the host's log.
+    assert!(
+        json["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"] == "looking up rstorrie@pinnilly.com in the CRM"),
+        "{json}"
+    );
+    // Without the file there is no CRM source: crm-enrich's dependency
+    // fails, and so does the run.
+    let (code, json) = run_json(&plugin_path("crm-enrich"), &["--grant", "crm"]);
+    assert_eq!(code, Some(1), "{json}");
+    assert!(
+        json["plugin"]["failure"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no CRM source")),
+        "{json}"
+    );
+}
+
+#[test]
+fn issue_12_run_shows_what_the_plugin_printed() {
+    let (code, json) = run_json(
+        &plugin_path("hostile"),
+        &[
+            "--grant",
+            "config",
+            "--config",
+            "mode=print",
+            "--config",
+            "lines=3",
+        ],
+    );
+    assert_eq!(code, Some(0), "{json}");
+    let line = |i: usize| format!("{i:0>100}");
+    let expected: Vec<String> = (0..3).map(line).collect();
+    assert_eq!(json["stdout"], serde_json::json!(expected), "{json}");
+    assert_eq!(json["stderr"], serde_json::json!(expected), "{json}");
+    assert_eq!(json["plugin"]["usage"]["stdout_bytes"], 3 * 101, "{json}");
+    assert_eq!(json["plugin"]["usage"]["stderr_bytes"], 3 * 101, "{json}");
+}
+
+#[test]
+fn issue_12_run_gives_the_plugin_kv_entries_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = dir.path().join("kv.json");
+    let state = serde_json::json!({ "hardBounces": 1, "unsubscribed": true }).to_string();
+    std::fs::write(
+        &kv,
+        serde_json::json!({ "engagement-tracker": { "rstorrie@pinnilly.com": state } }).to_string(),
+    )
+    .unwrap();
+    let (code, json) = run_json(
+        &plugin_path("engagement-enrich"),
+        &["--grant", "kv", "--kv", kv.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(
+        json["plugin"]["actions"][0]["value"]["tags"],
+        serde_json::json!(["Bounced", "Unsubscribed"]),
+        "{json}"
+    );
+    // A kv file of the wrong shape is refused with the shape it needs.
+    std::fs::write(&kv, "[1, 2]").unwrap();
+    let out = Command::new(enrichd_bin!())
+        .args(["plugin", "run", "--payload", &example("seed-payload.json")])
+        .arg(plugin_path("engagement-enrich"))
+        .args(["--kv", kv.to_str().unwrap(), "--no-cache"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("namespace → {key → string value}"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn issue_12_run_an_event_plugin_on_a_callback() {
+    let run = |file: &Path, flag: &str, input: &str| {
+        Command::new(enrichd_bin!())
+            .args(["plugin", "run", "--json", flag, &example(input)])
+            .arg(file)
+            .args([
+                "--grant",
+                "kv,log",
+                "--cache-dir",
+                enrichd_tests::SHARED_CACHE,
+            ])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    let out = run(
+        &plugin_path("engagement-tracker"),
+        "--event",
+        "engagelab/open.json",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["plugin"]["outcome"], "handled", "{json}");
+    assert!(json["plugin"]["usage"]["fuel"]
+        .as_u64()
+        .is_some_and(|f| f > 0));
+    assert!(
+        json["log"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("recorded")),
+        "{json}"
+    );
+    // A delivery plugin given an event, and the other way round: exit 1,
+    // saying which flag fits.
+    let out = run(&plugin_path("crm-enrich"), "--event", "engagelab/open.json");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use --payload"));
+    let out = run(
+        &plugin_path("engagement-tracker"),
+        "--payload",
+        "seed-payload.json",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use --event"));
+}
+
+#[test]
+fn issue_12_run_obeys_a_fuel_limit() {
+    let crm = example("crm-sample.jsonl");
+    let (code, json) = run_json(
+        &plugin_path("crm-enrich"),
+        &["--grant", "crm", "--crm", &crm, "--fuel", "1000000000"],
+    );
+    assert_eq!(code, Some(0), "{json}");
+    let (code, json) = run_json(
+        &plugin_path("crm-enrich"),
+        &["--grant", "crm", "--crm", &crm, "--fuel", "500"],
+    );
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(json["plugin"]["failure"]["kind"], "fuel", "{json}");
+}
+
+#[test]
+fn issue_12_new_creates_a_project_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    for lang in ["rust", "python", "js"] {
+        let name = format!("vip-{lang}");
+        let out = Command::new(enrichd_bin!())
+            .args([
+                "plugin", "new", &name, "--lang", lang, "--world", "both", "--dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let project = dir.path().join(&name);
+        assert_eq!(
+            std::fs::read_to_string(project.join("wit/plugin.wit")).unwrap(),
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/plugin.wit"))
+                .unwrap(),
+            "{lang}: the project builds against this enrichd's WIT"
+        );
+        assert!(project.join("README.md").is_file(), "{lang}");
+        // A second time: refused, and the project is untouched.
+        std::fs::write(project.join("README.md"), "mine").unwrap();
+        let out = Command::new(enrichd_bin!())
+            .args(["plugin", "new", &name, "--lang", lang, "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+        assert_eq!(
+            std::fs::read_to_string(project.join("README.md")).unwrap(),
+            "mine"
+        );
+    }
 }

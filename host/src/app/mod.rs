@@ -12,6 +12,7 @@
 
 mod assemble;
 pub mod jobs;
+pub mod one_off;
 pub mod router;
 pub mod supervisor;
 

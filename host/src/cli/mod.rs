@@ -3,6 +3,7 @@
 
 mod crm;
 pub mod deliveries;
+mod guest_lines;
 mod plugin;
 mod plugin_run;
 mod serve;
@@ -40,6 +41,25 @@ pub enum Command {
 /// `enrichd plugin …`
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Create a plugin project from the templates built into this enrichd:
+    /// `DIR/NAME/` with the sources, a unit test, a README (build, test,
+    /// inspect, run, serve), a sample payload, and the WIT it builds against
+    /// (and, for Rust, the `enrichd-pdk` crate it uses). Builds with one
+    /// command, offline for Rust; never overwrites an existing directory.
+    #[command(after_help = NEW_HELP)]
+    New {
+        /// The plugin's name, kebab-case (`vip-router`); also the directory's.
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: crate::scaffold::Lang,
+        /// What it handles: Emailgistics deliveries, EngageLab events, or both.
+        #[arg(long, value_enum, default_value = "delivery")]
+        world: crate::scaffold::World,
+        /// Where to create the project directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Show what a plugin component is: its world, the imports it needs and
     /// the capabilities that grant them, its exports, size, sha256 (ready to
     /// paste as a pin) and the enrichd:plugin WIT version it was built
@@ -54,37 +74,78 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run a delivery plugin once on a payload, in the same sandbox and with
-    /// the same default limits, validation and envelope as `serve`: prints
-    /// the plugin's outcome and wall time, its message or failure, its
-    /// actions, what validation dropped or changed and why, and the answer
-    /// enrichd would give. The plugin's log lines, stdout and stderr go to
-    /// stderr. Exits with status 1 when the plugin failed. No CRM or kv:
-    /// those imports answer `unavailable`.
+    /// Run a plugin once on a delivery payload or an EngageLab callback,
+    /// composed as `serve` composes it (same engine, sandbox, default limits,
+    /// validation and envelope; a temporary store, removed after): prints the
+    /// outcome and wall time, its message or failure, fuel consumed, peak
+    /// linear memory, output bytes, the actions, what validation dropped or
+    /// changed and why, the answer enrichd would give, and the plugin's log,
+    /// stdout and stderr lines. Exits with status 1 when the plugin failed.
     #[command(after_help = RUN_HELP)]
     Run {
         /// The component (`.wasm`).
         file: PathBuf,
         /// An Emailgistics `received` payload (JSON).
+        #[arg(long, required_unless_present = "event", conflicts_with = "event")]
+        payload: Option<PathBuf>,
+        /// An EngageLab callback (JSON), for an event plugin.
         #[arg(long)]
-        payload: PathBuf,
+        event: Option<PathBuf>,
         /// A config value the plugin reads (repeatable).
         #[arg(long = "config", value_name = "KEY=VALUE", value_parser = plugin_run::key_value)]
         config: Vec<(String, String)>,
-        /// Capabilities to grant, comma-separated (`log,config`).
+        /// Capabilities to grant, comma-separated (`log,config,crm,kv`).
         #[arg(long, value_delimiter = ',')]
         grant: Vec<String>,
-        /// One JSON object (`plugin`: its record; `answer`: status and
-        /// envelope) instead of text.
+        /// CRM records for the `crm` import (CSV or JSON lines, as `enrichd
+        /// crm import` reads them), in an embedded source named `local`.
+        #[arg(long)]
+        crm: Option<PathBuf>,
+        /// kv entries: a JSON object of namespace → {key → value}. The
+        /// plugin's own namespace is its name; it may read the others.
+        #[arg(long)]
+        kv: Option<PathBuf>,
+        /// The plugin's name (and kv namespace); default: the file's stem,
+        /// `_` read as `-`.
+        #[arg(long)]
+        name: Option<String>,
+        /// A fuel limit (default: metered, no limit, so the run reports the
+        /// fuel consumed).
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Keep compiled components here between runs (default: the user's
+        /// cache, `$XDG_CACHE_HOME/enrichd/component-cache` or
+        /// `~/.cache/enrichd/component-cache`).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Compile the component afresh and keep nothing.
+        #[arg(long, conflicts_with = "cache_dir")]
+        no_cache: bool,
+        /// One JSON object instead of text: `plugin` (its record, with
+        /// `usage` and `output_bytes`), `answer` (status and envelope;
+        /// deliveries only), and `log`, `stdout`, `stderr`, `host` (lines).
         #[arg(long)]
         json: bool,
     },
 }
 
-const RUN_HELP: &str = "\
+const NEW_HELP: &str = "\
 Example:
+  enrichd plugin new vip-router --lang rust
+  cd vip-router && cat README.md
+
+  enrichd plugin new bounce-watch --lang python --world event --dir ~/plugins";
+
+const RUN_HELP: &str = "\
+Examples:
   enrichd plugin run keyword_router.wasm --payload examples/seed-payload.json \\
-      --grant config --config 'rules=coverage, claim => Policy Desk' --config backup=any";
+      --grant config --config 'rules=coverage, claim => Policy Desk' --config backup=any
+  enrichd plugin run crm_enrich.wasm --payload examples/seed-payload.json \\
+      --grant crm,log --crm examples/crm-sample.jsonl --json
+  enrichd plugin run engagement_tracker.wasm --event examples/engagelab/open.json --grant kv
+
+--kv file:
+  {\"engagement-tracker\": {\"opens:adelev@contoso.com\": \"3\"}}";
 
 const INSPECT_HELP: &str = "\
 Example:
@@ -183,20 +244,42 @@ pub enum DeliveriesCommand {
 /// test suite's copy of the binary (`tests/src/bin/enrichd-under-test.rs`).
 pub fn main() -> anyhow::Result<()> {
     use clap::Parser;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+    // `plugin run` reports the plugin's lines itself: kept, not logged.
+    let lines = matches!(cli.command, Command::Plugin(PluginCommand::Run { .. }))
+        .then(guest_lines::GuestLines::default);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colours only for people: piped into a file or a collector, plain.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    run(cli)
+        .with_filter(filter);
+    let kept = lines.clone().map(|lines| {
+        lines.with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target(guest_lines::GUEST_TARGET, tracing::Level::TRACE),
+        )
+    });
+    let log = log.with_filter(tracing_subscriber::filter::filter_fn({
+        let keeping = lines.is_some();
+        move |meta| !(keeping && meta.target() == guest_lines::GUEST_TARGET)
+    }));
+    tracing_subscriber::registry().with(log).with(kept).init();
+    run_with(cli, lines.unwrap_or_default())
 }
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    run_with(cli, guest_lines::GuestLines::default())
+}
+
+/// Run a parsed command line; `plugin run` reads the plugin's lines from
+/// `lines`.
+fn run_with(cli: Cli, lines: guest_lines::GuestLines) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Deliveries(cmd) => deliveries::run(cmd),
@@ -206,19 +289,45 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             source,
             strict,
         }) => crm::import(&target, &file, source.as_deref(), strict),
+        Command::Plugin(PluginCommand::New {
+            name,
+            lang,
+            world,
+            dir,
+        }) => plugin::new(&dir, &name, lang, world),
         Command::Plugin(PluginCommand::Inspect { file, json }) => plugin::inspect(&file, json),
         Command::Plugin(PluginCommand::Run {
             file,
             payload,
+            event,
             config,
             grant,
+            crm,
+            kv,
+            name,
+            fuel,
+            cache_dir,
+            no_cache,
             json,
         }) => plugin_run::run(plugin_run::RunArgs {
-            file: &file,
-            payload: &payload,
-            config: &config,
-            grants: &grant,
+            spec: crate::app::one_off::Spec {
+                file,
+                name,
+                grants: grant,
+                config,
+                crm,
+                kv,
+                fuel,
+                cache_dir: if no_cache {
+                    None
+                } else {
+                    cache_dir.or_else(plugin_run::user_cache_dir)
+                },
+            },
+            payload,
+            event,
             json,
+            lines,
         }),
     }
 }

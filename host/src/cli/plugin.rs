@@ -1,5 +1,6 @@
 //! `enrichd plugin inspect PLUGIN.wasm`: what a plugin component is and
-//! what to grant it, for people (text) or machines (`--json`).
+//! what to grant it, for people (text) or machines (`--json`); and
+//! `enrichd plugin new`: a new plugin project.
 
 use anyhow::Context;
 
@@ -15,6 +16,22 @@ pub(super) fn inspect(file: &std::path::Path, json: bool) -> anyhow::Result<()> 
     } else {
         print!("{}", to_text(file, &found));
     }
+    Ok(())
+}
+
+/// Create the project and say where it is and what to read next.
+pub(super) fn new(
+    dir: &std::path::Path,
+    name: &str,
+    lang: crate::scaffold::Lang,
+    world: crate::scaffold::World,
+) -> anyhow::Result<()> {
+    let project = crate::scaffold::create(dir, name, lang, world)?;
+    println!(
+        "created {} ({lang:?} {world:?} plugin); next: {}",
+        project.display(),
+        project.join("README.md").display()
+    );
     Ok(())
 }
 

@@ -1,30 +1,31 @@
-//! `enrichd plugin run PLUGIN.wasm --payload FILE`: one delivery plugin,
-//! once, through the same engine, sandbox, limits, validation and envelope
-//! as `serve`, with no config file and no server.
+//! `enrichd plugin run PLUGIN.wasm --payload FILE | --event FILE`: one
+//! plugin, once, composed as `serve` composes it ([`crate::app::one_off`]):
+//! same engine, sandbox, limits, validation and envelope, with CRM records
+//! and kv entries from the author's files, and no server.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use crate::emailgistics::chain::{self, ChainEntry, Outcome, Verdict};
+use super::guest_lines::{GuestLine, GuestLines};
+use crate::app::one_off::{OneOff, Spec};
+use crate::emailgistics::chain::{Outcome, PluginRecord, Verdict};
 use crate::emailgistics::{convert, payload};
-use crate::plugin::policy::{Capability, PluginSpec};
-use crate::plugin::{EngineOptions, Grants, Limits, PluginEngine, Services};
+use crate::plugin::policy::Capability;
+use crate::plugin::Usage;
 
 /// What `plugin run` was asked to do.
-pub(super) struct RunArgs<'a> {
-    /// The component.
-    pub file: &'a Path,
-    /// The Emailgistics payload.
-    pub payload: &'a Path,
-    /// `--config KEY=VALUE` pairs: the plugin's `[plugin.config]`.
-    pub config: &'a [(String, String)],
-    /// `--grant` names.
-    pub grants: &'a [String],
+pub(super) struct RunArgs {
+    /// The plugin and what it runs with.
+    pub spec: Spec,
+    /// An Emailgistics payload, or
+    pub payload: Option<PathBuf>,
+    /// an EngageLab callback.
+    pub event: Option<PathBuf>,
     /// `--json`.
     pub json: bool,
+    /// The plugin's printed and logged lines, kept by the tracing layer.
+    pub lines: GuestLines,
 }
 
 /// `KEY=VALUE` of `--config`.
@@ -34,116 +35,199 @@ pub(super) fn key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
-/// Parse the payload, load the plugin as `serve` would (default limits,
-/// on-demand allocation, no cache), run it as a one-entry chain.
-pub(super) fn run(args: RunArgs<'_>) -> anyhow::Result<()> {
-    let body = std::fs::read(args.payload)
-        .with_context(|| format!("cannot read {}", args.payload.display()))?;
-    let delivery = match payload::parse(&body)
-        .with_context(|| format!("{} is not a delivery payload", args.payload.display()))?
-    {
-        payload::Parsed::Received(d) => convert::delivery(&d),
-        payload::Parsed::UnknownEvent(e) => {
-            bail!("{}: event {e:?} is not a delivery", args.payload.display())
-        }
-    };
-    let mut caps = Vec::new();
-    for g in args.grants {
-        caps.push(Capability::parse(g).with_context(|| {
+/// `$XDG_CACHE_HOME/enrichd/component-cache`, else under `$HOME/.cache`.
+pub(super) fn user_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("enrichd").join("component-cache"))
+}
+
+/// Compose the one-off app, run the plugin once, report; an error (exit
+/// status 1) when the plugin failed.
+pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
+    for g in &args.spec.grants {
+        Capability::parse(g).with_context(|| {
             let known: Vec<_> = Capability::ALL.iter().map(|c| c.name()).collect();
             format!("--grant {g:?}: not one of {known:?}")
-        })?);
+        })?;
     }
-    let limits = Limits::default();
-    let spec = PluginSpec {
-        name: args
-            .file
-            .file_stem()
-            .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned()),
-        path: args.file.to_path_buf(),
-        grants: Grants::new(caps),
-        config: Arc::new(args.config.iter().cloned().collect::<BTreeMap<_, _>>()),
-        timeout: crate::config::DEFAULT_PLUGIN_TIMEOUT,
-        limits,
-        on_error: Default::default(),
-        sha256: None,
-        crm_sources: Vec::new(),
-        kv_read: Vec::new(),
-    };
-    let engine = PluginEngine::new(EngineOptions {
-        allocator: crate::plugin::policy::Allocator::OnDemand,
-        fuel: limits.fuel.is_some(),
-        max_memory_bytes: limits.max_memory_bytes,
-        max_table_elements: limits.max_table_elements,
-        cache_dir: None,
-    })?;
-    let plugin = Arc::new(engine.load(&spec)?);
-    if !plugin.handles_deliveries() {
-        bail!(
-            "{}: not a delivery plugin (it exports no handler)",
-            args.file.display()
-        );
-    }
-    let chain = [ChainEntry {
-        plugin,
-        mailboxes: None,
-    }];
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?;
-    let (verdict, records) = rt.block_on(chain::run(
-        &chain,
-        &delivery,
-        &Services::default(),
-        tokio::time::Instant::now(),
-        spec.timeout,
-    ));
-    let record = records.first().context("the chain ran no plugin")?;
+    let report = rt.block_on(async {
+        let one_off = OneOff::build(&args.spec).await?;
+        match (&args.payload, &args.event) {
+            (Some(path), None) => deliver(&one_off, path).await,
+            (None, Some(path)) => event(&one_off, path).await,
+            _ => bail!("give exactly one of --payload and --event"),
+        }
+    })?;
+    let lines = args.lines.take();
     if args.json {
-        let answer = match &verdict {
-            Verdict::Answer(envelope) => serde_json::json!({ "status": 200, "envelope": envelope }),
-            Verdict::Retry(reason) => serde_json::json!({ "status": 503, "reason": reason }),
-        };
-        let out = serde_json::json!({ "plugin": record, "answer": answer });
+        let mut out = report.json;
+        for stream in ["log", "stdout", "stderr", "host"] {
+            out[stream] = lines
+                .iter()
+                .filter(|l| l.stream == stream)
+                .map(|l| match stream {
+                    "log" => serde_json::json!({ "level": l.level, "message": l.message }),
+                    _ => l.message.clone().into(),
+                })
+                .collect::<Vec<_>>()
+                .into();
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print_text(record, &verdict)?;
+        print!("{}", report.text);
+        print_lines(&lines);
     }
-    if record.outcome != Outcome::Applied {
-        bail!("the plugin did not succeed: {:?}", record.outcome);
+    if let Some(failure) = report.failed {
+        bail!("the plugin did not succeed: {failure}");
     }
     Ok(())
 }
 
-fn print_text(record: &chain::PluginRecord, verdict: &Verdict) -> anyhow::Result<()> {
-    println!(
-        "plugin       {} ({:?}, {} µs)",
+/// What a run found, for people and for machines.
+struct Report {
+    text: String,
+    json: serde_json::Value,
+    /// Why the plugin did not succeed, if it did not.
+    failed: Option<String>,
+}
+
+async fn deliver(one_off: &OneOff, path: &std::path::Path) -> anyhow::Result<Report> {
+    let body = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let delivery = match payload::parse(&body)
+        .with_context(|| format!("{} is not a delivery payload", path.display()))?
+    {
+        payload::Parsed::Received(d) => convert::delivery(&d),
+        payload::Parsed::UnknownEvent(e) => {
+            bail!("{}: event {e:?} is not a delivery", path.display())
+        }
+    };
+    if !one_off.plugin().handles_deliveries() {
+        bail!("not a delivery plugin (it exports no handler): use --event");
+    }
+    let budget = crate::config::DEFAULT_DELIVERY_BUDGET;
+    let (verdict, records) = one_off.deliver(&delivery, budget).await;
+    let record = records.first().context("the chain ran no plugin")?;
+    let answer = match &verdict {
+        Verdict::Answer(envelope) => serde_json::json!({ "status": 200, "envelope": envelope }),
+        Verdict::Retry(reason) => serde_json::json!({ "status": 503, "reason": reason }),
+    };
+    Ok(Report {
+        text: delivery_text(record, &verdict)?,
+        json: serde_json::json!({ "plugin": record, "answer": answer }),
+        failed: (record.outcome != Outcome::Applied).then(|| {
+            record
+                .failure
+                .as_ref()
+                .map_or_else(|| format!("{:?}", record.outcome), |f| f.to_string())
+        }),
+    })
+}
+
+async fn event(one_off: &OneOff, path: &std::path::Path) -> anyhow::Result<Report> {
+    let body = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let callback = crate::engagelab::event::parse(&body)
+        .with_context(|| format!("{} is not an EngageLab callback", path.display()))?;
+    if !one_off.plugin().handles_events() {
+        bail!("not an event plugin (it exports no events): use --payload");
+    }
+    let started = std::time::Instant::now();
+    let called = one_off.event(&crate::engagelab::wit_event(&callback)).await;
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    let plugin = &one_off.plugin().info().name;
+    let failure = called.result.err().map(|f| f.to_string());
+    let outcome = if failure.is_some() {
+        "failed"
+    } else {
+        "handled"
+    };
+    let mut text = format!("plugin       {plugin} ({outcome}, {elapsed_us} µs)\n");
+    if let Some(f) = &failure {
+        text += &format!("failure      {f}\n");
+    }
+    text += &usage_text(&called.usage, None);
+    Ok(Report {
+        text,
+        json: serde_json::json!({
+            "plugin": {
+                "plugin": plugin,
+                "outcome": outcome,
+                "elapsed_us": elapsed_us,
+                "failure": failure,
+                "limits_hit": called.limits_hit,
+                "usage": called.usage,
+            },
+        }),
+        failed: failure,
+    })
+}
+
+fn usage_text(usage: &Usage, output_bytes: Option<usize>) -> String {
+    let mut text = String::new();
+    if let Some(fuel) = usage.fuel {
+        text += &format!("fuel         {fuel}\n");
+    }
+    text += &format!("peak memory  {} bytes\n", usage.peak_memory_bytes);
+    if let Some(bytes) = output_bytes {
+        text += &format!("output       {bytes} bytes of actions\n");
+    }
+    text += &format!(
+        "printed      {} bytes to stdout, {} to stderr\n",
+        usage.stdout_bytes, usage.stderr_bytes
+    );
+    text
+}
+
+fn delivery_text(record: &PluginRecord, verdict: &Verdict) -> anyhow::Result<String> {
+    let mut text = format!(
+        "plugin       {} ({:?}, {} µs)\n",
         record.plugin, record.outcome, record.elapsed_us
     );
     if let Some(message) = &record.message {
-        println!("message      {message}");
+        text += &format!("message      {message}\n");
     }
     if let Some(failure) = &record.failure {
-        println!("failure      {failure}");
+        text += &format!("failure      {failure}\n");
     }
-    println!(
-        "actions      {}",
+    if let Some(usage) = &record.usage {
+        text += &usage_text(usage, record.output_bytes);
+    }
+    for limit in &record.limits_hit {
+        text += &format!("limit hit    {limit}\n");
+    }
+    text += &format!(
+        "actions      {}\n",
         serde_json::to_string_pretty(&record.actions)?
     );
     for d in &record.dropped {
-        println!(
-            "dropped      #{} {} {:?}: {}",
+        text += &format!(
+            "dropped      #{} {} {:?}: {}\n",
             d.index, d.action_type, d.name, d.reason
         );
     }
     for n in &record.notes {
-        println!("note         {n}");
+        text += &format!("note         {n}\n");
     }
-    match verdict {
+    text += &match verdict {
         Verdict::Answer(envelope) => {
-            println!("answer       200 {}", serde_json::to_string(envelope)?)
+            format!("answer       200 {}\n", serde_json::to_string(envelope)?)
         }
-        Verdict::Retry(reason) => println!("answer       503 (retry): {reason}"),
+        Verdict::Retry(reason) => format!("answer       503 (retry): {reason}\n"),
+    };
+    Ok(text)
+}
+
+fn print_lines(lines: &[GuestLine]) {
+    for l in lines {
+        match l.stream.as_str() {
+            "log" => println!("{:<13}{} {}", "log", l.level, l.message),
+            stream => println!("{stream:<13}{}", l.message),
+        }
     }
-    Ok(())
 }

@@ -144,6 +144,13 @@ pub struct PluginRecord {
     /// `kv_write_bytes_per_call`); it got `over-limit` for each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub limits_hit: Vec<&'static str>,
+    /// What the call used (fuel, peak memory, stdout/stderr bytes); absent
+    /// when the plugin never ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::plugin::Usage>,
+    /// The size of the actions it returned, as `max_output_bytes` counts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<usize>,
 }
 
 impl PluginRecord {
@@ -159,6 +166,8 @@ impl PluginRecord {
             skipped: None,
             message: None,
             limits_hit: Vec::new(),
+            usage: None,
+            output_bytes: None,
         }
     }
 }
@@ -252,6 +261,7 @@ async fn run_entries(
         let crate::plugin::Called {
             result: called,
             limits_hit,
+            usage,
         } = match &slot {
             Some(Ok(slot)) => {
                 entry
@@ -262,6 +272,7 @@ async fn run_entries(
             Some(Err(busy)) => crate::plugin::Called {
                 result: Err(busy.clone()),
                 limits_hit: Vec::new(),
+                usage: Default::default(),
             },
             // Not reached: an entry runs, so a slot was reserved.
             None => {
@@ -271,9 +282,11 @@ async fn run_entries(
                     .await
             }
         };
+        let ran = !matches!(called, Err(Failure::Busy(_) | Failure::Quarantined(_)));
         let mut r = settle(info, called, limit, started, &mut decided);
         r.elapsed_us = started.elapsed().as_micros() as u64;
         r.limits_hit = limits_hit;
+        r.usage = ran.then_some(usage);
         records.push(r);
     }
     let verdict = decided.unwrap_or_else(|| {
@@ -363,6 +376,7 @@ fn policy_verdict(policy: OnError, plugin: &str, failure: &Failure) -> Option<Ve
 fn merge_output(plugin: &str, output: convert::Output, caps: &validate::Caps) -> PluginRecord {
     let mut r = PluginRecord::new(plugin, Outcome::Applied);
     r.message = output.message;
+    r.output_bytes = Some(output.bytes);
     for (index, action) in output.actions.into_iter().enumerate() {
         let action_type = action.kind.type_name();
         // The label of a dropped action may be what was over the cap.
@@ -607,6 +621,7 @@ mod tests {
                 kind: ActionKind::Tag(Tag { tags: vec![] }),
             }],
             message: None,
+            bytes: 0,
         };
         let r = merge_output("p", output, &validate::Caps::default());
         let name = r.dropped[0].name.as_deref().unwrap();

@@ -115,6 +115,8 @@ pub struct Output {
     pub actions: Vec<Action>,
     /// The plugin's own note.
     pub message: Option<String>,
+    /// The actions' size as `max_output_bytes` counts it.
+    pub bytes: usize,
 }
 
 /// A plugin's WIT output as an [`Output`] (the plugin runtime has checked
@@ -144,7 +146,11 @@ pub fn output(out: wit::PluginOutput, limits: &Limits) -> Result<Output, Failure
     if let Some(m) = &mut message {
         crate::text::cut_in_place(m, limits.max_message_bytes, "max_message_bytes");
     }
-    Ok(Output { actions, message })
+    Ok(Output {
+        actions,
+        message,
+        bytes,
+    })
 }
 
 #[cfg(test)]

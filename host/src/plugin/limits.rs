@@ -24,19 +24,28 @@ pub struct Limiter {
     limits: Limits,
     /// The first growth that was refused.
     pub hit: Option<LimitHit>,
+    /// Linear memory the store's instances hold now.
+    held_memory_bytes: usize,
+    /// The most linear memory the store's instances held at once.
+    pub peak_memory_bytes: usize,
 }
 
 impl Limiter {
     /// A limiter enforcing a plugin's memory, table and instance limits.
     pub fn new(limits: Limits) -> Self {
-        Limiter { limits, hit: None }
+        Limiter {
+            limits,
+            hit: None,
+            held_memory_bytes: 0,
+            peak_memory_bytes: 0,
+        }
     }
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -44,6 +53,10 @@ impl ResourceLimiter for Limiter {
             self.hit.get_or_insert(LimitHit::Memory(desired));
             return Ok(false);
         }
+        // Called for each memory's creation too (from 0), so the sum is
+        // what the instances hold.
+        self.held_memory_bytes += desired.saturating_sub(current);
+        self.peak_memory_bytes = self.peak_memory_bytes.max(self.held_memory_bytes);
         Ok(true)
     }
 
@@ -92,6 +105,13 @@ mod tests {
             l.hit,
             Some(LimitHit::Memory(2 << 20)),
             "the first refusal is kept"
+        );
+        assert_eq!(l.peak_memory_bytes, 1 << 20, "refused growth is not held");
+        assert!(l.memory_growing(0, 1 << 16, None).unwrap());
+        assert_eq!(
+            l.peak_memory_bytes,
+            (1 << 20) + (1 << 16),
+            "memories add up"
         );
         assert!(l.table_growing(0, 5000, None).unwrap());
         assert!(!l.table_growing(0, 5001, None).unwrap());

@@ -186,7 +186,29 @@ pub struct Called<T> {
     /// `kv_write_bytes_per_call`), in the order first hit; the guest got
     /// `host-error.over-limit` for each.
     pub limits_hit: Vec<&'static str>,
+    /// What the call used of the sandbox's metered resources.
+    pub usage: Usage,
 }
+
+/// What one call used of the sandbox's metered resources: for the delivery
+/// record and `enrichd plugin run`, so an author sees how close a plugin
+/// runs to its limits before an operator's config refuses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// Fuel consumed; `None` when fuel is not metered (no `fuel` limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// The most linear memory the call's instances held at once, in bytes
+    /// (what `max_memory_bytes` bounds, summed over its memories).
+    pub peak_memory_bytes: u64,
+    /// Bytes the guest wrote to stdout (kept or discarded).
+    pub stdout_bytes: u64,
+    /// Bytes the guest wrote to stderr (kept or discarded).
+    pub stderr_bytes: u64,
+}
+
+/// Where a call reports the budgets it ran into and what it used.
+type Report<'a> = (&'a mut Vec<&'static str>, &'a mut Usage);
 
 /// A compiled plugin, ready to be instantiated per call.
 pub struct Plugin {
@@ -367,6 +389,7 @@ impl Plugin {
         convert: ConvertOutput<T>,
     ) -> Called<T> {
         let mut limits_hit = Vec::new();
+        let mut usage = Usage::default();
         let result = async {
             // Checked before the instance slot is waited for; settled with the
             // final result, so output limits and guest errors count too.
@@ -376,11 +399,21 @@ impl Plugin {
                 Some(_) => None,
                 None => Some(self.acquire(self.permits.deliveries.clone(), limit).await?),
             };
-            let call = self.deliver(delivery, services, limit, &mut limits_hit, convert);
+            let call = self.deliver(
+                delivery,
+                services,
+                limit,
+                (&mut limits_hit, &mut usage),
+                convert,
+            );
             ticket.settle(off_the_workers(call).await)
         }
         .await;
-        Called { result, limits_hit }
+        Called {
+            result,
+            limits_hit,
+            usage,
+        }
     }
 
     /// Wait for an instance slot from `pool` until the call's deadline.
@@ -402,7 +435,7 @@ impl Plugin {
         delivery: &WitDelivery,
         services: &Services,
         limit: CallLimit,
-        limits_hit: &mut Vec<&'static str>,
+        report: Report<'_>,
         convert: ConvertOutput<T>,
     ) -> Result<T, Failure> {
         match self
@@ -411,7 +444,7 @@ impl Plugin {
                 &delivery.id,
                 services,
                 limit,
-                limits_hit,
+                report,
             )
             .await?
         {
@@ -438,8 +471,33 @@ impl Plugin {
         services: &Services,
         limit: CallLimit,
     ) -> Result<(), Failure> {
-        let ticket = self.breaker.admit()?;
-        ticket.settle(self.handle_event(event, services, limit).await)
+        self.call_event_reporting(event, services, limit)
+            .await
+            .result
+    }
+
+    /// [`Plugin::call_event`], also saying which host budgets the call ran
+    /// into and what it used (an event has no stored record: the end-of-call
+    /// log note names the budgets; `enrichd plugin run` shows the rest).
+    pub async fn call_event_reporting(
+        &self,
+        event: &WitEvent,
+        services: &Services,
+        limit: CallLimit,
+    ) -> Called<()> {
+        let (mut limits_hit, mut usage) = (Vec::new(), Usage::default());
+        let result = match self.breaker.admit() {
+            Ok(ticket) => ticket.settle(
+                self.handle_event(event, services, limit, (&mut limits_hit, &mut usage))
+                    .await,
+            ),
+            Err(quarantined) => Err(quarantined),
+        };
+        Called {
+            result,
+            limits_hit,
+            usage,
+        }
     }
 
     async fn handle_event(
@@ -447,19 +505,17 @@ impl Plugin {
         event: &WitEvent,
         services: &Services,
         limit: CallLimit,
+        report: Report<'_>,
     ) -> Result<(), Failure> {
         // Held until the instance is gone (`invoke` is over).
         let _permit = self.acquire(self.permits.events.clone(), limit).await?;
-        // An event has no stored record: the end-of-call log note names
-        // the budgets it ran into.
-        let mut limits_hit = Vec::new();
         match self
             .invoke(
                 Call::Event(event),
                 &event.message_id,
                 services,
                 limit,
-                &mut limits_hit,
+                report,
             )
             .await?
         {
@@ -477,7 +533,7 @@ impl Plugin {
         subject: &str,
         services: &Services,
         limit: CallLimit,
-        limits_hit: &mut Vec<&'static str>,
+        (limits_hit, usage): Report<'_>,
     ) -> Result<Returned, Failure> {
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -511,8 +567,17 @@ impl Plugin {
             Ok(Err(trap)) => Err(self.classify_trap(&trap, store.data())),
             Ok(Ok(returned)) => Ok(returned),
         };
-        self.forward_output(store.data());
+        let [stdout_bytes, stderr_bytes] = self.forward_output(store.data());
         limits_hit.extend_from_slice(&store.data().budget.hit);
+        *usage = Usage {
+            fuel: self.fuel_metered.then(|| {
+                let given = self.info.limits.fuel.unwrap_or(u64::MAX);
+                given - store.get_fuel().unwrap_or(0)
+            }),
+            peak_memory_bytes: store.data().limiter.peak_memory_bytes as u64,
+            stdout_bytes,
+            stderr_bytes,
+        };
         result
     }
 
@@ -603,12 +668,18 @@ impl Plugin {
 
     /// Write what the guest printed to tracing, line by line with control
     /// characters escaped, within what is left of the call's log budget;
-    /// then one note of what the budget dropped, if anything.
-    fn forward_output(&self, state: &HostState) {
+    /// then one note of what the budget dropped, if anything. Returns the
+    /// bytes written to stdout and stderr.
+    fn forward_output(&self, state: &HostState) -> [u64; 2] {
         let (plugin, delivery) = (&self.info.name, &state.delivery_id);
         let mut budget = state.budget.log.clone();
-        for (stream, capture) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
+        let mut written = [0; 2];
+        for (i, (stream, capture)) in [("stdout", &state.stdout), ("stderr", &state.stderr)]
+            .into_iter()
+            .enumerate()
+        {
             let (text, discarded) = capture.take();
+            written[i] = (text.len() + discarded) as u64;
             for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
                 if budget.exhausted() {
                     budget.drop_line(line.len());
@@ -640,8 +711,9 @@ impl Plugin {
             note.push(format!("import budgets used up: {others:?}"));
         }
         if !note.is_empty() {
-            tracing::warn!(target: "enrichd::guest", %plugin, delivery = delivery.as_str(), "{}", note.join("; "));
+            tracing::warn!(target: "enrichd::guest", %plugin, delivery = delivery.as_str(), stream = "host", "{}", note.join("; "));
         }
+        written
     }
 }
 

@@ -284,32 +284,40 @@ pub enum DeliveriesCommand {
 /// test suite's copy of the binary (`tests/src/bin/enrichd-under-test.rs`).
 pub fn main() -> anyhow::Result<()> {
     use clap::Parser;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
     let cli = Cli::parse();
-    // `plugin run` reports the plugin's lines itself: kept, not logged.
-    let lines = matches!(cli.command, Command::Plugin(PluginCommand::Run { .. }))
-        .then(guest_lines::GuestLines::default);
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Colours only for people: piped into a file or a collector, plain.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if !matches!(cli.command, Command::Plugin(PluginCommand::Run { .. })) {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .init();
+        return run(cli);
+    }
+    // `plugin run` reports the plugin's lines itself: kept at every level,
+    // not logged.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+    let lines = guest_lines::GuestLines::default();
+    let kept = lines.clone().with_filter(
+        tracing_subscriber::filter::Targets::new()
+            .with_target(guest_lines::GUEST_TARGET, tracing::Level::TRACE),
+    );
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        // Colours only for people: piped into a file or a collector, plain.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(filter);
-    let kept = lines.clone().map(|lines| {
-        lines.with_filter(
-            tracing_subscriber::filter::Targets::new()
-                .with_target(guest_lines::GUEST_TARGET, tracing::Level::TRACE),
-        )
-    });
-    let log = log.with_filter(tracing_subscriber::filter::filter_fn({
-        let keeping = lines.is_some();
-        move |meta| !(keeping && meta.target() == guest_lines::GUEST_TARGET)
-    }));
-    tracing_subscriber::registry().with(log).with(kept).init();
-    run_with(cli, lines.unwrap_or_default())
+        .with_ansi(ansi)
+        .with_filter(filter)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.target() != guest_lines::GUEST_TARGET
+        }));
+    // Not `init()`: it would also bridge the `log` crate at the most verbose
+    // level a layer wants (TRACE, for the guest's lines), and cranelift's
+    // `log::trace!` records then cost minutes per large component.
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(log).with(kept))?;
+    run_with(cli, lines)
 }
 
 /// Run a parsed command line.

@@ -163,7 +163,7 @@ pub struct PluginRecord {
 }
 
 impl PluginRecord {
-    fn new(plugin: &str, outcome: Outcome) -> Self {
+    pub(crate) fn new(plugin: &str, outcome: Outcome) -> Self {
         PluginRecord {
             plugin: plugin.to_owned(),
             outcome,

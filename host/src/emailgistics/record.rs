@@ -522,31 +522,19 @@ mod tests {
     /// `value_len` bytes each.
     fn recorded(name: &str, calls: usize, value_len: usize) -> PluginRecord {
         use crate::plugin::recording::{Answer, HostCall, Recording};
-        PluginRecord {
-            plugin: name.into(),
-            outcome: super::super::chain::Outcome::Applied,
-            elapsed_us: 1,
-            actions: Vec::new(),
-            dropped: Vec::new(),
-            notes: Vec::new(),
-            failure: None,
-            skipped: None,
-            message: None,
-            limits_hit: Vec::new(),
-            usage: None,
-            output_bytes: None,
-            http: Vec::new(),
-            host_calls: Some(Recording {
-                calls: (0..calls)
-                    .map(|i| HostCall {
-                        call: "config.get".into(),
-                        args: vec![format!("k{i}")],
-                        answer: Answer::Ok(json!("v".repeat(value_len))),
-                    })
-                    .collect(),
-                ..Recording::default()
-            }),
-        }
+        let mut r = PluginRecord::new(name, super::super::chain::Outcome::Applied);
+        r.elapsed_us = 1;
+        r.host_calls = Some(Recording {
+            calls: (0..calls)
+                .map(|i| HostCall {
+                    call: "config.get".into(),
+                    args: vec![format!("k{i}")],
+                    answer: Answer::Ok(json!("v".repeat(value_len))),
+                })
+                .collect(),
+            ..Recording::default()
+        });
+        r
     }
 
     fn answered(verdict: &Verdict) -> Answered<'_> {

@@ -391,17 +391,9 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
     std::fs::rename(&tmp, path)
 }
 
-/// Why a component's imports cannot be linked; for `wasi:http` (what a
-/// ComponentizeJS build with default features imports) with the build flags
-/// that remove it, as `plugin inspect` gives them.
+/// Why a component's imports cannot be linked.
 fn import_refusal(e: &impl std::fmt::Display) -> String {
-    let e = e.to_string();
-    let hint = if e.contains("wasi:http/") {
-        format!("; {}", super::inspect::JS_NO_HTTP_HINT)
-    } else {
-        String::new()
-    };
-    format!("imports something enrichd does not provide: {e}{hint}")
+    format!("imports something enrichd does not provide: {e}")
 }
 
 fn build_engine(options: &EngineOptions, pooling: bool) -> Result<Engine, LoadError> {

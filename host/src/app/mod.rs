@@ -5,6 +5,11 @@
 //! ([`run`]): the public listener behind the [`router`], the admin
 //! listener, and the background [`jobs`] under one [`supervisor`].
 //!
+//! Two other compositions live here for the CLI: [`one_off`] (one plugin,
+//! run once, as `serve` would run it: `enrichd plugin run`) and [`replay`]
+//! (a logged delivery's chain, its host calls answered from the record:
+//! `enrichd replay`).
+//!
 //! Everything that can fail does so here, at start, with a message naming
 //! the file or plugin at fault — never later, on a delivery. Nothing below
 //! this module sees the whole; tests read counters through [`App`]'s

@@ -348,6 +348,29 @@ fn issue_12_run_shows_what_the_plugin_printed() {
     assert_eq!(json["stderr"], serde_json::json!(expected), "{json}");
     assert_eq!(json["plugin"]["usage"]["stdout_bytes"], 3 * 101, "{json}");
     assert_eq!(json["plugin"]["usage"]["stderr_bytes"], 3 * 101, "{json}");
+    // Over the log budget: the lines stop at it, and the host's note says
+    // what was dropped.
+    let (code, json) = run_json(
+        &plugin_path("hostile"),
+        &[
+            "--grant",
+            "config",
+            "--config",
+            "mode=print",
+            "--config",
+            "lines=200",
+        ],
+    );
+    assert_eq!(code, Some(0), "{json}");
+    let kept = json["stdout"].as_array().unwrap().len() + json["stderr"].as_array().unwrap().len();
+    assert_eq!(kept, 100, "max_log_lines = 100: {json}");
+    let host = json["host"].as_array().unwrap();
+    assert_eq!(host.len(), 1, "{json}");
+    let note = host[0].as_str().unwrap();
+    assert!(
+        note.contains("guest log lines") && note.contains("dropped"),
+        "{json}"
+    );
 }
 
 #[test]

@@ -43,8 +43,13 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for GuestLines {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let level = event.metadata().level();
-        // The `log` import's lines are the ones without a stream.
-        let stream = fields.stream.unwrap_or_else(|| "log".into());
+        // The host's note says `source = "host"`; the `log` import's lines
+        // are the others without a stream.
+        let stream = match (fields.stream, fields.host) {
+            (_, true) => "host".into(),
+            (Some(stream), false) => stream,
+            (None, false) => "log".into(),
+        };
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -61,12 +66,14 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for GuestLines {
 struct Fields {
     message: String,
     stream: Option<String>,
+    host: bool,
 }
 
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
             "stream" => self.stream = Some(value.to_string()),
+            "source" => self.host = value == "host",
             "message" => self.message = value.to_string(),
             _ => {}
         }

@@ -747,7 +747,7 @@ impl Plugin {
             note.push(format!("import budgets used up: {others:?}"));
         }
         if !note.is_empty() {
-            tracing::warn!(target: "enrichd::guest", %plugin, delivery = delivery.as_str(), stream = "host", "{}", note.join("; "));
+            tracing::warn!(target: "enrichd::guest", %plugin, delivery = delivery.as_str(), source = "host", "{}", note.join("; "));
         }
         written
     }

@@ -27,16 +27,11 @@ use super::limits::Limiter;
 use super::policy::{Capability, Limits};
 use super::recording::{Replay, Tape, Taped};
 use super::stdio::{escape_controls, Capture, LogBudget};
-use super::PluginInfo;
+use super::{host_work_deadline, PluginInfo};
 use crate::crm::cache::{Answer, CrmSource, Provenance};
 use crate::crm::{MAX_ADDRESS_BYTES, MAX_DOMAIN_BYTES};
 use crate::storage::kv::check_entry;
 use crate::storage::{KvError, PluginKv, Quota};
-
-/// Most of the time a host lookup leaves the guest before its deadline: a
-/// fallback answer returned at the very deadline would arrive too late for
-/// the plugin to act on it. A quarter of what is left, at most 250 ms.
-pub const HOST_CALL_RESERVE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Longest log line accepted from a guest; longer ones are cut. Keeps one
 /// plugin from flooding the host's log sink through the `log` import.
@@ -113,6 +108,16 @@ pub struct HostState {
     pub(super) tape: Tape,
 }
 
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
+        }
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -120,14 +125,6 @@ impl WasiView for HostState {
             table: &mut self.table,
         }
     }
-}
-
-/// When host work for a guest (a lookup, an HTTP request) must be over,
-/// in a call that must be over by `deadline`: a reserve before it for the
-/// guest to use the answer.
-pub(super) fn host_work_deadline(deadline: Instant) -> Instant {
-    let left = deadline.saturating_duration_since(Instant::now());
-    deadline - HOST_CALL_RESERVE.min(left / 4)
 }
 
 impl HostState {

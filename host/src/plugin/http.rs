@@ -34,11 +34,9 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
-use wasmtime_wasi_http::{
-    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
-};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::host::{host_work_deadline, HostState};
+use super::host_work_deadline;
 use super::policy::Capability;
 use super::PluginInfo;
 
@@ -478,16 +476,6 @@ impl Body for CappedResponse {
             hint = SizeHint::new();
         }
         hint
-    }
-}
-
-impl WasiHttpView for HostState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http_ctx,
-            table: &mut self.table,
-            hooks: &mut self.http,
-        }
     }
 }
 

@@ -292,6 +292,19 @@ pub async fn off_the_workers<F: std::future::Future>(work: F) -> F::Output {
     }
 }
 
+/// Most of the time a host lookup leaves the guest before its deadline: a
+/// fallback answer returned at the very deadline would arrive too late for
+/// the plugin to act on it. A quarter of what is left, at most 250 ms.
+pub const HOST_CALL_RESERVE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// When host work for a guest (a lookup, an HTTP request) must be over,
+/// in a call that must be over by `deadline`: a reserve before it for the
+/// guest to use the answer.
+pub(crate) fn host_work_deadline(deadline: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(Instant::now());
+    deadline - HOST_CALL_RESERVE.min(left / 4)
+}
+
 /// Which export a call runs, with its argument.
 enum Call<'a> {
     Delivery(&'a WitDelivery),

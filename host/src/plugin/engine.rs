@@ -1,9 +1,8 @@
 //! The process-wide wasmtime engine: its settings, the instance allocator
 //! (pooling when the machine allows it), the epoch ticker, and loading
-//! plugins through an on-disk cache of precompiled components.
+//! plugins (through the on-disk [`ComponentCache`] when there is one).
 
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::cache::ComponentCache;
 use super::host::HostState;
 use super::policy::{Allocator, PluginSpec};
 use super::{bindings, LoadError, Plugin, PluginInfo};
@@ -98,6 +98,7 @@ pub struct PluginEngine {
     linker: Linker<HostState>,
     options: EngineOptions,
     allocator: AllocatorKind,
+    cache: Option<Arc<ComponentCache>>,
     permits: super::CallPermits,
     _ticker: EpochTicker,
 }
@@ -135,6 +136,10 @@ impl PluginEngine {
         Ok(PluginEngine {
             engine,
             linker,
+            cache: options
+                .cache_dir
+                .clone()
+                .map(|dir| Arc::new(ComponentCache::new(dir))),
             options,
             allocator,
             permits: super::CallPermits {
@@ -256,36 +261,13 @@ impl PluginEngine {
         })
     }
 
-    /// The component for `bytes`: from the cache when a compatible entry is
-    /// there, else compiled (and cached). Returns whether the cache served it.
+    /// The component for `bytes`: from the cache when there is one (see
+    /// [`ComponentCache`]), else compiled. Returns whether the cache served it.
     fn component(&self, bytes: &[u8], digest: &[u8; 32]) -> wasmtime::Result<(Component, bool)> {
-        let Some(dir) = &self.options.cache_dir else {
-            return Ok((Component::new(&self.engine, bytes)?, false));
-        };
-        let entry = dir.join(self.cache_file_name(digest));
-        if entry.is_file() {
-            match load_precompiled(&self.engine, &entry) {
-                Ok(component) => return Ok((component, true)),
-                // A damaged or foreign file: recompile and replace it.
-                Err(e) => {
-                    tracing::warn!(entry = %entry.display(), error = %e, "ignoring unusable cache entry")
-                }
-            }
+        match &self.cache {
+            Some(cache) => cache.component(&self.engine, bytes, digest),
+            None => Ok((Component::new(&self.engine, bytes)?, false)),
         }
-        let compiled = self.engine.precompile_component(bytes)?;
-        if let Err(e) = write_atomically(dir, &entry, &compiled) {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the component cache; continuing without it");
-        }
-        Ok((deserialize_trusted(&self.engine, &compiled)?, false))
-    }
-
-    /// Cache entries are keyed by the wasm's digest and by everything in the
-    /// engine's settings that makes compiled code incompatible (fuel,
-    /// epochs, allocator, wasmtime version…).
-    fn cache_file_name(&self, digest: &[u8; 32]) -> String {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        format!("{}-{:016x}.cwasm", hex::encode(digest), h.finish())
     }
 }
 
@@ -362,33 +344,6 @@ fn check_declared_sizes(wasm: &[u8], spec: &PluginSpec) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Load a cache entry. The file is read into memory rather than mapped: a
-/// mapped file that someone truncates or rewrites while enrichd runs would
-/// crash the process (SIGBUS) on the next access to its code.
-fn load_precompiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
-    let bytes = std::fs::read(path)?;
-    deserialize_trusted(engine, &bytes)
-}
-
-#[allow(unsafe_code)]
-fn deserialize_trusted(engine: &Engine, compiled: &[u8]) -> wasmtime::Result<Component> {
-    // SAFETY: `deserialize` trusts its input to be wasmtime's own output.
-    // It is: either `engine.precompile_component` produced it a moment ago
-    // in this process, or it is a cache entry that only this code writes,
-    // from such output, into the operator's data directory (as trusted as
-    // the enrichd binary itself), atomically, under a name that includes
-    // the engine's compatibility hash. wasmtime still checks the header
-    // (version, settings) and refuses a mismatched or truncated file.
-    unsafe { Component::deserialize(engine, compiled) }
-}
-
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Why a component's imports cannot be linked.

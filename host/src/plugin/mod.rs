@@ -13,6 +13,7 @@
 
 mod bindings;
 pub mod breaker;
+pub mod cache;
 mod engine;
 mod host;
 pub mod http;

@@ -7,7 +7,9 @@
 //! - `GET /stats`: stored deliveries, bytes on disk, in flight, per plugin
 //!   its calls and its circuit breaker
 //!   ([`crate::plugin::breaker::BreakerStats`]), the EngageLab queue (length
-//!   and cap) and the public listener's connections (open, cap, refused).
+//!   and cap), the public listener's connections (open, cap, refused) and
+//!   the component cache's entries and bytes (shared with whatever else
+//!   uses its directory; `null` if it cannot be read).
 //! - `GET /healthz`.
 
 use std::future::Future;
@@ -21,6 +23,7 @@ use crate::crm::cache::CrmSource;
 use crate::engagelab::EventStats;
 use crate::http::{error, json, Accept, Body, ConnectionCap};
 use crate::idempotency::Inflight;
+use crate::plugin::cache::ComponentCache;
 use crate::plugin::{AllocatorKind, Plugin};
 use crate::storage::{AnswerStore, EventQueue, Maintenance};
 
@@ -46,6 +49,8 @@ pub struct AdminState {
     pub inflight: Arc<Inflight>,
     /// Which instance allocator the wasm engine uses.
     pub allocator: AllocatorKind,
+    /// The precompiled component cache (its size), if there is one.
+    pub component_cache: Option<Arc<ComponentCache>>,
     /// Every loaded plugin (calls, circuit breaker).
     pub plugins: Vec<Arc<Plugin>>,
     /// The CRM sources (counters).
@@ -166,6 +171,7 @@ async fn stats(state: &AdminState) -> Answer {
         "bytesOnDisk": state.maintenance.bytes_on_disk().await,
         "inflight": state.inflight.len(),
         "allocator": format!("{:?}", state.allocator),
+        "componentCache": component_cache(state).await,
         "plugins": plugins,
         "crm": crate::crm::stats(&state.crm),
         "engagelab": state.event_stats.snapshot(
@@ -178,4 +184,21 @@ async fn stats(state: &AdminState) -> Answer {
             "refused": state.connections.refused(),
         },
     }))
+}
+
+/// The component cache's entries and bytes, read from its directory now
+/// (other processes may share it); `null` without a cache or if it cannot
+/// be read.
+async fn component_cache(state: &AdminState) -> serde_json::Value {
+    let Some(cache) = state.component_cache.clone() else {
+        return serde_json::Value::Null;
+    };
+    match tokio::task::spawn_blocking(move || cache.usage()).await {
+        Ok(Ok(usage)) => serde_json::json!(usage),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "admin: cannot read the component cache");
+            serde_json::Value::Null
+        }
+        Err(_) => serde_json::Value::Null,
+    }
 }

@@ -15,6 +15,7 @@ use crate::crm::{Backend, BackendError};
 use crate::emailgistics::chain::ChainEntry;
 use crate::emailgistics::Route;
 use crate::engagelab::EventRoute;
+use crate::plugin::cache::{CachePolicy, ComponentCache};
 use crate::plugin::{EngineOptions, LoadError, Plugin, PluginEngine};
 use crate::storage::crm_records::CrmDb;
 use crate::storage::{CrmLastKnown, OpenError};
@@ -88,6 +89,9 @@ pub(super) fn parts(
         ms = started.elapsed().as_millis() as u64,
         "plugins compiled"
     );
+    if let Some(cache) = engine.cache() {
+        sweep_cache(cache, &config.cache);
+    }
 
     // What each chain needs is only known once the plugins are loaded.
     for r in &config.routes {
@@ -176,6 +180,29 @@ pub(super) fn engine_options(config: &Config) -> EngineOptions {
             .max()
             .unwrap_or(crate::plugin::policy::DEFAULT_MAX_TABLE_ELEMENTS),
         cache_dir: Some(config.cache_dir.clone()),
+    }
+}
+
+/// Bound the component cache now that the entries the config uses are
+/// known, and report its size. A cache that cannot be read is no reason not
+/// to start: it is only a cache.
+fn sweep_cache(cache: &ComponentCache, policy: &CachePolicy) {
+    match cache.sweep(policy) {
+        Ok(report) => tracing::info!(
+            dir = %cache.dir().display(),
+            entries = report.left.entries,
+            bytes = report.left.bytes,
+            in_use_bytes = report.in_use_bytes,
+            removed = report.removed.entries,
+            removed_bytes = report.removed.bytes,
+            leftovers_removed = report.temps_removed,
+            max_bytes = policy.max_bytes,
+            grace_hours = policy.grace.as_secs() / 3600,
+            "component cache"
+        ),
+        Err(e) => {
+            tracing::warn!(dir = %cache.dir().display(), error = %e, "cannot sweep the component cache")
+        }
     }
 }
 

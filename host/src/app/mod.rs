@@ -99,6 +99,7 @@ impl App {
             maintenance: storage.maintenance.clone(),
             inflight: inflight.clone(),
             allocator: parts.engine.allocator(),
+            component_cache: parts.engine.cache().cloned(),
             plugins: parts.plugins.clone(),
             crm: services.crm.clone(),
             event_stats: event_stats.clone(),

@@ -22,6 +22,8 @@ pub use raw::StorageKind;
 // into them (config -> plugin, never the other way).
 use crate::plugin::policy::*;
 
+use crate::plugin::cache::{CachePolicy, DEFAULT_CACHE_GRACE, DEFAULT_CACHE_MAX_BYTES};
+
 /// Default admin listener (delivery log, stats): loopback only, so the
 /// delivery records are not exposed beside the public webhook.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
@@ -118,6 +120,8 @@ pub struct Config {
     pub allocator: Allocator,
     /// Precompiled component cache.
     pub cache_dir: PathBuf,
+    /// How the component cache is bounded.
+    pub cache: CachePolicy,
     /// CRM sources, in order.
     pub crm: Vec<CrmSourceSpec>,
     /// Plugins, in file order.

@@ -29,6 +29,11 @@ pub struct RawConfig {
     /// Where precompiled components are kept, relative to the config file
     /// (default: `component-cache` in the data directory).
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes of cache entries kept, beyond those in use (default 1 GiB).
+    pub cache_max_bytes: Option<u64>,
+    /// How long a cache entry the config does not use is kept since its
+    /// last use, hours (default 168: 7 days).
+    pub cache_grace_hours: Option<u64>,
     /// Idempotency and the delivery log.
     #[serde(default)]
     pub idempotency: RawIdempotency,

@@ -78,6 +78,14 @@ impl RawConfig {
             Some(dir) => base.join(dir),
             None => data_dir.join("component-cache"),
         };
+        let cache = CachePolicy {
+            max_bytes: self.cache_max_bytes.unwrap_or(DEFAULT_CACHE_MAX_BYTES),
+            // Saturating, as the other hour counts: huge means "forever".
+            grace: self
+                .cache_grace_hours
+                .map(|h| Duration::from_secs(h.saturating_mul(3600)))
+                .unwrap_or(DEFAULT_CACHE_GRACE),
+        };
 
         let mut crm: Vec<CrmSourceSpec> = Vec::with_capacity(self.crm.len());
         for raw in self.crm {
@@ -321,6 +329,7 @@ impl RawConfig {
             delivery_budget,
             allocator: self.allocator.unwrap_or_default(),
             cache_dir,
+            cache,
             crm,
             plugins,
             routes,

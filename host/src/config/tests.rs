@@ -493,6 +493,37 @@ fn the_example_config_is_valid_and_spells_out_the_defaults() {
     assert_eq!(tracker.limits, Limits::default());
 }
 
+#[test]
+fn issue_16_the_component_cache_bounds_have_defaults_and_overrides() {
+    let c = resolve(MINIMAL).unwrap();
+    assert_eq!(c.cache, CachePolicy::default());
+    assert_eq!(c.cache.max_bytes, 1 << 30);
+    assert_eq!(c.cache.grace, Duration::from_secs(7 * 24 * 3600));
+
+    let c = resolve(&format!(
+        "cache_max_bytes = 0\ncache_grace_hours = 2\n{MINIMAL}"
+    ))
+    .unwrap();
+    // 0: keep only the entries in use.
+    assert_eq!(c.cache.max_bytes, 0);
+    assert_eq!(c.cache.grace, Duration::from_secs(2 * 3600));
+    // A huge hour count means "forever", not an overflow.
+    let c = resolve(&format!("cache_grace_hours = {}\n{MINIMAL}", i64::MAX)).unwrap();
+    assert!(c.cache.grace >= DEFAULT_CACHE_GRACE);
+
+    for (text, expected) in [
+        ("cache_max_bytes = -1", "cache_max_bytes"),
+        ("cache_grace_hours = \"7d\"", "cache_grace_hours"),
+        // Durations are whole hours under a key that says so.
+        ("cache_grace = 7", "unknown field `cache_grace`"),
+    ] {
+        let err = resolve(&format!("{text}\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+}
+
 /// Found by the property test `config_resolve_never_panics_on_numbers`:
 /// `retention_hours` and `dedupe_hours` were multiplied by 3600 unchecked, so
 /// a huge value panicked (debug) or wrapped to a short window (release).

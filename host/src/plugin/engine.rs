@@ -157,6 +157,12 @@ impl PluginEngine {
         self.allocator
     }
 
+    /// The component cache, if there is one: it knows which entries the
+    /// plugins loaded so far use (to sweep the others) and its size.
+    pub fn cache(&self) -> Option<&Arc<ComponentCache>> {
+        self.cache.as_ref()
+    }
+
     /// The pooling allocator's idle memory slots: how many were used
     /// before, and the bytes they keep resident between calls
     /// ([`MEMORY_KEEP_RESIDENT`] at most each); `None` with on-demand

@@ -3,7 +3,11 @@
 //! - instantiate + call + drop per delivery of a typical plugin (`crm-enrich`,
 //!   with a CRM lookup; the whole of `Plugin::call`: slot, store, instance,
 //!   call, output, and the instance's memory reset at drop) with the pooling
-//!   allocator, against on-demand allocation;
+//!   allocator, against on-demand allocation; and of the Python and
+//!   JavaScript example plugins (`urgency-triage`, `regional-router`, built
+//!   from source as the polyglot tests build them, with their minimum
+//!   limits) with the pooling allocator — skipped, saying so, when their
+//!   toolchains (`scripts/toolchains`) are missing;
 //! - loading a component from the precompiled cache, against compiling it;
 //! - how far past a 2 s timeout a looping plugin is stopped.
 //!
@@ -11,9 +15,13 @@
 //! are printed, never asserted: they depend on the machine. The last line
 //! of a run that measured the pooling call is
 //! `crm-enrich instantiate+call+drop median: <x> µs` (issue 11's aim: at
-//! most 15). For that figure alone, about 15 s on a warm build:
+//! most 15), after `urgency-triage (Python) instantiate+call+drop median:`
+//! and `regional-router (JavaScript) …` when they ran. For the three alone:
+//! `cargo bench -p enrichd-tests --bench plugin_runtime -- --quick instantiate_and_call`;
+//! for crm-enrich's alone, about 15 s on a warm build:
 //! `cargo bench -p enrichd-tests --bench plugin_runtime -- --quick instantiate_and_call/pooling`
-//! (a filter that leaves out the timeout runs skips them too).
+//! (a filter that leaves out the timeout runs or the Python and JavaScript
+//! plugins skips them too: building and compiling those takes a minute).
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,16 +34,36 @@ use enrichd::config::Config;
 use enrichd::emailgistics::convert::output;
 use enrichd::plugin::policy::PluginSpec;
 use enrichd::plugin::{CallLimit, EngineOptions, PluginEngine, Services};
+use enrichd_tests::polyglot::{self, Spec};
 
 const GROUP_CALL: &str = "instantiate_and_call";
 const GROUP_LOAD: &str = "load_component";
 
-fn config(dir: &Path, allocator: &str, extra: &str) -> Config {
-    let file = dir.join(format!("{allocator}.toml"));
+/// The Python and JavaScript benches: id, plugin, its minimum limits, and
+/// the label of its summary line.
+const POLYGLOT: [(&str, Spec, &str, &str); 2] = [
+    (
+        "python",
+        polyglot::PYTHON,
+        polyglot::PYTHON_LIMITS,
+        "urgency-triage (Python)",
+    ),
+    (
+        "js",
+        polyglot::JS,
+        polyglot::JS_LIMITS,
+        "regional-router (JavaScript)",
+    ),
+];
+
+/// A config named `name` with the sample CRM and `crm-enrich` in a route,
+/// then the `extra` plugin tables.
+fn config(dir: &Path, name: &str, allocator: &str, extra: &str) -> Config {
+    let file = dir.join(format!("{name}.toml"));
     std::fs::write(
         &file,
         format!(
-            "allocator = {allocator:?}\ndata_dir = \"data-{allocator}\"\ncache_dir = \"cache\"\n\
+            "allocator = {allocator:?}\ndata_dir = \"data-{name}\"\ncache_dir = \"cache\"\n\
              [[crm]]\nname = \"main\"\nkind = \"embedded\"\nseed = {:?}\n\
              {}{extra}[[route]]\npath = \"/x\"\nchain = [{{ plugin = \"crm-enrich\" }}]\n",
             enrichd_tests::crm_sample(),
@@ -67,7 +95,7 @@ fn bench_calls(c: &mut Criterion, dir: &Path, rt: &tokio::runtime::Runtime) -> V
     for allocator in ["pooling", "on-demand"] {
         // The real assembly: engine, CRM source with its cache, plugin.
         let app = rt
-            .block_on(App::build(&config(dir, allocator, "")))
+            .block_on(App::build(&config(dir, allocator, allocator, "")))
             .expect("app");
         let (plugin, services) = (&app.plugins()[0], app.services());
         // Sanity: the plugin really enriches.
@@ -84,8 +112,56 @@ fn bench_calls(c: &mut Criterion, dir: &Path, rt: &tokio::runtime::Runtime) -> V
         });
         print_pool_resident(&app);
     }
+    if let Some((app, ids)) = polyglot_app(dir, rt) {
+        // crm-enrich comes first in the config, then these in order.
+        for (&id, plugin) in ids.iter().zip(&app.plugins()[1..]) {
+            rt.block_on(plugin.call(&delivery, app.services(), far_limit(), output))
+                .unwrap_or_else(|e| panic!("{id}: the call fails: {e:?}"));
+            group.bench_function(BenchmarkId::from_parameter(id), |b| {
+                if !measured.contains(&id) {
+                    measured.push(id);
+                }
+                b.to_async(rt)
+                    .iter(|| plugin.call(&delivery, app.services(), far_limit(), output));
+            });
+        }
+        print_pool_resident(&app);
+    }
     group.finish();
     measured
+}
+
+/// The Python and JavaScript plugins of [`POLYGLOT`] the filters leave in
+/// and whose toolchain is here (else the reason is printed), built (or
+/// taken from `target/polyglot`) and loaded beside `crm-enrich` with the
+/// pooling allocator; with their ids, in order. `None`: none of them.
+fn polyglot_app(dir: &Path, rt: &tokio::runtime::Runtime) -> Option<(App, Vec<&'static str>)> {
+    let mut tables = String::new();
+    let mut ids = Vec::new();
+    for (id, spec, limits, _) in POLYGLOT {
+        if !wanted(&format!("{GROUP_CALL}/{id}")) {
+            continue;
+        }
+        let Some(tool) = polyglot::toolchain(spec.lang) else {
+            println!("{id}: no toolchain, skipped");
+            continue;
+        };
+        let built = polyglot::build(spec, &tool);
+        tables.push_str(&enrichd_tests::plugin_toml_at(
+            spec.name,
+            &built.path,
+            &["crm", "config", "log"],
+            limits,
+        ));
+        ids.push(id);
+    }
+    if ids.is_empty() {
+        return None;
+    }
+    let app = rt
+        .block_on(App::build(&config(dir, "polyglot", "pooling", &tables)))
+        .expect("app with the Python and JavaScript plugins");
+    Some((app, ids))
 }
 
 /// What the pool's idle slots keep resident after the calls of `app`.
@@ -99,14 +175,47 @@ fn print_pool_resident(app: &App) {
     }
 }
 
-/// Whether the command line's filters (its free arguments, as criterion
-/// reads them) leave the timeout runs in: they take 6 s and are no
+/// The command line's filters: its free arguments, as criterion reads
+/// them (the value of an option that takes one is no filter).
+fn filters() -> Vec<String> {
+    const WITH_VALUE: [&str; 13] = [
+        "--measurement-time",
+        "--warm-up-time",
+        "--sample-size",
+        "--profile-time",
+        "--save-baseline",
+        "--baseline",
+        "--load-baseline",
+        "--noise-threshold",
+        "--significance-level",
+        "--confidence-level",
+        "--nresamples",
+        "--output-format",
+        "--color",
+    ];
+    let mut args = std::env::args().skip(1);
+    let mut filters = Vec::new();
+    while let Some(arg) = args.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg);
+        }
+    }
+    filters
+}
+
+/// Whether the filters leave the bench `id` (`group/name`) in.
+fn wanted(id: &str) -> bool {
+    filters().iter().all(|f| id.contains(f.as_str()))
+}
+
+/// Whether the filters leave the timeout runs in: they take 6 s and are no
 /// criterion bench.
 fn timeout_runs_wanted() -> bool {
-    std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .all(|filter| "timeout".contains(&filter) || filter.contains("timeout"))
+    filters()
+        .iter()
+        .all(|filter| "timeout".contains(filter.as_str()) || filter.contains("timeout"))
 }
 
 fn far_limit() -> CallLimit {
@@ -117,7 +226,7 @@ fn far_limit() -> CallLimit {
 }
 
 fn bench_loads(c: &mut Criterion, dir: &Path) {
-    let cfg = config(dir, "on-demand", "");
+    let cfg = config(dir, "on-demand", "on-demand", "");
     let spec: &PluginSpec = &cfg.plugins[0];
     let cache = dir.join("load-cache");
     let cold = engine(&cfg, None);
@@ -213,7 +322,12 @@ fn main() {
             (worst.as_secs_f64() / 2.0 - 1.0) * 100.0
         );
     }
-    // Last, one line for scripts to grep.
+    // Last, one line each for scripts to grep, Rust's the very last.
+    for (id, _, _, label) in POLYGLOT {
+        if let Some(ns) = median(id) {
+            println!("{label} instantiate+call+drop median: {:.1} µs", us(ns));
+        }
+    }
     if let Some(pool) = median("pooling") {
         println!(
             "crm-enrich instantiate+call+drop median: {:.1} µs",

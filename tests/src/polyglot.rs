@@ -98,6 +98,35 @@ pub struct Spec {
     pub default_features: bool,
 }
 
+/// The Python example plugin (`plugins/python/urgency-triage`).
+pub const PYTHON: Spec = Spec {
+    lang: Lang::Python,
+    name: "urgency-triage",
+    world: "delivery-plugin",
+    default_features: false,
+};
+
+/// The JavaScript example plugin (`plugins/js/regional-router`).
+pub const JS: Spec = Spec {
+    lang: Lang::Js,
+    name: "regional-router",
+    world: "delivery-plugin",
+    default_features: false,
+};
+
+/// The minimum limits a componentize-py plugin needs (README, "Python"):
+/// the interpreter is 14 core instances with a 5 680-element table, and
+/// handling the seed payload grows its memory to ~12.3 MiB (198 wasm
+/// pages of 64 KiB: 12.375 MiB).
+pub const PYTHON_LIMITS: &str =
+    "max_instances = 14\nmax_table_elements = 5680\nmax_memory_bytes = 12976128";
+
+/// The minimum limits a ComponentizeJS plugin needs (README, "JavaScript"):
+/// StarlingMonkey is 4 core instances with a 7 697-element table and
+/// ~9.1 MiB of memory (147 pages: 9.1875 MiB).
+pub const JS_LIMITS: &str =
+    "max_instances = 4\nmax_table_elements = 7697\nmax_memory_bytes = 9633792";
+
 /// A built component.
 #[derive(Debug, Clone)]
 pub struct Built {

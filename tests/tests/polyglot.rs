@@ -13,35 +13,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use enrichd::plugin::inspect::Need;
-use enrichd_tests::polyglot::{self, Built, Lang, Spec};
+use enrichd_tests::polyglot::{self, Built, Lang, Spec, JS, JS_LIMITS, PYTHON, PYTHON_LIMITS};
 use enrichd_tests::{crm_sample, plugin_toml, plugin_toml_at, seed_payload, TestServer, SECRET};
 use serde_json::{json, Value};
-
-const PYTHON: Spec = Spec {
-    lang: Lang::Python,
-    name: "urgency-triage",
-    world: "delivery-plugin",
-    default_features: false,
-};
-
-const JS: Spec = Spec {
-    lang: Lang::Js,
-    name: "regional-router",
-    world: "delivery-plugin",
-    default_features: false,
-};
-
-/// The minimum limits a componentize-py plugin needs (README, "Python"):
-/// the interpreter is 14 core instances with a 5 680-element table, and
-/// handling the seed payload grows its memory to ~12.3 MiB (198 wasm
-/// pages of 64 KiB: 12.375 MiB).
-const PYTHON_LIMITS: &str =
-    "max_instances = 14\nmax_table_elements = 5680\nmax_memory_bytes = 12976128";
-
-/// The minimum limits a ComponentizeJS plugin needs (README, "JavaScript"):
-/// StarlingMonkey is 4 core instances with a 7 697-element table and
-/// ~9.1 MiB of memory (147 pages: 9.1875 MiB).
-const JS_LIMITS: &str = "max_instances = 4\nmax_table_elements = 7697\nmax_memory_bytes = 9633792";
 
 const ROUTE: &str = "/hook";
 

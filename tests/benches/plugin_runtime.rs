@@ -80,6 +80,7 @@ fn engine(spec_cfg: &Config, cache: Option<&Path>) -> PluginEngine {
         fuel: false,
         max_memory_bytes: enrichd::plugin::policy::DEFAULT_MAX_MEMORY_BYTES,
         max_table_elements: enrichd::plugin::policy::DEFAULT_MAX_TABLE_ELEMENTS,
+        max_instances: enrichd::plugin::policy::DEFAULT_MAX_INSTANCES,
         cache_dir: cache.map(Path::to_owned),
     })
     .expect("engine")

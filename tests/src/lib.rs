@@ -66,6 +66,23 @@ pub const SHARED_CACHE: &str = concat!(
     "/../target/test-component-cache"
 );
 
+/// Why enrichd refuses to start with `config` (TOML, without `listen`), or
+/// `None` when it starts.
+pub async fn start_error(config: String) -> Option<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("enrichd.toml");
+    std::fs::write(
+        &path,
+        format!("listen = \"127.0.0.1:0\"\ncache_dir = {SHARED_CACHE:?}\n{config}"),
+    )
+    .unwrap();
+    let config = enrichd::config::Config::load(&path).unwrap();
+    enrichd::app::App::build(&config)
+        .await
+        .err()
+        .map(|e| e.to_string())
+}
+
 /// The secret the test configs accept, from the Emailgistics example.
 pub const SECRET: &str = "f72jip905bn85.23po0xY1aQ7bL";
 

@@ -21,7 +21,7 @@ use enrichd::plugin::policy::{
 use enrichd_tests::crm_server::FakeCrm;
 use enrichd_tests::resources::{dir_bytes, healthz_worst_during, log_capture, rss_bytes};
 use enrichd_tests::sandwich::{hostile, sandwich, seed_with_id, GOOD_AFTER, GOOD_BEFORE};
-use enrichd_tests::{plugin_toml_as, TestServer};
+use enrichd_tests::{plugin_toml_as, start_error, TestServer};
 use serde_json::{json, Value};
 
 /// One test at a time in this binary (see the module docs).
@@ -483,25 +483,6 @@ async fn crm_lookups_per_call_obeyed_and_violated_with_bounded_backend_calls() {
 }
 
 // --- components too large to instantiate -------------------------------------
-
-/// Why enrichd refuses to start with `config`, or `None` when it starts.
-async fn start_error(config: String) -> Option<String> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("enrichd.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:0\"\ncache_dir = {:?}\n{config}",
-            enrichd_tests::SHARED_CACHE
-        ),
-    )
-    .unwrap();
-    let config = enrichd::config::Config::load(&path).unwrap();
-    enrichd::app::App::build(&config)
-        .await
-        .err()
-        .map(|e| e.to_string())
-}
 
 fn single(plugin: &str, wasm: &str, extra: &str, allocator: &str) -> String {
     format!(

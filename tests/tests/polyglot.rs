@@ -152,6 +152,62 @@ async fn issue_12_python_and_js_plugins_run_in_the_chain_with_their_minimum_limi
     print_figures(&server, &py, &js, start_time).await;
 }
 
+/// Issue 16: each limit just below what an interpreter needs at start is
+/// refused before compiling (no seconds spent), with one message naming
+/// the plugin, the limit and the need, the same under both allocators.
+#[tokio::test]
+async fn issue_16_limits_below_what_python_and_js_need_are_one_error_at_start() {
+    let Some((py, js)) = built() else { return };
+    let cases = [
+        (&py, "max_instances = 13", "14 core instances"),
+        (
+            &py,
+            "max_table_elements = 5679",
+            "a table of 5680 elements at start",
+        ),
+        (
+            &py,
+            "max_memory_bytes = 12845056",
+            "a linear memory of 12910592 bytes at start",
+        ),
+        (&js, "max_instances = 3", "4 core instances"),
+        (
+            &js,
+            "max_table_elements = 7696",
+            "a table of 7697 elements at start",
+        ),
+        (
+            &js,
+            "max_memory_bytes = 9437184",
+            "a linear memory of 9502720 bytes at start",
+        ),
+    ];
+    for (plugin, limit, needs) in cases {
+        let (key, value) = limit.split_once(" = ").expect("key = value");
+        let expected = format!(
+            "plugin \"small\": its component needs {needs}, above {limit}; raise {key} for this plugin"
+        );
+        for allocator in ["pooling", "on-demand"] {
+            let config = format!(
+                "allocator = {allocator:?}\n{}[[route]]\npath = \"/hook\"\nchain = [{{ plugin = \"small\" }}]\n",
+                plugin_toml_at("small", &plugin.path, &[], limit)
+            );
+            let started = Instant::now();
+            let err = enrichd_tests::start_error(config).await;
+            assert_eq!(
+                err.as_deref(),
+                Some(&*expected),
+                "{allocator}, {key} = {value}"
+            );
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "refused before compiling: {:?}",
+                started.elapsed()
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn issue_12_python_and_js_plugins_fall_back_when_crm_and_config_are_denied() {
     let Some((py, js)) = built() else { return };

@@ -164,21 +164,22 @@ pub(super) fn parts(
 /// The engine settings `config` asks for (`serve` and `replay` alike, so
 /// they share the component cache and the sandbox).
 pub(super) fn engine_options(config: &Config) -> EngineOptions {
+    use crate::plugin::policy::{self, Limits};
+    // The pool is sized for the largest limit of any plugin.
+    let largest = |limit: fn(&Limits) -> usize, default: usize| {
+        config
+            .plugins
+            .iter()
+            .map(|p| limit(&p.limits))
+            .max()
+            .unwrap_or(default)
+    };
     EngineOptions {
         allocator: config.allocator,
         fuel: config.plugins.iter().any(|p| p.limits.fuel.is_some()),
-        max_memory_bytes: config
-            .plugins
-            .iter()
-            .map(|p| p.limits.max_memory_bytes)
-            .max()
-            .unwrap_or(crate::plugin::policy::DEFAULT_MAX_MEMORY_BYTES),
-        max_table_elements: config
-            .plugins
-            .iter()
-            .map(|p| p.limits.max_table_elements)
-            .max()
-            .unwrap_or(crate::plugin::policy::DEFAULT_MAX_TABLE_ELEMENTS),
+        max_memory_bytes: largest(|l| l.max_memory_bytes, policy::DEFAULT_MAX_MEMORY_BYTES),
+        max_table_elements: largest(|l| l.max_table_elements, policy::DEFAULT_MAX_TABLE_ELEMENTS),
+        max_instances: largest(|l| l.max_instances, policy::DEFAULT_MAX_INSTANCES),
         cache_dir: Some(config.cache_dir.clone()),
     }
 }

@@ -94,6 +94,12 @@ fn to_json(file: &std::path::Path, found: &Inspection) -> serde_json::Value {
         "wit_version": found.wit_version,
         "wit_supported": found.wit_supported(),
         "supported_wit_version": inspect::supported_wit_version(),
+        "footprint": found.footprint,
+        "min_limits": {
+            "max_instances": found.footprint.min_instances(),
+            "max_memory_bytes": found.footprint.memory_bytes,
+            "max_table_elements": found.footprint.table_elements,
+        },
     })
 }
 
@@ -124,6 +130,19 @@ fn to_text(file: &std::path::Path, found: &Inspection) -> String {
     );
     line("size", format!("{} bytes", found.size));
     line("pin", format!("sha256 = \"{}\"", hex::encode(found.sha256)));
+    let f = &found.footprint;
+    line(
+        "needs",
+        format!(
+            "max_instances >= {} (core instances {}, memories {}, tables {}), max_memory_bytes >= {}, max_table_elements >= {}",
+            f.min_instances(),
+            f.core_instances,
+            f.memories,
+            f.tables,
+            f.memory_bytes,
+            f.table_elements
+        ),
+    );
     let caps: Vec<String> = capability_names(found)
         .iter()
         .map(|c| format!("{c:?}"))
@@ -195,6 +214,13 @@ mod tests {
             size: 3,
             sha256: [0xab; 32],
             wit_version: Some("0.2.0".into()),
+            footprint: crate::plugin::footprint::Footprint {
+                core_instances: 14,
+                memories: 1,
+                tables: 2,
+                memory_bytes: 1 << 20,
+                table_elements: 5680,
+            },
         };
         let text = to_text(std::path::Path::new("p.wasm"), &found);
         let at = |needle: &str| {
@@ -212,6 +238,13 @@ mod tests {
         let json = to_json(std::path::Path::new("p.wasm"), &found);
         assert_eq!(json["loadable"], false);
         assert_eq!(json["imports"][1]["kind"], "refused");
+        // The footprint: the smallest limits to configure.
+        assert!(
+            text.contains("needs        max_instances >= 14 (core instances 14, memories 1, tables 2), max_memory_bytes >= 1048576, max_table_elements >= 5680"),
+            "{text}"
+        );
+        assert_eq!(json["min_limits"]["max_instances"], 14);
+        assert_eq!(json["footprint"]["tables"], 2);
     }
 
     #[test]

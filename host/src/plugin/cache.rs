@@ -27,6 +27,8 @@ use std::time::{Duration, SystemTime};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
+use super::pool::allocator_refused;
+
 /// Default size cap of the cache directory (`cache_max_bytes`): 1 GiB. A
 /// Python or JavaScript entry is 35–37 MB, a Rust one a fraction of 1 MB,
 /// so this keeps the entries of a config with a dozen polyglot plugins
@@ -126,6 +128,9 @@ impl ComponentCache {
         match read_entry(&entry) {
             Ok(Some(cached)) => match deserialize_trusted(engine, &cached) {
                 Ok(component) => return Ok((component, true)),
+                // The entry is fine; the pool is too small for it.
+                // Recompiling would take seconds and be refused the same.
+                Err(e) if allocator_refused(&e) => return Err(e),
                 // A damaged or foreign file: recompile and replace it.
                 Err(e) => {
                     tracing::warn!(entry = %entry.display(), error = %e, "ignoring unusable cache entry")

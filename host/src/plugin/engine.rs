@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Engine, InstanceAllocationStrategy};
 
 use super::cache::ComponentCache;
+use super::footprint::Footprint;
 use super::host::HostState;
 use super::policy::{Allocator, PluginSpec};
+use super::pool::{allocator_refused, PoolPlan};
 use super::{bindings, LoadError, Plugin, PluginInfo};
 
 /// How often the epoch advances. A guest yields to the async runtime at
@@ -36,14 +38,6 @@ pub const MAX_CONCURRENT_CALLS: u32 = 256;
 /// The event worker runs one call at a time; 4 leaves room for it to be
 /// parallelised, and costs 4 pool slots.
 pub const MAX_CONCURRENT_EVENT_CALLS: u32 = 4;
-/// Concurrent plugin instances the pooling allocator is sized for: every
-/// delivery and event call that holds a permit.
-const POOL_INSTANCES: u32 = MAX_CONCURRENT_CALLS + MAX_CONCURRENT_EVENT_CALLS;
-/// Core instances, memories and tables per component instance in the pool:
-/// a Rust wasip2 component uses a few of each; these leave headroom.
-const POOL_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
-const POOL_MEMORIES_PER_COMPONENT: u32 = 4;
-const POOL_TABLES_PER_COMPONENT: u32 = 8;
 /// Bytes of a linear memory's dirty pages reset in place (copied back from
 /// the image or zeroed) when its instance is dropped, instead of released
 /// with `madvise`. An madvise costs a TLB shootdown on every core running
@@ -56,18 +50,6 @@ const POOL_TABLES_PER_COMPONENT: u32 = 8;
 /// keeps at most what its last call wrote, up to this, so no more than the
 /// calls needed while they ran.
 pub const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
-/// The same for tables: a component's tables are a few KiB of function
-/// references, all written at instantiation, so resetting them with a
-/// memset is cheaper than an madvise.
-const TABLE_KEEP_RESIDENT: usize = 64 << 10;
-/// Free slots kept warm (affine to the plugin that last used them, its
-/// pages resident) before the pool takes a slot never used. wasmtime's
-/// default, 100, lets the slots in use over a run grow to the peak number of
-/// concurrent calls plus 100, each keeping its resident pages; 16 is enough
-/// for each plugin of a chain of a few to find a warm slot of its own, and
-/// bounds the RSS of idle slots to 16 MiB.
-const POOL_MAX_UNUSED_WARM_SLOTS: u32 = 16;
-
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -79,6 +61,9 @@ pub struct EngineOptions {
     pub max_memory_bytes: usize,
     /// The largest table limit of any plugin (sizes pool slots).
     pub max_table_elements: usize,
+    /// The largest `max_instances` of any plugin (the pool's per-component
+    /// caps on core instances, memories and tables).
+    pub max_instances: usize,
     /// Where precompiled components are cached; `None`: compile every time.
     pub cache_dir: Option<PathBuf>,
 }
@@ -207,13 +192,25 @@ impl PluginEngine {
                 });
             }
         }
-        // Before compiling: the pooling allocator would refuse an oversized
-        // memory as "not a valid component", on-demand would fail each call.
-        check_declared_sizes(&bytes, spec).map_err(invalid)?;
+        // Before compiling, and the same under both allocators: limits below
+        // what the component needs at instantiation would fail every call
+        // (on-demand) or have the pool refuse it (pooling). A file wasmparser
+        // cannot read is left to the compiler's error message.
+        let below = |below| LoadError::BelowFootprint {
+            name: spec.name.clone(),
+            below,
+        };
+        if let Ok(footprint) = Footprint::of(&bytes) {
+            footprint.check(&spec.limits).map_err(below)?;
+        }
         let started = Instant::now();
-        let (component, cached) = self
-            .component(&bytes, &digest)
-            .map_err(|e| invalid(format!("not a valid component: {e}")))?;
+        let (component, cached) = self.component(&bytes, &digest).map_err(|e| {
+            if allocator_refused(&e) {
+                pool_refusal(&spec.name, &e)
+            } else {
+                invalid(format!("not a valid component: {e}"))
+            }
+        })?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -277,79 +274,16 @@ impl PluginEngine {
     }
 }
 
-/// The largest initial sizes declared by any core module of a component
-/// (nested modules and components included): memories in bytes, tables in
-/// elements, each whether defined or imported.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Declared {
-    memory_bytes: u64,
-    table_elements: u64,
-}
-
-impl Declared {
-    fn memory(&mut self, m: wasmparser::MemoryType) {
-        let page = 1u64 << m.page_size_log2.unwrap_or(16).min(16);
-        self.memory_bytes = self.memory_bytes.max(m.initial.saturating_mul(page));
+/// The pool's refusal of a component that passed the footprint check (a
+/// composed component whose adapter modules the static count does not see):
+/// the limit to raise is still `max_instances`.
+fn pool_refusal(name: &str, e: &wasmtime::Error) -> LoadError {
+    LoadError::Invalid {
+        name: name.to_string(),
+        reason: format!(
+            "its component does not fit the pooling allocator sized from the plugins' limits ({e:#}); raise max_instances (or max_memory_bytes, max_table_elements) for this plugin"
+        ),
     }
-
-    fn table(&mut self, t: wasmparser::TableType) {
-        self.table_elements = self.table_elements.max(t.initial);
-    }
-
-    /// Walk every core module of `wasm`.
-    fn of(wasm: &[u8]) -> wasmparser::Result<Declared> {
-        use wasmparser::{Payload, TypeRef};
-        let mut d = Declared::default();
-        for payload in wasmparser::Parser::new(0).parse_all(wasm) {
-            match payload? {
-                Payload::MemorySection(memories) => {
-                    for m in memories {
-                        d.memory(m?);
-                    }
-                }
-                Payload::TableSection(tables) => {
-                    for t in tables {
-                        d.table(t?.ty);
-                    }
-                }
-                Payload::ImportSection(imports) => {
-                    for import in imports.into_imports() {
-                        match import?.ty {
-                            TypeRef::Memory(m) => d.memory(m),
-                            TypeRef::Table(t) => d.table(t),
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(d)
-    }
-}
-
-/// Refuse a component whose declared initial memory or table is above the
-/// plugin's own limits: it could never be instantiated. Checked per plugin
-/// (the pooling allocator is sized for the largest limit of all plugins).
-/// A file wasmparser cannot read is left to the compiler's error message.
-fn check_declared_sizes(wasm: &[u8], spec: &PluginSpec) -> Result<(), String> {
-    let Ok(declared) = Declared::of(wasm) else {
-        return Ok(());
-    };
-    let limits = &spec.limits;
-    if declared.memory_bytes > limits.max_memory_bytes as u64 {
-        return Err(format!(
-            "its component needs a linear memory of {} bytes at start, above its max_memory_bytes = {}; refusing to start (raise max_memory_bytes for this plugin if that is intended)",
-            declared.memory_bytes, limits.max_memory_bytes
-        ));
-    }
-    if declared.table_elements > limits.max_table_elements as u64 {
-        return Err(format!(
-            "its component needs a table of {} elements at start, above its max_table_elements = {}; refusing to start (raise max_table_elements for this plugin if that is intended)",
-            declared.table_elements, limits.max_table_elements
-        ));
-    }
-    Ok(())
 }
 
 /// Why a component's imports cannot be linked.
@@ -366,31 +300,18 @@ fn build_engine(options: &EngineOptions, pooling: bool) -> Result<Engine, LoadEr
     // initial data: a fresh instance per call then costs a few page mappings.
     config.memory_init_cow(true);
     if pooling {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * POOL_CORE_INSTANCES_PER_COMPONENT)
-            .total_memories(POOL_INSTANCES * POOL_MEMORIES_PER_COMPONENT)
-            .total_tables(POOL_INSTANCES * POOL_TABLES_PER_COMPONENT)
-            .total_stacks(POOL_INSTANCES)
-            .max_core_instances_per_component(POOL_CORE_INSTANCES_PER_COMPONENT)
-            .max_memories_per_component(POOL_MEMORIES_PER_COMPONENT)
-            .max_tables_per_component(POOL_TABLES_PER_COMPONENT)
-            .table_elements(options.max_table_elements)
-            .max_memory_size(options.max_memory_bytes)
-            .max_unused_warm_slots(POOL_MAX_UNUSED_WARM_SLOTS)
-            .table_keep_resident(TABLE_KEEP_RESIDENT);
-        // `decommit_batch_size` stays at wasmtime's 1: with memory reset in
-        // place little is left to release, and a batch would hold its slots
-        // back from reuse until it is flushed.
-        // Without PAGEMAP_SCAN (Linux before 6.7) wasmtime would memset the
-        // *lowest* bytes up to the amount kept resident, dirty or not, while
-        // a Rust guest writes near the top of its stack (1 MiB up) and above:
-        // there a full madvise reset is cheaper.
-        if PoolingAllocationConfig::is_pagemap_scan_available() {
-            pool.pagemap_scan(Enabled::Yes)
-                .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT);
-        }
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let plan = PoolPlan::new(
+            options.max_instances,
+            options.max_memory_bytes,
+            options.max_table_elements,
+        )
+        .map_err(LoadError::Engine)?;
+        tracing::debug!(
+            ?plan,
+            reserved_gib = plan.reserved_bytes() >> 30,
+            "pooling allocator"
+        );
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(plan.config()));
     }
     Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))
 }
@@ -426,48 +347,5 @@ impl Drop for EpochTicker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A module with one memory of `pages` pages and one table of `elements`,
-    /// and a component nesting a module that imports a bigger memory.
-    #[test]
-    fn declared_sizes_are_read_from_every_core_module_defined_or_imported() {
-        let module = |memory: u8, table: u8| {
-            let mut m = b"\0asm\x01\0\0\0".to_vec();
-            // Table section: one funcref table, min `table`.
-            m.extend_from_slice(&[4, 4, 1, 0x70, 0, table]);
-            // Memory section: one memory, min `memory` pages.
-            m.extend_from_slice(&[5, 3, 1, 0, memory]);
-            m
-        };
-        assert_eq!(
-            Declared::of(&module(3, 7)).unwrap(),
-            Declared {
-                memory_bytes: 3 << 16,
-                table_elements: 7
-            }
-        );
-        // A module importing "m" "mem" (memory, min 100 pages).
-        let mut importer = b"\0asm\x01\0\0\0".to_vec();
-        importer.extend_from_slice(&[2, 10, 1, 1, b'm', 3, b'm', b'e', b'm', 2, 0, 100]);
-        // A component holding both modules (core module sections, id 1).
-        let mut component = b"\0asm\x0d\0\x01\0".to_vec();
-        for inner in [module(3, 7), importer] {
-            component.push(1);
-            component.push(inner.len() as u8);
-            component.extend_from_slice(&inner);
-        }
-        assert_eq!(
-            Declared::of(&component).unwrap(),
-            Declared {
-                memory_bytes: 100 << 16,
-                table_elements: 7
-            }
-        );
     }
 }

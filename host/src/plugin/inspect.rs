@@ -1,8 +1,8 @@
 //! What a plugin component is, read from its top-level import and export
 //! sections without compiling it (`enrichd plugin inspect`): its world, the
 //! imports it needs mapped to the capabilities that grant them, its
-//! exports, its digest and the `enrichd:plugin` WIT version it was built
-//! against.
+//! exports, its digest, the `enrichd:plugin` WIT version it was built
+//! against, and its footprint (the smallest limits it runs under).
 //!
 //! Reading the sections takes milliseconds even for the multi-MiB
 //! components of componentize-py and ComponentizeJS, where compiling takes
@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use wasmparser::{Encoding, Parser, Payload};
 
 use super::engine::{EVENTS_EXPORT, HANDLER_EXPORT};
+use super::footprint::Footprint;
 use super::policy::Capability;
 
 /// WASI packages every plugin gets (`wasmtime_wasi::p2::add_to_linker_async`
@@ -114,6 +115,8 @@ pub struct Inspection {
     /// The `enrichd:plugin` version in its import and export names (the
     /// highest, should they differ); `None` if it names none.
     pub wit_version: Option<String>,
+    /// What one instance needs: the smallest limits it runs under.
+    pub footprint: Footprint,
 }
 
 impl Inspection {
@@ -251,7 +254,12 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, InspectError> {
         size: bytes.len() as u64,
         sha256: Sha256::digest(bytes).into(),
         wit_version,
+        footprint: Footprint::of(bytes).map_err(bad)?,
     })
+}
+
+fn bad(e: wasmparser::BinaryReaderError) -> InspectError {
+    InspectError::NotWasm(e.message().to_string())
 }
 
 /// `0.10.0` above `0.9.0`: numeric parts compared as numbers.
@@ -264,7 +272,6 @@ fn version_key(v: &str) -> Vec<u64> {
 /// The names in the outermost component's import and export sections
 /// (nested modules and components are the plugin's own business).
 fn top_level_names(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), InspectError> {
-    let bad = |e: wasmparser::BinaryReaderError| InspectError::NotWasm(e.message().to_string());
     let (mut imports, mut exports) = (Vec::new(), Vec::new());
     // parse_all walks nested modules and components inline; depth 1 is ours.
     let mut depth = 0usize;

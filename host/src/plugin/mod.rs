@@ -15,11 +15,13 @@ mod bindings;
 pub mod breaker;
 pub mod cache;
 mod engine;
+pub mod footprint;
 mod host;
 pub mod http;
 pub mod inspect;
 mod limits;
 pub mod policy;
+mod pool;
 pub mod recording;
 mod stdio;
 
@@ -103,6 +105,15 @@ pub enum LoadError {
         expected: String,
         /// Digest of the file (hex).
         actual: String,
+    },
+    /// A limit of the plugin is below what its component needs to be
+    /// instantiated at all (checked before compiling, for both allocators).
+    #[error("plugin {name:?}: {below}")]
+    BelowFootprint {
+        /// Plugin name.
+        name: String,
+        /// Which limit, and what the component needs.
+        below: footprint::BelowFootprint,
     },
     /// The file is not a valid component, or does not fit the
     /// `delivery-plugin` world (missing export, unknown imports).

@@ -6,7 +6,9 @@
 //! recorded in call order with its arguments and its answer
 //! ([`HostCall`]): `crm.lookup-email` / `lookup-domain` (fields,
 //! provenance, age, source, or the host-error), `kv.get` / `get-from`,
-//! `config.get` / `get-all`, and `kv.set` / `delete` as effects. Calls the
+//! `config.get` / `get-all`, `kv.set` / `delete` as effects, and each
+//! outbound request the `wasi:http` gate lets out (`outgoing-handler.handle`,
+//! recorded when its response body ends: [`super::http_tape`]). Calls the
 //! host refuses before asking anything (capability not granted, a per-call
 //! budget used up, a malformed key) are not recorded: replay runs the same
 //! checks under the same config and refuses them the same way. `log` is

@@ -595,3 +595,99 @@ fn issue_12_new_rust_project_builds_passes_its_tests_and_runs() {
         "{json}"
     );
 }
+
+/// `enrichd plugin run http-fetch --payload <seed>` with `args`: its exit
+/// status and stderr, and its `--json` report when it printed one.
+fn run_fetch(args: &[&str]) -> (Option<i32>, String, Option<serde_json::Value>) {
+    let seed = example("seed-payload.json");
+    let out = Command::new(enrichd_bin!())
+        .args(["plugin", "run", "--json", "--payload", &seed])
+        .arg(plugin_path("http-fetch"))
+        .args(["--cache-dir", enrichd_tests::SHARED_CACHE])
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run enrichd plugin run");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (
+        out.status.code(),
+        stderr,
+        serde_json::from_slice(&out.stdout).ok(),
+    )
+}
+
+#[test]
+fn issue_12_run_allow_host_lets_the_plugin_reach_that_host_and_no_other() {
+    // A loopback service (the test CRM) for the plugin to call.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let svc = rt.block_on(enrichd_tests::crm_server::FakeCrm::start());
+    svc.add_customer("adele@contoso.com", serde_json::json!({"tier": "gold"}));
+    let url = format!("url=http://{}/customers?email=adele@contoso.com", svc.addr);
+    let origin = format!("http://{}", svc.addr);
+
+    let (code, stderr, json) = run_fetch(&[
+        "--grant",
+        "http,config",
+        "--allow-host",
+        &origin,
+        "--config",
+        &url,
+    ]);
+    let json = json.unwrap_or_else(|| panic!("no report: {stderr}"));
+    assert_eq!(code, Some(0), "{json}");
+    let fields = &json["plugin"]["actions"][0]["value"];
+    assert_eq!(fields["r0"], "status=200 bytes=15", "{json}");
+    assert_eq!(fields["body"], r#"{"tier":"gold"}"#);
+    assert_eq!(json["plugin"]["http"][0]["status"], 200, "{json}");
+    assert_eq!(svc.email_calls(), 1);
+
+    // Another port of the same host is another origin: denied, not sent.
+    let other = format!("http://127.0.0.1:{}", svc.addr.port() ^ 1);
+    let (code, stderr, json) = run_fetch(&[
+        "--grant",
+        "http,config",
+        "--allow-host",
+        &other,
+        "--config",
+        &url,
+    ]);
+    let json = json.unwrap_or_else(|| panic!("no report: {stderr}"));
+    assert_eq!(code, Some(0), "{json}");
+    let fields = &json["plugin"]["actions"][0]["value"];
+    assert_eq!(fields["r0"], "error=ErrorCode::HttpRequestDenied", "{json}");
+    assert!(json["plugin"]["http"][0]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("allowed_hosts")));
+    assert_eq!(svc.email_calls(), 1, "a denied request was sent");
+}
+
+#[test]
+fn issue_12_run_allow_host_and_grant_http_go_together_and_are_checked() {
+    let (code, stderr, _) = run_fetch(&["--grant", "config", "--allow-host", "http://127.0.0.1:9"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--allow-host needs --grant http"),
+        "{stderr}"
+    );
+
+    let (code, stderr, _) = run_fetch(&["--grant", "http,config"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--grant http needs at least one --allow-host"),
+        "{stderr}"
+    );
+
+    // The config's syntax, checked the same way: scheme://host[:port].
+    for (bad, why) in [
+        ("127.0.0.1:9", "must start with http:// or https://"),
+        ("https://*.example.com", "no wildcards"),
+        ("https://api.example.com/v1", "not a path"),
+    ] {
+        let (code, stderr, _) = run_fetch(&["--grant", "http", "--allow-host", bad]);
+        assert_eq!(code, Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("--allow-host") && stderr.contains(why),
+            "{bad}: {stderr}"
+        );
+    }
+}

@@ -8,8 +8,10 @@
 use std::process::Output;
 
 use enrichd::storage::{Claimed, DeliveryKey, StoredDelivery};
-use enrichd_tests::crm_server::FakeCrm;
-use enrichd_tests::{enrichd_bin, plugin_path, plugin_toml, seed_payload, TestServer};
+use enrichd_tests::crm_server::{FakeCrm, Mode};
+use enrichd_tests::{
+    enrichd_bin, plugin_path, plugin_toml, plugin_toml_as, seed_payload, TestServer,
+};
 use serde_json::{json, Value};
 
 const ROUTE: &str = "/hook";
@@ -344,5 +346,144 @@ async fn issue_12_a_record_stored_before_recordings_replays_with_every_call_not_
     assert_eq!(
         json_of(&out)["plugins"][0]["sides"]["new"]["outcome"],
         "failed"
+    );
+}
+
+/// http-fetch as `fetch`, granted `http` to `crm` only, fetching the
+/// customer `email` from it twice (`count = 2`): the chain entry to add.
+fn fetch_from(crm: &FakeCrm, email: &str) -> String {
+    plugin_toml_as(
+        "fetch",
+        "http-fetch",
+        &["http", "config"],
+        &format!(
+            "allowed_hosts = [\"http://{addr}\"]\n[plugin.config]\n\
+             url = \"http://{addr}/customers?email={email}\"\ncount = \"2\"\n",
+            addr = crm.addr
+        ),
+    )
+}
+
+/// The recorded requests of a plugin's record entry.
+fn recorded_requests(plugin: &Value) -> Vec<Value> {
+    plugin["host_calls"]["calls"]
+        .as_array()
+        .map(|calls| {
+            calls
+                .iter()
+                .filter(|c| c["call"] == "outgoing-handler.handle")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn issue_12_replay_serves_the_recorded_http_answers_after_the_service_changed_and_went_down()
+{
+    let crm = FakeCrm::start().await;
+    crm.add_customer(CUSTOMER, customer("gold"));
+    let fetch = fetch_from(&crm, CUSTOMER);
+    let server = start(&crm, &fetch, ", { plugin = \"fetch\" }").await;
+    let live = server.deliver(ROUTE, &delivery("h1")).await.json();
+    let fields = live["actions"][2]["value"].clone();
+    assert!(
+        fields["r1"].as_str().unwrap().starts_with("status=200"),
+        "{live}"
+    );
+    assert!(fields["body"].as_str().unwrap().contains("gold"), "{live}");
+
+    // Both answers are on the tape, whole, without the query string.
+    let rec = record(&server, "h1").await;
+    let requests = recorded_requests(&rec["plugins"][1]);
+    assert_eq!(requests.len(), 2, "{}", rec["plugins"][1]);
+    let url = format!("http://{}/customers", crm.addr);
+    for r in &requests {
+        assert_eq!(r["args"], json!(["GET", url]));
+        assert_eq!(r["ok"]["status"], 200);
+        assert_eq!(
+            r["ok"]["headers"],
+            json!([["content-type", "application/json"]])
+        );
+        assert!(r["ok"]["body"].as_str().unwrap().contains("gold"), "{r}");
+    }
+
+    // The service now answers otherwise, then not at all: replay asks it
+    // nothing and shows the recorded answers.
+    crm.add_customer(CUSTOMER, customer("standard"));
+    crm.set_mode(Mode::Down);
+    let asked = crm.email_calls();
+    let out = replay(server.dir(), &["h1", "--json"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json_of(&out);
+    let p = &r["plugins"][1];
+    assert_eq!(p["sides"]["new"]["actions"][0]["value"], fields, "{p}");
+    assert_eq!(p["unrecorded"], json!([]), "{p}");
+    assert_eq!(crm.email_calls(), asked, "replay made a request");
+}
+
+#[tokio::test]
+async fn issue_12_an_http_answer_over_the_bound_is_marked_truncated_and_replays_as_not_recorded() {
+    let crm = FakeCrm::start().await;
+    crm.add_customer(CUSTOMER, customer("gold"));
+    let mut big = customer("gold");
+    // One body over the per-call bound (16 KiB).
+    big["notes"] = json!("n".repeat(20 * 1024));
+    crm.add_customer("big@contoso.com", big);
+    let fetch = fetch_from(&crm, "big@contoso.com");
+    let server = start(&crm, &fetch, ", { plugin = \"fetch\" }").await;
+    let live = server.deliver(ROUTE, &delivery("h2")).await.json();
+    let fields = &live["actions"][2]["value"];
+    assert!(
+        fields["r0"]
+            .as_str()
+            .unwrap()
+            .starts_with("status=200 bytes=2"),
+        "{live}"
+    );
+
+    let rec = record(&server, "h2").await;
+    let calls = &rec["plugins"][1]["host_calls"];
+    assert!(recorded_requests(&rec["plugins"][1]).is_empty(), "{calls}");
+    let t = &calls["truncated"];
+    assert_eq!(t["bound"], "per call", "{calls}");
+    assert_eq!(t["from_call"], calls["calls"].as_array().unwrap().len());
+    assert_eq!(t["left_out"], 2, "both requests: {calls}");
+    assert!(
+        calls.to_string().len() <= 16 * 1024,
+        "{}",
+        calls.to_string().len()
+    );
+
+    let out = replay(server.dir(), &["h2", "--json"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let r = json_of(&out);
+    let p = &r["plugins"][1];
+    let url = format!("http://{}/customers", crm.addr);
+    assert_eq!(p["unrecorded"][0]["call"], "outgoing-handler.handle", "{p}");
+    assert_eq!(p["unrecorded"][0]["args"], json!(["GET", url]));
+    assert_eq!(p["unrecorded_total"], 2);
+    // A field value keeps 100 characters: the reason is in the text below.
+    let r0 = p["sides"]["new"]["actions"][0]["value"]["r0"]
+        .as_str()
+        .unwrap();
+    assert!(
+        r0.starts_with(
+            "error=ErrorCode::InternalError(Some(\"not recorded: outgoing-handler.handle(GET, "
+        ),
+        "{r0}"
+    );
+    // The text says it too.
+    let out = replay(server.dir(), &["h2"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("unrecorded  outgoing-handler.handle(GET, {url})")),
+        "{text}"
     );
 }

@@ -38,6 +38,8 @@ pub struct Spec {
     pub grants: Vec<String>,
     /// The plugin's `[plugin.config]`.
     pub config: Vec<(String, String)>,
+    /// Its `allowed_hosts` (with `http` granted).
+    pub allowed_hosts: Vec<String>,
     /// CRM records (CSV or JSON lines, as `enrichd crm import` reads).
     pub crm: Option<PathBuf>,
     /// kv entries: a JSON object of namespace → {key → string value}.
@@ -149,6 +151,10 @@ fn config_text(spec: &Spec, name: &str, world: World, dir: &Path) -> anyhow::Res
         .fuel
         .map_or(i64::MAX, |f| f.min(i64::MAX as u64) as i64);
     plugin.insert("fuel".into(), fuel.into());
+    if !spec.allowed_hosts.is_empty() {
+        let hosts = spec.allowed_hosts.iter().map(|h| h.as_str().into());
+        plugin.insert("allowed_hosts".into(), Value::Array(hosts.collect()));
+    }
     let config: Table = spec
         .config
         .iter()

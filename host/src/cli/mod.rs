@@ -39,33 +39,13 @@ pub enum Command {
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Run a logged delivery again, in this process, with the host-call
-    /// answers it saw (CRM, kv, config: from its record; nothing is
-    /// written), on the route's chain from the config, optionally with new
-    /// plugin components; print the recorded and replayed actions side by
-    /// side and their difference. Exit status: 0 identical, 2 different,
-    /// 1 error.
+    /// answers it saw (CRM, kv, config, outbound HTTP: from its record;
+    /// nothing is written or sent), on the route's chain from the config,
+    /// optionally with new plugin components; print the recorded and
+    /// replayed actions side by side and their difference. Exit status: 0
+    /// identical, 2 different, 1 error.
     #[command(after_help = REPLAY_HELP)]
-    Replay {
-        /// Config (routes, plugins, limits) and data (the delivery log).
-        #[command(flatten)]
-        target: Target,
-        /// The payload `id` of the logged delivery.
-        id: String,
-        /// Replay on this route instead of the recorded one.
-        #[arg(long)]
-        route: Option<String>,
-        /// Run NEW.wasm in place of plugin NAME (repeatable; its pin is not
-        /// enforced).
-        #[arg(long = "plugin", value_name = "NAME=NEW.wasm", value_parser = plugin_run::key_value)]
-        plugins: Vec<(String, String)>,
-        /// The payload, for a record that keeps none (stored before
-        /// payloads were kept, or larger than a record keeps).
-        #[arg(long)]
-        payload: Option<PathBuf>,
-        /// One JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Replay(replay::ReplayArgs),
 }
 
 const REPLAY_HELP: &str = "\
@@ -76,7 +56,8 @@ Examples:
 
 Exit status: 0 the replay gives the recorded actions and answer, 2 it differs,
 1 it could not run (no such delivery, a plugin that does not load, …).
-Host calls the recording does not hold answer `unavailable` and are listed.";
+Host calls the recording does not hold answer `unavailable` (an HTTP request:
+`internal-error`, \"not recorded: …\") and are listed.";
 
 /// `enrichd plugin …`
 #[derive(Debug, Subcommand)]
@@ -122,51 +103,7 @@ pub enum PluginCommand {
     /// changed and why, the answer enrichd would give, and the plugin's log,
     /// stdout and stderr lines. Exits with status 1 when the plugin failed.
     #[command(after_help = RUN_HELP)]
-    Run {
-        /// The component (`.wasm`).
-        file: PathBuf,
-        /// An Emailgistics `received` payload (JSON).
-        #[arg(long, required_unless_present = "event", conflicts_with = "event")]
-        payload: Option<PathBuf>,
-        /// An EngageLab callback (JSON), for an event plugin.
-        #[arg(long)]
-        event: Option<PathBuf>,
-        /// A config value the plugin reads (repeatable).
-        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = plugin_run::key_value)]
-        config: Vec<(String, String)>,
-        /// Capabilities to grant, comma-separated (`log,config,crm,kv`).
-        #[arg(long, value_delimiter = ',')]
-        grant: Vec<String>,
-        /// CRM records for the `crm` import (CSV or JSON lines, as `enrichd
-        /// crm import` reads them), in an embedded source named `local`.
-        #[arg(long)]
-        crm: Option<PathBuf>,
-        /// kv entries: a JSON object of namespace → {key → value}. The
-        /// plugin's own namespace is its name; it may read the others.
-        #[arg(long)]
-        kv: Option<PathBuf>,
-        /// The plugin's name (and kv namespace); default: the file's stem,
-        /// `_` read as `-`.
-        #[arg(long)]
-        name: Option<String>,
-        /// A fuel limit (default: metered, no limit, so the run reports the
-        /// fuel consumed).
-        #[arg(long)]
-        fuel: Option<u64>,
-        /// Keep compiled components here between runs (default: the user's
-        /// cache, `$XDG_CACHE_HOME/enrichd/component-cache` or
-        /// `~/.cache/enrichd/component-cache`).
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
-        /// Compile the component afresh and keep nothing.
-        #[arg(long, conflicts_with = "cache_dir")]
-        no_cache: bool,
-        /// One JSON object instead of text: `plugin` (its record, with
-        /// `usage` and `output_bytes`), `answer` (status and envelope;
-        /// deliveries only), and `log`, `stdout`, `stderr`, `host` (lines).
-        #[arg(long)]
-        json: bool,
-    },
+    Run(plugin_run::RunArgs),
 }
 
 const NEW_HELP: &str = "\
@@ -183,6 +120,8 @@ Examples:
   enrichd plugin run crm_enrich.wasm --payload examples/seed-payload.json \\
       --grant crm,log --crm examples/crm-sample.jsonl --json
   enrichd plugin run engagement_tracker.wasm --event examples/engagelab/open.json --grant kv
+  enrichd plugin run fraud_check.wasm --payload examples/seed-payload.json \\
+      --grant http,config --allow-host https://fraud.example.com --config threshold=0.8
 
 --kv file:
   {\"engagement-tracker\": {\"opens:adelev@contoso.com\": \"3\"}}";
@@ -289,7 +228,7 @@ pub fn main() -> anyhow::Result<()> {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // Colours only for people: piped into a file or a collector, plain.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    if !matches!(cli.command, Command::Plugin(PluginCommand::Run { .. })) {
+    if !matches!(cli.command, Command::Plugin(PluginCommand::Run(_))) {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
@@ -331,21 +270,7 @@ fn run_with(cli: Cli, lines: guest_lines::GuestLines) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Deliveries(cmd) => deliveries::run(cmd),
-        Command::Replay {
-            target,
-            id,
-            route,
-            plugins,
-            payload,
-            json,
-        } => replay::run(replay::ReplayArgs {
-            target,
-            id,
-            route,
-            plugins,
-            payload,
-            json,
-        }),
+        Command::Replay(args) => replay::run(args),
         Command::Crm(CrmCommand::Import {
             target,
             file,
@@ -359,39 +284,7 @@ fn run_with(cli: Cli, lines: guest_lines::GuestLines) -> anyhow::Result<()> {
             dir,
         }) => plugin::new(&dir, &name, lang, world),
         Command::Plugin(PluginCommand::Inspect { file, json }) => plugin::inspect(&file, json),
-        Command::Plugin(PluginCommand::Run {
-            file,
-            payload,
-            event,
-            config,
-            grant,
-            crm,
-            kv,
-            name,
-            fuel,
-            cache_dir,
-            no_cache,
-            json,
-        }) => plugin_run::run(plugin_run::RunArgs {
-            spec: crate::app::one_off::Spec {
-                file,
-                name,
-                grants: grant,
-                config,
-                crm,
-                kv,
-                fuel,
-                cache_dir: if no_cache {
-                    None
-                } else {
-                    cache_dir.or_else(plugin_run::user_cache_dir)
-                },
-            },
-            payload,
-            event,
-            json,
-            lines,
-        }),
+        Command::Plugin(PluginCommand::Run(args)) => plugin_run::run(args, lines),
     }
 }
 

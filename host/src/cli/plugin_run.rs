@@ -11,21 +11,105 @@ use super::guest_lines::{GuestLine, GuestLines};
 use crate::app::one_off::{OneOff, Spec};
 use crate::emailgistics::chain::{Outcome, PluginRecord, Verdict};
 use crate::emailgistics::{convert, payload};
-use crate::plugin::policy::Capability;
+use crate::plugin::policy::{Capability, HttpOrigin};
 use crate::plugin::Usage;
 
-/// What `plugin run` was asked to do.
-pub(super) struct RunArgs {
-    /// The plugin and what it runs with.
-    pub spec: Spec,
-    /// An Emailgistics payload, or
+/// `enrichd plugin run`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The component (`.wasm`).
+    pub file: PathBuf,
+    /// An Emailgistics `received` payload (JSON).
+    #[arg(long, required_unless_present = "event", conflicts_with = "event")]
     pub payload: Option<PathBuf>,
-    /// an EngageLab callback.
+    /// An EngageLab callback (JSON), for an event plugin.
+    #[arg(long)]
     pub event: Option<PathBuf>,
-    /// `--json`.
+    /// A config value the plugin reads (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
+    pub config: Vec<(String, String)>,
+    /// Capabilities to grant, comma-separated (`log,config,crm,kv,http`).
+    #[arg(long, value_delimiter = ',')]
+    pub grant: Vec<String>,
+    /// A host the plugin may send HTTP requests to, `scheme://host[:port]`
+    /// as in the config's `allowed_hosts` (repeatable; needs `--grant
+    /// http`, which needs at least one).
+    #[arg(long = "allow-host", value_name = "URL", value_parser = origin)]
+    pub allow_hosts: Vec<String>,
+    /// CRM records for the `crm` import (CSV or JSON lines, as `enrichd
+    /// crm import` reads them), in an embedded source named `local`.
+    #[arg(long)]
+    pub crm: Option<PathBuf>,
+    /// kv entries: a JSON object of namespace → {key → value}. The
+    /// plugin's own namespace is its name; it may read the others.
+    #[arg(long)]
+    pub kv: Option<PathBuf>,
+    /// The plugin's name (and kv namespace); default: the file's stem,
+    /// `_` read as `-`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A fuel limit (default: metered, no limit, so the run reports the
+    /// fuel consumed).
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Keep compiled components here between runs (default: the user's
+    /// cache, `$XDG_CACHE_HOME/enrichd/component-cache` or
+    /// `~/.cache/enrichd/component-cache`).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile the component afresh and keep nothing.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+    /// One JSON object instead of text: `plugin` (its record, with
+    /// `usage` and `output_bytes`), `answer` (status and envelope;
+    /// deliveries only), and `log`, `stdout`, `stderr`, `host` (lines).
+    #[arg(long)]
     pub json: bool,
-    /// The plugin's printed and logged lines, kept by the tracing layer.
-    pub lines: GuestLines,
+}
+
+impl RunArgs {
+    /// What the one-off app runs, checked: every grant a capability, and
+    /// `--allow-host` exactly when `http` is granted.
+    fn spec(self) -> anyhow::Result<Spec> {
+        for g in &self.grant {
+            Capability::parse(g).with_context(|| {
+                let known: Vec<_> = Capability::ALL.iter().map(|c| c.name()).collect();
+                format!("--grant {g:?}: not one of {known:?}")
+            })?;
+        }
+        let http = self.grant.iter().any(|g| g == Capability::Http.name());
+        match (http, self.allow_hosts.is_empty()) {
+            (true, true) => bail!(
+                "--grant http needs at least one --allow-host URL (e.g. --allow-host https://api.example.com): \
+                 without one every request is denied"
+            ),
+            (false, false) => bail!(
+                "--allow-host needs --grant http: without the grant every request is denied"
+            ),
+            _ => {}
+        }
+        Ok(Spec {
+            file: self.file,
+            name: self.name,
+            grants: self.grant,
+            config: self.config,
+            allowed_hosts: self.allow_hosts,
+            crm: self.crm,
+            kv: self.kv,
+            fuel: self.fuel,
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache_dir.or_else(user_cache_dir)
+            },
+        })
+    }
+}
+
+/// `scheme://host[:port]` of `--allow-host`, checked as the config checks
+/// `allowed_hosts`.
+fn origin(s: &str) -> Result<String, String> {
+    HttpOrigin::parse(s).map(|_| s.to_owned())
 }
 
 /// `KEY=VALUE` of `--config`.
@@ -46,27 +130,24 @@ pub(super) fn user_cache_dir() -> Option<PathBuf> {
 
 /// Compose the one-off app, run the plugin once, report; an error (exit
 /// status 1) when the plugin failed.
-pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
-    for g in &args.spec.grants {
-        Capability::parse(g).with_context(|| {
-            let known: Vec<_> = Capability::ALL.iter().map(|c| c.name()).collect();
-            format!("--grant {g:?}: not one of {known:?}")
-        })?;
-    }
+pub(super) fn run(args: RunArgs, lines: GuestLines) -> anyhow::Result<()> {
+    let json = args.json;
+    let (payload, callback) = (args.payload.clone(), args.event.clone());
+    let spec = args.spec()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     let report = rt.block_on(async {
-        let one_off = OneOff::build(&args.spec).await?;
-        match (&args.payload, &args.event) {
+        let one_off = OneOff::build(&spec).await?;
+        match (&payload, &callback) {
             (Some(path), None) => deliver(&one_off, path).await,
             (None, Some(path)) => event(&one_off, path).await,
             _ => bail!("give exactly one of --payload and --event"),
         }
     })?;
-    let lines = args.lines.take();
-    if args.json {
+    let lines = lines.take();
+    if json {
         let mut out = report.json;
         for stream in ["log", "stdout", "stderr", "host"] {
             out[stream] = lines

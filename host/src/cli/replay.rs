@@ -17,19 +17,27 @@ use crate::app::replay::{self, Change, Replayed, Request};
 /// so a CI job can tell "the new version changes the answer" apart.
 pub const DIFFERS: i32 = 2;
 
-/// What `replay` was asked to do.
-pub(super) struct ReplayArgs {
-    /// Config and data.
+/// `enrichd replay`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Config (routes, plugins, limits) and data (the delivery log).
+    #[command(flatten)]
     pub target: super::Target,
-    /// The payload id.
+    /// The payload `id` of the logged delivery.
     pub id: String,
-    /// Replay on this route.
+    /// Replay on this route instead of the recorded one.
+    #[arg(long)]
     pub route: Option<String>,
-    /// `--plugin NAME=NEW.wasm` swaps.
+    /// Run NEW.wasm in place of plugin NAME (repeatable; its pin is not
+    /// enforced).
+    #[arg(long = "plugin", value_name = "NAME=NEW.wasm", value_parser = super::plugin_run::key_value)]
     pub plugins: Vec<(String, String)>,
-    /// The payload, when the record has none.
+    /// The payload, for a record that keeps none (stored before payloads
+    /// were kept, or larger than a record keeps).
+    #[arg(long)]
     pub payload: Option<PathBuf>,
-    /// `--json`.
+    /// One JSON object instead of text.
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -20,8 +20,12 @@
 //!   frame of it at a time;
 //! - recorded ([`HttpExchange`]): method, `scheme://authority/path` (no
 //!   query: it may hold secrets), status or error, body bytes and time, for
-//!   the delivery record.
+//!   the delivery record;
+//! - taped ([`super::http_tape`]): the answer the guest saw goes on the
+//!   call's tape, and in replay the answer comes from the tape instead of
+//!   the network, after the same checks.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +41,9 @@ use tokio::time::{Instant, Sleep};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::host_work_deadline;
+use super::http_tape::{self, Capture, HttpAnswer, CALL};
 use super::policy::Capability;
+use super::recording::Tape;
 use super::PluginInfo;
 
 /// Requests of one call kept in its record. The default budget is 4 per
@@ -72,6 +78,12 @@ pub struct HttpExchange {
 struct Log {
     exchanges: Vec<HttpExchange>,
     hit: Vec<&'static str>,
+    /// The call's tape, where answers go once their bodies end.
+    tape: Tape,
+    /// Answers being received (live), by request: their arguments on the
+    /// tape and what the guest saw so far.
+    captures: BTreeMap<u64, (Vec<String>, Capture)>,
+    next_capture: u64,
 }
 
 /// What a call's requests did, shared by the gate, the requests in flight
@@ -88,6 +100,7 @@ impl HttpLog {
     /// Record a new request; `None` when the record is full.
     fn start(&self, request: &hyper::Request<WasiBody>) -> Entry {
         let mut log = self.lock();
+        let capture = None;
         let index = (log.exchanges.len() < MAX_RECORDED_REQUESTS).then(|| {
             log.exchanges.push(HttpExchange {
                 method: short(request.method().as_str()),
@@ -102,7 +115,47 @@ impl HttpLog {
         Entry {
             log: self.clone(),
             index,
+            capture,
             started: Instant::now(),
+        }
+    }
+
+    /// The call's tape.
+    fn tape(&self) -> Tape {
+        self.lock().tape.clone()
+    }
+
+    /// Start taping the answer of request `args` (live only).
+    fn capture(&self, args: Vec<String>) -> Option<u64> {
+        let mut log = self.lock();
+        if !log.tape.recording() {
+            return None;
+        }
+        let id = log.next_capture;
+        log.next_capture += 1;
+        log.captures.insert(id, (args, Capture::default()));
+        Some(id)
+    }
+
+    /// Put the answer of capture `id` on the tape, once.
+    fn commit(&self, id: u64, unfinished: bool) {
+        let (taken, tape) = {
+            let mut log = self.lock();
+            (log.captures.remove(&id), log.tape.clone())
+        };
+        let Some((args, capture)) = taken else { return };
+        match capture.finish(unfinished) {
+            Some(answer) => tape.record_call(CALL, args, &Ok(answer)),
+            None => tape.record_too_big(),
+        }
+    }
+
+    /// Put the answers still being received on the tape as they stand (the
+    /// call is over: the guest reads no more).
+    pub(super) fn flush(&self) {
+        let open: Vec<u64> = self.lock().captures.keys().copied().collect();
+        for id in open {
+            self.commit(id, true);
         }
     }
 
@@ -120,10 +173,11 @@ impl HttpLog {
     }
 }
 
-/// One request's place in the log.
+/// One request's place in the log, and on the tape.
 struct Entry {
     log: HttpLog,
     index: Option<usize>,
+    capture: Option<u64>,
     started: Instant,
 }
 
@@ -140,6 +194,24 @@ impl Entry {
     fn fail(&self, why: impl std::fmt::Display) {
         let why = short(&why.to_string());
         self.update(|e| e.error = Some(why));
+    }
+
+    fn taped(&self, f: impl FnOnce(&mut Capture)) {
+        let Some(id) = self.capture else { return };
+        if let Some((_, c)) = self.log.lock().captures.get_mut(&id) {
+            f(c);
+        }
+    }
+
+    /// The answer is over (failed with `error`, or `unfinished`): on the
+    /// tape with it.
+    fn end(&self, error: Option<&HttpError>, unfinished: bool) {
+        if let Some(e) = error {
+            self.taped(|c| c.failed(e));
+        }
+        if let Some(id) = self.capture {
+            self.log.commit(id, unfinished);
+        }
     }
 
     /// Fail the request at once with `error`, recording `why`.
@@ -170,8 +242,9 @@ fn recorded_url(uri: &hyper::Uri) -> String {
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
-type SendFuture =
-    Box<dyn Future<Output = Result<(hyper::Response<WasiBody>, IoFuture), HttpError>> + Send>;
+/// A response and the future that drives its connection.
+type Sent = (hyper::Response<WasiBody>, IoFuture);
+type SendFuture = Box<dyn Future<Output = Result<Sent, HttpError>> + Send>;
 
 /// The `wasi:http` policy of one plugin call (see the module docs).
 pub(super) struct HttpGate {
@@ -184,13 +257,16 @@ pub(super) struct HttpGate {
 }
 
 impl HttpGate {
-    /// The gate of a call of `plugin` that must be over by `deadline`.
-    pub(super) fn new(plugin: Arc<PluginInfo>, deadline: Instant) -> Self {
+    /// The gate of a call of `plugin` that must be over by `deadline`,
+    /// taping answers on `tape`.
+    pub(super) fn new(plugin: Arc<PluginInfo>, deadline: Instant, tape: Tape) -> Self {
+        let log = HttpLog::default();
+        log.lock().tape = tape;
         HttpGate {
             plugin,
             deadline,
             requests: 0,
-            log: HttpLog::default(),
+            log,
         }
     }
 
@@ -257,7 +333,7 @@ impl WasiHttpHooks for HttpGate {
         options: Option<RequestOptions>,
         _fut: IoFuture,
     ) -> SendFuture {
-        let entry = self.log.start(&request);
+        let mut entry = self.log.start(&request);
         let permit = match self.admit(request.uri()) {
             Ok(permit) => permit,
             Err((why, error)) => return entry.deny(why, error),
@@ -275,6 +351,15 @@ impl WasiHttpHooks for HttpGate {
         }
         let deadline = host_work_deadline(self.deadline);
         let options = within(options, deadline.saturating_duration_since(Instant::now()));
+        let args = vec![
+            request.method().as_str().to_owned(),
+            recorded_url(request.uri()),
+        ];
+        let tape = self.log.tape();
+        let served = tape.serve::<HttpAnswer>(CALL, &args);
+        if served.is_none() {
+            entry.capture = self.log.capture(args.clone());
+        }
         let over = Arc::new(AtomicBool::new(false));
         let request = request.map(|body| {
             CappedRequest {
@@ -284,14 +369,28 @@ impl WasiHttpHooks for HttpGate {
             }
             .boxed_unsync()
         });
+        let exchange: Pin<Box<dyn Future<Output = Result<Sent, HttpError>> + Send>> = match served {
+            None => Box::pin(async move {
+                let (response, io) =
+                    wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+                Ok((
+                    response.map(BodyExt::boxed_unsync),
+                    Box::new(io) as IoFuture,
+                ))
+            }),
+            // Replay: the request body is read (and capped) as a server
+            // would read it, then the tape answers.
+            Some(served) => Box::pin(async move {
+                request.into_body().collect().await?;
+                let response = served
+                    .map_err(http_tape::not_recorded)
+                    .and_then(|answer| answer.replay(tape, args))?;
+                Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+            }),
+        };
         let log = self.log.clone();
         Box::new(async move {
-            let sent = tokio::time::timeout_at(
-                deadline,
-                wasmtime_wasi_http::default_send_request(request, Some(options)),
-            )
-            .await;
-            let (response, io) = match sent {
+            let (response, io) = match tokio::time::timeout_at(deadline, exchange).await {
                 Ok(Ok(sent)) => sent,
                 Ok(Err(e)) if over.load(Ordering::Relaxed) => {
                     log.hit("http_request_bytes");
@@ -300,23 +399,27 @@ impl WasiHttpHooks for HttpGate {
                         limits.http_request_bytes
                     ));
                     drop(e);
-                    return Err(HttpError::HttpRequestBodySize(Some(
-                        limits.http_request_bytes,
-                    )));
+                    let e = HttpError::HttpRequestBodySize(Some(limits.http_request_bytes));
+                    entry.end(Some(&e), false);
+                    return Err(e);
                 }
                 Ok(Err(e)) => {
                     entry.fail(&e);
+                    entry.end(Some(&e), false);
                     return Err(e);
                 }
                 Err(_) => {
                     entry.fail("no response by the call's deadline");
-                    return Err(HttpError::HttpResponseTimeout);
+                    let e = HttpError::HttpResponseTimeout;
+                    entry.end(Some(&e), false);
+                    return Err(e);
                 }
             };
             entry.update(|e| e.status = Some(response.status().as_u16()));
+            entry.taped(|c| c.response(&response));
             let response = response.map(|body| {
                 CappedResponse {
-                    inner: body.boxed_unsync(),
+                    inner: body,
                     left: limits.http_response_bytes,
                     cap: limits.http_response_bytes,
                     cut: false,
@@ -328,7 +431,7 @@ impl WasiHttpHooks for HttpGate {
                 }
                 .boxed_unsync()
             });
-            Ok((response, Box::new(io) as IoFuture))
+            Ok((response, io))
         })
     }
 }
@@ -415,7 +518,18 @@ impl CappedResponse {
     ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         self.done = true;
         self.entry.fail(why);
+        self.entry.end(Some(&error), false);
         Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Drop for CappedResponse {
+    fn drop(&mut self) {
+        // Dropped unread, or read only in part: taped as far as the guest
+        // read it.
+        if !self.done {
+            self.entry.end(None, true);
+        }
     }
 }
 
@@ -444,6 +558,7 @@ impl Body for CappedResponse {
             None => {
                 this.done = true;
                 this.entry.update(|_| {});
+                this.entry.end(None, false);
                 return Poll::Ready(None);
             }
             Some(Err(e)) => return this.fail(e.to_string(), e),
@@ -458,6 +573,7 @@ impl Body for CappedResponse {
                 this.left -= data.len() as u64;
                 let n = data.len() as u64;
                 this.entry.update(|e| e.response_bytes += n);
+                this.entry.taped(|c| c.data(&data));
                 Frame::data(data)
             }
             Err(trailers) => trailers,

@@ -18,6 +18,7 @@ mod engine;
 pub mod footprint;
 mod host;
 pub mod http;
+mod http_tape;
 pub mod inspect;
 mod limits;
 pub mod policy;
@@ -581,7 +582,7 @@ impl Plugin {
         let started = Instant::now();
         // Events have no stored record: nothing to record for them.
         let tape = match (&call, &services.replay) {
-            (Call::Event(_), _) => recording::Tape::Off,
+            (Call::Event(_), _) => recording::Tape::off(),
             (Call::Delivery(_), Some(replay)) => replay.tape(&self.info.name),
             (Call::Delivery(_), None) => recording::Tape::record(),
         };
@@ -625,7 +626,9 @@ impl Plugin {
             }
         }
         report.http = requests;
-        report.host_calls = std::mem::take(&mut store.data_mut().tape).finish();
+        // Responses still being read are recorded as the guest saw them.
+        store.data().http.log().flush();
+        report.host_calls = store.data().tape.finish();
         report.usage = Usage {
             fuel: self.fuel_metered.then(|| {
                 let given = self.info.limits.fuel.unwrap_or(u64::MAX);
@@ -664,7 +667,7 @@ impl Plugin {
                 stderr,
                 budget: host::CallBudget::new(&self.info.limits),
                 http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
-                http: http::HttpGate::new(self.info.clone(), deadline),
+                http: http::HttpGate::new(self.info.clone(), deadline, tape.clone()),
                 tape,
             },
         );

@@ -6,7 +6,9 @@
 //! recorded in call order with its arguments and its answer
 //! ([`HostCall`]): `crm.lookup-email` / `lookup-domain` (fields,
 //! provenance, age, source, or the host-error), `kv.get` / `get-from`,
-//! `config.get` / `get-all`, and `kv.set` / `delete` as effects. Calls the
+//! `config.get` / `get-all`, `kv.set` / `delete` as effects, and each
+//! outbound request the `wasi:http` gate lets out (`outgoing-handler.handle`,
+//! recorded when its response body ends: [`super::http_tape`]). Calls the
 //! host refuses before asking anything (capability not granted, a per-call
 //! budget used up, a malformed key) are not recorded: replay runs the same
 //! checks under the same config and refuses them the same way. `log` is
@@ -25,7 +27,7 @@
 //! `delete` are accepted and discarded: replay writes to no store.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -257,7 +259,7 @@ impl Taped for Option<crm::CrmAnswer> {
 
 /// What one plugin call does with its host calls.
 #[derive(Debug, Default)]
-pub(super) enum Tape {
+enum TapeState {
     /// Nothing (event calls: they have no stored record).
     #[default]
     Off,
@@ -266,6 +268,12 @@ pub(super) enum Tape {
     /// Serve them from a recording (replay).
     Replay(Player),
 }
+
+/// The tape of one plugin call, shared by the store (the `crm`, `kv` and
+/// `config` imports) and the `wasi:http` gate, whose responses are
+/// recorded when their bodies end, after the hook call that made them.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Tape(Arc<Mutex<TapeState>>);
 
 /// A live recording under [`MAX_RECORDING_BYTES_PER_CALL`].
 #[derive(Debug, Default)]
@@ -284,73 +292,120 @@ pub(super) struct Player {
 }
 
 impl Tape {
+    fn new(state: TapeState) -> Self {
+        Tape(Arc::new(Mutex::new(state)))
+    }
+
+    /// A tape that neither records nor serves.
+    pub(super) fn off() -> Self {
+        Tape::default()
+    }
+
     /// A fresh recorder.
     pub(super) fn record() -> Self {
-        Tape::Record(Recorder::default())
+        Tape::new(TapeState::Record(Recorder::default()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TapeState> {
+        // A panic while holding the lock leaves plain lists behind.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the calls are recorded.
+    pub(super) fn recording(&self) -> bool {
+        matches!(*self.lock(), TapeState::Record(_))
     }
 
     /// Whether the calls are served from a recording.
     pub(super) fn replaying(&self) -> bool {
-        matches!(self, Tape::Replay(_))
+        matches!(*self.lock(), TapeState::Replay(_))
     }
 
     /// In replay, the answer to `call(args)`: the next unused recorded one,
     /// or `unavailable` (and the call listed) when there is none. `None`
     /// when not replaying: the caller asks the live backend.
     pub(super) fn serve<T: Taped>(
-        &mut self,
+        &self,
         call: &str,
         args: &[String],
     ) -> Option<Result<T, HostError>> {
-        let Tape::Replay(player) = self else {
+        let TapeState::Replay(player) = &mut *self.lock() else {
             return None;
         };
         Some(player.serve(call, args))
     }
 
+    /// In replay, list `call(args)` among the calls the recording could not
+    /// answer (a recorded answer that ended before the replay did).
+    pub(super) fn not_recorded(&self, call: &str, args: &[String]) {
+        if let TapeState::Replay(player) = &mut *self.lock() {
+            player.unrecorded(call, args);
+        }
+    }
+
     /// Record `call(args)` and its answer (live only).
     pub(super) fn record_call<T: Taped>(
-        &mut self,
+        &self,
         call: &str,
         args: Vec<String>,
         answer: &Result<T, HostError>,
     ) {
-        let Tape::Record(rec) = self else { return };
+        self.keep(|| {
+            Some(HostCall {
+                call: call.to_owned(),
+                args,
+                answer: match answer {
+                    Ok(v) => Answer::Ok(v.to_json()),
+                    Err(e) => Answer::Err(e.into()),
+                },
+            })
+        });
+    }
+
+    /// Count a call whose answer is known not to fit the per-call bound:
+    /// the recording is truncated from it on (live only).
+    pub(super) fn record_too_big(&self) {
+        self.keep(|| None);
+    }
+
+    /// Record the call `build` makes (`None`: one too big to keep).
+    fn keep(&self, build: impl FnOnce() -> Option<HostCall>) {
+        let TapeState::Record(rec) = &mut *self.lock() else {
+            return;
+        };
         // Past the bound only the count grows: nothing more is built.
         if let Some(t) = &mut rec.recording.truncated {
             t.left_out += 1;
             return;
         }
-        let call = HostCall {
-            call: call.to_owned(),
-            args,
-            answer: match answer {
-                Ok(v) => Answer::Ok(v.to_json()),
-                Err(e) => Answer::Err(e.into()),
-            },
-        };
         let r = &mut rec.recording;
-        let len = json_len(&call);
-        if rec.bytes + len > MAX_RECORDING_BYTES_PER_CALL {
-            r.truncated = Some(Truncated {
-                from_call: r.calls.len(),
-                left_out: 1,
-                bound: "per call".into(),
-                max_bytes: MAX_RECORDING_BYTES_PER_CALL,
-            });
-            return;
+        let call = build().map(|c| (json_len(&c), c));
+        match call {
+            Some((len, call)) if rec.bytes + len <= MAX_RECORDING_BYTES_PER_CALL => {
+                rec.bytes += len;
+                r.calls.push(call);
+            }
+            _ => {
+                r.truncated = Some(Truncated {
+                    from_call: r.calls.len(),
+                    left_out: 1,
+                    bound: "per call".into(),
+                    max_bytes: MAX_RECORDING_BYTES_PER_CALL,
+                });
+            }
         }
-        rec.bytes += len;
-        r.calls.push(call);
     }
 
     /// What the call's tape has to report: the recording (live), the
-    /// unrecorded calls (replay), nothing (off).
-    pub(super) fn finish(self) -> Option<Recording> {
-        match self {
-            Tape::Off => None,
-            Tape::Record(rec) => Some(rec.recording),
-            Tape::Replay(player) => Some(player.unrecorded),
+    /// unrecorded calls (replay), nothing (off). The tape is off from then
+    /// on, for every holder.
+    pub(super) fn finish(&self) -> Option<Recording> {
+        match std::mem::take(&mut *self.lock()) {
+            TapeState::Off => None,
+            TapeState::Record(rec) => Some(rec.recording),
+            TapeState::Replay(player) => Some(player.unrecorded),
         }
     }
 }
@@ -387,6 +442,15 @@ impl Player {
                 }
             }
         };
+        self.unrecorded(call, args);
+        Err(HostError::Unavailable(format!(
+            "not recorded: {call}({}): {why}",
+            args.join(", ")
+        )))
+    }
+
+    /// List `call(args)` as unrecorded (up to [`MAX_UNRECORDED_LISTED`]).
+    fn unrecorded(&mut self, call: &str, args: &[String]) {
         let u = &mut self.unrecorded;
         u.unrecorded_total += 1;
         if u.unrecorded.len() < MAX_UNRECORDED_LISTED {
@@ -395,10 +459,6 @@ impl Player {
                 args: args.to_vec(),
             });
         }
-        Err(HostError::Unavailable(format!(
-            "not recorded: {call}({}): {why}",
-            args.join(", ")
-        )))
     }
 }
 
@@ -438,11 +498,11 @@ impl Replay {
             ))
         });
         let used = vec![false; recorded.as_ref().map_or(0, |r| r.calls.len())];
-        Tape::Replay(Player {
+        Tape::new(TapeState::Replay(Player {
             recorded,
             used,
             unrecorded: Recording::default(),
-        })
+        }))
     }
 }
 
@@ -456,7 +516,7 @@ mod tests {
 
     #[test]
     fn calls_are_recorded_in_order_and_round_trip_as_json() {
-        let mut tape = Tape::record();
+        let tape = Tape::record();
         let answer = Some(crm::CrmAnswer {
             fields: vec![(s("tier"), s("gold"))],
             provenance: crm::Provenance::Stale,
@@ -477,7 +537,7 @@ mod tests {
         let back: Recording = serde_json::from_value(json).unwrap();
         assert_eq!(back, rec);
         let replay = Replay::new([(s("p"), Ok(back))]);
-        let mut tape = replay.tape("p");
+        let tape = replay.tape("p");
         let served: Option<crm::CrmAnswer> = tape
             .serve("crm.lookup-email", &[s("a@b.c")])
             .unwrap()
@@ -487,13 +547,13 @@ mod tests {
 
     #[test]
     fn the_kth_call_gets_the_kth_answer_and_an_unrecorded_one_is_unavailable() {
-        let mut live = Tape::record();
+        let live = Tape::record();
         for v in ["one", "two"] {
             live.record_call("kv.get", vec![s("k")], &Ok(Some(s(v))));
         }
         let replay = Replay::new([(s("p"), Ok(live.finish().unwrap()))]);
-        let mut tape = replay.tape("p");
-        let mut get = |k: &str| tape.serve::<Option<String>>("kv.get", &[s(k)]).unwrap();
+        let tape = replay.tape("p");
+        let get = |k: &str| tape.serve::<Option<String>>("kv.get", &[s(k)]).unwrap();
         assert_eq!(get("k").unwrap(), Some(s("one")));
         assert_eq!(get("k").unwrap(), Some(s("two")));
         assert!(matches!(get("k"), Err(HostError::Unavailable(m)) if m.contains("no such call")));
@@ -507,7 +567,7 @@ mod tests {
 
     #[test]
     fn issue_12_the_per_call_bound_is_obeyed_then_marks_the_cut() {
-        let mut tape = Tape::record();
+        let tape = Tape::record();
         let value = "v".repeat(MAX_RECORDING_BYTES_PER_CALL / 4);
         for _ in 0..3 {
             tape.record_call("kv.get", vec![s("k")], &Ok(Some(value.clone())));
@@ -517,7 +577,7 @@ mod tests {
         assert!(rec.truncated.is_none());
         assert!(json_len(&rec.calls) <= MAX_RECORDING_BYTES_PER_CALL);
 
-        let mut tape = Tape::record();
+        let tape = Tape::record();
         for _ in 0..6 {
             tape.record_call("kv.get", vec![s("k")], &Ok(Some(value.clone())));
         }
@@ -529,7 +589,7 @@ mod tests {
             (3, 3, "per call")
         );
         let replay = Replay::new([(s("p"), Ok(rec))]);
-        let mut tape = replay.tape("p");
+        let tape = replay.tape("p");
         for _ in 0..3 {
             assert!(tape
                 .serve::<Option<String>>("kv.get", &[s("k")])
@@ -563,14 +623,14 @@ mod tests {
     #[test]
     fn a_plugin_without_a_recording_is_not_recorded_for_every_call() {
         let replay = Replay::new([(s("p"), Err(s("stored before recordings")))]);
-        let mut tape = replay.tape("p");
+        let tape = replay.tape("p");
         let e = tape
             .serve::<Option<String>>("config.get", &[s("k")])
             .unwrap();
         assert!(
             matches!(e, Err(HostError::Unavailable(m)) if m.contains("stored before recordings"))
         );
-        let mut other = replay.tape("q");
+        let other = replay.tape("q");
         let e = other.serve::<Option<String>>("kv.get", &[s("k")]).unwrap();
         assert!(matches!(e, Err(HostError::Unavailable(m)) if m.contains("no entry")));
     }

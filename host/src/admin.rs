@@ -7,7 +7,9 @@
 //! - `GET /stats`: stored deliveries, bytes on disk, in flight, per plugin
 //!   its calls and its circuit breaker
 //!   ([`crate::plugin::breaker::BreakerStats`]), the EngageLab queue (length
-//!   and cap) and the public listener's connections (open, cap, refused).
+//!   and cap), the public listener's connections (open, cap, refused) and,
+//!   per route with `allow_ips`, the requests its allowlist refused
+//!   (`sourceIp`: `notAllowed`, `badForwardedFor`).
 //! - `GET /healthz`.
 
 use std::future::Future;
@@ -22,6 +24,7 @@ use crate::engagelab::EventStats;
 use crate::http::{error, json, Accept, Body, ConnectionCap};
 use crate::idempotency::Inflight;
 use crate::plugin::{AllocatorKind, Plugin};
+use crate::source_ip::SourceFilter;
 use crate::storage::{AnswerStore, EventQueue, Maintenance};
 
 /// Default and largest page of `GET /deliveries`.
@@ -54,6 +57,8 @@ pub struct AdminState {
     pub event_stats: Arc<EventStats>,
     /// The public listener's connection cap and counts.
     pub connections: ConnectionCap,
+    /// The routes' source-IP allowlists (refusals by route and reason).
+    pub sources: Arc<[Arc<SourceFilter>]>,
 }
 
 /// Serve the admin endpoints until `shutdown`.
@@ -177,5 +182,10 @@ async fn stats(state: &AdminState) -> Answer {
             "max": state.connections.max(),
             "refused": state.connections.refused(),
         },
+        "sourceIp": state
+            .sources
+            .iter()
+            .map(|f| (f.route().to_owned(), f.snapshot()))
+            .collect::<serde_json::Map<_, _>>(),
     }))
 }

@@ -35,6 +35,7 @@ use crate::engagelab::{EventRoute, EventState, EventStats};
 use crate::http::{serve_capped, Accept, BodyLimits, ConnectionCap};
 use crate::idempotency::Inflight;
 use crate::plugin::{Plugin, PluginEngine, Services};
+use crate::source_ip::SourceFilter;
 use crate::storage::Storage;
 use assemble::Parts;
 pub use assemble::StartError;
@@ -49,6 +50,7 @@ pub struct App {
     storage: Storage,
     plugins: Vec<Arc<Plugin>>,
     connections: ConnectionCap,
+    sources: Arc<[Arc<SourceFilter>]>,
     // Dropping it stops the epoch ticker: it lives as long as the app.
     engine: PluginEngine,
 }
@@ -92,7 +94,9 @@ impl App {
         let inflight = Arc::new(Inflight::default());
         let event_stats = Arc::new(EventStats::default());
         let connections = ConnectionCap::new(config.max_connections);
+        let sources = source_filters(config);
         let admin = AdminState {
+            sources: sources.clone(),
             backend: storage.backend,
             answers: storage.answers.clone(),
             events: storage.events.clone(),
@@ -134,6 +138,7 @@ impl App {
             storage,
             plugins: parts.plugins,
             connections,
+            sources,
             engine: parts.engine,
         }
     }
@@ -182,6 +187,24 @@ impl App {
     }
 }
 
+/// The allowlists of the routes (Emailgistics and EngageLab) that have
+/// `allow_ips`, each behind the config's trusted proxies.
+fn source_filters(config: &Config) -> Arc<[Arc<SourceFilter>]> {
+    let routes = config.routes.iter().map(|r| (&r.path, &r.allow_ips));
+    let events = config.event_routes.iter().map(|r| (&r.path, &r.allow_ips));
+    routes
+        .chain(events)
+        .filter_map(|(path, allow)| {
+            let allow = allow.clone()?;
+            Some(Arc::new(SourceFilter::new(
+                path,
+                allow,
+                config.trusted_proxies.clone(),
+            )))
+        })
+        .collect()
+}
+
 /// Serve `app`: its webhook routes on `listener`, its admin endpoints on
 /// `admin` (if any) and its background jobs, until `shutdown` resolves (or
 /// a listener ends). Then both listeners stop accepting and drain — the
@@ -214,7 +237,11 @@ pub async fn run(
         }
         stop.send_replace(true);
     };
-    let router = Router::new(app.deliveries.clone(), app.events.clone());
+    let router = Router::new(
+        app.deliveries.clone(),
+        app.events.clone(),
+        app.sources.clone(),
+    );
     let public = async {
         let result = serve_capped(
             listener,

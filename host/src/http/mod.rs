@@ -22,6 +22,12 @@ pub use serve::{serve, serve_capped, Accept, HEADER_READ_TIMEOUT, RESERVE_HEADER
 /// Liveness endpoint; the only path a reserve connection may ask for.
 pub const HEALTHZ_PATH: &str = "/healthz";
 
+/// The TCP peer of a request's connection, put in the request's extensions
+/// by the accept loop; the route decides what it means (see
+/// [`crate::source_ip`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// The body of every answer: all of it is known before it is sent.
 pub type Body = Full<Bytes>;
 

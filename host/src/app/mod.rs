@@ -5,10 +5,11 @@
 //! ([`run`]): the public listener behind the [`router`], the admin
 //! listener, and the background [`jobs`] under one [`supervisor`].
 //!
-//! Two other compositions live here for the CLI: [`one_off`] (one plugin,
-//! run once, as `serve` would run it: `enrichd plugin run`) and [`replay`]
+//! Three other compositions live here for the CLI: [`one_off`] (one plugin,
+//! run once, as `serve` would run it: `enrichd plugin run`), [`replay`]
 //! (a logged delivery's chain, its host calls answered from the record:
-//! `enrichd replay`).
+//! `enrichd replay`) and [`check`] (the config's plugins loaded as `serve`
+//! would, nothing opened or bound: `enrichd check-config`).
 //!
 //! Everything that can fail does so here, at start, with a message naming
 //! the file or plugin at fault — never later, on a delivery. Nothing below
@@ -16,6 +17,7 @@
 //! accessors.
 
 mod assemble;
+pub mod check;
 pub mod jobs;
 pub mod one_off;
 pub mod replay;

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use enrichd_tests::resources::log_capture;
 use enrichd_tests::{
     delivery_request, parse_response, plugin_toml, post_request, seed_payload, Response,
     TestServer, SECRET,
@@ -30,13 +31,13 @@ fn config() -> String {
     )
 }
 
-/// Send `request` from the local address `local` and read the answer.
-async fn send_from(local: &str, server: &TestServer, request: &[u8]) -> Response {
+/// Send `request` to `to` from the local address `local` and read the answer.
+async fn send_from(local: &str, to: SocketAddr, request: &[u8]) -> Response {
     let socket = TcpSocket::new_v4().unwrap();
     socket
         .bind(SocketAddr::new(local.parse().unwrap(), 0))
         .unwrap();
-    let mut stream = socket.connect(server.addr).await.expect("connect");
+    let mut stream = socket.connect(to).await.expect("connect");
     let _ = stream.write_all(request).await;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut buf))
@@ -46,17 +47,12 @@ async fn send_from(local: &str, server: &TestServer, request: &[u8]) -> Response
     parse_response(&buf)
 }
 
-/// A delivery to `path` with the secret and extra headers.
-fn delivery(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+/// A delivery to `path` at `to` with the secret and extra headers.
+fn delivery(to: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
     let auth = format!("Bearer {SECRET}");
     let mut all = vec![("Authorization", auth.as_str())];
     all.extend_from_slice(headers);
-    post_request(
-        server.addr,
-        path,
-        &all,
-        seed_payload().to_string().as_bytes(),
-    )
+    post_request(to, path, &all, seed_payload().to_string().as_bytes())
 }
 
 async fn source_stats(server: &TestServer) -> serde_json::Value {
@@ -68,7 +64,7 @@ async fn issue_13_allowlist_answers_its_clients_and_refuses_others_before_the_bo
     let server = TestServer::start(&config()).await;
     let ok = send_from(
         ALLOWED,
-        &server,
+        server.addr,
         &delivery_request(server.addr, "/hook", &seed_payload()),
     )
     .await;
@@ -76,7 +72,7 @@ async fn issue_13_allowlist_answers_its_clients_and_refuses_others_before_the_bo
 
     let refused = send_from(
         OTHER,
-        &server,
+        server.addr,
         &delivery_request(server.addr, "/hook", &seed_payload()),
     )
     .await;
@@ -86,17 +82,18 @@ async fn issue_13_allowlist_answers_its_clients_and_refuses_others_before_the_bo
 
     // No secret: still 403, the secret is never looked at.
     let no_secret = post_request(server.addr, "/hook", &[], b"{}");
-    assert_eq!(send_from(OTHER, &server, &no_secret).await.status, 403);
+    assert_eq!(send_from(OTHER, server.addr, &no_secret).await.status, 403);
     // From the allowed address the secret is checked.
-    assert_eq!(send_from(ALLOWED, &server, &no_secret).await.status, 401);
+    assert_eq!(
+        send_from(ALLOWED, server.addr, &no_secret).await.status,
+        401
+    );
 
     // A head announcing a 900 KB body that never comes: answered at once,
     // not after the 20 s body-read timeout (the body is not read).
     let started = Instant::now();
-    let head = format!(
-        "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 900000\r\n\r\n"
-    );
-    let res = send_from(OTHER, &server, head.as_bytes()).await;
+    let head = "POST /hook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 900000\r\n\r\n";
+    let res = send_from(OTHER, server.addr, head.as_bytes()).await;
     assert_eq!(res.status, 403);
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -108,7 +105,7 @@ async fn issue_13_allowlist_answers_its_clients_and_refuses_others_before_the_bo
     assert_eq!(
         send_from(
             OTHER,
-            &server,
+            server.addr,
             &post_request(server.addr, "/el", &[], b"{}")
         )
         .await
@@ -118,7 +115,7 @@ async fn issue_13_allowlist_answers_its_clients_and_refuses_others_before_the_bo
     assert_eq!(
         send_from(
             ALLOWED,
-            &server,
+            server.addr,
             &post_request(server.addr, "/el", &[], b"{}")
         )
         .await
@@ -127,7 +124,7 @@ async fn issue_13_allowlist_answers_its_clients_and_refuses_others_before_the_bo
     );
     let open = send_from(
         OTHER,
-        &server,
+        server.addr,
         &delivery_request(server.addr, "/open", &seed_payload()),
     )
     .await;
@@ -135,7 +132,7 @@ async fn issue_13_allowlist_answers_its_clients_and_refuses_others_before_the_bo
     assert_eq!(
         send_from(
             OTHER,
-            &server,
+            server.addr,
             b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         .await
@@ -158,7 +155,8 @@ async fn issue_13_allowlist_answers_its_clients_and_refuses_others_before_the_bo
 async fn issue_13_forwarded_for_counts_only_from_a_trusted_proxy() {
     let server = TestServer::start(&config()).await;
     let xff = |v: &'static str| [("X-Forwarded-For", v)];
-    let cases: [(&str, &[(&str, &str)], u16, &str); 7] = [
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: [Case; 7] = [
         // Through the proxy: the rightmost hop that is not a proxy.
         (
             PROXY,
@@ -193,7 +191,7 @@ async fn issue_13_forwarded_for_counts_only_from_a_trusted_proxy() {
         (PROXY, &xff("127.0.0.2, not-an-ip"), 400, "malformed header"),
     ];
     for (from, headers, want, what) in cases {
-        let res = send_from(from, &server, &delivery(&server, "/hook", headers)).await;
+        let res = send_from(from, server.addr, &delivery(server.addr, "/hook", headers)).await;
         assert_eq!(
             res.status,
             want,
@@ -205,4 +203,59 @@ async fn issue_13_forwarded_for_counts_only_from_a_trusted_proxy() {
         source_stats(&server).await["/hook"],
         serde_json::json!({"notAllowed": 3, "badForwardedFor": 1})
     );
+}
+
+#[tokio::test]
+async fn issue_13_a_flood_of_refusals_is_counted_but_logged_on_a_budget() {
+    let logs = log_capture();
+    let config = format!(
+        "{}[[route]]\npath = \"/flood\"\nchain = [{{ plugin = \"echo\" }}]\nallow_ips = [\"{ALLOWED}\"]\n",
+        plugin_toml("echo", &[], "")
+    );
+    let server = TestServer::start(&config).await;
+    let refused = 200;
+    for _ in 0..refused {
+        let res = send_from(
+            OTHER,
+            server.addr,
+            &post_request(server.addr, "/flood", &[], b"{}"),
+        )
+        .await;
+        assert_eq!(res.status, 403);
+    }
+    assert_eq!(source_stats(&server).await["/flood"]["notAllowed"], refused);
+    let lines: Vec<String> = logs
+        .lines_matching("request refused by allow_ips")
+        .into_iter()
+        .filter(|l| l.contains("route=/flood"))
+        .collect();
+    assert_eq!(
+        lines.len() as u64,
+        enrichd::source_ip::LOG_LINES_PER_WINDOW,
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn issue_13_ipv4_clients_of_a_dual_stack_listener_match_ipv4_entries() {
+    let server = TestServer::start(&config()).await;
+    // A second, dual-stack listener for the same app: it sees IPv4 clients
+    // as ::ffff:127.0.0.x.
+    let Ok(v6) = tokio::net::TcpListener::bind("[::]:0").await else {
+        println!("skipped: no IPv6 on this machine");
+        return;
+    };
+    let port = v6.local_addr().unwrap().port();
+    tokio::spawn(enrichd::app::run(
+        v6,
+        None::<tokio::net::TcpListener>,
+        server.app.clone(),
+        std::future::pending(),
+    ));
+    let dual = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
+    let ok = send_from(ALLOWED, dual, &delivery(dual, "/hook", &[])).await;
+    assert_eq!(ok.status, 200, "{:?}", String::from_utf8_lossy(&ok.body));
+    let refused = send_from(OTHER, dual, &delivery(dual, "/hook", &[])).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(server.app.plugin_calls("echo"), Some(1));
 }

@@ -72,14 +72,15 @@ fn issue_13_check_config_accepts_a_good_config_and_summarises_it() {
 
 #[test]
 fn issue_13_check_config_lists_every_problem() {
+    let missing = plugin_path("echo").parent().unwrap().join("nope.wasm");
     let config = format!(
-        "listen = \"127.0.0.1:9999\"\nadmin_listen = \"127.0.0.1:9999\"\n{}{}{}{}\
+        "listen = \"127.0.0.1:9999\"\nadmin_listen = \"127.0.0.1:9999\"\n{}{}{}\
+         [[plugin]]\nname = \"missing\"\npath = {missing:?}\n\
          [[route]]\npath = \"/hook\"\nchain = [{{ plugin = \"ungranted\" }}, {{ plugin = \"event-echo\" }}]\n",
         // Imports crm, config and log; granted only log.
         plugin_toml_as("ungranted", "crm-enrich", &["log"], ""),
         plugin_toml_as("pinned", "echo", &[], &format!("sha256 = \"{}\"", "00".repeat(32))),
         plugin_toml("event-echo", &["kv"], ""),
-        format!("[[plugin]]\nname = \"missing\"\npath = \"{}/nope.wasm\"\n", plugin_path("echo").parent().unwrap().display()),
     );
     let (out, stdout) = check(&config, &[]);
     assert_eq!(out.status.code(), Some(1), "{stdout}");

@@ -1,7 +1,9 @@
 //! The HTTP transport, knowing nothing of webhooks: the accept loop with its
 //! graceful drain ([`serve`]), the connection cap and its health reserve
 //! ([`ConnectionCap`]), the header and body timeouts and size limit
-//! ([`read_body`]), and the shared JSON answers ([`answers`]).
+//! ([`read_body`]), the shared JSON answers ([`answers`]), and each
+//! request's TCP peer ([`PeerAddr`], in its extensions) for the routes to
+//! judge.
 //!
 //! The accept loop is generic over the accepted stream ([`Accept`]), so a
 //! TLS acceptor can be added without touching any handler.

@@ -7,9 +7,11 @@
 //! - `GET /stats`: stored deliveries, bytes on disk, in flight, per plugin
 //!   its calls and its circuit breaker
 //!   ([`crate::plugin::breaker::BreakerStats`]), the EngageLab queue (length
-//!   and cap), the public listener's connections (open, cap, refused) and
+//!   and cap), the public listener's connections (open, cap, refused),
 //!   the component cache's entries and bytes (shared with whatever else
-//!   uses its directory; `null` if it cannot be read).
+//!   uses its directory; `null` if it cannot be read) and, per route with
+//!   `allow_ips`, the requests its allowlist refused (`sourceIp`:
+//!   `notAllowed`, `badForwardedFor`).
 //! - `GET /healthz`.
 
 use std::future::Future;
@@ -25,6 +27,7 @@ use crate::http::{error, json, Accept, Body, ConnectionCap};
 use crate::idempotency::Inflight;
 use crate::plugin::cache::ComponentCache;
 use crate::plugin::{AllocatorKind, Plugin};
+use crate::source_ip::SourceFilter;
 use crate::storage::{AnswerStore, EventQueue, Maintenance};
 
 /// Default and largest page of `GET /deliveries`.
@@ -59,6 +62,8 @@ pub struct AdminState {
     pub event_stats: Arc<EventStats>,
     /// The public listener's connection cap and counts.
     pub connections: ConnectionCap,
+    /// The routes' source-IP allowlists (refusals by route and reason).
+    pub sources: Arc<[Arc<SourceFilter>]>,
 }
 
 /// Serve the admin endpoints until `shutdown`.
@@ -183,6 +188,11 @@ async fn stats(state: &AdminState) -> Answer {
             "max": state.connections.max(),
             "refused": state.connections.refused(),
         },
+        "sourceIp": state
+            .sources
+            .iter()
+            .map(|f| (f.route().to_owned(), f.snapshot()))
+            .collect::<serde_json::Map<_, _>>(),
     }))
 }
 

@@ -11,8 +11,8 @@
 //! Dependencies point one way, from the top of this list down, with no
 //! cycle between files or folders: `cli → app → {admin, emailgistics,
 //! engagelab} → {idempotency, plugin → crm} → storage` (`admin` reads the
-//! EngageLab counters, so it sits above `engagelab`); `http`, `clock`,
-//! `text` and `singleflight` are leaves any layer may use. `config`
+//! EngageLab counters, so it sits above `engagelab`); `http`, `source_ip`,
+//! `clock`, `text` and `singleflight` are leaves any layer may use. `config`
 //! resolves the file into the domain types: it depends on them, they not
 //! on it, and only `cli` and `app` name it. Only `app` sees the whole: each
 //! handler gets a narrow state of its own.
@@ -39,6 +39,8 @@
 //! - [`storage`]: every piece of state behind async ports; sled and Redis backends.
 //! - [`scaffold`]: new plugin projects from the templates built in
 //!   (`enrichd plugin new`); used by `cli` only.
+//! - [`source_ip`]: per-route source-IP allowlists behind trusted proxies
+//!   (a leaf beside `http`: it knows requests, not webhooks).
 //! - [`singleflight`]: one caller works per key, concurrent callers wait for its result.
 //! - [`clock`]: wall-clock milliseconds on tokio's clock.
 //! - [`text`]: cutting untrusted text to a byte bound, marking the cut.
@@ -56,5 +58,6 @@ pub mod idempotency;
 pub mod plugin;
 pub mod scaffold;
 pub mod singleflight;
+pub mod source_ip;
 pub mod storage;
 pub mod text;

@@ -94,42 +94,20 @@ pub(super) fn parts(
     }
 
     // What each chain needs is only known once the plugins are loaded.
-    for r in &config.routes {
-        for e in &r.chain {
-            if !plugins[e.plugin].handles_deliveries() {
-                return Err(StartError::Chain(format!(
-                    "route {:?}: plugin {:?} does not export enrichd:plugin/handler (it is an event plugin)",
-                    r.path, config.plugins[e.plugin].name
-                )));
-            }
-        }
+    let loaded: Vec<Option<&Plugin>> = plugins.iter().map(|p| Some(&**p)).collect();
+    if let Some(first) = chain_mismatches(config, &loaded).into_iter().next() {
+        return Err(StartError::Chain(first));
     }
     let event_routes = config
         .event_routes
         .iter()
-        .map(|r| {
-            let chain = r
-                .chain
-                .iter()
-                .map(|&i| {
-                    if plugins[i].handles_events() {
-                        Ok(Arc::clone(&plugins[i]))
-                    } else {
-                        Err(StartError::Chain(format!(
-                            "engagelab {:?}: plugin {:?} does not export enrichd:plugin/events",
-                            r.path, config.plugins[i].name
-                        )))
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(EventRoute {
-                path: r.path.clone(),
-                app_keys: r.app_keys.clone(),
-                replay_window: r.replay_window,
-                chain,
-            })
+        .map(|r| EventRoute {
+            path: r.path.clone(),
+            app_keys: r.app_keys.clone(),
+            replay_window: r.replay_window,
+            chain: r.chain.iter().map(|&i| Arc::clone(&plugins[i])).collect(),
         })
-        .collect::<Result<Vec<_>, StartError>>()?;
+        .collect();
 
     let routes: Vec<Route> = config
         .routes
@@ -159,6 +137,38 @@ pub(super) fn parts(
         routes,
         event_routes,
     })
+}
+
+/// Every chain entry naming a plugin that does not implement what its
+/// chain needs (a delivery route needs `handler`, an EngageLab route
+/// `events`). `plugins[i]` is the loaded `config.plugins[i]`, `None` if it
+/// did not load (its own error says why; nothing more is said here).
+pub(super) fn chain_mismatches(config: &Config, plugins: &[Option<&Plugin>]) -> Vec<String> {
+    let mut found = Vec::new();
+    let name = |i: usize| &config.plugins[i].name;
+    for r in &config.routes {
+        for e in &r.chain {
+            if plugins[e.plugin].is_some_and(|p| !p.handles_deliveries()) {
+                found.push(format!(
+                    "route {:?}: plugin {:?} does not export enrichd:plugin/handler (it is an event plugin)",
+                    r.path,
+                    name(e.plugin)
+                ));
+            }
+        }
+    }
+    for r in &config.event_routes {
+        for &i in &r.chain {
+            if plugins[i].is_some_and(|p| !p.handles_events()) {
+                found.push(format!(
+                    "engagelab {:?}: plugin {:?} does not export enrichd:plugin/events",
+                    r.path,
+                    name(i)
+                ));
+            }
+        }
+    }
+    found
 }
 
 /// The engine settings `config` asks for (`serve` and `replay` alike, so

@@ -5,10 +5,11 @@
 //! ([`run`]): the public listener behind the [`router`], the admin
 //! listener, and the background [`jobs`] under one [`supervisor`].
 //!
-//! Two other compositions live here for the CLI: [`one_off`] (one plugin,
-//! run once, as `serve` would run it: `enrichd plugin run`) and [`replay`]
+//! Three other compositions live here for the CLI: [`one_off`] (one plugin,
+//! run once, as `serve` would run it: `enrichd plugin run`), [`replay`]
 //! (a logged delivery's chain, its host calls answered from the record:
-//! `enrichd replay`).
+//! `enrichd replay`) and [`check`] (the config's plugins loaded as `serve`
+//! would, nothing opened or bound: `enrichd check-config`).
 //!
 //! Everything that can fail does so here, at start, with a message naming
 //! the file or plugin at fault — never later, on a delivery. Nothing below
@@ -16,6 +17,7 @@
 //! accessors.
 
 mod assemble;
+pub mod check;
 pub mod jobs;
 pub mod one_off;
 pub mod replay;
@@ -35,6 +37,7 @@ use crate::engagelab::{EventRoute, EventState, EventStats};
 use crate::http::{serve_capped, Accept, BodyLimits, ConnectionCap};
 use crate::idempotency::Inflight;
 use crate::plugin::{Plugin, PluginEngine, Services};
+use crate::source_ip::SourceFilter;
 use crate::storage::Storage;
 use assemble::Parts;
 pub use assemble::StartError;
@@ -49,6 +52,7 @@ pub struct App {
     storage: Storage,
     plugins: Vec<Arc<Plugin>>,
     connections: ConnectionCap,
+    sources: Arc<[Arc<SourceFilter>]>,
     // Dropping it stops the epoch ticker: it lives as long as the app.
     engine: PluginEngine,
 }
@@ -92,7 +96,9 @@ impl App {
         let inflight = Arc::new(Inflight::default());
         let event_stats = Arc::new(EventStats::default());
         let connections = ConnectionCap::new(config.max_connections);
+        let sources = source_filters(config);
         let admin = AdminState {
+            sources: sources.clone(),
             backend: storage.backend,
             answers: storage.answers.clone(),
             events: storage.events.clone(),
@@ -135,6 +141,7 @@ impl App {
             storage,
             plugins: parts.plugins,
             connections,
+            sources,
             engine: parts.engine,
         }
     }
@@ -183,6 +190,24 @@ impl App {
     }
 }
 
+/// The allowlists of the routes (Emailgistics and EngageLab) that have
+/// `allow_ips`, each behind the config's trusted proxies.
+fn source_filters(config: &Config) -> Arc<[Arc<SourceFilter>]> {
+    let routes = config.routes.iter().map(|r| (&r.path, &r.allow_ips));
+    let events = config.event_routes.iter().map(|r| (&r.path, &r.allow_ips));
+    routes
+        .chain(events)
+        .filter_map(|(path, allow)| {
+            let allow = allow.clone()?;
+            Some(Arc::new(SourceFilter::new(
+                path,
+                allow,
+                config.trusted_proxies.clone(),
+            )))
+        })
+        .collect()
+}
+
 /// Serve `app`: its webhook routes on `listener`, its admin endpoints on
 /// `admin` (if any) and its background jobs, until `shutdown` resolves (or
 /// a listener ends). Then both listeners stop accepting and drain — the
@@ -215,7 +240,11 @@ pub async fn run(
         }
         stop.send_replace(true);
     };
-    let router = Router::new(app.deliveries.clone(), app.events.clone());
+    let router = Router::new(
+        app.deliveries.clone(),
+        app.events.clone(),
+        app.sources.clone(),
+    );
     let public = async {
         let result = serve_capped(
             listener,

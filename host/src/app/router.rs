@@ -1,5 +1,7 @@
-//! The public listener's router: `/healthz`, then the EngageLab routes,
-//! then the Emailgistics routes, else 404. Each handler gets its own state.
+//! The public listener's router: `/healthz`, then the route's source-IP
+//! allowlist ([`crate::source_ip`]; 403 before the handler reads anything),
+//! then the EngageLab routes, then the Emailgistics routes, else 404. Each
+//! handler gets its own state.
 //!
 //! What a sender can make the host hold is bounded by the transport under
 //! it ([`crate::http`]): open connections (`max_connections`, plus a small
@@ -17,19 +19,37 @@ use tokio::time::Instant;
 
 use crate::emailgistics::handler::{self, DeliveryState};
 use crate::engagelab::{self, EventState};
-use crate::http::{error, json, method_not_allowed, Body, HEALTHZ_PATH};
+use crate::http::{error, json, method_not_allowed, Body, PeerAddr, HEALTHZ_PATH};
+use crate::source_ip::SourceFilter;
 
 /// Routes a request to the handler of its path. Cloning shares the states.
 #[derive(Clone)]
 pub struct Router {
     deliveries: Arc<DeliveryState>,
     events: Arc<EventState>,
+    sources: Arc<[Arc<SourceFilter>]>,
 }
 
 impl Router {
-    /// A router over the delivery and EngageLab handlers' states.
-    pub fn new(deliveries: Arc<DeliveryState>, events: Arc<EventState>) -> Self {
-        Router { deliveries, events }
+    /// A router over the delivery and EngageLab handlers' states; `sources`
+    /// are the allowlists of the routes that have one.
+    pub fn new(
+        deliveries: Arc<DeliveryState>,
+        events: Arc<EventState>,
+        sources: Arc<[Arc<SourceFilter>]>,
+    ) -> Self {
+        Router {
+            deliveries,
+            events,
+            sources,
+        }
+    }
+
+    /// The route's allowlist refusing this request, if it has one that
+    /// does: checked before the handler reads the body or the secret.
+    fn refused(&self, path: &str, req: &Request<Incoming>) -> Option<Response<Body>> {
+        let filter = self.sources.iter().find(|f| f.route() == path)?;
+        filter.check(req.extensions().get::<PeerAddr>(), req.headers())
     }
 
     /// Answer one request.
@@ -41,6 +61,9 @@ impl Router {
                 Method::GET | Method::HEAD => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
                 _ => method_not_allowed("GET, HEAD"),
             };
+        }
+        if let Some(refused) = self.refused(&path, &req) {
+            return refused;
         }
         if let Some(route) = self.events.route(&path) {
             return engagelab::receive(&self.events, route, req, arrived).await;

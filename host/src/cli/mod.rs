@@ -1,7 +1,8 @@
-//! The command line. `serve` runs enrichd; `deliveries` reads the delivery
-//! log; `replay` runs a logged delivery again; `crm` imports CRM data;
+//! The command line. `serve` runs enrichd; `check-config` checks a config
+//! as `serve` would load it; `deliveries` reads the delivery log; `replay` runs a logged delivery again; `crm` imports CRM data;
 //! `plugin` helps plugin authors. This is glue: errors are `anyhow` with context, for people.
 
+mod check_config;
 mod crm;
 pub mod deliveries;
 mod guest_lines;
@@ -14,10 +15,20 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// `enrichd --version`: the crate's version and the plugin WIT package it
+/// loads plugins of.
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (plugin WIT enrichd:plugin@{})",
+        env!("CARGO_PKG_VERSION"),
+        crate::plugin::inspect::supported_wit_version()
+    )
+});
+
 /// enrichd: an Emailgistics webhook endpoint that enriches messages with
 /// sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION.as_str(), about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -29,6 +40,18 @@ pub struct Cli {
 pub enum Command {
     /// Serve webhook deliveries (and the admin endpoints).
     Serve(ServeArgs),
+    /// Check a config as `serve` would load it, without opening the store
+    /// or binding the listeners: parse it, resolve its secrets from the
+    /// environment, load every plugin (pins, memory and table sizes, the
+    /// component, its imports against its grants), check the chains; print
+    /// the listeners, plugins, routes and chains, then every problem.
+    /// Exit status: 0 `serve` would start, 1 it would not.
+    #[command(after_help = CHECK_CONFIG_HELP)]
+    CheckConfig {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Read the delivery log (works while the server runs).
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
@@ -47,6 +70,13 @@ pub enum Command {
     #[command(after_help = REPLAY_HELP)]
     Replay(replay::ReplayArgs),
 }
+
+const CHECK_CONFIG_HELP: &str = "\
+Example:
+  ENRICHD_SECRET=… enrichd check-config --config /etc/enrichd/enrichd.toml
+
+Run it as the user enrichd runs as (the systemd unit does, before every start):
+it compiles plugins into the config's component cache, which `serve` then reuses.";
 
 const REPLAY_HELP: &str = "\
 Examples:
@@ -269,6 +299,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn run_with(cli: Cli, lines: guest_lines::GuestLines) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::CheckConfig { config } => {
+            let target = Target {
+                config,
+                data_dir: None,
+            };
+            if !check_config::run(&target)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Deliveries(cmd) => deliveries::run(cmd),
         Command::Replay(args) => replay::run(args),
         Command::Crm(CrmCommand::Import {

@@ -14,6 +14,7 @@ use crate::crm::cache::{CacheSettings, DEFAULT_MAX_CAPACITY, DEFAULT_NEGATIVE_TT
 use crate::crm::http::HttpSettings;
 use crate::emailgistics::auth::Secret;
 use crate::engagelab::verify::{AppKey, DEFAULT_REPLAY_WINDOW};
+use crate::source_ip::Cidrs;
 use crate::storage::answers::{StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
 use crate::storage::events::DEFAULT_DEDUPE_WINDOW;
 use crate::storage::FlushPolicy;
@@ -142,6 +143,8 @@ pub struct Config {
     pub sled_cache_bytes: u64,
     /// Where the state lives.
     pub storage: StorageSpec,
+    /// Proxies whose `X-Forwarded-For` names the client (`allow_ips`).
+    pub trusted_proxies: Cidrs,
 }
 
 /// Default key prefix in Redis: names every key as enrichd's, and lets
@@ -242,6 +245,8 @@ pub struct EventRouteSpec {
     pub replay_window: Duration,
     /// Indexes into [`Config::plugins`], in order.
     pub chain: Vec<usize>,
+    /// Client addresses answered; `None`: every client.
+    pub allow_ips: Option<Cidrs>,
 }
 
 /// Queueing of EngageLab callbacks.
@@ -295,6 +300,8 @@ pub struct RouteSpec {
     pub secrets: Vec<Secret>,
     /// Chain, in order.
     pub chain: Vec<ChainEntrySpec>,
+    /// Client addresses answered; `None`: every client.
+    pub allow_ips: Option<Cidrs>,
 }
 
 /// A validated chain entry.

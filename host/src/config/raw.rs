@@ -62,6 +62,10 @@ pub struct RawConfig {
     /// Where the state lives: embedded sled (default) or a shared Redis.
     #[serde(default)]
     pub storage: RawStorage,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` names the client for
+    /// `allow_ips`; from any other peer the header is ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[storage]`
@@ -115,6 +119,8 @@ pub struct RawEventRoute {
     /// Event plugins to run, in order.
     #[serde(default)]
     pub chain: Vec<RawEventChainEntry>,
+    /// Client addresses (CIDRs) answered; absent: every client.
+    pub allow_ips: Option<Vec<String>>,
 }
 
 /// One entry of an EngageLab route's chain.
@@ -309,6 +315,8 @@ pub struct RawRoute {
     /// Plugins to run, in order.
     #[serde(default)]
     pub chain: Vec<RawChainEntry>,
+    /// Client addresses (CIDRs) answered; absent: every client.
+    pub allow_ips: Option<Vec<String>>,
 }
 
 /// A secret, either written in the file or read from the environment.

@@ -214,10 +214,12 @@ impl RawConfig {
                     .map(|m| m.iter().map(|s| s.trim().to_lowercase()).collect());
                 chain.push(ChainEntrySpec { plugin, mailboxes });
             }
+            let allow_ips = allow_ips(&format!("route {:?}", r.path), r.allow_ips.as_deref())?;
             routes.push(RouteSpec {
                 path: r.path,
                 secrets,
                 chain,
+                allow_ips,
             });
         }
         let mut event_routes: Vec<EventRouteSpec> = Vec::with_capacity(self.engagelab.len());
@@ -261,7 +263,9 @@ impl RawConfig {
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let allow_ips = allow_ips(&format!("engagelab {:?}", r.path), r.allow_ips.as_deref())?;
             event_routes.push(EventRouteSpec {
+                allow_ips,
                 path: r.path,
                 app_keys,
                 replay_window: r
@@ -318,6 +322,8 @@ impl RawConfig {
         }
 
         let storage = Self::storage_spec(&self.storage, &plugins, &event_routes, env)?;
+        let trusted_proxies = Cidrs::parse(&self.trusted_proxies)
+            .map_err(|e| invalid(format!("trusted_proxies: {e}")))?;
 
         Ok(Config {
             listen,
@@ -339,6 +345,7 @@ impl RawConfig {
             body_read_timeout,
             sled_cache_bytes,
             storage,
+            trusted_proxies,
         })
     }
 
@@ -402,6 +409,23 @@ impl RawConfig {
             event_lease,
         })
     }
+}
+
+/// A route's `allow_ips`: absent is everyone; present, it must parse and
+/// not be empty (an empty list would refuse every client, which is what
+/// removing the route is for).
+fn allow_ips(what: &str, entries: Option<&[String]>) -> Result<Option<Cidrs>, ConfigError> {
+    let Some(entries) = entries else {
+        return Ok(None);
+    };
+    if entries.is_empty() {
+        return Err(invalid(format!(
+            "{what}: allow_ips is empty, which would refuse every client (remove it to allow all)"
+        )));
+    }
+    Cidrs::parse(entries)
+        .map(Some)
+        .map_err(|e| invalid(format!("{what}: allow_ips: {e}")))
 }
 
 /// A secret's value, from the file or the environment; `what` names it in

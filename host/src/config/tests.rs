@@ -689,3 +689,32 @@ fn issue_12_http_needs_allowed_hosts_and_its_budgets_have_defaults_overrides_and
         assert!(err.contains(&format!("{key} must be > 0")), "{key}: {err}");
     }
 }
+
+#[test]
+fn issue_13_allow_ips_and_trusted_proxies() {
+    // Absent: everyone; present: parsed.
+    assert_eq!(resolve(MINIMAL).unwrap().routes[0].allow_ips, None);
+    let c = resolve(&format!(
+        "trusted_proxies = [\"10.0.0.0/8\"]\n{MINIMAL}\nallow_ips = [\"203.0.113.7/32\", \"2001:db8::/32\"]\n\
+         [[engagelab]]\npath = \"/el\"\napp_keys = [{{ value = \"k\" }}]\nallow_ips = [\"127.0.0.2\"]\n"
+    ))
+    .unwrap();
+    let allow = c.routes[0].allow_ips.as_ref().unwrap();
+    assert_eq!(allow.to_strings(), ["203.0.113.7/32", "2001:db8::/32"]);
+    assert_eq!(
+        c.event_routes[0].allow_ips.as_ref().unwrap().to_strings(),
+        ["127.0.0.2/32"]
+    );
+    assert_eq!(c.trusted_proxies.to_strings(), ["10.0.0.0/8"]);
+    // Errors name the route and the entry.
+    let cases = [
+        (format!("{MINIMAL}\nallow_ips = [\"203.0.113.300/32\"]"), "route \"/hook\": allow_ips: \"203.0.113.300/32\" is not a CIDR"),
+        (format!("{MINIMAL}\nallow_ips = []"), "route \"/hook\": allow_ips is empty"),
+        (format!("trusted_proxies = [\"10.0.0.0/99\"]\n{MINIMAL}"), "trusted_proxies: \"10.0.0.0/99\" is not a CIDR"),
+        (format!("{MINIMAL}\n[[engagelab]]\npath = \"/el\"\napp_keys = [{{ value = \"k\" }}]\nallow_ips = [\"x\"]\n"), "engagelab \"/el\": allow_ips: \"x\""),
+    ];
+    for (text, want) in cases {
+        let err = resolve(&text).unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    }
+}

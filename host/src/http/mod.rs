@@ -1,7 +1,9 @@
 //! The HTTP transport, knowing nothing of webhooks: the accept loop with its
 //! graceful drain ([`serve`]), the connection cap and its health reserve
 //! ([`ConnectionCap`]), the header and body timeouts and size limit
-//! ([`read_body`]), and the shared JSON answers ([`answers`]).
+//! ([`read_body`]), the shared JSON answers ([`answers`]), and each
+//! request's TCP peer ([`PeerAddr`], in its extensions) for the routes to
+//! judge.
 //!
 //! The accept loop is generic over the accepted stream ([`Accept`]), so a
 //! TLS acceptor can be added without touching any handler.
@@ -21,6 +23,12 @@ pub use serve::{serve, serve_capped, Accept, HEADER_READ_TIMEOUT, RESERVE_HEADER
 
 /// Liveness endpoint; the only path a reserve connection may ask for.
 pub const HEALTHZ_PATH: &str = "/healthz";
+
+/// The TCP peer of a request's connection, put in the request's extensions
+/// by the accept loop; the route decides what it means (see
+/// [`crate::source_ip`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// The body of every answer: all of it is known before it is sent.
 pub type Body = Full<Bytes>;

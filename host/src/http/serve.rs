@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::answers::over_capacity;
-use super::{Body, ConnectionCap, HEALTHZ_PATH};
+use super::{Body, ConnectionCap, PeerAddr, HEALTHZ_PATH};
 
 /// Time a client gets to send the request head; stops idle or slow-loris
 /// connections from holding sockets.
@@ -111,7 +111,8 @@ where
                     continue;
                 };
                 let handler = handler.clone();
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
                     let fut = (!reserve || req.uri().path() == HEALTHZ_PATH).then(|| handler(req));
                     async move {
                         Ok::<_, Infallible>(match fut {

@@ -22,6 +22,9 @@
 //! hosts, `kill -9`, restarts on the same data); [`redis_server`] gives the
 //! Redis tests their Redis: the shared one `scripts/check` starts
 //! (`ENRICHD_TEST_REDIS_URL`), or a private one a test can stop and start.
+//!
+//! [`tls`] serves a [`TestServer`] over HTTPS with a certificate made in the
+//! test, and gives the TLS clients that trust it.
 
 pub mod crm_server;
 pub mod polyglot;
@@ -29,6 +32,7 @@ pub mod process;
 pub mod redis_server;
 pub mod resources;
 pub mod sandwich;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -47,6 +47,12 @@ pub enum StartError {
     /// A chain names a plugin that does not implement what the chain needs.
     #[error("{0}")]
     Chain(String),
+    /// The `[tls]` certificate or key does not load.
+    #[error("[tls]: {0}")]
+    Tls(#[from] crate::http::tls::TlsError),
+    /// rustls refused the `[tls]` settings.
+    #[error("[tls]: {0}")]
+    TlsConfig(String),
 }
 
 /// What the config assembles into, before it is wired into handler state.

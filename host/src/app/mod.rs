@@ -23,6 +23,7 @@ pub mod one_off;
 pub mod replay;
 pub mod router;
 pub mod supervisor;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -55,12 +56,16 @@ pub struct App {
     sources: Arc<[Arc<SourceFilter>]>,
     // Dropping it stops the epoch ticker: it lives as long as the app.
     engine: PluginEngine,
+    // HTTPS on the public listener, if `[tls]` is configured.
+    tls: Option<tls::PublicTls>,
 }
 
 impl App {
     /// Open the storage, seed the CRM, compile every plugin (on tokio's
     /// blocking pool: compiling takes seconds), and wire the handlers.
     pub async fn build(config: &Config) -> Result<App, StartError> {
+        // First: a certificate that does not load is the quickest to report.
+        let tls = config.tls.as_ref().map(tls::PublicTls::load).transpose()?;
         let clock = Clock::new();
         let embedded = config
             .crm
@@ -79,7 +84,10 @@ impl App {
         })
         .await
         .map_err(|e| StartError::Interrupted(e.to_string()))??;
-        Ok(Self::compose(config, storage, parts, clock))
+        Ok(App {
+            tls,
+            ..Self::compose(config, storage, parts, clock)
+        })
     }
 
     /// Give each handler its state.
@@ -143,6 +151,7 @@ impl App {
             connections,
             sources,
             engine: parts.engine,
+            tls: None,
         }
     }
 
@@ -188,6 +197,17 @@ impl App {
     pub fn engine(&self) -> &PluginEngine {
         &self.engine
     }
+
+    /// Read the `[tls]` certificate and key again and present them from
+    /// the next handshake on (what SIGHUP does); open connections keep
+    /// theirs. A pair that does not load is refused, the old one kept, and
+    /// the reason logged and returned. `Ok(false)`: no `[tls]`.
+    pub fn reload_tls(&self) -> Result<bool, crate::http::tls::TlsError> {
+        match &self.tls {
+            Some(tls) => tls.certs.reload().map(|()| true),
+            None => Ok(false),
+        }
+    }
 }
 
 /// The allowlists of the routes (Emailgistics and EngageLab) that have
@@ -214,8 +234,9 @@ fn source_filters(config: &Config) -> Arc<[Arc<SourceFilter>]> {
 /// public one for up to the delivery budget, so no accepted delivery is cut
 /// short — and only then are the jobs shut down.
 ///
-/// Both listeners are anything that accepts connections ([`Accept`]), so a
-/// TLS acceptor fits without touching a handler.
+/// Both listeners are anything that accepts connections ([`Accept`]); with
+/// `[tls]` the public one is wrapped in TLS here, and one task reloads its
+/// certificate on SIGHUP and when the files change ([`tls::reload_task`]).
 pub async fn run(
     listener: impl Accept,
     admin: Option<impl Accept>,
@@ -245,18 +266,16 @@ pub async fn run(
         app.events.clone(),
         app.sources.clone(),
     );
+    let handler = move |req| {
+        let router = router.clone();
+        async move { router.handle(req).await }
+    };
     let public = async {
-        let result = serve_capped(
-            listener,
-            stopped(),
-            app.deliveries.budget,
-            &app.connections,
-            move |req| {
-                let router = router.clone();
-                async move { router.handle(req).await }
-            },
-        )
-        .await;
+        let (budget, cap) = (app.deliveries.budget, &app.connections);
+        let result = match &app.tls {
+            Some(tls) => serve_capped(tls.wrap(listener), stopped(), budget, cap, handler).await,
+            None => serve_capped(listener, stopped(), budget, cap, handler).await,
+        };
         stop.send_replace(true);
         result
     };
@@ -268,7 +287,8 @@ pub async fn run(
         stop.send_replace(true);
         result
     };
-    let ((), public, admin) = tokio::join!(signal, public, admin);
+    let reload = tls::reload_task(app.tls.as_ref().map(|t| t.certs.clone()), stopped());
+    let ((), public, admin, ()) = tokio::join!(signal, public, admin, reload);
     // The listeners have drained; the jobs stop at their next await (the
     // event worker's callback in hand stays queued and is run again).
     jobs.shutdown(jobs::SHUTDOWN_GRACE).await;

@@ -15,6 +15,7 @@ use crate::crm::http::HttpSettings;
 use crate::emailgistics::auth::Secret;
 use crate::engagelab::verify::{AppKey, DEFAULT_REPLAY_WINDOW};
 use crate::source_ip::Cidrs;
+use crate::http::tls::{CertFiles, MinVersion, TlsSettings, DEFAULT_HANDSHAKE_TIMEOUT};
 use crate::storage::answers::{StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
 use crate::storage::events::DEFAULT_DEDUPE_WINDOW;
 use crate::storage::FlushPolicy;
@@ -68,6 +69,11 @@ pub const MAX_MAX_MEMORY_BYTES: usize = 4 * 1024 * 1024 * 1024;
 /// 64 MiB and 16 MiB served the same deliveries/s (README, "Memory and disk
 /// as the store grows").
 pub const DEFAULT_SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Upper bound for `[tls] handshake_timeout_ms`: the time a client gets
+/// for its request head ([`crate::http::HEADER_READ_TIMEOUT`]); a
+/// handshake allowed longer than that would let a silent client hold a
+/// connection slot longer than a slow-loris one.
+pub const MAX_TLS_HANDSHAKE_TIMEOUT: Duration = crate::http::HEADER_READ_TIMEOUT;
 /// Upper bound for `breaker_cooldown_ms`: beyond an hour a typo (an extra
 /// zero) would silently take a plugin out of service for most of a day.
 pub const MAX_BREAKER_COOLDOWN: Duration = Duration::from_secs(3600);
@@ -145,6 +151,8 @@ pub struct Config {
     pub storage: StorageSpec,
     /// Proxies whose `X-Forwarded-For` names the client (`allow_ips`).
     pub trusted_proxies: Cidrs,
+    /// HTTPS on the public listener; `None`: plain HTTP.
+    pub tls: Option<TlsSettings>,
 }
 
 /// Default key prefix in Redis: names every key as enrichd's, and lets

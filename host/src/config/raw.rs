@@ -66,6 +66,22 @@ pub struct RawConfig {
     /// `allow_ips`; from any other peer the header is ignored.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// HTTPS on the public listener (issue 13).
+    pub tls: Option<RawTls>,
+}
+
+/// `[tls]`: HTTPS on the public listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Certificate chain (PEM, leaf first), relative to the config file.
+    pub cert: PathBuf,
+    /// Private key (PEM: PKCS#8, RSA or EC), relative to the config file.
+    pub key: PathBuf,
+    /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<String>,
+    /// Time a client gets to complete its handshake, ms.
+    pub handshake_timeout_ms: Option<u64>,
 }
 
 /// `[storage]`

@@ -324,6 +324,7 @@ impl RawConfig {
         let storage = Self::storage_spec(&self.storage, &plugins, &event_routes, env)?;
         let trusted_proxies = Cidrs::parse(&self.trusted_proxies)
             .map_err(|e| invalid(format!("trusted_proxies: {e}")))?;
+        let tls = self.tls.map(|t| tls_settings(t, base)).transpose()?;
 
         Ok(Config {
             listen,
@@ -346,6 +347,7 @@ impl RawConfig {
             sled_cache_bytes,
             storage,
             trusted_proxies,
+            tls,
         })
     }
 
@@ -430,6 +432,40 @@ fn allow_ips(what: &str, entries: Option<&[String]>) -> Result<Option<Cidrs>, Co
 
 /// A secret's value, from the file or the environment; `what` names it in
 /// errors.
+/// `[tls]`: paths from the config's directory (whether they load is
+/// checked at start, by the app), the lowest version, the handshake
+/// deadline (at most [`MAX_TLS_HANDSHAKE_TIMEOUT`]).
+fn tls_settings(raw: RawTls, base: &Path) -> Result<TlsSettings, ConfigError> {
+    let min_version = match raw.min_version.as_deref() {
+        None | Some("1.2") => MinVersion::Tls12,
+        Some("1.3") => MinVersion::Tls13,
+        Some(other) => {
+            return Err(invalid(format!(
+                "[tls] min_version = {other:?}: must be \"1.2\" or \"1.3\" (older versions are not supported)"
+            )))
+        }
+    };
+    let handshake_timeout = raw
+        .handshake_timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT);
+    if handshake_timeout.is_zero() || handshake_timeout > MAX_TLS_HANDSHAKE_TIMEOUT {
+        return Err(invalid(format!(
+            "[tls] handshake_timeout_ms = {}: must be above 0 and at most {}",
+            handshake_timeout.as_millis(),
+            MAX_TLS_HANDSHAKE_TIMEOUT.as_millis()
+        )));
+    }
+    Ok(TlsSettings {
+        files: CertFiles {
+            cert: base.join(raw.cert),
+            key: base.join(raw.key),
+        },
+        min_version,
+        handshake_timeout,
+    })
+}
+
 fn resolve_secret(
     s: &RawSecret,
     what: &str,

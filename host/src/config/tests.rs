@@ -717,4 +717,38 @@ fn issue_13_allow_ips_and_trusted_proxies() {
         let err = resolve(&text).unwrap_err().to_string();
         assert!(err.contains(want), "{err}");
     }
+fn issue_13_tls_paths_come_from_the_config_dir_and_its_values_are_checked() {
+    assert!(
+        resolve(MINIMAL).unwrap().tls.is_none(),
+        "plain HTTP by default"
+    );
+    // `[tls]` after the route's keys would belong to the route: put it first.
+    let with = |tls: &str| {
+        format!("[tls]\ncert = \"tls/cert.pem\"\nkey = \"/k/key.pem\"\n{tls}\n{MINIMAL}")
+    };
+    let tls = resolve(&with("")).unwrap().tls.expect("[tls]");
+    assert_eq!(tls.files.cert, Path::new("/etc/enrichd/tls/cert.pem"));
+    assert_eq!(tls.files.key, Path::new("/k/key.pem"));
+    assert_eq!(tls.min_version, MinVersion::Tls12);
+    assert_eq!(tls.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
+    let tls = resolve(&with("min_version = \"1.3\"\nhandshake_timeout_ms = 250"))
+        .unwrap()
+        .tls
+        .unwrap();
+    assert_eq!(tls.min_version, MinVersion::Tls13);
+    assert_eq!(tls.handshake_timeout, Duration::from_millis(250));
+    for (extra, needle) in [
+        ("min_version = \"1.1\"", "must be \"1.2\" or \"1.3\""),
+        (
+            "handshake_timeout_ms = 0",
+            "handshake_timeout_ms = 0: must be above 0",
+        ),
+        ("handshake_timeout_ms = 30001", "at most 30000"),
+        ("ciphers = \"all\"", "unknown field"),
+    ] {
+        let err = resolve(&with(extra)).unwrap_err().to_string();
+        assert!(err.contains(needle), "{extra}: {err}");
+    }
+    let err = resolve(&format!("[tls]\ncert = \"c.pem\"\n{MINIMAL}")).unwrap_err();
+    assert!(err.to_string().contains("missing field `key`"), "{err}");
 }

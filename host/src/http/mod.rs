@@ -1,17 +1,18 @@
 //! The HTTP transport, knowing nothing of webhooks: the accept loop with its
 //! graceful drain ([`serve`]), the connection cap and its health reserve
 //! ([`ConnectionCap`]), the header and body timeouts and size limit
-//! ([`read_body`]), the shared JSON answers ([`answers`]), and each
+//! ([`read_body`]), the shared JSON answers ([`answers`]), each
 //! request's TCP peer ([`PeerAddr`], in its extensions) for the routes to
-//! judge.
+//! judge, and HTTPS ([`tls`]).
 //!
-//! The accept loop is generic over the accepted stream ([`Accept`]), so a
-//! TLS acceptor can be added without touching any handler.
+//! The accept loop is generic over the accepted stream ([`Accept`]): the
+//! TLS acceptor wraps a TCP listener without any handler knowing.
 
 pub mod answers;
 mod body;
 mod limits;
 mod serve;
+pub mod tls;
 
 use bytes::Bytes;
 use http_body_util::Full;

@@ -1,0 +1,103 @@
+//! HTTPS on the public listener, as the composition root sets it up: the
+//! certificate loaded at start (an error names the file), the listener
+//! wrapped in TLS, and the one task that reloads the certificate on SIGHUP
+//! and when its files change.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+
+use crate::http::tls::{server_config, Certificates, TlsListener, TlsSettings};
+use crate::http::Accept;
+
+use super::StartError;
+
+/// How often the certificate files are read to see whether they changed.
+/// Reading two files of a few KiB is nothing; every 2 s means a renewed
+/// certificate (certbot, an operator's copy) is served within seconds
+/// without a signal.
+pub const CERT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The public listener's TLS: its certificate and rustls configuration.
+pub(super) struct PublicTls {
+    pub(super) certs: Arc<Certificates>,
+    config: Arc<ServerConfig>,
+    handshake_timeout: Duration,
+}
+
+impl PublicTls {
+    /// Load the certificate and key `settings` name.
+    pub(super) fn load(settings: &TlsSettings) -> Result<Self, StartError> {
+        let certs = Arc::new(Certificates::load(
+            settings.files.clone(),
+            crate::http::tls::provider(),
+        )?);
+        let config = server_config(certs.clone(), settings.min_version)
+            .map_err(|e| StartError::TlsConfig(e.to_string()))?;
+        Ok(PublicTls {
+            certs,
+            config,
+            handshake_timeout: settings.handshake_timeout,
+        })
+    }
+
+    /// `listener`, speaking TLS.
+    pub(super) fn wrap<A: Accept>(&self, listener: A) -> TlsListener<A> {
+        TlsListener::new(listener, self.config.clone(), self.handshake_timeout)
+    }
+}
+
+/// Until `stopped`: reload the certificate on SIGHUP, and when its files
+/// change (polled every [`CERT_POLL_INTERVAL`]). SIGHUP is handled even
+/// without TLS, so a `systemctl reload` never kills the process.
+pub(super) async fn reload_task(tls: Option<Arc<Certificates>>, stopped: impl Future<Output = ()>) {
+    tokio::pin!(stopped);
+    let mut hangup = hangup();
+    let mut poll = tokio::time::interval(CERT_POLL_INTERVAL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            Some(()) = next(&mut hangup) => match &tls {
+                // The outcome is logged by `reload`.
+                Some(certs) => { let _ = certs.reload(); }
+                None => tracing::info!("SIGHUP: nothing to reload (no [tls])"),
+            },
+            _ = poll.tick(), if tls.is_some() => {
+                if let Some(certs) = &tls {
+                    let _ = certs.reload_if_changed();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+#[cfg(unix)]
+fn hangup() -> Hangup {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup())
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
+        .ok()
+}
+
+#[cfg(not(unix))]
+fn hangup() -> Hangup {
+    None
+}
+
+/// The next SIGHUP; never, without a handler.
+async fn next(hangup: &mut Hangup) -> Option<()> {
+    #[cfg(unix)]
+    if let Some(signal) = hangup {
+        return signal.recv().await;
+    }
+    let _ = hangup;
+    std::future::pending().await
+}

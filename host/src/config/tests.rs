@@ -717,6 +717,9 @@ fn issue_13_allow_ips_and_trusted_proxies() {
         let err = resolve(&text).unwrap_err().to_string();
         assert!(err.contains(want), "{err}");
     }
+}
+
+#[test]
 fn issue_13_tls_paths_come_from_the_config_dir_and_its_values_are_checked() {
     assert!(
         resolve(MINIMAL).unwrap().tls.is_none(),

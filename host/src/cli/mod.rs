@@ -133,7 +133,7 @@ pub enum PluginCommand {
     /// changed and why, the answer enrichd would give, and the plugin's log,
     /// stdout and stderr lines. Exits with status 1 when the plugin failed.
     #[command(after_help = RUN_HELP)]
-    Run(plugin_run::RunArgs),
+    Run(Box<plugin_run::RunArgs>),
 }
 
 const NEW_HELP: &str = "\
@@ -324,7 +324,7 @@ fn run_with(cli: Cli, lines: guest_lines::GuestLines) -> anyhow::Result<()> {
             dir,
         }) => plugin::new(&dir, &name, lang, world),
         Command::Plugin(PluginCommand::Inspect { file, json }) => plugin::inspect(&file, json),
-        Command::Plugin(PluginCommand::Run(args)) => plugin_run::run(args, lines),
+        Command::Plugin(PluginCommand::Run(args)) => plugin_run::run(*args, lines),
     }
 }
 

@@ -381,7 +381,10 @@ impl WasiHttpHooks for HttpGate {
             // Replay: the request body is read (and capped) as a server
             // would read it, then the tape answers.
             Some(served) => Box::pin(async move {
-                request.into_body().collect().await?;
+                let mut body = request.into_body();
+                while let Some(frame) = body.frame().await {
+                    frame?;
+                }
                 let response = served
                     .map_err(http_tape::not_recorded)
                     .and_then(|answer| answer.replay(tape, args))?;

@@ -216,7 +216,9 @@ impl HttpAnswer {
     ) -> Result<hyper::Response<WasiBody>, HttpError> {
         let Some(status) = self.status else {
             return Err(self.error.map_or(
-                HttpError::InternalError(Some("not recorded: no status, no error".into())),
+                HttpError::InternalError(Some(
+                    "not recorded: the recorded call ended before this response came".into(),
+                )),
                 |f| f.error(),
             ));
         };

@@ -12,9 +12,13 @@
 //!   uses its directory; `null` if it cannot be read) and, per route with
 //!   `allow_ips`, the requests its allowlist refused (`sourceIp`:
 //!   `notAllowed`, `badForwardedFor`).
+//! - `POST /reload`: read the config file again and swap to it (see
+//!   [`Reload`]); `200 {"reloaded": true, "changed": {…}}`, or `422
+//!   {"reloaded": false, "error": "…"}` with the running config kept.
 //! - `GET /healthz`.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +38,8 @@ use crate::storage::{AnswerStore, EventQueue, Maintenance};
 pub const DEFAULT_LIST_LIMIT: usize = 50;
 /// Largest page: a listing is built in memory.
 pub const MAX_LIST_LIMIT: usize = 10_000;
+/// Where a reload is asked for (`POST`).
+pub const RELOAD_PATH: &str = "/reload";
 /// Admin requests are short reads; on shutdown they get this long.
 const ADMIN_GRACE: Duration = Duration::from_secs(5);
 
@@ -54,39 +60,58 @@ pub struct AdminState {
     pub allocator: AllocatorKind,
     /// The precompiled component cache (its size), if there is one.
     pub component_cache: Option<Arc<ComponentCache>>,
-    /// Every loaded plugin (calls, circuit breaker).
-    pub plugins: Vec<Arc<Plugin>>,
+    /// Every loaded plugin (calls, circuit breaker), as of the last reload.
+    pub plugins: arc_swap::ArcSwap<Vec<Arc<Plugin>>>,
     /// The CRM sources (counters).
     pub crm: Vec<Arc<CrmSource>>,
     /// EngageLab counters.
     pub event_stats: Arc<EventStats>,
     /// The public listener's connection cap and counts.
     pub connections: ConnectionCap,
-    /// The routes' source-IP allowlists (refusals by route and reason).
-    pub sources: Arc<[Arc<SourceFilter>]>,
+    /// The routes' source-IP allowlists (refusals by route and reason), as
+    /// of the last reload.
+    pub sources: arc_swap::ArcSwap<Vec<Arc<SourceFilter>>>,
 }
 
-/// Serve the admin endpoints until `shutdown`.
+/// What `POST /reload` runs: the composition root's reload. It answers
+/// whether the new config took, and the JSON to send back.
+pub type Reload =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = (bool, serde_json::Value)> + Send>> + Send + Sync>;
+
+/// Serve the admin endpoints until `shutdown`; `POST /reload` runs
+/// `reload` (404 without one).
 pub async fn run(
     listener: impl Accept,
     state: Arc<AdminState>,
+    reload: Option<Reload>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     crate::http::serve(listener, shutdown, ADMIN_GRACE, move |req| {
-        let state = state.clone();
-        async move { handle(&state, req).await }
+        let (state, reload) = (state.clone(), reload.clone());
+        async move { handle(&state, reload.as_ref(), req).await }
     })
     .await
 }
 
-async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    state: &AdminState,
+    reload: Option<&Reload>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if let (RELOAD_PATH, Some(reload)) = (req.uri().path(), reload) {
+        if *req.method() != Method::POST {
+            return crate::http::method_not_allowed("POST");
+        }
+        let (reloaded, answer) = reload().await;
+        let status = if reloaded {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        return json(status, answer.to_string().into());
+    }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        let mut res = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        res.headers_mut().insert(
-            hyper::header::ALLOW,
-            hyper::header::HeaderValue::from_static("GET, HEAD"),
-        );
-        return res;
+        return crate::http::method_not_allowed("GET, HEAD");
     }
     let query: Vec<(String, String)> = req
         .uri()
@@ -162,6 +187,7 @@ async fn show(state: &AdminState, raw_id: &str, route: Option<&str>) -> Answer {
 async fn stats(state: &AdminState) -> Answer {
     let plugins: serde_json::Map<String, serde_json::Value> = state
         .plugins
+        .load()
         .iter()
         .map(|p| {
             (
@@ -190,6 +216,7 @@ async fn stats(state: &AdminState) -> Answer {
         },
         "sourceIp": state
             .sources
+            .load()
             .iter()
             .map(|f| (f.route().to_owned(), f.snapshot()))
             .collect::<serde_json::Map<_, _>>(),

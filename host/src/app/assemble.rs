@@ -16,6 +16,7 @@ use crate::emailgistics::chain::ChainEntry;
 use crate::emailgistics::Route;
 use crate::engagelab::EventRoute;
 use crate::plugin::cache::{CachePolicy, ComponentCache};
+use crate::plugin::policy::PluginSpec;
 use crate::plugin::{EngineOptions, LoadError, Plugin, PluginEngine};
 use crate::storage::crm_records::CrmDb;
 use crate::storage::{CrmLastKnown, OpenError};
@@ -69,8 +70,7 @@ pub(super) struct Parts {
     pub event_routes: Vec<EventRoute>,
 }
 
-/// Seed the CRM sources, compile every plugin, build the routes; refuse a
-/// chain naming a plugin that does not implement what the chain needs.
+/// Seed the CRM sources, compile every plugin, build the routes ([`routes`]).
 pub(super) fn parts(
     config: &Config,
     crm_db: Option<&CrmDb>,
@@ -84,21 +84,58 @@ pub(super) fn parts(
         .collect::<Result<Vec<_>, _>>()?;
 
     let engine = PluginEngine::new(engine_options(config))?;
+    let (plugins, _) = load_plugins(&engine, config, &|_| None)?;
+    let (routes, event_routes) = routes(config, &plugins)?;
+    Ok(Parts {
+        engine,
+        plugins,
+        crm,
+        routes,
+        event_routes,
+    })
+}
+
+/// Load every plugin of `config` (compiling it, or from the component
+/// cache), except those `reuse` hands back already loaded; then bound the
+/// cache. Also says, per plugin, whether it was reused.
+pub(super) fn load_plugins(
+    engine: &PluginEngine,
+    config: &Config,
+    reuse: &dyn Fn(&PluginSpec) -> Option<Arc<Plugin>>,
+) -> Result<(Vec<Arc<Plugin>>, Vec<bool>), StartError> {
     let started = Instant::now();
+    let mut reused = Vec::with_capacity(config.plugins.len());
     let plugins = config
         .plugins
         .iter()
-        .map(|spec| engine.load(spec).map(Arc::new))
+        .map(|spec| {
+            let kept = reuse(spec);
+            reused.push(kept.is_some());
+            match kept {
+                Some(plugin) => Ok(plugin),
+                None => engine.load(spec).map(Arc::new),
+            }
+        })
         .collect::<Result<Vec<_>, _>>()?;
     tracing::info!(
         plugins = plugins.len(),
+        reused = reused.iter().filter(|r| **r).count(),
         ms = started.elapsed().as_millis() as u64,
         "plugins compiled"
     );
     if let Some(cache) = engine.cache() {
         sweep_cache(cache, &config.cache);
     }
+    Ok((plugins, reused))
+}
 
+/// The routes of `config` over its loaded `plugins` (`plugins[i]` is
+/// `config.plugins[i]`); refuses a chain naming a plugin that does not
+/// implement what the chain needs.
+pub(super) fn routes(
+    config: &Config,
+    plugins: &[Arc<Plugin>],
+) -> Result<(Vec<Route>, Vec<EventRoute>), StartError> {
     // What each chain needs is only known once the plugins are loaded.
     let loaded: Vec<Option<&Plugin>> = plugins.iter().map(|p| Some(&**p)).collect();
     if let Some(first) = chain_mismatches(config, &loaded).into_iter().next() {
@@ -114,8 +151,7 @@ pub(super) fn parts(
             chain: r.chain.iter().map(|&i| Arc::clone(&plugins[i])).collect(),
         })
         .collect();
-
-    let routes: Vec<Route> = config
+    let routes = config
         .routes
         .iter()
         .map(|r| {
@@ -136,13 +172,7 @@ pub(super) fn parts(
             }
         })
         .collect();
-    Ok(Parts {
-        engine,
-        plugins,
-        crm,
-        routes,
-        event_routes,
-    })
+    Ok((routes, event_routes))
 }
 
 /// Every chain entry naming a plugin that does not implement what its

@@ -11,15 +11,16 @@
 //! `enrichd replay`) and [`check`] (the config's plugins loaded as `serve`
 //! would, nothing opened or bound: `enrichd check-config`).
 //!
-//! Everything that can fail does so here, at start, with a message naming
-//! the file or plugin at fault — never later, on a delivery. Nothing below
-//! this module sees the whole; tests read counters through [`App`]'s
-//! accessors.
+//! Everything that can fail does so here, at start or at a [`reload`],
+//! with a message naming the file or plugin at fault — never later, on a
+//! delivery. Nothing below this module sees the whole; tests read counters
+//! through [`App`]'s accessors.
 
 mod assemble;
 pub mod check;
 pub mod jobs;
 pub mod one_off;
+pub mod reload;
 pub mod replay;
 pub mod router;
 pub mod supervisor;
@@ -28,13 +29,14 @@ pub mod tls;
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::{watch, Notify};
+use arc_swap::ArcSwap;
+use tokio::sync::{watch, Mutex, Notify};
 
-use crate::admin::AdminState;
+use crate::admin::{AdminState, Reload};
 use crate::clock::Clock;
 use crate::config::{Config, CrmBackendSpec, StorageSpec, DEFAULT_EVENT_LEASE};
-use crate::emailgistics::{DeliveryState, Route};
-use crate::engagelab::{EventRoute, EventState, EventStats};
+use crate::emailgistics::DeliveryState;
+use crate::engagelab::{EventState, EventStats};
 use crate::http::{serve_capped, Accept, BodyLimits, ConnectionCap};
 use crate::idempotency::Inflight;
 use crate::plugin::{Plugin, PluginEngine, Services};
@@ -42,6 +44,7 @@ use crate::source_ip::SourceFilter;
 use crate::storage::Storage;
 use assemble::Parts;
 pub use assemble::StartError;
+use reload::{Changes, ConfigSource, Generation, ReloadError};
 use router::Router;
 
 /// A running enrichd's parts: the handlers' states, and what the jobs and
@@ -51,11 +54,14 @@ pub struct App {
     events: Arc<EventState>,
     admin: Arc<AdminState>,
     storage: Storage,
-    plugins: Vec<Arc<Plugin>>,
+    // What the public listener serves; swapped by a reload.
+    current: Arc<ArcSwap<Generation>>,
+    // Serializes reloads (a reload never blocks a delivery: they only load
+    // `current`). `None`: not started from a file, nothing to reload.
+    source: Mutex<Option<ConfigSource>>,
     connections: ConnectionCap,
-    sources: Arc<[Arc<SourceFilter>]>,
     // Dropping it stops the epoch ticker: it lives as long as the app.
-    engine: PluginEngine,
+    engine: Arc<PluginEngine>,
     // HTTPS on the public listener, if `[tls]` is configured.
     tls: Option<tls::PublicTls>,
 }
@@ -104,9 +110,10 @@ impl App {
         let inflight = Arc::new(Inflight::default());
         let event_stats = Arc::new(EventStats::default());
         let connections = ConnectionCap::new(config.max_connections);
-        let sources = source_filters(config);
+        let sources = Arc::new(source_filters(config));
+        let event_routes = Arc::new(parts.event_routes);
         let admin = AdminState {
-            sources: sources.clone(),
+            sources: ArcSwap::new(sources.clone()),
             backend: storage.backend,
             answers: storage.answers.clone(),
             events: storage.events.clone(),
@@ -114,13 +121,13 @@ impl App {
             inflight: inflight.clone(),
             allocator: parts.engine.allocator(),
             component_cache: parts.engine.cache().cloned(),
-            plugins: parts.plugins.clone(),
+            plugins: ArcSwap::from_pointee(parts.plugins.clone()),
             crm: services.crm.clone(),
             event_stats: event_stats.clone(),
             connections: connections.clone(),
         };
         let events = EventState {
-            routes: parts.event_routes,
+            routes: ArcSwap::new(event_routes.clone()),
             queue: storage.events.clone(),
             lease: match &config.storage {
                 StorageSpec::Redis { event_lease, .. } => *event_lease,
@@ -134,7 +141,6 @@ impl App {
             services: services.clone(),
         };
         let deliveries = DeliveryState {
-            routes: parts.routes,
             budget: config.delivery_budget,
             body,
             answers: storage.answers.clone(),
@@ -147,35 +153,95 @@ impl App {
             events: Arc::new(events),
             admin: Arc::new(admin),
             storage,
-            plugins: parts.plugins,
+            current: Arc::new(ArcSwap::from_pointee(Generation {
+                number: 1,
+                config: config.clone(),
+                plugins: parts.plugins,
+                routes: parts.routes,
+                event_routes,
+                sources,
+            })),
+            source: Mutex::new(None),
             connections,
-            sources,
-            engine: parts.engine,
+            engine: Arc::new(parts.engine),
             tls: None,
         }
     }
 
+    /// Reload from `source` (the config file the server was started with)
+    /// on SIGHUP and `POST /reload`.
+    pub fn reloading_from(self, source: ConfigSource) -> App {
+        App {
+            source: Mutex::new(Some(source)),
+            ..self
+        }
+    }
+
+    /// Read the config again and swap to it, if it loads and checks as at
+    /// start and changes nothing fixed at start; else keep the running one
+    /// and say why. One reload at a time; deliveries go on meanwhile (those
+    /// in flight on the generation they started on).
+    pub async fn reload(&self) -> Result<Changes, ReloadError> {
+        let source = self.source.lock().await;
+        let source = source.as_ref().ok_or(ReloadError::NoSource)?;
+        let config = source()?;
+        let (engine, running) = (self.engine.clone(), self.current.load_full());
+        let (next, changes) =
+            tokio::task::spawn_blocking(move || reload::next(&engine, &running, config))
+                .await
+                .map_err(|e| StartError::Interrupted(e.to_string()))??;
+        let next = Arc::new(next);
+        // The router first: new requests see the new routes; then the event
+        // worker and the admin view.
+        self.current.store(next.clone());
+        self.events.routes.store(next.event_routes.clone());
+        self.admin.plugins.store(Arc::new(next.plugins.clone()));
+        self.admin.sources.store(next.sources.clone());
+        Ok(changes)
+    }
+
+    /// [`App::reload`], then the certificate ([`App::reload_tls`]: the
+    /// files may have been renewed with the config), logged; the answer
+    /// `POST /reload` gives: whether the config took, and the JSON.
+    pub async fn reload_and_answer(&self) -> (bool, serde_json::Value) {
+        let config = self.reload().await;
+        let certificate = match self.reload_tls() {
+            Ok(true) => serde_json::json!("reloaded"),
+            Ok(false) => serde_json::Value::Null,
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
+        match config {
+            Ok(changes) => {
+                tracing::info!(changed = %serde_json::json!(changes), "config reloaded");
+                let answer = serde_json::json!({"reloaded": true, "changed": changes, "certificate": certificate});
+                (true, answer)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "config reload refused; the running config keeps serving");
+                let answer = serde_json::json!({"reloaded": false, "error": e.to_string(), "certificate": certificate});
+                (false, answer)
+            }
+        }
+    }
+
+    /// What the public listener serves now.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
     /// How many times the plugin named `name` has been called.
     pub fn plugin_calls(&self, name: &str) -> Option<u64> {
-        self.plugins
+        self.current
+            .load()
+            .plugins
             .iter()
             .find(|p| p.info().name == name)
             .map(|p| p.calls())
     }
 
     /// Every loaded plugin, in config order.
-    pub fn plugins(&self) -> &[Arc<Plugin>] {
-        &self.plugins
-    }
-
-    /// The Emailgistics routes, in config order.
-    pub fn routes(&self) -> &[Route] {
-        &self.deliveries.routes
-    }
-
-    /// The EngageLab routes, in config order.
-    pub fn event_routes(&self) -> &[EventRoute] {
-        &self.events.routes
+    pub fn plugins(&self) -> Vec<Arc<Plugin>> {
+        self.current.load().plugins.clone()
     }
 
     /// The services lent to plugins (CRM sources, kv).
@@ -212,7 +278,7 @@ impl App {
 
 /// The allowlists of the routes (Emailgistics and EngageLab) that have
 /// `allow_ips`, each behind the config's trusted proxies.
-fn source_filters(config: &Config) -> Arc<[Arc<SourceFilter>]> {
+fn source_filters(config: &Config) -> Vec<Arc<SourceFilter>> {
     let routes = config.routes.iter().map(|r| (&r.path, &r.allow_ips));
     let events = config.event_routes.iter().map(|r| (&r.path, &r.allow_ips));
     routes
@@ -264,7 +330,7 @@ pub async fn run(
     let router = Router::new(
         app.deliveries.clone(),
         app.events.clone(),
-        app.sources.clone(),
+        app.current.clone(),
     );
     let handler = move |req| {
         let router = router.clone();
@@ -283,11 +349,19 @@ pub async fn run(
         let Some(listener) = admin else {
             return Ok(());
         };
-        let result = crate::admin::run(listener, app.admin.clone(), stopped()).await;
+        let reloading = app.clone();
+        let reload: Reload = Arc::new(move || {
+            let app = reloading.clone();
+            Box::pin(async move { app.reload_and_answer().await })
+        });
+        let result = crate::admin::run(listener, app.admin.clone(), Some(reload), stopped()).await;
         stop.send_replace(true);
         result
     };
-    let reload = tls::reload_task(app.tls.as_ref().map(|t| t.certs.clone()), stopped());
+    let hangup = || async {
+        let _ = app.reload_and_answer().await;
+    };
+    let reload = tls::reload_task(app.tls.as_ref().map(|t| t.certs.clone()), stopped(), hangup);
     let ((), public, admin, ()) = tokio::join!(signal, public, admin, reload);
     // The listeners have drained; the jobs stop at their next await (the
     // event worker's callback in hand stays queued and is run again).

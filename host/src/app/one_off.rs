@@ -116,7 +116,8 @@ impl OneOff {
         delivery: &WitDelivery,
         budget: std::time::Duration,
     ) -> (Verdict, Vec<PluginRecord>) {
-        let chain = self.app.routes().first().map_or(&[][..], |r| &r.chain);
+        let generation = self.app.generation();
+        let chain = generation.routes.first().map_or(&[][..], |r| &r.chain);
         chain::run(chain, delivery, self.app.services(), Instant::now(), budget).await
     }
 

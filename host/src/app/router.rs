@@ -9,8 +9,14 @@
 //! and a body (`body_read_timeout_ms`, 408), and the body's size
 //! (`max_body_bytes`, 413); each handler reads the body within its own
 //! budget (the delivery budget; EngageLab's 3 s).
+//!
+//! The routes and allowlists are the current [`Generation`]'s, taken once
+//! when a request arrives: a reload during a delivery does not change the
+//! route, secrets or chain it runs on.
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -20,35 +26,40 @@ use tokio::time::Instant;
 use crate::emailgistics::handler::{self, DeliveryState};
 use crate::engagelab::{self, EventState};
 use crate::http::{error, json, method_not_allowed, Body, PeerAddr, HEALTHZ_PATH};
-use crate::source_ip::SourceFilter;
+
+use super::reload::Generation;
 
 /// Routes a request to the handler of its path. Cloning shares the states.
 #[derive(Clone)]
 pub struct Router {
     deliveries: Arc<DeliveryState>,
     events: Arc<EventState>,
-    sources: Arc<[Arc<SourceFilter>]>,
+    current: Arc<ArcSwap<Generation>>,
 }
 
 impl Router {
-    /// A router over the delivery and EngageLab handlers' states; `sources`
-    /// are the allowlists of the routes that have one.
+    /// A router over the delivery and EngageLab handlers' states, serving
+    /// the routes of whichever generation is `current`.
     pub fn new(
         deliveries: Arc<DeliveryState>,
         events: Arc<EventState>,
-        sources: Arc<[Arc<SourceFilter>]>,
+        current: Arc<ArcSwap<Generation>>,
     ) -> Self {
         Router {
             deliveries,
             events,
-            sources,
+            current,
         }
     }
 
     /// The route's allowlist refusing this request, if it has one that
     /// does: checked before the handler reads the body or the secret.
-    fn refused(&self, path: &str, req: &Request<Incoming>) -> Option<Response<Body>> {
-        let filter = self.sources.iter().find(|f| f.route() == path)?;
+    fn refused(
+        generation: &Generation,
+        path: &str,
+        req: &Request<Incoming>,
+    ) -> Option<Response<Body>> {
+        let filter = generation.sources.iter().find(|f| f.route() == path)?;
         filter.check(req.extensions().get::<PeerAddr>(), req.headers())
     }
 
@@ -62,13 +73,15 @@ impl Router {
                 _ => method_not_allowed("GET, HEAD"),
             };
         }
-        if let Some(refused) = self.refused(&path, &req) {
+        // Once per request: it finishes on this generation.
+        let generation = self.current.load_full();
+        if let Some(refused) = Self::refused(&generation, &path, &req) {
             return refused;
         }
-        if let Some(route) = self.events.route(&path) {
+        if let Some(route) = generation.event_route(&path) {
             return engagelab::receive(&self.events, route, req, arrived).await;
         }
-        if let Some(route) = self.deliveries.route(&path) {
+        if let Some(route) = generation.route(&path) {
             return handler::handle(&self.deliveries, route, req, arrived).await;
         }
         error(StatusCode::NOT_FOUND, "no such route")

@@ -1,7 +1,7 @@
 //! HTTPS on the public listener, as the composition root sets it up: the
 //! certificate loaded at start (an error names the file), the listener
-//! wrapped in TLS, and the one task that reloads the certificate on SIGHUP
-//! and when its files change.
+//! wrapped in TLS, and the one task that handles SIGHUP (the config, then
+//! the certificate) and reloads the certificate when its files change.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,22 +49,24 @@ impl PublicTls {
     }
 }
 
-/// Until `stopped`: reload the certificate on SIGHUP, and when its files
-/// change (polled every [`CERT_POLL_INTERVAL`]). SIGHUP is handled even
-/// without TLS, so a `systemctl reload` never kills the process.
-pub(super) async fn reload_task(tls: Option<Arc<Certificates>>, stopped: impl Future<Output = ()>) {
+/// Until `stopped`: run `hangup` on SIGHUP (it reloads the config, then
+/// the certificate), and reload the certificate when its files change
+/// (polled every [`CERT_POLL_INTERVAL`]). SIGHUP is handled even without
+/// TLS, so a `systemctl reload` never kills the process.
+pub(super) async fn reload_task<F: Future<Output = ()>>(
+    tls: Option<Arc<Certificates>>,
+    stopped: impl Future<Output = ()>,
+    hangup: impl Fn() -> F,
+) {
     tokio::pin!(stopped);
-    let mut hangup = hangup();
+    let mut hangups = hangups();
     let mut poll = tokio::time::interval(CERT_POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = &mut stopped => return,
-            Some(()) = next(&mut hangup) => match &tls {
-                // The outcome is logged by `reload`.
-                Some(certs) => { let _ = certs.reload(); }
-                None => tracing::info!("SIGHUP: nothing to reload (no [tls])"),
-            },
+            // The outcomes are logged by the reload.
+            Some(()) = next(&mut hangups) => hangup().await,
             _ = poll.tick(), if tls.is_some() => {
                 if let Some(certs) = &tls {
                     let _ = certs.reload_if_changed();
@@ -80,7 +82,7 @@ type Hangup = Option<tokio::signal::unix::Signal>;
 type Hangup = Option<()>;
 
 #[cfg(unix)]
-fn hangup() -> Hangup {
+fn hangups() -> Hangup {
     use tokio::signal::unix::{signal, SignalKind};
     signal(SignalKind::hangup())
         .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
@@ -88,7 +90,7 @@ fn hangup() -> Hangup {
 }
 
 #[cfg(not(unix))]
-fn hangup() -> Hangup {
+fn hangups() -> Hangup {
     None
 }
 

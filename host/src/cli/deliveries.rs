@@ -153,19 +153,8 @@ fn via_admin(
 }
 
 async fn admin_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
-    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await??;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())?;
-    let res = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req)).await??;
-    let status = res.status();
-    let body = res.into_body().collect().await?.to_bytes();
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .with_context(|| format!("admin listener answered {status} with non-JSON"))?;
+    let (status, value) =
+        admin_request(addr, hyper::Method::GET, path, Duration::from_secs(30)).await?;
     if !status.is_success() {
         bail!(
             "admin listener answered {status}: {}",
@@ -173,6 +162,32 @@ async fn admin_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<ser
         );
     }
     Ok(value)
+}
+
+/// Send `method path` (no body) to the admin listener at `addr`, and read
+/// its JSON answer within `timeout`.
+pub(super) async fn admin_request(
+    addr: std::net::SocketAddr,
+    method: hyper::Method,
+    path: &str,
+    timeout: Duration,
+) -> anyhow::Result<(hyper::StatusCode, serde_json::Value)> {
+    let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await??;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())?;
+    let res = tokio::time::timeout(timeout, sender.send_request(req)).await??;
+    let status = res.status();
+    let body = res.into_body().collect().await?.to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .with_context(|| format!("admin listener answered {status} with non-JSON"))?;
+    Ok((status, value))
 }
 
 fn now_ms() -> u64 {

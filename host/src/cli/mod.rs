@@ -1,5 +1,5 @@
 //! The command line. `serve` runs enrichd; `check-config` checks a config
-//! as `serve` would load it; `deliveries` reads the delivery log; `replay` runs a logged delivery again; `crm` imports CRM data;
+//! as `serve` would load it; `reload` has a running one read it again; `deliveries` reads the delivery log; `replay` runs a logged delivery again; `crm` imports CRM data;
 //! `plugin` helps plugin authors. This is glue: errors are `anyhow` with context, for people.
 
 mod check_config;
@@ -8,6 +8,7 @@ pub mod deliveries;
 mod guest_lines;
 mod plugin;
 mod plugin_run;
+mod reload;
 mod replay;
 mod serve;
 
@@ -52,6 +53,20 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Ask the running `enrichd serve` to read its config file again and
+    /// swap to it (what SIGHUP does), through its admin listener; print the
+    /// answer: what changed, or why the new config was refused (the running
+    /// one keeps serving). Exit status: 0 reloaded, 1 refused or no answer.
+    #[command(after_help = RELOAD_HELP)]
+    Reload {
+        /// The config file the server runs (its `admin_listen` says where
+        /// to ask).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Ask the admin listener at this address instead.
+        #[arg(long)]
+        admin_listen: Option<std::net::SocketAddr>,
+    },
     /// Read the delivery log (works while the server runs).
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
@@ -77,6 +92,14 @@ Example:
 
 Run it as the user enrichd runs as (the systemd unit does, before every start):
 it compiles plugins into the config's component cache, which `serve` then reuses.";
+
+const RELOAD_HELP: &str = "\
+Example:
+  enrichd reload --config /etc/enrichd/enrichd.toml
+
+Same as `systemctl reload enrichd` (SIGHUP), but prints the answer, e.g.
+  {\"reloaded\": true, \"changed\": {\"plugins\": {\"loaded\": [\"crm-enrich\"], ...}}}
+  {\"reloaded\": false, \"error\": \"listen changed: that needs a restart\"}";
 
 const REPLAY_HELP: &str = "\
 Examples:
@@ -309,6 +332,15 @@ fn run_with(cli: Cli, lines: guest_lines::GuestLines) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Reload {
+            config,
+            admin_listen,
+        } => {
+            if !reload::run(&config, admin_listen)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Deliveries(cmd) => deliveries::run(cmd),
         Command::Replay(args) => replay::run(args),
         Command::Crm(CrmCommand::Import {
@@ -330,6 +362,11 @@ fn run_with(cli: Cli, lines: guest_lines::GuestLines) -> anyhow::Result<()> {
 
 /// Load the config and apply `--data-dir`.
 fn load(target: &Target) -> anyhow::Result<crate::config::Config> {
+    Ok(load_config(target)?)
+}
+
+/// [`load`], with the config's own error (a reload reports it).
+fn load_config(target: &Target) -> Result<crate::config::Config, crate::config::ConfigError> {
     let mut config = crate::config::Config::load(&target.config)?;
     if let Some(dir) = &target.data_dir {
         config.data_dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());

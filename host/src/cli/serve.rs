@@ -1,23 +1,20 @@
 //! `enrichd serve`: bind the public and admin listeners and serve until
-//! Ctrl-C or SIGTERM, then drain both.
+//! Ctrl-C or SIGTERM, then drain both. SIGHUP and `POST /reload` read the
+//! same file again, with the same command-line overrides.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::ServeArgs;
+use crate::config::{Config, ConfigError};
 
 pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = super::load(&args.target)?;
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    if let Some(admin) = args.admin_listen {
-        config.admin_listen = Some(admin);
-    }
+    let config = load(&args)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let app = Arc::new(crate::app::App::build(&config).await?);
+        let app = crate::app::App::build(&config).await?;
+        let app = Arc::new(app.reloading_from(Box::new(move || load(&args))));
         let public = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -32,14 +29,26 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(
             addr = %public.local_addr()?,
             admin = %admin.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_owned(), |a| a.to_string()),
-            routes = app.routes().len(),
-            engagelab_routes = app.event_routes().len(),
+            routes = app.generation().routes.len(),
+            engagelab_routes = app.generation().event_routes.len(),
             "enrichd listening"
         );
         crate::app::run(public, admin, app, shutdown_signal()).await?;
         tracing::info!("enrichd stopped");
         Ok(())
     })
+}
+
+/// The config file with the command line's overrides.
+fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+    let mut config = super::load_config(&args.target)?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(admin) = args.admin_listen {
+        config.admin_listen = Some(admin);
+    }
+    Ok(config)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

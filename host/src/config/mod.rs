@@ -14,8 +14,8 @@ use crate::crm::cache::{CacheSettings, DEFAULT_MAX_CAPACITY, DEFAULT_NEGATIVE_TT
 use crate::crm::http::HttpSettings;
 use crate::emailgistics::auth::Secret;
 use crate::engagelab::verify::{AppKey, DEFAULT_REPLAY_WINDOW};
-use crate::source_ip::Cidrs;
 use crate::http::tls::{CertFiles, MinVersion, TlsSettings, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::source_ip::Cidrs;
 use crate::storage::answers::{StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
 use crate::storage::events::DEFAULT_DEDUPE_WINDOW;
 use crate::storage::FlushPolicy;
@@ -213,7 +213,7 @@ impl Config {
 }
 
 /// A validated CRM source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CrmSourceSpec {
     /// Name.
     pub name: String,
@@ -224,7 +224,7 @@ pub struct CrmSourceSpec {
 }
 
 /// A validated CRM backend.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CrmBackendSpec {
     /// Embedded, with an optional seed file.
     Embedded {
@@ -325,18 +325,30 @@ impl Config {
     /// Read and validate a config file, resolving secrets from the process
     /// environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })?;
+        let raw = read_raw(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
         raw.resolve(&base, &|name| std::env::var(name).ok())
     }
+
+    /// Only the admin listener of the file at `path` (`None`: off): what
+    /// `enrichd reload` needs to find the running server, without the
+    /// environment the secrets come from.
+    pub fn admin_listen_of(path: &Path) -> Result<Option<SocketAddr>, ConfigError> {
+        read_raw(path)?.admin_listen()
+    }
+}
+
+/// Read and parse the file, unvalidated.
+fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
 }
 
 mod raw;

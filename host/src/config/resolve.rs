@@ -9,6 +9,17 @@ use std::time::Duration;
 use super::*;
 
 impl RawConfig {
+    /// The admin listener's address; `None`: `"off"`.
+    pub fn admin_listen(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN) {
+            "off" => Ok(None),
+            addr => addr
+                .parse::<SocketAddr>()
+                .map(Some)
+                .map_err(|e| invalid(format!("admin_listen = {addr:?}: {e} (or \"off\")"))),
+        }
+    }
+
     /// Validate into a [`Config`]. Relative paths are taken from `base`;
     /// `env` looks up environment variables named by secrets.
     pub fn resolve(
@@ -20,13 +31,7 @@ impl RawConfig {
         let listen: SocketAddr = listen
             .parse()
             .map_err(|e| invalid(format!("listen = {listen:?}: {e}")))?;
-        let admin_listen = match self.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN) {
-            "off" => None,
-            addr => Some(
-                addr.parse::<SocketAddr>()
-                    .map_err(|e| invalid(format!("admin_listen = {addr:?}: {e} (or \"off\")")))?,
-            ),
-        };
+        let admin_listen = self.admin_listen()?;
         let idem = &self.idempotency;
         let retention = idem
             .retention_hours

@@ -45,7 +45,7 @@ const KEY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// A validated REST CRM source.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct HttpSettings {
     /// URL template for a lookup by email; `{email}` is replaced by the
     /// URL-encoded (percent-encoded, RFC 3986 unreserved kept) address.

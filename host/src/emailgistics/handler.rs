@@ -43,10 +43,10 @@ pub struct Route {
     pub chain: Vec<ChainEntry>,
 }
 
-/// What the delivery handler needs, and nothing else.
+/// What the delivery handler needs, and nothing else. The routes are not
+/// in it: they change on a reload, and a request gets its [`Route`] from
+/// the generation it started on.
 pub struct DeliveryState {
-    /// Routes by path.
-    pub routes: Vec<Route>,
     /// Time allowed per delivery, from its arrival to its answer.
     pub budget: Duration,
     /// What a delivery's body may be (`max_body_bytes`,
@@ -60,13 +60,6 @@ pub struct DeliveryState {
     pub clock: Clock,
     /// Services lent to plugins.
     pub services: Services,
-}
-
-impl DeliveryState {
-    /// The route serving `path`, if any.
-    pub fn route(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.path == path)
-    }
 }
 
 /// Answer one request to `route` that arrived at `arrived` (its budget

@@ -47,6 +47,9 @@ pub struct EventStats {
     pub postponed: AtomicU64,
     /// Callbacks answered 503 because the queue was full.
     pub queue_full: AtomicU64,
+    /// Queued callbacks dropped because a reload (or a restart) removed
+    /// their route: logged at warn with the route and sequence number.
+    pub route_gone: AtomicU64,
 }
 
 impl EventStats {
@@ -62,6 +65,7 @@ impl EventStats {
             "retried": get(&self.retried),
             "postponed": get(&self.postponed),
             "queueFull": get(&self.queue_full),
+            "routeGone": get(&self.route_gone),
             "queued": queued,
             "maxQueued": max_queued,
         })
@@ -70,8 +74,10 @@ impl EventStats {
 
 /// What the EngageLab handler and the event worker need, and nothing else.
 pub struct EventState {
-    /// EngageLab routes by path.
-    pub routes: Vec<EventRoute>,
+    /// EngageLab routes by path, as of the latest reload: the worker reads
+    /// them once per callback (a queued callback runs on the chain its
+    /// route has when it is taken, not when it arrived).
+    pub routes: arc_swap::ArcSwap<Vec<EventRoute>>,
     /// The event queue, shared by every host on the backend.
     pub queue: Arc<dyn EventQueue>,
     /// How long the worker holds a callback before another worker may take
@@ -93,8 +99,8 @@ pub struct EventState {
 }
 
 impl EventState {
-    /// The EngageLab route serving `path`, if any.
-    pub fn route(&self, path: &str) -> Option<&EventRoute> {
-        self.routes.iter().find(|r| r.path == path)
+    /// The EngageLab routes now: one snapshot, kept while it is used.
+    pub fn routes(&self) -> Arc<Vec<EventRoute>> {
+        self.routes.load_full()
     }
 }

@@ -75,8 +75,12 @@ async fn process(state: &EventState, item: QueuedEvent) {
     let finish = |outcome: &str| {
         tracing::info!(target: "enrichd::event", route = %item.route, seq, attempts = item.attempts + 1, "{outcome}");
     };
-    let Some(route) = state.route(&item.route) else {
-        finish("dropped: the route is no longer configured");
+    let routes = state.routes();
+    let Some(route) = routes.iter().find(|r| r.path == item.route) else {
+        // Kept queued, it would wait for a route that may never return and
+        // fill the queue; dropped, it is at least counted and logged.
+        state.stats.route_gone.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target: "enrichd::event", route = %item.route, seq, attempts = item.attempts + 1, "dropped: the route is no longer configured");
         done(state, &item).await;
         return;
     };

@@ -137,6 +137,12 @@ impl PluginEngine {
         })
     }
 
+    /// The settings the engine was built with (a reload checks new limits
+    /// against the pool they sized).
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
     /// The allocator in use.
     pub fn allocator(&self) -> AllocatorKind {
         self.allocator
@@ -258,6 +264,7 @@ impl PluginEngine {
             handler,
             events,
             fuel_metered: self.options.fuel,
+            sha256: digest,
             permits: self.permits.clone(),
             calls: Default::default(),
             breaker: super::breaker::Breaker::new(&spec.name, spec.limits.breaker),

@@ -262,6 +262,9 @@ pub struct Plugin {
     handler: Option<bindings::handler::GuestIndices>,
     events: Option<bindings::events::GuestIndices>,
     fuel_metered: bool,
+    // SHA-256 of the component file it was loaded from: a reload reuses
+    // the plugin only while the file still hashes to it.
+    sha256: [u8; 32],
     permits: CallPermits,
     calls: std::sync::atomic::AtomicU64,
     /// Bypasses the plugin after repeated failures (delivery and event
@@ -359,6 +362,11 @@ impl Plugin {
     /// The plugin's name and settings.
     pub fn info(&self) -> &PluginInfo {
         &self.info
+    }
+
+    /// SHA-256 of the component file it was loaded from.
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
     }
 
     /// How many calls were started since the plugin was loaded.

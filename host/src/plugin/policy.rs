@@ -220,8 +220,9 @@ impl Grants {
     }
 }
 
-/// A validated `[[plugin]]`: what loading a plugin needs.
-#[derive(Debug, Clone)]
+/// A validated `[[plugin]]`: what loading a plugin needs. Equal specs (and
+/// an unchanged file) load the same plugin: a reload reuses it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginSpec {
     /// Unique name.
     pub name: String,

@@ -98,7 +98,8 @@ fn bench_calls(c: &mut Criterion, dir: &Path, rt: &tokio::runtime::Runtime) -> V
         let app = rt
             .block_on(App::build(&config(dir, allocator, allocator, "")))
             .expect("app");
-        let (plugin, services) = (&app.plugins()[0], app.services());
+        let plugins = app.plugins();
+        let (plugin, services) = (&plugins[0], app.services());
         // Sanity: the plugin really enriches.
         let out = rt
             .block_on(plugin.call(&delivery, services, far_limit(), output))

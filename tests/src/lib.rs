@@ -220,7 +220,9 @@ impl TestServer {
             .expect("write config");
         let config = enrichd::config::Config::load(&path).expect("config is valid");
         let app = build_when_released(&config).await;
-        let app = Arc::new(app);
+        // `POST /reload` on the admin listener reads the file again.
+        let app =
+            Arc::new(app.reloading_from(Box::new(move || enrichd::config::Config::load(&path))));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -127,6 +127,11 @@ impl Host {
         }
     }
 
+    /// The process id, while it runs (to signal it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `kill -9` the process and reap it.
     ///
     /// # Panics

@@ -550,7 +550,7 @@ async fn pooling_and_on_demand_allocators_both_serve() {
         assert_eq!(app.engine().allocator(), expected);
         let wit = enrichd_tests::seed_wit_delivery();
         let (verdict, records) = enrichd::emailgistics::chain::run(
-            &app.routes()[0].chain,
+            &app.generation().routes[0].chain,
             &wit,
             app.services(),
             tokio::time::Instant::now(),
@@ -596,7 +596,8 @@ async fn a_call_never_sees_what_the_previous_call_left_in_memory() {
         let config = enrichd::config::Config::load(&file).unwrap();
         let app = enrichd::app::App::build(&config).await.unwrap();
         let wit = enrichd_tests::seed_wit_delivery();
-        let plugin = &app.plugins()[0];
+        let plugins = app.plugins();
+        let plugin = &plugins[0];
         for call in 0..5 {
             let limit = enrichd::plugin::CallLimit {
                 deadline: tokio::time::Instant::now() + Duration::from_secs(30),

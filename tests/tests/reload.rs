@@ -1,0 +1,378 @@
+//! Issue 13, hot reload: `POST /reload` on the admin listener, `enrichd
+//! reload --config`, and SIGHUP read the config file again and swap to it
+//! at once; a config that does not load changes nothing; deliveries under
+//! way during a reload all get their answer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use enrichd_tests::process::{eventually, Host};
+use enrichd_tests::{
+    enrichd_bin, plugin_toml_as, post, seed_payload, Response, TestServer, SECRET, SHARED_CACHE,
+};
+use serde_json::{json, Value};
+
+const ROUTE: &str = "/r";
+
+/// A config with plugin `p` (keyword-router with `rules`, or another
+/// component) on [`ROUTE`], accepting `secrets`.
+fn config(plugin: &str, secrets: &[&str]) -> String {
+    let secrets: Vec<String> = secrets
+        .iter()
+        .map(|s| format!("{{ value = {s:?} }}"))
+        .collect();
+    format!(
+        "{plugin}\n[[route]]\npath = \"{ROUTE}\"\nsecrets = [{}]\nchain = [{{ plugin = \"p\" }}]\n",
+        secrets.join(", ")
+    )
+}
+
+/// keyword-router as `p`, sending "coverage" mail to `desk`.
+fn router(desk: &str) -> String {
+    plugin_toml_as(
+        "p",
+        "keyword-router",
+        &["config"],
+        &format!("[plugin.config]\nrules = \"coverage => {desk}\""),
+    )
+}
+
+/// Replace the server's config file (as `TestServer::start` writes it).
+fn rewrite(server: &TestServer, config: &str) {
+    std::fs::write(
+        server.dir().join("enrichd.toml"),
+        format!("listen = \"127.0.0.1:0\"\ncache_dir = {SHARED_CACHE:?}\n{config}"),
+    )
+    .unwrap();
+}
+
+/// `POST /reload` on the admin listener: its status and JSON.
+async fn reload(server: &TestServer) -> (u16, Value) {
+    let res = post(server.admin_addr, "/reload", &[], b"").await;
+    (res.status, res.json())
+}
+
+/// The seed delivery with an id never sent before (so it is not answered
+/// from the idempotency store).
+fn fresh() -> Value {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut payload = seed_payload();
+    payload["id"] = json!(format!("reload-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+    payload
+}
+
+fn text(res: &Response) -> String {
+    String::from_utf8_lossy(&res.body).into_owned()
+}
+
+/// The desk keyword-router assigned the seed delivery to (its first
+/// action's users), or the first action's name for another plugin.
+fn assigned(res: &Response) -> String {
+    assert_eq!(res.status, 200, "{}", text(res));
+    let body = res.json();
+    let action = &body["actions"][0];
+    match action["value"]["mainAssignment"]["users"][0].as_str() {
+        Some(desk) => desk.to_owned(),
+        None => action["name"].as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn issue_13_reload_swaps_a_plugin_and_the_next_answers_change() {
+    let server = TestServer::start(&config(&router("Policy Desk"), &[SECRET])).await;
+    assert_eq!(
+        assigned(&server.deliver(ROUTE, &fresh()).await),
+        "Policy Desk"
+    );
+
+    // New config values for the same component.
+    rewrite(&server, &config(&router("Claims Desk"), &[SECRET]));
+    let (status, answer) = reload(&server).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["reloaded"], true, "{answer}");
+    assert_eq!(answer["changed"]["generation"], 2);
+    assert_eq!(answer["changed"]["plugins"]["loaded"], json!(["p"]));
+    assert_eq!(answer["changed"]["routes"]["kept"], json!([ROUTE]));
+    assert_eq!(
+        assigned(&server.deliver(ROUTE, &fresh()).await),
+        "Claims Desk"
+    );
+
+    // Another component under the same name.
+    rewrite(
+        &server,
+        &config(&plugin_toml_as("p", "echo", &[], ""), &[SECRET]),
+    );
+    let (status, answer) = reload(&server).await;
+    assert_eq!(
+        (status, &answer["reloaded"]),
+        (200, &json!(true)),
+        "{answer}"
+    );
+    assert_eq!(assigned(&server.deliver(ROUTE, &fresh()).await), "echo");
+
+    // Nothing changed: the loaded plugin is reused as it is (its call
+    // counter goes on).
+    let calls = server.app.plugin_calls("p").unwrap();
+    let (_, answer) = reload(&server).await;
+    assert_eq!(
+        answer["changed"]["plugins"]["reused"],
+        json!(["p"]),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["changed"]["plugins"]["loaded"],
+        json!([]),
+        "{answer}"
+    );
+    assert_eq!(server.app.plugin_calls("p"), Some(calls));
+
+    // A route added and one removed.
+    let two_routes = format!(
+        "{}[[route]]\npath = \"/other\"\nsecrets = [{{ value = \"{SECRET}\" }}]\nchain = [{{ plugin = \"p\" }}]\n",
+        plugin_toml_as("p", "echo", &[], "")
+    );
+    rewrite(&server, &two_routes);
+    let (_, answer) = reload(&server).await;
+    assert_eq!(
+        answer["changed"]["routes"]["added"],
+        json!(["/other"]),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["changed"]["routes"]["removed"],
+        json!([ROUTE]),
+        "{answer}"
+    );
+    assert_eq!(server.deliver(ROUTE, &fresh()).await.status, 404);
+    assert_eq!(assigned(&server.deliver("/other", &fresh()).await), "echo");
+}
+
+#[tokio::test]
+async fn issue_13_a_config_that_does_not_load_changes_nothing() {
+    let good = config(&router("Policy Desk"), &[SECRET]);
+    let server = TestServer::start(&good).await;
+    let pin = "0".repeat(64);
+    let missing = server.dir().join("missing.wasm");
+    let broken = [
+        ("this is [not toml".to_owned(), "invalid config"),
+        (
+            config(&plugin_toml_at_missing(&missing), &[SECRET]),
+            "missing.wasm",
+        ),
+        (
+            config(
+                &plugin_toml_as(
+                    "p",
+                    "keyword-router",
+                    &["config"],
+                    &format!("sha256 = \"{pin}\""),
+                ),
+                &[SECRET],
+            ),
+            &pin,
+        ),
+        (
+            format!("admin_listen = \"127.0.0.1:1\"\n{good}"),
+            "admin_listen changed: that needs a restart",
+        ),
+        (
+            config(
+                &plugin_toml_as(
+                    "p",
+                    "keyword-router",
+                    &["config"],
+                    "max_memory_bytes = 1073741824",
+                ),
+                &[SECRET],
+            ),
+            "max_memory_bytes",
+        ),
+    ];
+    for (text, why) in &broken {
+        rewrite(&server, text);
+        let (status, answer) = reload(&server).await;
+        assert_eq!(status, 422, "{answer}");
+        assert_eq!(answer["reloaded"], false, "{answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(why), "{why:?} not in {error:?}");
+        assert_eq!(server.app.generation().number, 1);
+        assert_eq!(
+            assigned(&server.deliver(ROUTE, &fresh()).await),
+            "Policy Desk"
+        );
+    }
+}
+
+/// A `[[plugin]]` `p` whose component does not exist.
+fn plugin_toml_at_missing(path: &std::path::Path) -> String {
+    enrichd_tests::plugin_toml_at("p", path, &["config"], "")
+}
+
+#[tokio::test]
+async fn issue_13_secret_rotation_by_reload() {
+    let (old, new) = ("old-secret-0123456789", "new-secret-9876543210");
+    let server = TestServer::start(&config(&router("Policy Desk"), &[old])).await;
+    let with = |secret: &str| {
+        let auth = format!("Bearer {secret}");
+        let body = fresh().to_string();
+        let addr = server.addr;
+        async move {
+            post(
+                addr,
+                ROUTE,
+                &[
+                    ("Authorization", auth.as_str()),
+                    ("Content-Type", "application/json"),
+                ],
+                body.as_bytes(),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!((with(old).await, with(new).await), (200, 401));
+
+    rewrite(&server, &config(&router("Policy Desk"), &[old, new]));
+    assert_eq!(reload(&server).await.0, 200);
+    assert_eq!((with(old).await, with(new).await), (200, 200));
+
+    rewrite(&server, &config(&router("Policy Desk"), &[new]));
+    assert_eq!(reload(&server).await.0, 200);
+    assert_eq!((with(old).await, with(new).await), (401, 200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_reload_under_continuous_load_fails_no_request() {
+    let server = Arc::new(TestServer::start(&config(&router("Policy Desk"), &[SECRET])).await);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let (server, stop) = (server.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut sent, mut failed) = (0u32, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let res = server.deliver(ROUTE, &fresh()).await;
+                    sent += 1;
+                    if res.status != 200
+                        || res.json()["actions"].as_array().is_none_or(Vec::is_empty)
+                    {
+                        failed.push(text(&res));
+                    }
+                }
+                (sent, failed)
+            })
+        })
+        .collect();
+    // Alternate between two plugins, each reload loading one anew.
+    let plugins = [
+        plugin_toml_as("p", "echo", &[], ""),
+        router("Claims Desk"),
+        plugin_toml_as("p", "echo", &[], ""),
+        router("Policy Desk"),
+    ];
+    for plugin in &plugins {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rewrite(&server, &config(plugin, &[SECRET]));
+        let (status, answer) = reload(&server).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for sender in senders {
+        let (sent, failed) = sender.await.unwrap();
+        assert!(failed.is_empty(), "failed deliveries: {failed:?}");
+        total += sent;
+    }
+    assert!(
+        total >= 20,
+        "only {total} deliveries were sent during the reloads"
+    );
+    assert_eq!(server.app.generation().number, 5);
+}
+
+/// A [`Host`]'s config file rewritten (it keeps `cache_dir`; the listeners
+/// come from the command line).
+fn rewrite_host(host: &Host, config: &str) {
+    std::fs::write(
+        host.config_path(),
+        format!("cache_dir = {SHARED_CACHE:?}\n{config}"),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn issue_13_enrichd_reload_command_end_to_end() {
+    let host = Host::start(
+        enrichd_bin!(),
+        "A",
+        &config(&router("Policy Desk"), &[SECRET]),
+    )
+    .await;
+    // The command reads `admin_listen` from the config it is given.
+    let dir = tempfile::tempdir().unwrap();
+    let client = dir.path().join("client.toml");
+    std::fs::write(&client, format!("admin_listen = \"{}\"\n", host.admin_addr)).unwrap();
+    let run = move || {
+        let out = std::process::Command::new(enrichd_bin!())
+            .args(["reload", "--config"])
+            .arg(&client)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
+    };
+
+    rewrite_host(&host, &config(&router("Claims Desk"), &[SECRET]));
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(run.clone()).await.unwrap();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["changed"]["plugins"]["loaded"], json!(["p"]));
+    assert_eq!(
+        assigned(&host.deliver(ROUTE, &fresh()).await),
+        "Claims Desk"
+    );
+
+    let missing = plugin_toml_at_missing(std::path::Path::new("/nonexistent/p.wasm"));
+    rewrite_host(&host, &config(&missing, &[SECRET]));
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(run).await.unwrap();
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("\"reloaded\": false"), "{stdout}");
+    assert!(stderr.contains("/nonexistent/p.wasm"), "{stderr}");
+    assert!(!host.log_lines("config reload refused").is_empty());
+    assert_eq!(
+        assigned(&host.deliver(ROUTE, &fresh()).await),
+        "Claims Desk"
+    );
+}
+
+#[tokio::test]
+async fn issue_13_sighup_reloads_a_running_serve() {
+    let host = Host::start(
+        enrichd_bin!(),
+        "A",
+        &config(&router("Policy Desk"), &[SECRET]),
+    )
+    .await;
+    assert_eq!(
+        assigned(&host.deliver(ROUTE, &fresh()).await),
+        "Policy Desk"
+    );
+    rewrite_host(&host, &config(&router("Claims Desk"), &[SECRET]));
+    let pid = host.pid().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually("the reload to take", Duration::from_secs(120), || async {
+        (assigned(&host.deliver(ROUTE, &fresh()).await) == "Claims Desk").then_some(())
+    })
+    .await;
+    assert!(!host.log_lines("config reloaded").is_empty());
+    // Still serving after the signal.
+    assert_eq!(host.admin_get("/healthz").await.status, 200);
+}

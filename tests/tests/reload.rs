@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use enrichd_tests::process::{eventually, Host};
 use enrichd_tests::{
-    enrichd_bin, plugin_toml_as, post, seed_payload, Response, TestServer, SECRET, SHARED_CACHE,
+    enrichd_bin, plugin_toml, plugin_toml_as, post, seed_payload, Response, TestServer, SECRET,
+    SHARED_CACHE,
 };
 use serde_json::{json, Value};
 
@@ -375,4 +376,94 @@ async fn issue_13_sighup_reloads_a_running_serve() {
     assert!(!host.log_lines("config reloaded").is_empty());
     // Still serving after the signal.
     assert_eq!(host.admin_get("/healthz").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_a_delivery_in_flight_finishes_on_the_generation_it_started_on() {
+    let slow = plugin_toml_as(
+        "p",
+        "hostile",
+        &["config"],
+        "[plugin.config]\nmode = \"spin\"\nms = \"1500\"",
+    );
+    let server = Arc::new(TestServer::start(&config(&slow, &[SECRET])).await);
+    let in_flight = {
+        let server = server.clone();
+        tokio::spawn(async move { server.deliver(ROUTE, &fresh()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The route and its plugin are gone from the new config.
+    let other = format!(
+        "{}[[route]]\npath = \"/other\"\nchain = [{{ plugin = \"echo\" }}]\n",
+        plugin_toml("echo", &[], "")
+    );
+    rewrite(&server, &other);
+    let (status, answer) = reload(&server).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["changed"]["plugins"]["removed"], json!(["p"]));
+    assert!(
+        !in_flight.is_finished(),
+        "the reload waited for the delivery"
+    );
+    assert_eq!(server.deliver(ROUTE, &fresh()).await.status, 404);
+    // The delivery that started before the reload ran the old chain.
+    assert_eq!(assigned(&in_flight.await.unwrap()), "spin");
+}
+
+#[tokio::test]
+async fn issue_13_reload_swaps_allow_ips() {
+    let server = TestServer::start(&config(&router("Policy Desk"), &[SECRET])).await;
+    assert_eq!(server.deliver(ROUTE, &fresh()).await.status, 200);
+    let fenced = format!(
+        "{}allow_ips = [\"192.0.2.0/24\"]\n",
+        config(&router("Policy Desk"), &[SECRET])
+    );
+    rewrite(&server, &fenced);
+    assert_eq!(reload(&server).await.0, 200);
+    assert_eq!(server.deliver(ROUTE, &fresh()).await.status, 403);
+    let stats = server.admin_get("/stats").await.json();
+    assert_eq!(stats["sourceIp"][ROUTE]["notAllowed"], 1, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_a_queued_callback_whose_route_a_reload_removed_is_counted_and_logged() {
+    use enrichd_tests::process::{engagelab_example, engagelab_headers};
+    let key = "an-app-key";
+    let engagelab = format!(
+        "{}[[engagelab]]\npath = \"/el\"\napp_keys = [{{ value = \"{key}\" }}]\nchain = [{{ plugin = \"slow\" }}]\n",
+        plugin_toml_as(
+            "slow",
+            "hostile",
+            &["config"],
+            "[plugin.config]\nmode = \"spin\"\nms = \"1500\""
+        )
+    );
+    let route_only = config(&router("Policy Desk"), &[SECRET]);
+    let server = TestServer::start(&format!("{route_only}{engagelab}")).await;
+    let send = |kind: &str| {
+        let (headers, body, addr) = (engagelab_headers(key), engagelab_example(kind), server.addr);
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            post(addr, "/el", &headers, body.as_bytes()).await.status
+        }
+    };
+    // The first is taken by the worker (1.5 s in its plugin), the second
+    // waits in the queue.
+    assert_eq!(send("open").await, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(send("click").await, 200);
+    rewrite(&server, &route_only);
+    let (status, answer) = reload(&server).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["changed"]["engagelab"]["removed"], json!(["/el"]));
+    eventually("the queue to drain", Duration::from_secs(30), || async {
+        (server.queued().await == 0).then_some(())
+    })
+    .await;
+    let stats = server.admin_get("/stats").await.json();
+    // The one in the worker's hands finished on its chain; the other was
+    // dropped, counted (and logged at warn).
+    assert_eq!(stats["engagelab"]["processed"], 1, "{stats}");
+    assert_eq!(stats["engagelab"]["routeGone"], 1, "{stats}");
 }

@@ -467,3 +467,26 @@ async fn issue_13_a_queued_callback_whose_route_a_reload_removed_is_counted_and_
     assert_eq!(stats["engagelab"]["processed"], 1, "{stats}");
     assert_eq!(stats["engagelab"]["routeGone"], 1, "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_concurrent_reloads_are_serialized() {
+    let server = TestServer::start(&config(&router("Policy Desk"), &[SECRET])).await;
+    rewrite(&server, &config(&router("Claims Desk"), &[SECRET]));
+    let (a, b, c) = tokio::join!(reload(&server), reload(&server), reload(&server));
+    let answers = [a, b, c];
+    // Each built on the one before: three generations, none lost.
+    let mut generations: Vec<u64> = answers
+        .iter()
+        .map(|(status, answer)| {
+            assert_eq!(*status, 200, "{answer}");
+            answer["changed"]["generation"].as_u64().unwrap()
+        })
+        .collect();
+    generations.sort_unstable();
+    assert_eq!(generations, [2, 3, 4]);
+    assert_eq!(server.app.generation().number, 4);
+    assert_eq!(
+        assigned(&server.deliver(ROUTE, &fresh()).await),
+        "Claims Desk"
+    );
+}

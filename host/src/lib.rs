@@ -21,7 +21,8 @@
 //! - [`app`]: the composition root: builds a running enrichd from a config
 //!   (storage, CRM, plugins, routes), gives each handler its narrow state,
 //!   routes the public listener, runs the background jobs under one
-//!   supervisor and shuts everything down in order.
+//!   supervisor, swaps in a reloaded config ([`app::reload`]) and shuts
+//!   everything down in order.
 //! - [`config`]: the TOML config, validated into a resolved [`config::Config`].
 //! - [`admin`]: the admin listener (delivery log, stats), loopback by default.
 //! - [`emailgistics`]: the Emailgistics contract: auth, payload, actions,

@@ -190,6 +190,17 @@ async fn issue_13_a_config_that_does_not_load_changes_nothing() {
             ),
             "max_memory_bytes",
         ),
+        (
+            config(
+                &plugin_toml_as("p", "keyword-router", &["config"], "fuel = 50000000"),
+                &[SECRET],
+            ),
+            "does not meter fuel",
+        ),
+        (
+            format!("max_connections = 7\n{good}"),
+            "max_connections changed: that needs a restart",
+        ),
     ];
     for (text, why) in &broken {
         rewrite(&server, text);

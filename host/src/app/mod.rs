@@ -3,7 +3,8 @@
 //! hands each handler the narrow state it needs
 //! ([`DeliveryState`], [`EventState`], [`AdminState`]) and runs them
 //! ([`run`]): the public listener behind the [`router`], the admin
-//! listener, and the background [`jobs`] under one [`supervisor`].
+//! listener, and the background [`jobs`] under one [`supervisor`]. What
+//! the routes serve is a [`reload::Generation`], swapped whole by a reload.
 //!
 //! Three other compositions live here for the CLI: [`one_off`] (one plugin,
 //! run once, as `serve` would run it: `enrichd plugin run`), [`replay`]
@@ -301,8 +302,10 @@ fn source_filters(config: &Config) -> Vec<Arc<SourceFilter>> {
 /// short — and only then are the jobs shut down.
 ///
 /// Both listeners are anything that accepts connections ([`Accept`]); with
-/// `[tls]` the public one is wrapped in TLS here, and one task reloads its
-/// certificate on SIGHUP and when the files change ([`tls::reload_task`]).
+/// `[tls]` the public one is wrapped in TLS here. One task handles SIGHUP
+/// (the config, then the certificate: [`App::reload_and_answer`]) and
+/// reloads the certificate when its files change ([`tls::reload_task`]);
+/// the admin listener's `POST /reload` runs the same reload.
 pub async fn run(
     listener: impl Accept,
     admin: Option<impl Accept>,

@@ -79,7 +79,7 @@ pub type Reload =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = (bool, serde_json::Value)> + Send>> + Send + Sync>;
 
 /// Serve the admin endpoints until `shutdown`; `POST /reload` runs
-/// `reload` (404 without one).
+/// `reload` (`None`: there is no `/reload`).
 pub async fn run(
     listener: impl Accept,
     state: Arc<AdminState>,

@@ -14,8 +14,8 @@ use crate::crm::cache::{CacheSettings, DEFAULT_MAX_CAPACITY, DEFAULT_NEGATIVE_TT
 use crate::crm::http::HttpSettings;
 use crate::emailgistics::auth::Secret;
 use crate::engagelab::verify::{AppKey, DEFAULT_REPLAY_WINDOW};
-use crate::source_ip::Cidrs;
 use crate::http::tls::{CertFiles, MinVersion, TlsSettings, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::source_ip::Cidrs;
 use crate::storage::answers::{StoreSettings, DEFAULT_MAX_RECORDS, DEFAULT_RETENTION};
 use crate::storage::events::DEFAULT_DEDUPE_WINDOW;
 use crate::storage::FlushPolicy;

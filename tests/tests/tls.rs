@@ -9,26 +9,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use enrichd::app::tls::CERT_POLL_INTERVAL;
-use enrichd_tests::tls::{client, connect, https_request, presented, start_https, TestCert};
-use enrichd_tests::{delivery_request, plugin_toml, seed_payload, SECRET};
+use enrichd_tests::tls::{
+    client, connect, https_request, one_route as config, presented, start_https, TestCert, ROUTE,
+};
+use enrichd_tests::{delivery_request, seed_payload, SECRET};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const ROUTE: &str = "/emailgistics-webhook";
-
-/// keyword-router alone: the seed payload gets one `assign` action.
-fn config() -> String {
-    format!(
-        "{}\n[[route]]\npath = \"{ROUTE}\"\nsecrets = [{{ value = \"{SECRET}\" }}]\nchain = [{{ plugin = \"keyword-router\" }}]\n",
-        plugin_toml(
-            "keyword-router",
-            &["config"],
-            "[plugin.config]\nrules = \"coverage, policy => Policy Desk\"",
-        )
-    )
-}
 
 /// Read from `stream` until it closes or 5 s pass; what arrived, and when.
 async fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Duration) {

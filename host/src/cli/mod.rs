@@ -1,6 +1,7 @@
 //! The command line. `serve` runs enrichd; `deliveries` reads the delivery
 //! log; `replay` runs a logged delivery again; `crm` imports CRM data;
-//! `plugin` helps plugin authors. This is glue: errors are `anyhow` with context, for people.
+//! `plugin` helps plugin authors; `test-webhook` checks an endpoint as
+//! Emailgistics Admin's "Test Webhook" does. This is glue: errors are `anyhow` with context, for people.
 
 mod crm;
 pub mod deliveries;
@@ -9,6 +10,7 @@ mod plugin;
 mod plugin_run;
 mod replay;
 mod serve;
+pub mod test_webhook;
 
 use std::path::PathBuf;
 
@@ -66,6 +68,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Do what Emailgistics Admin's "Test Webhook" button does: POST the
+    /// sample delivery with the bearer secret, check the answer (HTTP 200,
+    /// JSON, `status` and `message`, each action against the action
+    /// reference) and print "Success! …" with a summary of the actions, or
+    /// the error. Exit status: 0 success, 2-6 the step that failed.
+    #[command(after_help = test_webhook::HELP)]
+    TestWebhook(test_webhook::TestWebhookArgs),
 }
 
 const REPLAY_HELP: &str = "\
@@ -330,6 +339,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn run_with(cli: Cli, lines: guest_lines::GuestLines) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::TestWebhook(args) => test_webhook::run(args),
         Command::Deliveries(cmd) => deliveries::run(cmd),
         Command::Replay {
             target,

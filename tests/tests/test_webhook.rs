@@ -234,7 +234,11 @@ async fn issue_13_test_webhook_bounds_its_wait_and_the_answer_size() {
         run.stderr
     );
     // The process starts, waits 300 ms and exits: well within 4 s.
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Nobody listening.
     let closed = TcpListener::bind("127.0.0.1:0")

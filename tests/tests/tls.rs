@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use enrichd::app::tls::CERT_POLL_INTERVAL;
+use enrichd_tests::process::{eventually, Host};
 use enrichd_tests::tls::{
     client, connect, https_request, one_route as config, presented, start_https, TestCert, ROUTE,
 };
-use enrichd_tests::{delivery_request, seed_payload, SECRET};
+use enrichd_tests::{delivery_request, enrichd_bin, seed_payload, SECRET};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -230,15 +231,46 @@ async fn issue_13_changed_certificate_files_are_picked_up_without_a_signal() {
     let server = start_https(&a, &config(), "").await;
     let both = client(&[&a, &b], &[]);
     b.write(server.dir());
-    let deadline = Instant::now() + CERT_POLL_INTERVAL * 3;
-    loop {
+    eventually("the new certificate", CERT_POLL_INTERVAL * 3, || async {
         let (seen, _) = keep_alive(&server, both.clone()).await;
-        if seen == b.der {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still the old certificate");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (seen == b.der).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn issue_13_sighup_reloads_the_certificate_and_never_stops_enrichd() {
+    let certs = tempfile::tempdir().unwrap();
+    let cert = TestCert::new();
+    cert.write(certs.path());
+    let tls = format!(
+        "{}\n[tls]\ncert = {:?}\nkey = {:?}\n",
+        config(),
+        certs.path().join("cert.pem"),
+        certs.path().join("key.pem")
+    );
+    let https = Host::start(enrichd_bin!(), "https", &tls).await;
+    let plain = Host::start(enrichd_bin!(), "plain", &config()).await;
+    https.hangup();
+    plain.hangup();
+    let within = Duration::from_secs(10);
+    eventually("the reload's log line", within, || async {
+        let reloaded = https.log_lines("TLS certificate reloaded");
+        reloaded
+            .iter()
+            .any(|l| l.contains("reload requested"))
+            .then_some(())
+    })
+    .await;
+    eventually("the plain host's log line", within, || async {
+        (!plain.log_lines("SIGHUP: nothing to reload").is_empty()).then_some(())
+    })
+    .await;
+    // Both still serve.
+    let get = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let res = https_request(https.addr, client(&[&cert], &[]), get.as_bytes()).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(enrichd_tests::get(plain.addr, "/healthz").await.status, 200);
 }
 
 #[tokio::test]

@@ -267,7 +267,7 @@ async fn issue_13_sighup_reloads_the_certificate_and_never_stops_enrichd() {
     })
     .await;
     // Both still serve.
-    let get = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let get = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let res = https_request(https.addr, client(&[&cert], &[]), get.as_bytes()).await;
     assert_eq!(res.status, 200);
     assert_eq!(enrichd_tests::get(plain.addr, "/healthz").await.status, 200);

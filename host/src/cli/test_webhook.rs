@@ -22,6 +22,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 
 use crate::emailgistics::actions::Action;
 use crate::emailgistics::validate::{check, Caps};
+use crate::http::error_chain;
 
 /// The canned sample delivery: the Emailgistics documentation's sample
 /// `received` payload (`examples/seed-payload.json`).
@@ -190,7 +191,7 @@ pub async fn test(args: &TestWebhookArgs) -> anyhow::Result<Result<String, Failu
         let response = client
             .request(request)
             .await
-            .map_err(|e| Failure::Connection(chain(&e)))?;
+            .map_err(|e| Failure::Connection(error_chain(&e)))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
@@ -201,7 +202,7 @@ pub async fn test(args: &TestWebhookArgs) -> anyhow::Result<Result<String, Failu
                         "the answer is larger than {MAX_ANSWER_BYTES} bytes"
                     ))
                 } else {
-                    Failure::Connection(format!("reading the answer: {}", chain(e.as_ref())))
+                    Failure::Connection(format!("reading the answer: {}", error_chain(e.as_ref())))
                 }
             })?
             .to_bytes();
@@ -335,21 +336,6 @@ fn roots(path: &Path) -> anyhow::Result<RootCertStore> {
         path.display()
     );
     Ok(store)
-}
-
-/// An error and its causes on one line (hyper's own says only "client
-/// error (Connect)"; the cause is the refused connection or the TLS alert).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        next = cause.source();
-    }
-    parts.join(": ")
 }
 
 /// `--insecure`: any certificate is accepted; the handshake's signatures

@@ -214,6 +214,12 @@ async fn issue_13_test_webhook_bounds_its_wait_and_the_answer_size() {
     let at_cap = format!(r#"{{"status": "success", "message": "{pad}"}}"#);
     let fits = against(answer(&at_cap), &[]).await;
     assert_eq!(fits.code, 0, "{}", fits.stderr);
+    assert!(
+        fits.stdout
+            .ends_with("Emailgistics only calls https:// URLs\n"),
+        "{}",
+        fits.stdout
+    );
 
     let over = format!(r#"{{"status": "success", "message": "{pad}", "more": "0123456789"}}"#);
     let run = against(answer(&over), &[]).await;

@@ -60,6 +60,14 @@ async fn issue_13_a_client_trusting_the_certificate_gets_the_envelope() {
     // ALPN: the protocol the server speaks.
     let stream = connect(server.addr, client(&[&cert], &[])).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // A client offering only a protocol the server does not speak is
+    // refused in the handshake.
+    let mut h2_only = (*client(&[&cert], &[])).clone();
+    h2_only.alpn_protocols = vec![b"h2".to_vec()];
+    let err = connect(server.addr, std::sync::Arc::new(h2_only))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NoApplicationProtocol"), "{err}");
     // A client that does not trust it gets no connection.
     let stranger = TestCert::new();
     assert!(connect(server.addr, client(&[&stranger], &[]))

@@ -154,6 +154,11 @@ pub async fn test(args: &TestWebhookArgs) -> anyhow::Result<Result<String, Failu
     if uri.scheme_str() != Some("https") && uri.scheme_str() != Some("http") {
         anyhow::bail!("--url {:?}: must be an https:// (or http://) URL", args.url);
     }
+    let plain = if uri.scheme_str() == Some("http") {
+        "\nnote: plain http://; Emailgistics only calls https:// URLs"
+    } else {
+        ""
+    };
     let payload = match &args.payload {
         Some(path) => {
             let text =
@@ -218,7 +223,7 @@ pub async fn test(args: &TestWebhookArgs) -> anyhow::Result<Result<String, Failu
             ))))
         }
     };
-    Ok(judge(status, &body))
+    Ok(judge(status, &body).map(|report| report + plain))
 }
 
 /// Check an answer as Emailgistics does, and its actions against the

@@ -208,6 +208,27 @@ async fn issue_13_test_webhook_names_each_bad_answer_with_its_exit_status() {
 }
 
 #[tokio::test]
+async fn issue_13_test_webhook_that_cannot_run_exits_1() {
+    let args = [
+        "--url",
+        "https://127.0.0.1:9/x",
+        "--secret-env",
+        "ENRICHD_TEST_UNSET_VAR",
+    ];
+    let run = test_webhook(&args, &[]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("--secret-env ENRICHD_TEST_UNSET_VAR: not set"),
+        "{}",
+        run.stderr
+    );
+    let run = test_webhook(&["--url", "ftp://127.0.0.1/x"], &[]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("must be an https://"), "{}", run.stderr);
+}
+
+#[tokio::test]
 async fn issue_13_test_webhook_bounds_its_wait_and_the_answer_size() {
     // Within the bounds: an answer at the size cap is read.
     let pad = "x".repeat(MAX_ANSWER_BYTES - 40);

@@ -144,7 +144,7 @@ fn issue_16_inspect_prints_the_smallest_limits_a_component_runs_under() {
     );
     assert_eq!(json["min_limits"]["max_instances"], 3);
     let memory = f["memory_bytes"].as_u64().expect("memory_bytes");
-    assert!(memory > 0 && memory % 65536 == 0, "{f}");
+    assert!(memory > 0 && memory.is_multiple_of(65536), "{f}");
     assert_eq!(json["min_limits"]["max_memory_bytes"], memory);
     let text = inspect_text(&file);
     assert!(

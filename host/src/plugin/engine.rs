@@ -349,3 +349,79 @@ impl Drop for EpochTicker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::policy::{Limits, OnError};
+
+    /// A component instantiating an empty core module twice (it exports
+    /// nothing, so `load` gets as far as the pool's verdict and no further).
+    fn two_instances() -> Vec<u8> {
+        let mut c = b"\0asm\x0d\0\x01\0".to_vec();
+        c.extend_from_slice(&[1, 8]);
+        c.extend_from_slice(b"\0asm\x01\0\0\0");
+        c.extend_from_slice(&[2, 7, 2, 0, 0, 0, 0, 0, 0]);
+        c
+    }
+
+    /// The pool refusing a component after the footprint check (here: a pool
+    /// sized for fewer instances than the plugin's own limit, as a composed
+    /// component's adapter modules would make it) gives the clear error,
+    /// and the cache entry is not recompiled for it.
+    #[test]
+    fn issue_16_a_cache_entry_the_pool_refuses_is_not_recompiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.wasm");
+        std::fs::write(&path, two_instances()).unwrap();
+        let cache = dir.path().join("cache");
+        let engine = PluginEngine::new(EngineOptions {
+            allocator: Allocator::Pooling,
+            fuel: false,
+            max_memory_bytes: 1 << 20,
+            max_table_elements: 1000,
+            max_instances: 1,
+            cache_dir: Some(cache.clone()),
+        })
+        .unwrap();
+        let spec = PluginSpec {
+            name: "two".into(),
+            path,
+            grants: Default::default(),
+            config: Default::default(),
+            timeout: Duration::from_secs(1),
+            limits: Limits::default(),
+            on_error: OnError::default(),
+            sha256: None,
+            crm_sources: vec![],
+            kv_read: vec![],
+            allowed_hosts: vec![],
+        };
+        let refusal = |engine: &PluginEngine| match engine.load(&spec) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("loaded"),
+        };
+        let first = refusal(&engine);
+        assert!(
+            first.starts_with("plugin \"two\": its component does not fit the pooling allocator")
+                && first.contains("2 core module instances")
+                && first.ends_with(
+                    "raise max_instances (or max_memory_bytes, max_table_elements) for this plugin"
+                ),
+            "{first}"
+        );
+        let entry = || {
+            let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+            assert_eq!(
+                entries.len(),
+                1,
+                "one entry, kept for when the limit is raised"
+            );
+            let meta = entries[0].as_ref().unwrap().metadata().unwrap();
+            std::os::unix::fs::MetadataExt::ino(&meta)
+        };
+        let written = entry();
+        assert_eq!(refusal(&engine), first, "the same refusal from the cache");
+        assert_eq!(entry(), written, "not recompiled (a rewrite is a new file)");
+    }
+}

@@ -9,7 +9,10 @@
 //! timeout drops the call's future, ending the instance wherever it was —
 //! host calls it made included. Memory, fuel and output are bounded per call
 //! (`limits`, [`Plugin::call`]); the guest's texts (message, error, trap)
-//! are cut to `max_message_bytes`.
+//! are cut to `max_message_bytes`. Before compiling, a component's static
+//! footprint (`footprint`) is checked against its limits, and the pooling
+//! allocator is sized from the plugins' limits (`pool`), so a component runs
+//! under both allocators or is refused at start by both.
 
 mod bindings;
 pub mod breaker;

@@ -47,14 +47,12 @@ pub use bindings::events::EventKind as WitEventKind;
 /// converts to and from them.
 pub use bindings::types as wit;
 pub use bindings::types::Delivery as WitDelivery;
-pub use engine::{
-    AllocatorKind, EngineOptions, PluginEngine, EPOCH_TICK, MAX_CONCURRENT_CALLS,
-    MAX_CONCURRENT_EVENT_CALLS, MEMORY_KEEP_RESIDENT,
-};
+pub use engine::{AllocatorKind, EngineOptions, PluginEngine, EPOCH_TICK};
 use host::HostState;
 pub use host::Services;
 use limits::{LimitHit, Limiter};
 pub use policy::{Grants, Limits, OnError};
+pub use pool::{MAX_CONCURRENT_CALLS, MAX_CONCURRENT_EVENT_CALLS, MEMORY_KEEP_RESIDENT};
 pub use stdio::MAX_CAPTURED_BYTES;
 
 /// What the rest of the host needs to know about a plugin.

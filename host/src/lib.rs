@@ -32,7 +32,8 @@
 //!   handler, the queue's worker.
 //! - [`http`]: the transport, knowing nothing of webhooks: accept loop
 //!   (generic over the accepted stream), connection cap, body limits and
-//!   timeouts, shared JSON answers.
+//!   timeouts, shared JSON answers, TLS ([`http::tls`]: rustls, the
+//!   handshake under a deadline, certificates swapped while serving).
 //! - [`idempotency`]: one answer per delivery, across copies and hosts.
 //! - [`plugin`]: the wasmtime runtime: engine, bindings, host imports,
 //!   sandbox, and the plugin policy types ([`plugin::policy`]).

@@ -110,11 +110,13 @@ impl Host {
                 .unwrap_or_else(|e| panic!("host {name} did not start: {e}"));
         (self.child, self.addr, self.admin_addr) = (Some(child), addr, admin);
         let deadline = Instant::now() + HEALTHZ_TIMEOUT;
-        let probe = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        // The admin listener's /healthz: plain HTTP even when the public
+        // listener speaks TLS, and served by the same `app::run`.
+        let probe = format!("GET /healthz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
         loop {
             let answer = tokio::time::timeout(
                 HEALTHZ_PROBE,
-                crate::try_raw_request(addr, probe.as_bytes()),
+                crate::try_raw_request(admin, probe.as_bytes()),
             );
             if answer.await.is_ok_and(|r| r.is_ok_and(|r| r.status == 200)) {
                 return;
@@ -141,6 +143,19 @@ impl Host {
         child.kill().expect("SIGKILL"); // SIGKILL on Unix
         child.wait().expect("reap");
         self.log_line(format!("--- {} killed (SIGKILL) ---", self.name));
+    }
+
+    /// Send SIGHUP (what `systemctl reload` does) and return.
+    ///
+    /// # Panics
+    /// When it is not running, or `kill` fails.
+    pub fn hangup(&self) {
+        let pid = self.child.as_ref().expect("host is running").id();
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP {pid}");
     }
 
     /// The config file.

@@ -12,11 +12,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::{parse_response, Response, TestServer};
+use crate::{parse_response, plugin_toml, Response, TestServer, SECRET};
 
 /// The name the test certificates are issued for: the loopback address
 /// the servers listen on.
 pub const HOST: &str = "127.0.0.1";
+
+/// The route of [`one_route`].
+pub const ROUTE: &str = "/emailgistics-webhook";
+
+/// A config with one route ([`ROUTE`], the test secret) running
+/// keyword-router alone: the seed payload gets one `assign` action.
+pub fn one_route() -> String {
+    format!(
+        "{}\n[[route]]\npath = \"{ROUTE}\"\nsecrets = [{{ value = \"{SECRET}\" }}]\nchain = [{{ plugin = \"keyword-router\" }}]\n",
+        plugin_toml(
+            "keyword-router",
+            &["config"],
+            "[plugin.config]\nrules = \"coverage, policy => Policy Desk\"",
+        )
+    )
+}
 
 /// A self-signed certificate for [`HOST`] and its key.
 pub struct TestCert {

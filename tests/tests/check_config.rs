@@ -73,8 +73,10 @@ fn issue_13_check_config_accepts_a_good_config_and_summarises_it() {
 #[test]
 fn issue_13_check_config_lists_every_problem() {
     let missing = plugin_path("echo").parent().unwrap().join("nope.wasm");
+    let missing_pem = missing.with_extension("pem");
     let config = format!(
-        "listen = \"127.0.0.1:9999\"\nadmin_listen = \"127.0.0.1:9999\"\n{}{}{}\
+        "listen = \"127.0.0.1:9999\"\nadmin_listen = \"127.0.0.1:9999\"\n\
+         [tls]\ncert = {missing_pem:?}\nkey = {missing_pem:?}\n{}{}{}\
          [[plugin]]\nname = \"missing\"\npath = {missing:?}\n\
          [[route]]\npath = \"/hook\"\nchain = [{{ plugin = \"ungranted\" }}, {{ plugin = \"event-echo\" }}]\n",
         // Imports crm, config and log; granted only log.
@@ -93,7 +95,8 @@ fn issue_13_check_config_lists_every_problem() {
         "plugin \"missing\": cannot read",
         "route \"/hook\": plugin \"event-echo\" does not export enrichd:plugin/handler",
         "pinned [NOT LOADED]",
-        "6 problem(s)",
+        "[tls]: cannot read",
+        "7 problem(s)",
     ] {
         assert!(stdout.contains(problem), "{problem:?} not in:\n{stdout}");
     }

@@ -113,3 +113,30 @@ async fn issue_16_max_instances_above_16_takes_effect_under_pooling() {
         );
     }
 }
+
+/// The pool's address space is computed, not hoped for: limits that would
+/// make it reserve more than its budget refuse `pooling` with the reason,
+/// and `auto` falls back to on-demand allocation.
+#[tokio::test]
+async fn issue_16_a_pool_beyond_its_address_space_budget_is_refused_or_skipped() {
+    let huge_tables = |allocator: &str| {
+        format!(
+            "allocator = {allocator:?}\n{}[[route]]\npath = \"/hook\"\nchain = [{{ plugin = \"echo\" }}]\n",
+            enrichd_tests::plugin_toml("echo", &[], "max_table_elements = 1000000000")
+        )
+    };
+    let err = start_error(huge_tables("pooling"))
+        .await
+        .expect("pooling refused");
+    assert!(
+        err.contains("max_table_elements = 1000000000") && err.contains("budget of 16384 GiB"),
+        "{err}"
+    );
+    let server = TestServer::start(&huge_tables("auto")).await;
+    assert_eq!(
+        server.app.engine().allocator(),
+        enrichd::plugin::AllocatorKind::OnDemand
+    );
+    let res = server.deliver("/hook", &seed_payload()).await;
+    assert_eq!(res.json()["status"], "success");
+}

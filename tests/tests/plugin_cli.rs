@@ -128,6 +128,34 @@ fn issue_12_inspect_crm_enrich_names_its_world_grants_pin_and_version() {
     assert!(text.contains(&format!("{} bytes", bytes.len())), "{text}");
 }
 
+/// Issue 16: inspect prints the footprint, the smallest limits the
+/// component runs under; `serve` refuses anything below them at start.
+#[test]
+fn issue_16_inspect_prints_the_smallest_limits_a_component_runs_under() {
+    let file = plugin_path("crm-enrich");
+    let json = inspect_json(&file);
+    let f = &json["footprint"];
+    // A Rust wasip2 component: the main module, wit-component's shim and
+    // fixup modules; one memory; the function table and the shim's.
+    assert_eq!(
+        (&f["core_instances"], &f["memories"], &f["tables"]),
+        (&3.into(), &1.into(), &2.into()),
+        "{f}"
+    );
+    assert_eq!(json["min_limits"]["max_instances"], 3);
+    let memory = f["memory_bytes"].as_u64().expect("memory_bytes");
+    assert!(memory > 0 && memory.is_multiple_of(65536), "{f}");
+    assert_eq!(json["min_limits"]["max_memory_bytes"], memory);
+    let text = inspect_text(&file);
+    assert!(
+        text.contains(&format!(
+            "needs        max_instances >= 3 (core instances 3, memories 1, tables 2), max_memory_bytes >= {memory}, max_table_elements >= {}",
+            f["table_elements"]
+        )),
+        "{text}"
+    );
+}
+
 #[test]
 fn issue_12_inspect_lists_only_the_capabilities_each_plugin_imports() {
     let json = inspect_json(&plugin_path("keyword-router"));

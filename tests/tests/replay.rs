@@ -65,6 +65,17 @@ async fn replay(dir: &std::path::Path, args: &[&str]) -> Output {
         .expect("replay ran")
 }
 
+/// Assert `enrichd replay` exited with `code`, showing its output if not.
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn json_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -121,18 +132,13 @@ async fn issue_12_replay_serves_the_recorded_crm_answer_after_the_crm_changed() 
     let asked = crm.email_calls();
     let out = replay(server.dir(), &["d1"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     assert!(text.contains("plugin crm-enrich: identical"), "{text}");
     assert!(text.trim_end().ends_with("identical"), "{text}");
     assert_eq!(crm.email_calls(), asked, "replay asked the CRM");
 
     let out = replay(server.dir(), &["d1", "--json"]).await;
-    assert_eq!(out.status.code(), Some(0));
+    assert_exit(&out, 0);
     let r = json_of(&out);
     assert_eq!(r["identical"], true);
     let new = &r["plugins"][0]["sides"]["new"];
@@ -156,12 +162,7 @@ async fn issue_12_replay_with_a_new_plugin_version_shows_the_diff_and_the_unreco
     let swap = format!("crm-enrich={}", plugin_path("probe-capabilities").display());
     let out = replay(server.dir(), &["d2", "--plugin", &swap]).await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 2);
     assert!(text.contains("plugin crm-enrich: DIFFERS"), "{text}");
     assert!(
         text.contains("unrecorded  crm.lookup-email(rstorrie@pinnilly.com) → unavailable"),
@@ -171,7 +172,7 @@ async fn issue_12_replay_with_a_new_plugin_version_shows_the_diff_and_the_unreco
     assert!(text.contains("differs (exit status 2)"), "{text}");
 
     let out = replay(server.dir(), &["d2", "--plugin", &swap, "--json"]).await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2);
     let r = json_of(&out);
     assert_eq!(r["identical"], false);
     let p = &r["plugins"][0];
@@ -215,7 +216,7 @@ async fn issue_12_a_recording_over_its_bound_is_marked_truncated_and_replays_as_
     assert!(calls.to_string().len() <= 16 * 1024 + 512);
 
     let out = replay(server.dir(), &["d3", "--json"]).await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2);
     let r = json_of(&out);
     let p = &r["plugins"][0];
     assert_eq!(p["unrecorded"][0]["call"], "crm.lookup-email");
@@ -251,13 +252,7 @@ async fn issue_12_replay_writes_nothing_and_serves_the_recorded_kv_reads() {
     let dir = server.stop().await;
     // The server is gone: replay opens the store itself.
     let out = replay(dir.path(), &["d4", "--json"]).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let r = json_of(&out);
     assert_eq!(r["plugins"][1]["sides"]["new"]["actions"][0]["value"], kv);
 
@@ -311,12 +306,7 @@ async fn issue_12_a_record_stored_before_recordings_replays_with_every_call_not_
     }
 
     let out = replay(server.dir(), &["old-1", "--json"]).await;
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 2);
     let r = json_of(&out);
     let p = &r["plugins"][0];
     // crm-enrich reads its settings first, and gives up when it cannot.
@@ -329,7 +319,7 @@ async fn issue_12_a_record_stored_before_recordings_replays_with_every_call_not_
 
     // No payload in the record: replay says what to pass, then takes it.
     let out = replay(server.dir(), &["old-2"]).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_exit(&out, 1);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("keeps no payload") && err.contains("--payload"),
@@ -342,7 +332,7 @@ async fn issue_12_a_record_stored_before_recordings_replays_with_every_call_not_
         &["old-2", "--payload", file.to_str().unwrap(), "--json"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2);
     assert_eq!(
         json_of(&out)["plugins"][0]["sides"]["new"]["outcome"],
         "failed"
@@ -414,13 +404,7 @@ async fn issue_12_replay_serves_the_recorded_http_answers_after_the_service_chan
     crm.set_mode(Mode::Down);
     let asked = crm.email_calls();
     let out = replay(server.dir(), &["h1", "--json"]).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let r = json_of(&out);
     let p = &r["plugins"][1];
     assert_eq!(p["sides"]["new"]["actions"][0]["value"], fields, "{p}");
@@ -462,7 +446,7 @@ async fn issue_12_an_http_answer_over_the_bound_is_marked_truncated_and_replays_
     );
 
     let out = replay(server.dir(), &["h2", "--json"]).await;
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2);
     let r = json_of(&out);
     let p = &r["plugins"][1];
     let url = format!("http://{}/customers", crm.addr);

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use enrichd_tests::sandwich::{self, action_names, sandwich, GOOD_AFTER, GOOD_BEFORE};
-use enrichd_tests::{plugin_toml, plugin_toml_as, seed_payload, TestServer};
+use enrichd_tests::{plugin_toml, plugin_toml_as, seed_payload, start_error, TestServer};
 use serde_json::{json, Value};
 
 /// Deliver the seed payload to `/<name>` and check the contained failure.
@@ -632,25 +632,36 @@ async fn a_call_never_sees_what_the_previous_call_left_in_memory() {
 
 #[tokio::test]
 async fn instance_limit_obeyed_and_violated() {
+    // Obeyed: a Rust component creates 3 core instances (1 memory, 2
+    // tables), and runs at exactly that limit.
     let server = TestServer::start(&sandwich(
         "",
-        &[
-            (
-                "roomy",
-                hostile("roomy", "spin", "max_instances = 32", "ms = \"1\""),
-            ),
-            (
-                "cramped",
-                hostile("cramped", "spin", "max_instances = 1", "ms = \"1\""),
-            ),
-        ],
+        &[(
+            "roomy",
+            hostile("roomy", "spin", "max_instances = 3", "ms = \"1\""),
+        )],
     ))
     .await;
     assert_eq!(
         obeyed(&server, "roomy").await[0]["value"],
         json!({"spun_ms": "1"})
     );
-    assert_contained(&server, "cramped", "instantiate").await;
+    // Violated: it could never be instantiated, so it is refused at start
+    // with one message whatever the allocator (issue 16), not per call.
+    for allocator in ["pooling", "on-demand"] {
+        let cramped = sandwich(
+            &format!("allocator = {allocator:?}"),
+            &[(
+                "cramped",
+                hostile("cramped", "spin", "max_instances = 2", "ms = \"1\""),
+            )],
+        );
+        assert_eq!(
+            start_error(cramped).await.as_deref(),
+            Some("plugin \"cramped\": its component needs 3 core instances, above max_instances = 2; raise max_instances for this plugin"),
+            "{allocator}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -676,16 +687,7 @@ async fn table_limit_obeyed_and_violated() {
             hostile("narrow", "spin", "max_table_elements = 1", "ms = \"1\""),
         )],
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("enrichd.toml");
-    let cache = enrichd_tests::SHARED_CACHE;
-    std::fs::write(&path, format!("cache_dir = {cache:?}\n{narrow}")).unwrap();
-    let config = enrichd::config::Config::load(&path).unwrap();
-    let err = enrichd::app::App::build(&config)
-        .await
-        .err()
-        .expect("refused at start")
-        .to_string();
+    let err = start_error(narrow).await.expect("refused at start");
     assert!(
         err.contains("plugin \"narrow\"") && err.contains("max_table_elements = 1;"),
         "{err}"

@@ -9,26 +9,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use enrichd::app::tls::CERT_POLL_INTERVAL;
-use enrichd_tests::tls::{client, connect, https_request, presented, start_https, TestCert};
-use enrichd_tests::{delivery_request, plugin_toml, seed_payload, SECRET};
+use enrichd_tests::process::{eventually, Host};
+use enrichd_tests::tls::{
+    client, connect, https_request, one_route as config, presented, start_https, TestCert, ROUTE,
+};
+use enrichd_tests::{delivery_request, enrichd_bin, seed_payload, SECRET};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const ROUTE: &str = "/emailgistics-webhook";
-
-/// keyword-router alone: the seed payload gets one `assign` action.
-fn config() -> String {
-    format!(
-        "{}\n[[route]]\npath = \"{ROUTE}\"\nsecrets = [{{ value = \"{SECRET}\" }}]\nchain = [{{ plugin = \"keyword-router\" }}]\n",
-        plugin_toml(
-            "keyword-router",
-            &["config"],
-            "[plugin.config]\nrules = \"coverage, policy => Policy Desk\"",
-        )
-    )
-}
 
 /// Read from `stream` until it closes or 5 s pass; what arrived, and when.
 async fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Duration) {
@@ -71,6 +60,14 @@ async fn issue_13_a_client_trusting_the_certificate_gets_the_envelope() {
     // ALPN: the protocol the server speaks.
     let stream = connect(server.addr, client(&[&cert], &[])).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // A client offering only a protocol the server does not speak is
+    // refused in the handshake.
+    let mut h2_only = (*client(&[&cert], &[])).clone();
+    h2_only.alpn_protocols = vec![b"h2".to_vec()];
+    let err = connect(server.addr, std::sync::Arc::new(h2_only))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NoApplicationProtocol"), "{err}");
     // A client that does not trust it gets no connection.
     let stranger = TestCert::new();
     assert!(connect(server.addr, client(&[&stranger], &[]))
@@ -242,15 +239,46 @@ async fn issue_13_changed_certificate_files_are_picked_up_without_a_signal() {
     let server = start_https(&a, &config(), "").await;
     let both = client(&[&a, &b], &[]);
     b.write(server.dir());
-    let deadline = Instant::now() + CERT_POLL_INTERVAL * 3;
-    loop {
+    eventually("the new certificate", CERT_POLL_INTERVAL * 3, || async {
         let (seen, _) = keep_alive(&server, both.clone()).await;
-        if seen == b.der {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still the old certificate");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (seen == b.der).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn issue_13_sighup_reloads_the_certificate_and_never_stops_enrichd() {
+    let certs = tempfile::tempdir().unwrap();
+    let cert = TestCert::new();
+    cert.write(certs.path());
+    let tls = format!(
+        "{}\n[tls]\ncert = {:?}\nkey = {:?}\n",
+        config(),
+        certs.path().join("cert.pem"),
+        certs.path().join("key.pem")
+    );
+    let https = Host::start(enrichd_bin!(), "https", &tls).await;
+    let plain = Host::start(enrichd_bin!(), "plain", &config()).await;
+    https.hangup();
+    plain.hangup();
+    let within = Duration::from_secs(10);
+    eventually("the reload's log line", within, || async {
+        let reloaded = https.log_lines("TLS certificate reloaded");
+        reloaded
+            .iter()
+            .any(|l| l.contains("reload requested"))
+            .then_some(())
+    })
+    .await;
+    eventually("the plain host's log line", within, || async {
+        (!plain.log_lines("SIGHUP: nothing to reload").is_empty()).then_some(())
+    })
+    .await;
+    // Both still serve.
+    let get = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let res = https_request(https.addr, client(&[&cert], &[]), get.as_bytes()).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(enrichd_tests::get(plain.addr, "/healthz").await.status, 200);
 }
 
 #[tokio::test]

@@ -57,8 +57,12 @@ pub fn check(config: &Config) -> Checked {
             config.listen
         ));
     }
-    // TLS: when the config has a `[tls]` section (issue 13, HTTPS), check
-    // that its certificate and key files read and match here.
+    // The certificate and key load and match, as at start (nothing bound).
+    if let Some(tls) = &config.tls {
+        if let Err(e) = super::tls::PublicTls::load(tls) {
+            out.problems.push(format!("[tls]: {e}"));
+        }
+    }
     for spec in &config.crm {
         if let CrmBackendSpec::Embedded { seed: Some(seed) } = &spec.backend {
             if !seed.is_file() {

@@ -6,6 +6,10 @@
 //! listener, and the background [`jobs`] under one [`supervisor`]. What
 //! the routes serve is a [`reload::Generation`], swapped whole by a reload.
 //!
+//! With `[tls]` the public listener speaks HTTPS ([`tls`]): its
+//! certificate is loaded at start and reloaded on SIGHUP
+//! ([`App::reload_tls`]) and when its files change.
+//!
 //! Three other compositions live here for the CLI: [`one_off`] (one plugin,
 //! run once, as `serve` would run it: `enrichd plugin run`), [`replay`]
 //! (a logged delivery's chain, its host calls answered from the record:

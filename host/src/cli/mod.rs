@@ -1,6 +1,9 @@
 //! The command line. `serve` runs enrichd; `check-config` checks a config
-//! as `serve` would load it; `reload` has a running one read it again; `deliveries` reads the delivery log; `replay` runs a logged delivery again; `crm` imports CRM data;
-//! `plugin` helps plugin authors. This is glue: errors are `anyhow` with context, for people.
+//! as `serve` would load it; `reload` has a running one read it again;
+//! `deliveries` reads the delivery log; `replay` runs a logged delivery
+//! again; `crm` imports CRM data; `plugin` helps plugin authors;
+//! `test-webhook` checks an endpoint as Emailgistics Admin's "Test Webhook"
+//! does. This is glue: errors are `anyhow` with context, for people.
 
 mod check_config;
 mod crm;
@@ -11,6 +14,7 @@ mod plugin_run;
 mod reload;
 mod replay;
 mod serve;
+pub mod test_webhook;
 
 use std::path::PathBuf;
 
@@ -84,6 +88,13 @@ pub enum Command {
     /// identical, 2 different, 1 error.
     #[command(after_help = REPLAY_HELP)]
     Replay(replay::ReplayArgs),
+    /// Do what Emailgistics Admin's "Test Webhook" button does: POST the
+    /// sample delivery with the bearer secret, check the answer (HTTP 200,
+    /// JSON, `status` and `message`, each action against the action
+    /// reference) and print "Success! …" with a summary of the actions, or
+    /// the error. Exit status: 0 success, 2-6 the step that failed.
+    #[command(after_help = test_webhook::HELP)]
+    TestWebhook(test_webhook::TestWebhookArgs),
 }
 
 const CHECK_CONFIG_HELP: &str = "\
@@ -341,6 +352,7 @@ fn run_with(cli: Cli, lines: guest_lines::GuestLines) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::TestWebhook(args) => test_webhook::run(args),
         Command::Deliveries(cmd) => deliveries::run(cmd),
         Command::Replay(args) => replay::run(args),
         Command::Crm(CrmCommand::Import {

@@ -29,6 +29,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(
             addr = %public.local_addr()?,
             admin = %admin.as_ref().and_then(|l| l.local_addr().ok()).map_or("off".to_owned(), |a| a.to_string()),
+            tls = config.tls.is_some(),
             routes = app.generation().routes.len(),
             engagelab_routes = app.generation().event_routes.len(),
             "enrichd listening"

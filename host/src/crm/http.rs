@@ -242,7 +242,7 @@ impl HttpCrm {
             .client
             .request(request)
             .await
-            .map_err(|e| BackendError::Unavailable(chain(&e)))?;
+            .map_err(|e| BackendError::Unavailable(crate::http::error_chain(&e)))?;
         let status = response.status();
         let declared_len = response
             .headers()
@@ -288,7 +288,7 @@ async fn read_body(
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_big()),
         Err(e) => Err(BackendError::Unavailable(format!(
             "reading the answer: {}",
-            chain(e.as_ref())
+            crate::http::error_chain(e.as_ref())
         ))),
     }
 }
@@ -342,19 +342,6 @@ fn status_text(status: StatusCode) -> String {
         Some(reason) => format!("HTTP {} {reason}", status.as_u16()),
         None => format!("HTTP {}", status.as_u16()),
     }
-}
-
-/// An error and its causes on one line ("client error (Connect): tcp connect
-/// error: Connection refused"); hyper's top-level message alone says little.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn invalid(message: String) -> BackendError {

@@ -5,12 +5,14 @@
 //! (`validate`) and serialized into the JSON shapes the Emailgistics
 //! documentation gives (`{"type": "tag", "name": …, "value": {…}}`).
 //! Optional fields that are `None` are left out of the JSON, so an action
-//! reads exactly as a plugin author wrote it.
+//! reads exactly as a plugin author wrote it. They read back from the same
+//! shapes (`enrichd test-webhook` checks an endpoint's answer with them);
+//! unknown fields of a value are refused, as a typo would be lost.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One action of the response envelope.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
     /// Free label shown in Emailgistics Admin logs.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -21,7 +23,7 @@ pub struct Action {
 }
 
 /// The action's `type` with its `value`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "value", rename_all = "camelCase")]
 pub enum ActionKind {
     /// `assign`
@@ -31,7 +33,9 @@ pub enum ActionKind {
     /// `setCustomFields`: the value is the flat key → value map itself.
     /// A `Vec` keeps the plugin's order; duplicate keys are refused by
     /// validation so the JSON object has unique keys.
-    SetCustomFields(#[serde(serialize_with = "ser_pairs")] Vec<(String, String)>),
+    SetCustomFields(
+        #[serde(serialize_with = "ser_pairs", deserialize_with = "de_pairs")] Vec<(String, String)>,
+    ),
     /// `sendMessage`
     SendMessage(SendMessage),
     /// `forwardMessage`
@@ -52,8 +56,8 @@ impl ActionKind {
 }
 
 /// `assign` value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Assign {
     /// The primary attempt.
     pub main_assignment: AssignmentSpec,
@@ -63,8 +67,8 @@ pub struct Assign {
 }
 
 /// One candidate pool of an `assign` action.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AssignmentSpec {
     /// Candidates by display name or email.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,14 +91,15 @@ pub struct AssignmentSpec {
 }
 
 /// `tag` value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tag {
     /// Tag names, case-sensitive.
     pub tags: Vec<String>,
 }
 
 /// How an inline body is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyType {
     /// HTML body.
@@ -104,8 +109,8 @@ pub enum BodyType {
 }
 
 /// An embedded image of an inline HTML `sendMessage`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InlineAsset {
     /// Referenced as `cid:<id>` from the body.
     pub id: String,
@@ -118,8 +123,8 @@ pub struct InlineAsset {
 }
 
 /// `sendMessage` value (template mode or inline mode).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendMessage {
     /// Template mode: template name.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,8 +152,8 @@ pub struct SendMessage {
 }
 
 /// `forwardMessage` value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ForwardMessage {
     /// Recipients.
     pub to_addresses: Vec<EmailAddress>,
@@ -186,6 +191,50 @@ impl Serialize for EmailAddress {
         }
         .serialize(s)
     }
+}
+
+impl<'de> Deserialize<'de> for EmailAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Inner {
+            #[serde(default)]
+            name: String,
+            address: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        struct Outer {
+            email_address: Inner,
+        }
+        let Outer {
+            email_address: Inner { name, address },
+        } = Outer::deserialize(d)?;
+        Ok(EmailAddress { name, address })
+    }
+}
+
+/// A JSON object's entries in their order, duplicates kept (validation
+/// refuses them with a reason).
+fn de_pairs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    struct Pairs;
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = Vec<(String, String)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of string values")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut pairs = Vec::new();
+            while let Some(pair) = map.next_entry()? {
+                pairs.push(pair);
+            }
+            Ok(pairs)
+        }
+    }
+    d.deserialize_map(Pairs)
 }
 
 fn ser_pairs<S: serde::Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
@@ -290,5 +339,39 @@ mod tests {
                 "inlineAssets": [{"id": "logo", "filename": "logo.png", "contentType": "image/png", "base64Content": "iVBO"}]
             }})
         );
+
+        // Each reads back from its JSON as it was.
+        for action in [tag, fields, assign, fwd, send] {
+            let text = serde_json::to_string(&action).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Action>(&text).unwrap(),
+                action,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn issue_13_an_action_with_an_unknown_type_or_field_does_not_read() {
+        for (text, needle) in [
+            (
+                r#"{"type": "label", "value": {}}"#,
+                "unknown variant `label`",
+            ),
+            (
+                r#"{"type": "tag", "value": {"tag": ["VIP"]}}"#,
+                "unknown field `tag`",
+            ),
+            (r#"{"type": "tag"}"#, "missing field `value`"),
+            (
+                r#"{"type": "setCustomFields", "value": {"a": 1}}"#,
+                "expected a string",
+            ),
+        ] {
+            let err = serde_json::from_str::<Action>(text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
     }
 }

@@ -34,5 +34,24 @@ pub struct PeerAddr(pub std::net::SocketAddr);
 /// The body of every answer: all of it is known before it is sent.
 pub type Body = Full<Bytes>;
 
+/// An error and its causes on one line ("client error (Connect): tcp connect
+/// error: Connection refused"); hyper's top-level message alone says
+/// little. A cause repeating the line before it is left out.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut last = text.clone();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if line != last {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        last = line;
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests;

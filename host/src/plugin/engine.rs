@@ -15,7 +15,7 @@ use super::cache::ComponentCache;
 use super::footprint::Footprint;
 use super::host::HostState;
 use super::policy::{Allocator, PluginSpec};
-use super::pool::{allocator_refused, PoolPlan};
+use super::pool::{allocator_refused, PoolPlan, MAX_CONCURRENT_CALLS, MAX_CONCURRENT_EVENT_CALLS};
 use super::{bindings, LoadError, Plugin, PluginInfo};
 
 /// How often the epoch advances. A guest yields to the async runtime at
@@ -29,27 +29,6 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub(crate) const HANDLER_EXPORT: &str = "enrichd:plugin/handler@0.2.0";
 pub(crate) const EVENTS_EXPORT: &str = "enrichd:plugin/events@0.2.0";
 
-/// Delivery plugin calls allowed at once (with either allocator). Each
-/// delivery runs one plugin at a time, so this is also the number of
-/// deliveries in flight before new ones queue.
-pub const MAX_CONCURRENT_CALLS: u32 = 256;
-/// Event plugin calls allowed at once, from a pool of their own so that a
-/// flood of deliveries cannot starve EngageLab callbacks (nor the reverse).
-/// The event worker runs one call at a time; 4 leaves room for it to be
-/// parallelised, and costs 4 pool slots.
-pub const MAX_CONCURRENT_EVENT_CALLS: u32 = 4;
-/// Bytes of a linear memory's dirty pages reset in place (copied back from
-/// the image or zeroed) when its instance is dropped, instead of released
-/// with `madvise`. An madvise costs a TLB shootdown on every core running
-/// the process, and the next call in the slot re-faults every page it
-/// touches: about half of a plugin call's CPU in the profile. With
-/// `PAGEMAP_SCAN` only the pages the call wrote are reset; the example
-/// plugins write tens of KiB per call (crm-enrich's slot keeps 16 KiB: the
-/// `plugin_runtime` bench prints it), so 1 MiB leaves room for bigger
-/// guests, and dirt beyond it is still released with `madvise`. RSS: a slot
-/// keeps at most what its last call wrote, up to this, so no more than the
-/// calls needed while they ran.
-pub const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -354,5 +333,81 @@ impl Drop for EpochTicker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::policy::{Limits, OnError};
+
+    /// A component instantiating an empty core module twice (it exports
+    /// nothing, so `load` gets as far as the pool's verdict and no further).
+    fn two_instances() -> Vec<u8> {
+        let mut c = b"\0asm\x0d\0\x01\0".to_vec();
+        c.extend_from_slice(&[1, 8]);
+        c.extend_from_slice(b"\0asm\x01\0\0\0");
+        c.extend_from_slice(&[2, 7, 2, 0, 0, 0, 0, 0, 0]);
+        c
+    }
+
+    /// The pool refusing a component after the footprint check (here: a pool
+    /// sized for fewer instances than the plugin's own limit, as a composed
+    /// component's adapter modules would make it) gives the clear error,
+    /// and the cache entry is not recompiled for it.
+    #[test]
+    fn issue_16_a_cache_entry_the_pool_refuses_is_not_recompiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.wasm");
+        std::fs::write(&path, two_instances()).unwrap();
+        let cache = dir.path().join("cache");
+        let engine = PluginEngine::new(EngineOptions {
+            allocator: Allocator::Pooling,
+            fuel: false,
+            max_memory_bytes: 1 << 20,
+            max_table_elements: 1000,
+            max_instances: 1,
+            cache_dir: Some(cache.clone()),
+        })
+        .unwrap();
+        let spec = PluginSpec {
+            name: "two".into(),
+            path,
+            grants: Default::default(),
+            config: Default::default(),
+            timeout: Duration::from_secs(1),
+            limits: Limits::default(),
+            on_error: OnError::default(),
+            sha256: None,
+            crm_sources: vec![],
+            kv_read: vec![],
+            allowed_hosts: vec![],
+        };
+        let refusal = |engine: &PluginEngine| match engine.load(&spec) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("loaded"),
+        };
+        let first = refusal(&engine);
+        assert!(
+            first.starts_with("plugin \"two\": its component does not fit the pooling allocator")
+                && first.contains("2 core module instances")
+                && first.ends_with(
+                    "raise max_instances (or max_memory_bytes, max_table_elements) for this plugin"
+                ),
+            "{first}"
+        );
+        let entry = || {
+            let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+            assert_eq!(
+                entries.len(),
+                1,
+                "one entry, kept for when the limit is raised"
+            );
+            let meta = entries[0].as_ref().unwrap().metadata().unwrap();
+            std::os::unix::fs::MetadataExt::ino(&meta)
+        };
+        let written = entry();
+        assert_eq!(refusal(&engine), first, "the same refusal from the cache");
+        assert_eq!(entry(), written, "not recompiled (a rewrite is a new file)");
     }
 }

@@ -635,6 +635,35 @@ mod tests {
     }
 
     #[test]
+    fn issue_12_an_answer_still_open_when_the_call_ends_is_taped_once_as_unfinished() {
+        let tape = Tape::record();
+        let log = HttpLog::default();
+        log.lock().tape = tape.clone();
+        let args = vec!["GET".to_owned(), "http://a.example/x".to_owned()];
+        let id = log.capture(args.clone()).unwrap();
+        if let Some((_, c)) = log.lock().captures.get_mut(&id) {
+            c.data(b"abc");
+        }
+        log.flush();
+        // Its body dropped later: nothing twice.
+        log.commit(id, false);
+        let rec = tape.finish().unwrap();
+        assert_eq!(rec.calls.len(), 1, "{rec:?}");
+        assert_eq!(
+            (rec.calls[0].call.as_str(), &rec.calls[0].args),
+            (CALL, &args)
+        );
+        let crate::plugin::recording::Answer::Ok(answer) = &rec.calls[0].answer else {
+            panic!("{rec:?}")
+        };
+        assert_eq!(answer["body"], "abc");
+        assert_eq!(answer["unfinished"], true);
+        // Nothing is captured when the tape does not record.
+        let log = HttpLog::default();
+        assert!(log.capture(args).is_none());
+    }
+
+    #[test]
     fn issue_12_recorded_urls_have_no_query_string() {
         let uri: hyper::Uri = "https://a.example:8443/v1/score?key=secret"
             .parse()

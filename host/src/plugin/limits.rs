@@ -73,6 +73,8 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
+    // One limit for the three counts: `footprint::Footprint::min_instances`
+    // and the pool's per-component caps (`pool`) follow the same rule.
     fn instances(&self) -> usize {
         self.limits.max_instances
     }

@@ -9,7 +9,10 @@
 //! timeout drops the call's future, ending the instance wherever it was —
 //! host calls it made included. Memory, fuel and output are bounded per call
 //! (`limits`, [`Plugin::call`]); the guest's texts (message, error, trap)
-//! are cut to `max_message_bytes`.
+//! are cut to `max_message_bytes`. Before compiling, a component's static
+//! footprint (`footprint`) is checked against its limits, and the pooling
+//! allocator is sized from the plugins' limits (`pool`), so a component runs
+//! under both allocators or is refused at start by both.
 
 mod bindings;
 pub mod breaker;
@@ -44,14 +47,12 @@ pub use bindings::events::EventKind as WitEventKind;
 /// converts to and from them.
 pub use bindings::types as wit;
 pub use bindings::types::Delivery as WitDelivery;
-pub use engine::{
-    AllocatorKind, EngineOptions, PluginEngine, EPOCH_TICK, MAX_CONCURRENT_CALLS,
-    MAX_CONCURRENT_EVENT_CALLS, MEMORY_KEEP_RESIDENT,
-};
+pub use engine::{AllocatorKind, EngineOptions, PluginEngine, EPOCH_TICK};
 use host::HostState;
 pub use host::Services;
 use limits::{LimitHit, Limiter};
 pub use policy::{Grants, Limits, OnError};
+pub use pool::{MAX_CONCURRENT_CALLS, MAX_CONCURRENT_EVENT_CALLS, MEMORY_KEEP_RESIDENT};
 pub use stdio::MAX_CAPTURED_BYTES;
 
 /// What the rest of the host needs to know about a plugin.

@@ -7,7 +7,27 @@
 
 use wasmtime::{Enabled, PoolingAllocationConfig};
 
-use super::engine::{MAX_CONCURRENT_CALLS, MAX_CONCURRENT_EVENT_CALLS, MEMORY_KEEP_RESIDENT};
+/// Delivery plugin calls allowed at once (with either allocator). Each
+/// delivery runs one plugin at a time, so this is also the number of
+/// deliveries in flight before new ones queue.
+pub const MAX_CONCURRENT_CALLS: u32 = 256;
+/// Event plugin calls allowed at once, from a pool of their own so that a
+/// flood of deliveries cannot starve EngageLab callbacks (nor the reverse).
+/// The event worker runs one call at a time; 4 leaves room for it to be
+/// parallelised, and costs 4 pool slots.
+pub const MAX_CONCURRENT_EVENT_CALLS: u32 = 4;
+/// Bytes of a linear memory's dirty pages reset in place (copied back from
+/// the image or zeroed) when its instance is dropped, instead of released
+/// with `madvise`. An madvise costs a TLB shootdown on every core running
+/// the process, and the next call in the slot re-faults every page it
+/// touches: about half of a plugin call's CPU in the profile. With
+/// `PAGEMAP_SCAN` only the pages the call wrote are reset; the example
+/// plugins write tens of KiB per call (crm-enrich's slot keeps 16 KiB: the
+/// `plugin_runtime` bench prints it), so 1 MiB leaves room for bigger
+/// guests, and dirt beyond it is still released with `madvise`. RSS: a slot
+/// keeps at most what its last call wrote, up to this, so no more than the
+/// calls needed while they ran.
+pub const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
 
 /// Concurrent plugin instances the pool is sized for: every delivery and
 /// event call that holds a permit.

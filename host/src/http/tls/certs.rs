@@ -88,11 +88,6 @@ impl Certificates {
         })
     }
 
-    /// The files this certificate is read from.
-    pub fn files(&self) -> &CertFiles {
-        &self.files
-    }
-
     /// Read the files again and present the new pair from the next
     /// handshake on. A pair that does not load is refused, the old one kept,
     /// and the reason logged and returned.

@@ -33,7 +33,8 @@
 //!   (generic over the accepted stream), connection cap, body limits and
 //!   timeouts, shared JSON answers.
 //! - [`idempotency`]: one answer per delivery, across copies and hosts.
-//! - [`plugin`]: the wasmtime runtime: engine, bindings, host imports,
+//! - [`plugin`]: the wasmtime runtime: engine, its bounded cache of
+//!   compiled components ([`plugin::cache`]), bindings, host imports,
 //!   sandbox, and the plugin policy types ([`plugin::policy`]).
 //! - [`crm`]: CRM sources behind the `crm` import (embedded, HTTP) and their cache.
 //! - [`storage`]: every piece of state behind async ports; sled and Redis backends.

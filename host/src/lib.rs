@@ -35,7 +35,8 @@
 //!   timeouts, shared JSON answers, TLS ([`http::tls`]: rustls, the
 //!   handshake under a deadline, certificates swapped while serving).
 //! - [`idempotency`]: one answer per delivery, across copies and hosts.
-//! - [`plugin`]: the wasmtime runtime: engine, bindings, host imports,
+//! - [`plugin`]: the wasmtime runtime: engine, its bounded cache of
+//!   compiled components ([`plugin::cache`]), bindings, host imports,
 //!   sandbox, and the plugin policy types ([`plugin::policy`]).
 //! - [`crm`]: CRM sources behind the `crm` import (embedded, HTTP) and their cache.
 //! - [`storage`]: every piece of state behind async ports; sled and Redis backends.

@@ -73,27 +73,23 @@ fn summary(config: &Config, checked: &Checked) -> String {
         );
     }
     let plugin = |i: usize| config.plugins[i].name.as_str();
-    for r in &config.routes {
-        let chain: Vec<&str> = r.chain.iter().map(|e| plugin(e.plugin)).collect();
+    let mut route = |kind: &str, path: &str, keys: String, allow_ips, chain: Vec<&str>| {
         let _ = writeln!(
             s,
-            "route {}: {} secret(s); allow_ips: {}; chain: {}",
-            r.path,
-            r.secrets.len(),
-            allow(r.allow_ips.as_ref()),
+            "{kind} {path}: {keys}; allow_ips: {}; chain: {}",
+            allow(allow_ips),
             chain.join(" -> ")
         );
+    };
+    for r in &config.routes {
+        let keys = format!("{} secret(s)", r.secrets.len());
+        let chain = r.chain.iter().map(|e| plugin(e.plugin)).collect();
+        route("route", &r.path, keys, r.allow_ips.as_ref(), chain);
     }
     for r in &config.event_routes {
-        let chain: Vec<&str> = r.chain.iter().map(|&i| plugin(i)).collect();
-        let _ = writeln!(
-            s,
-            "engagelab {}: {} app key(s); allow_ips: {}; chain: {}",
-            r.path,
-            r.app_keys.len(),
-            allow(r.allow_ips.as_ref()),
-            chain.join(" -> ")
-        );
+        let keys = format!("{} app key(s)", r.app_keys.len());
+        let chain = r.chain.iter().map(|&i| plugin(i)).collect();
+        route("engagelab", &r.path, keys, r.allow_ips.as_ref(), chain);
     }
     for w in &checked.warnings {
         let _ = writeln!(s, "  warning: {w}");

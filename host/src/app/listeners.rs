@@ -24,7 +24,18 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 
-use super::reload::ReloadError;
+/// A changed listener address that cannot be bound (in use, not local, …):
+/// the reload is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({key}): {error}")]
+pub struct BindError {
+    /// `listen` or `admin_listen`.
+    pub key: &'static str,
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why not.
+    pub error: io::Error,
+}
 
 /// The listeners a reload bound, handed to the serving loop of [`super::run`].
 #[derive(Default)]
@@ -42,7 +53,7 @@ pub type Rebound = BTreeMap<&'static str, String>;
 /// Bind what changed between `running` and `new`; nothing when neither
 /// `listen` nor `admin_listen` changed. All or nothing: on an error the
 /// listeners already bound are dropped (closed).
-pub(super) async fn bind(running: &Config, new: &Config) -> Result<(Rebind, Rebound), ReloadError> {
+pub(super) async fn bind(running: &Config, new: &Config) -> Result<(Rebind, Rebound), BindError> {
     let mut rebind = Rebind::default();
     let mut rebound = Rebound::new();
     if running.listen != new.listen {
@@ -65,11 +76,8 @@ pub(super) async fn bind(running: &Config, new: &Config) -> Result<(Rebind, Rebo
 }
 
 /// `addr` bound, and the address it got (the port, for port 0).
-async fn bind_one(
-    key: &'static str,
-    addr: SocketAddr,
-) -> Result<(TcpListener, String), ReloadError> {
-    let failed = |error| ReloadError::Bind { key, addr, error };
+async fn bind_one(key: &'static str, addr: SocketAddr) -> Result<(TcpListener, String), BindError> {
+    let failed = |error| BindError { key, addr, error };
     let listener = TcpListener::bind(addr).await.map_err(failed)?;
     let bound = listener.local_addr().map_err(failed)?;
     Ok((listener, bound.to_string()))

@@ -219,16 +219,16 @@ impl App {
                 .await
                 .map_err(|e| StartError::Interrupted(e.to_string()))??;
         // Everything that can fail before anything is swapped.
-        let tls = match changes.tls {
-            true => Some(
+        let tls = changes
+            .tls
+            .then(|| {
                 next.config
                     .tls
                     .as_ref()
                     .map(tls::PublicTls::load)
-                    .transpose()?,
-            ),
-            false => None,
-        };
+                    .transpose()
+            })
+            .transpose()?;
         let (rebind, rebound) = listeners::bind(&before.config, &next.config).await?;
         changes.listeners = rebound;
         let next = Arc::new(next);
@@ -433,7 +433,7 @@ pub async fn run(
     let hangup = || async {
         let _ = app.reload_and_answer().await;
     };
-    let certs = || app.tls.load().as_ref().map(|t| t.certs.clone());
+    let certs = || app.tls.load_full().map(|t| t.certs.clone());
     let reload = tls::reload_task(certs, stopped(), hangup);
     let ((), listening, ()) = tokio::join!(signal, listening, reload);
     // The listeners have drained; the jobs stop at their next await (the

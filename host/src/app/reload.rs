@@ -85,16 +85,9 @@ pub enum ReloadError {
     /// A plugin, a chain or `[tls]` is refused, as it would be at start.
     #[error(transparent)]
     Start(#[from] StartError),
-    /// A changed listener address cannot be bound (in use, not local, …).
-    #[error("cannot listen on {addr} ({key}): {error}")]
-    Bind {
-        /// `listen` or `admin_listen`.
-        key: &'static str,
-        /// The address asked for.
-        addr: std::net::SocketAddr,
-        /// Why not.
-        error: std::io::Error,
-    },
+    /// A changed listener address cannot be bound.
+    #[error(transparent)]
+    Bind(#[from] super::listeners::BindError),
 }
 
 /// What a successful reload changed (the `changed` of its answer).

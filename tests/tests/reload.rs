@@ -41,9 +41,14 @@ fn router(desk: &str) -> String {
 
 /// Replace the server's config file (as `TestServer::start` writes it).
 fn rewrite(server: &TestServer, config: &str) {
+    rewrite_listening(server, "127.0.0.1:0", config);
+}
+
+/// [`rewrite`], with `listen = listen`.
+fn rewrite_listening(server: &TestServer, listen: &str, config: &str) {
     std::fs::write(
         server.dir().join("enrichd.toml"),
-        format!("listen = \"127.0.0.1:0\"\ncache_dir = {SHARED_CACHE:?}\n{config}"),
+        format!("listen = {listen:?}\ncache_dir = {SHARED_CACHE:?}\n{config}"),
     )
     .unwrap();
 }
@@ -175,8 +180,8 @@ async fn issue_13_a_config_that_does_not_load_changes_nothing() {
             &pin,
         ),
         (
-            format!("admin_listen = \"127.0.0.1:1\"\n{good}"),
-            "admin_listen changed: that needs a restart",
+            format!("{good}\n[tls]\ncert = \"nope.pem\"\nkey = \"nope.pem\"\n"),
+            "nope.pem",
         ),
         (
             config(
@@ -500,4 +505,193 @@ async fn issue_13_concurrent_reloads_are_serialized() {
         assigned(&server.deliver(ROUTE, &fresh()).await),
         "Claims Desk"
     );
+}
+
+/// A loopback address nobody listens on (bound, then closed).
+async fn free_addr() -> std::net::SocketAddr {
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    probe.local_addr().unwrap()
+}
+
+/// Whether `addr` refuses new connections (polled: the replaced listener
+/// closes on its own task, just after the reload's answer).
+async fn refuses(addr: std::net::SocketAddr) {
+    eventually(
+        "the old listener refuses",
+        Duration::from_secs(5),
+        || async {
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+fn healthz(addr: std::net::SocketAddr) -> Vec<u8> {
+    format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_13_reload_to_a_new_listen_port_moves_the_public_listener() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let slow = plugin_toml_as(
+        "p",
+        "hostile",
+        &["config"],
+        "[plugin.config]\nmode = \"spin\"\nms = \"1500\"",
+    );
+    let server = TestServer::start(&config(&slow, &[SECRET])).await;
+    let old = server.addr;
+    // A keep-alive connection on the old port, its delivery in flight.
+    let mut kept = tokio::net::TcpStream::connect(old).await.unwrap();
+    let request = String::from_utf8(enrichd_tests::delivery_request(old, ROUTE, &fresh()))
+        .unwrap()
+        .replace("Connection: close", "Connection: keep-alive");
+    kept.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let new = free_addr().await;
+    rewrite_listening(&server, &new.to_string(), &config(&slow, &[SECRET]));
+    let (status, answer) = reload(&server).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["changed"]["listeners"],
+        json!({"listen": new.to_string()})
+    );
+    assert_eq!(answer["changed"]["plugins"]["reused"], json!(["p"]));
+    let res = enrichd_tests::try_raw_request(new, &healthz(new)).await;
+    assert_eq!(res.unwrap().status, 200);
+    refuses(old).await;
+    // The delivery in flight on the old port finishes there, then the
+    // drained connection closes.
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), kept.read_to_end(&mut buf))
+        .await
+        .expect("the old connection closes after its answer")
+        .unwrap();
+    assert_eq!(assigned(&enrichd_tests::parse_response(&buf)), "spin");
+}
+
+#[tokio::test]
+async fn issue_13_a_listen_port_taken_refuses_the_reload() {
+    let good = config(&router("Policy Desk"), &[SECRET]);
+    let server = TestServer::start(&good).await;
+    let holder = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let taken = holder.local_addr().unwrap();
+    rewrite_listening(
+        &server,
+        &taken.to_string(),
+        &config(&router("Other"), &[SECRET]),
+    );
+    let (status, answer) = reload(&server).await;
+    assert_eq!(status, 422, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    let want = format!("cannot listen on {taken} (listen)");
+    assert!(error.contains(&want), "{error}");
+    // Nothing was swapped: the old port serves the old routes.
+    assert_eq!(server.app.generation().number, 1);
+    assert_eq!(
+        assigned(&server.deliver(ROUTE, &fresh()).await),
+        "Policy Desk"
+    );
+}
+
+#[tokio::test]
+async fn issue_13_reload_moves_and_turns_off_the_admin_listener() {
+    let good = config(&router("Policy Desk"), &[SECRET]);
+    let server = TestServer::start(&good).await;
+    let moved = free_addr().await;
+    rewrite(&server, &format!("admin_listen = \"{moved}\"\n{good}"));
+    let (status, answer) = reload(&server).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["changed"]["listeners"],
+        json!({"admin_listen": moved.to_string()})
+    );
+    assert_eq!(enrichd_tests::get(moved, "/stats").await.status, 200);
+    refuses(server.admin_addr).await;
+    // The public listener was not touched.
+    assert_eq!(
+        assigned(&server.deliver(ROUTE, &fresh()).await),
+        "Policy Desk"
+    );
+
+    rewrite(&server, &format!("admin_listen = \"off\"\n{good}"));
+    let answer = post(moved, "/reload", &[], b"").await.json();
+    assert_eq!(
+        answer["changed"]["listeners"],
+        json!({"admin_listen": "off"})
+    );
+    refuses(moved).await;
+    assert_eq!(server.deliver(ROUTE, &fresh()).await.status, 200);
+}
+
+#[tokio::test]
+async fn issue_13_reload_turns_tls_on_then_follows_a_new_certificate_path() {
+    use enrichd_tests::tls::{client, connect, https_request, one_route, presented, TestCert};
+    let server = TestServer::start(&one_route()).await;
+    let addr = server.addr;
+    assert_eq!(enrichd_tests::get(addr, "/healthz").await.status, 200);
+    let cert = TestCert::new();
+    cert.write(server.dir());
+    let with_tls =
+        |cert: &str, key: &str| format!("{}\n[tls]\ncert = {cert:?}\nkey = {key:?}\n", one_route());
+    rewrite(&server, &with_tls("cert.pem", "key.pem"));
+    let (status, answer) = reload(&server).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["changed"]["tls"], true, "{answer}");
+    assert_eq!(answer["changed"]["listeners"], json!({}), "not re-bound");
+    let res = https_request(addr, client(&[&cert], &[]), &healthz(addr)).await;
+    assert_eq!(res.status, 200);
+    let plain = enrichd_tests::try_raw_request(addr, &healthz(addr)).await;
+    assert!(
+        plain.is_err(),
+        "plain HTTP answered on the TLS port: {plain:?}"
+    );
+
+    // A new certificate path: the next connection gets it, and the file
+    // watcher follows the new files.
+    let second = TestCert::new();
+    std::fs::write(server.dir().join("cert2.pem"), &second.cert_pem).unwrap();
+    std::fs::write(server.dir().join("key2.pem"), &second.key_pem).unwrap();
+    rewrite(&server, &with_tls("cert2.pem", "key2.pem"));
+    assert_eq!(reload(&server).await.0, 200);
+    let stream = connect(addr, client(&[&second], &[])).await.unwrap();
+    assert_eq!(presented(&stream), second.der);
+    let third = TestCert::new();
+    std::fs::write(server.dir().join("cert2.pem"), &third.cert_pem).unwrap();
+    std::fs::write(server.dir().join("key2.pem"), &third.key_pem).unwrap();
+    let within = enrichd::app::tls::CERT_POLL_INTERVAL * 3;
+    eventually("the watcher serves the renewed file", within, || async {
+        let stream = connect(addr, client(&[&third], &[])).await.ok()?;
+        (presented(&stream) == third.der).then_some(())
+    })
+    .await;
+
+    // TLS turned off: plain HTTP again, on the same port.
+    rewrite(&server, &one_route());
+    assert_eq!(reload(&server).await.0, 200);
+    assert_eq!(enrichd_tests::get(addr, "/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn issue_13_reload_raising_min_version_refuses_a_tls_1_2_client() {
+    use enrichd_tests::tls::{client, connect, one_route, start_https, TestCert};
+    let cert = TestCert::new();
+    let server = start_https(&cert, &one_route(), "").await;
+    let only_12 = client(&[&cert], &[&rustls::version::TLS12]);
+    let before = connect(server.addr, only_12.clone()).await;
+    before.expect("TLS 1.2 is served before");
+    let tls = "[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\nmin_version = \"1.3\"\n";
+    rewrite(&server, &format!("{}\n{tls}", one_route()));
+    let (status, answer) = reload(&server).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["changed"]["tls"], true, "{answer}");
+    assert!(connect(server.addr, only_12).await.is_err());
+    let only_13 = client(&[&cert], &[&rustls::version::TLS13]);
+    connect(server.addr, only_13)
+        .await
+        .expect("TLS 1.3 is served");
 }

@@ -8,7 +8,8 @@
 //!
 //! With `[tls]` the public listener speaks HTTPS ([`tls`]): its
 //! certificate is loaded at start and reloaded on SIGHUP
-//! ([`App::reload_tls`]) and when its files change.
+//! ([`App::reload_tls`]) and when its files change. A reload may move the
+//! listeners and change `[tls]` ([`listeners`]).
 //!
 //! Three other compositions live here for the CLI: [`one_off`] (one plugin,
 //! run once, as `serve` would run it: `enrichd plugin run`), [`replay`]
@@ -24,6 +25,7 @@
 mod assemble;
 pub mod check;
 pub mod jobs;
+pub mod listeners;
 pub mod one_off;
 pub mod reload;
 pub mod replay;
@@ -34,14 +36,15 @@ pub mod tls;
 use std::future::Future;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use tokio::sync::{watch, Mutex, Notify};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::{mpsc, watch, Mutex, Notify};
 
 use crate::admin::{AdminState, Reload};
 use crate::clock::Clock;
 use crate::config::{Config, CrmBackendSpec, StorageSpec, DEFAULT_EVENT_LEASE};
 use crate::emailgistics::DeliveryState;
 use crate::engagelab::{EventState, EventStats};
+use crate::http::tls::{TlsListener, TlsSwitch};
 use crate::http::{serve_capped, Accept, BodyLimits, ConnectionCap};
 use crate::idempotency::Inflight;
 use crate::plugin::{Plugin, PluginEngine, Services};
@@ -49,6 +52,7 @@ use crate::source_ip::SourceFilter;
 use crate::storage::Storage;
 use assemble::Parts;
 pub use assemble::StartError;
+use listeners::{Rebind, Sessions, Shutdown};
 use reload::{Changes, ConfigSource, Generation, ReloadError};
 use router::Router;
 
@@ -67,8 +71,14 @@ pub struct App {
     connections: ConnectionCap,
     // Dropping it stops the epoch ticker: it lives as long as the app.
     engine: Arc<PluginEngine>,
-    // HTTPS on the public listener, if `[tls]` is configured.
-    tls: Option<tls::PublicTls>,
+    // HTTPS on the public listener, if `[tls]` is configured; swapped by
+    // a reload, with `tls_switch` (what the public listener speaks).
+    tls: ArcSwapOption<tls::PublicTls>,
+    tls_switch: TlsSwitch,
+    // Listeners a reload bound, to the serving loop of `run` (which takes
+    // the receiver).
+    rebind: mpsc::UnboundedSender<Rebind>,
+    rebinds: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Rebind>>>,
 }
 
 impl App {
@@ -95,10 +105,9 @@ impl App {
         })
         .await
         .map_err(|e| StartError::Interrupted(e.to_string()))??;
-        Ok(App {
-            tls,
-            ..Self::compose(config, storage, parts, clock)
-        })
+        let app = Self::compose(config, storage, parts, clock);
+        app.set_tls(tls);
+        Ok(app)
     }
 
     /// Give each handler its state.
@@ -153,6 +162,7 @@ impl App {
             clock,
             services,
         };
+        let (rebind, rebinds) = mpsc::unbounded_channel();
         App {
             deliveries: Arc::new(deliveries),
             events: Arc::new(events),
@@ -169,8 +179,18 @@ impl App {
             source: Mutex::new(None),
             connections,
             engine: Arc::new(parts.engine),
-            tls: None,
+            tls: ArcSwapOption::empty(),
+            tls_switch: TlsSwitch::default(),
+            rebind,
+            rebinds: std::sync::Mutex::new(Some(rebinds)),
         }
+    }
+
+    /// Serve new public connections with `tls` (plain HTTP when `None`).
+    fn set_tls(&self, tls: Option<tls::PublicTls>) {
+        self.tls_switch
+            .store(tls.as_ref().map(|t| t.acceptor.clone()));
+        self.tls.store(tls.map(Arc::new));
     }
 
     /// Reload from `source` (the config file the server was started with)
@@ -183,18 +203,34 @@ impl App {
     }
 
     /// Read the config again and swap to it, if it loads and checks as at
-    /// start and changes nothing fixed at start; else keep the running one
-    /// and say why. One reload at a time; deliveries go on meanwhile (those
-    /// in flight on the generation they started on).
+    /// start (its `[tls]` too), its new listener addresses bind, and it
+    /// changes nothing fixed at start; else keep the running one and say
+    /// why. One reload at a time; deliveries go on meanwhile (those in
+    /// flight on the generation they started on, open connections on the
+    /// listener and TLS settings they started with).
     pub async fn reload(&self) -> Result<Changes, ReloadError> {
         let source = self.source.lock().await;
         let source = source.as_ref().ok_or(ReloadError::NoSource)?;
         let config = source()?;
         let (engine, running) = (self.engine.clone(), self.current.load_full());
-        let (next, changes) =
+        let before = running.clone();
+        let (next, mut changes) =
             tokio::task::spawn_blocking(move || reload::next(&engine, &running, config))
                 .await
                 .map_err(|e| StartError::Interrupted(e.to_string()))??;
+        // Everything that can fail before anything is swapped.
+        let tls = changes
+            .tls
+            .then(|| {
+                next.config
+                    .tls
+                    .as_ref()
+                    .map(tls::PublicTls::load)
+                    .transpose()
+            })
+            .transpose()?;
+        let (rebind, rebound) = listeners::bind(&before.config, &next.config).await?;
+        changes.listeners = rebound;
         let next = Arc::new(next);
         // The router first: new requests see the new routes; then the event
         // worker and the admin view.
@@ -202,6 +238,13 @@ impl App {
         self.events.routes.store(next.event_routes.clone());
         self.admin.plugins.store(Arc::new(next.plugins.clone()));
         self.admin.sources.store(next.sources.clone());
+        if let Some(tls) = tls {
+            self.set_tls(tls);
+        }
+        if rebind.public.is_some() || rebind.admin.is_some() {
+            // Fails only when `run` has ended: the listeners are dropped.
+            let _ = self.rebind.send(rebind);
+        }
         Ok(changes)
     }
 
@@ -274,7 +317,7 @@ impl App {
     /// theirs. A pair that does not load is refused, the old one kept, and
     /// the reason logged and returned. `Ok(false)`: no `[tls]`.
     pub fn reload_tls(&self) -> Result<bool, crate::http::tls::TlsError> {
-        match &self.tls {
+        match &*self.tls.load() {
             Some(tls) => tls.certs.reload().map(|()| true),
             None => Ok(false),
         }
@@ -301,28 +344,32 @@ fn source_filters(config: &Config) -> Vec<Arc<SourceFilter>> {
 
 /// Serve `app`: its webhook routes on `listener`, its admin endpoints on
 /// `admin` (if any) and its background jobs, until `shutdown` resolves (or
-/// a listener ends). Then both listeners stop accepting and drain — the
+/// a listener ends). Then the listeners stop accepting and drain — the
 /// public one for up to the delivery budget, so no accepted delivery is cut
 /// short — and only then are the jobs shut down.
 ///
-/// Both listeners are anything that accepts connections ([`Accept`]); with
-/// `[tls]` the public one is wrapped in TLS here. One task handles SIGHUP
-/// (the config, then the certificate: [`App::reload_and_answer`]) and
-/// reloads the certificate when its files change ([`tls::reload_task`]);
-/// the admin listener's `POST /reload` runs the same reload.
+/// Both listeners are anything that accepts connections ([`Accept`]); the
+/// public one speaks TLS or not as the app's `[tls]` says at each accepted
+/// connection. A reload that moves a listener hands its new one here
+/// ([`listeners`]): it starts serving, and the one it replaces drains as
+/// at shutdown. One task handles SIGHUP (the config, then the certificate:
+/// [`App::reload_and_answer`]) and reloads the certificate when its files
+/// change ([`tls::reload_task`]); the admin listener's `POST /reload` runs
+/// the same reload.
 pub async fn run(
-    listener: impl Accept,
-    admin: Option<impl Accept>,
+    listener: impl Accept + 'static,
+    admin: Option<impl Accept + 'static>,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let jobs = jobs::start(&app.storage, &app.events, &app.deliveries.services.crm);
-    // One signal for both listeners: the caller's, or the first listener to
-    // end (an accept loop ends only on the signal today; if one ever ends
-    // for another reason, the other must not serve on alone).
-    let (stop, stopped) = watch::channel(false);
+    // One signal for both listeners: the caller's, or the current listener
+    // of either kind ending (an accept loop ends only on the signal today;
+    // if one ever ends for another reason, the other must not serve on
+    // alone).
+    let (stop, stopped_rx) = watch::channel(false);
     let stopped = || {
-        let mut rx = stopped.clone();
+        let mut rx = stopped_rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
@@ -339,41 +386,93 @@ pub async fn run(
         app.events.clone(),
         app.current.clone(),
     );
-    let handler = move |req| {
-        let router = router.clone();
-        async move { router.handle(req).await }
+    let mut rebinds = match app.rebinds.lock() {
+        Ok(mut rx) => rx.take(),
+        Err(poisoned) => poisoned.into_inner().take(),
     };
-    let public = async {
-        let (budget, cap) = (app.deliveries.budget, &app.connections);
-        let result = match &app.tls {
-            Some(tls) => serve_capped(tls.wrap(listener), stopped(), budget, cap, handler).await,
-            None => serve_capped(listener, stopped(), budget, cap, handler).await,
-        };
-        stop.send_replace(true);
-        result
-    };
-    let admin = async {
-        let Some(listener) = admin else {
-            return Ok(());
-        };
-        let reloading = app.clone();
-        let reload: Reload = Arc::new(move || {
-            let app = reloading.clone();
-            Box::pin(async move { app.reload_and_answer().await })
-        });
-        let result = crate::admin::run(listener, app.admin.clone(), Some(reload), stopped()).await;
-        stop.send_replace(true);
+    let listening = async {
+        let mut public = Sessions::new(stopped_rx.clone());
+        let mut admins = Sessions::new(stopped_rx.clone());
+        public.start(|shutdown| serve_public(&app, &router, listener, shutdown));
+        if let Some(listener) = admin {
+            admins.start(|shutdown| serve_admin(&app, listener, shutdown));
+        }
+        let mut result = Ok(());
+        while !(public.is_empty() && admins.is_empty()) {
+            tokio::select! {
+                Some(rebind) = listeners::next(&mut rebinds) => {
+                    if let Some(listener) = rebind.public {
+                        tracing::info!(addr = ?listener.local_addr().ok(), "listening (re-bound by a reload); the old listener drains");
+                        public.start(|shutdown| serve_public(&app, &router, listener, shutdown));
+                    }
+                    match rebind.admin {
+                        Some(Some(listener)) => {
+                            tracing::info!(admin = ?listener.local_addr().ok(), "admin listening (re-bound by a reload)");
+                            admins.start(|shutdown| serve_admin(&app, listener, shutdown));
+                        }
+                        Some(None) => admins.retire(),
+                        None => {}
+                    }
+                }
+                Some((current, ended)) = public.ended() => {
+                    result = result.and(ended);
+                    if current {
+                        stop.send_replace(true);
+                    }
+                }
+                Some((current, ended)) = admins.ended() => {
+                    result = result.and(ended);
+                    if current {
+                        stop.send_replace(true);
+                    }
+                }
+            }
+        }
         result
     };
     let hangup = || async {
         let _ = app.reload_and_answer().await;
     };
-    let reload = tls::reload_task(app.tls.as_ref().map(|t| t.certs.clone()), stopped(), hangup);
-    let ((), public, admin, ()) = tokio::join!(signal, public, admin, reload);
+    let certs = || app.tls.load_full().map(|t| t.certs.clone());
+    let reload = tls::reload_task(certs, stopped(), hangup);
+    let ((), listening, ()) = tokio::join!(signal, listening, reload);
     // The listeners have drained; the jobs stop at their next await (the
     // event worker's callback in hand stays queued and is run again).
     jobs.shutdown(jobs::SHUTDOWN_GRACE).await;
-    public.and(admin)
+    listening
+}
+
+/// Serve the webhook routes on `listener` (TLS or not as the app's switch
+/// says) until `shutdown`, then drain for up to the delivery budget.
+fn serve_public<A: Accept + 'static>(
+    app: &App,
+    router: &Router,
+    listener: A,
+    shutdown: Shutdown,
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    let (budget, cap) = (app.deliveries.budget, app.connections.clone());
+    let listener = TlsListener::new(listener, app.tls_switch.clone());
+    let router = router.clone();
+    let handler = move |req| {
+        let router = router.clone();
+        async move { router.handle(req).await }
+    };
+    async move { serve_capped(listener, shutdown, budget, &cap, handler).await }
+}
+
+/// Serve the admin endpoints on `listener` until `shutdown`; its
+/// `POST /reload` reloads `app`.
+fn serve_admin<A: Accept + 'static>(
+    app: &Arc<App>,
+    listener: A,
+    shutdown: Shutdown,
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    let reloading = app.clone();
+    let reload: Reload = Arc::new(move || {
+        let app = reloading.clone();
+        Box::pin(async move { app.reload_and_answer().await })
+    });
+    crate::admin::run(listener, app.admin.clone(), Some(reload), shutdown)
 }
 
 #[cfg(test)]

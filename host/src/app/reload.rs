@@ -15,11 +15,12 @@
 //! counter and circuit breaker go on); the others are loaded (the
 //! component cache makes an already-compiled file instant).
 //!
-//! What the running process fixed at start is refused with "needs a
-//! restart" ([`fixed_changes`], [`pool_refusal`]): the listeners, the
-//! storage, the CRM sources, the engine and its pool, the body and
-//! connection limits, the delivery budget, `[events]`, `[tls]` settings
-//! (the certificate's contents are reloaded after the config).
+//! A changed `listen` or `admin_listen` is bound before anything is
+//! swapped, and `[tls]` loaded ([`super::listeners`]): either failing
+//! refuses the reload whole. What the running process fixed at start is
+//! refused with "needs a restart" ([`fixed_changes`], [`pool_refusal`]):
+//! the storage, the CRM sources, the engine and its pool, the body and
+//! connection limits, the delivery budget, `[events]`.
 
 use std::sync::Arc;
 
@@ -81,9 +82,12 @@ pub enum ReloadError {
     /// The new limits exceed what the running engine was built for.
     #[error("{0}: that needs a restart")]
     Pool(String),
-    /// A plugin or a chain is refused, as it would be at start.
+    /// A plugin, a chain or `[tls]` is refused, as it would be at start.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// A changed listener address cannot be bound.
+    #[error(transparent)]
+    Bind(#[from] super::listeners::BindError),
 }
 
 /// What a successful reload changed (the `changed` of its answer).
@@ -97,6 +101,11 @@ pub struct Changes {
     pub routes: Names,
     /// EngageLab routes by path.
     pub engagelab: Names,
+    /// The listeners re-bound: `listen`/`admin_listen` and the address
+    /// now listened on, or `"off"`. Empty when neither address changed.
+    pub listeners: super::listeners::Rebound,
+    /// Whether `[tls]` changed (new connections get the new settings).
+    pub tls: bool,
 }
 
 /// Plugins loaded anew, reused unchanged, and gone.
@@ -141,8 +150,6 @@ impl Names {
 pub fn fixed_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (running, new);
     [
-        ("listen", a.listen == b.listen),
-        ("admin_listen", a.admin_listen == b.admin_listen),
         ("data_dir", a.data_dir == b.data_dir),
         ("[storage]", a.storage == b.storage),
         ("[store]", a.store == b.store),
@@ -160,7 +167,6 @@ pub fn fixed_changes(running: &Config, new: &Config) -> Vec<&'static str> {
             a.body_read_timeout == b.body_read_timeout,
         ),
         ("delivery_budget_ms", a.delivery_budget == b.delivery_budget),
-        ("[tls]", a.tls == b.tls),
     ]
     .into_iter()
     .filter_map(|(key, same)| (!same).then_some(key))
@@ -234,6 +240,9 @@ pub(super) fn next(
             running.event_routes.iter().map(|r| r.path.as_str()),
             event_routes.iter().map(|r| r.path.as_str()),
         ),
+        // Bound by the caller, after this.
+        listeners: Default::default(),
+        tls: running.config.tls != config.tls,
     };
     let generation = Generation {
         number: running.number + 1,

@@ -7,10 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ServerConfig;
-
-use crate::http::tls::{server_config, Certificates, TlsListener, TlsSettings};
-use crate::http::Accept;
+use crate::http::tls::{server_config, Certificates, TlsAcceptor, TlsSettings};
 
 use super::StartError;
 
@@ -20,11 +17,11 @@ use super::StartError;
 /// without a signal.
 pub const CERT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The public listener's TLS: its certificate and rustls configuration.
+/// The public listener's TLS: its certificate, and the acceptor its
+/// listener's [`crate::http::tls::TlsSwitch`] holds.
 pub(super) struct PublicTls {
     pub(super) certs: Arc<Certificates>,
-    config: Arc<ServerConfig>,
-    handshake_timeout: Duration,
+    pub(super) acceptor: Arc<TlsAcceptor>,
 }
 
 impl PublicTls {
@@ -38,23 +35,19 @@ impl PublicTls {
             .map_err(|e| StartError::TlsConfig(e.to_string()))?;
         Ok(PublicTls {
             certs,
-            config,
-            handshake_timeout: settings.handshake_timeout,
+            acceptor: Arc::new(TlsAcceptor::new(config, settings.handshake_timeout)),
         })
-    }
-
-    /// `listener`, speaking TLS.
-    pub(super) fn wrap<A: Accept>(&self, listener: A) -> TlsListener<A> {
-        TlsListener::new(listener, self.config.clone(), self.handshake_timeout)
     }
 }
 
 /// Until `stopped`: run `hangup` on SIGHUP (it reloads the config, then
 /// the certificate), and reload the certificate when its files change
-/// (polled every [`CERT_POLL_INTERVAL`]). SIGHUP is handled even without
-/// TLS, so a `systemctl reload` never kills the process.
+/// (polled every [`CERT_POLL_INTERVAL`]): those `tls` returns at each
+/// poll, so the files followed are the current `[tls]`'s after a reload.
+/// SIGHUP is handled even without TLS, so a `systemctl reload` never kills
+/// the process.
 pub(super) async fn reload_task<F: Future<Output = ()>>(
-    tls: Option<Arc<Certificates>>,
+    tls: impl Fn() -> Option<Arc<Certificates>>,
     stopped: impl Future<Output = ()>,
     hangup: impl Fn() -> F,
 ) {
@@ -67,8 +60,8 @@ pub(super) async fn reload_task<F: Future<Output = ()>>(
             () = &mut stopped => return,
             // The outcomes are logged by the reload.
             Some(()) = next(&mut hangups) => hangup().await,
-            _ = poll.tick(), if tls.is_some() => {
-                if let Some(certs) = &tls {
+            _ = poll.tick() => {
+                if let Some(certs) = tls() {
                     let _ = certs.reload_if_changed();
                 }
             }

@@ -110,7 +110,7 @@ Example:
 
 Same as `systemctl reload enrichd` (SIGHUP), but prints the answer, e.g.
   {\"reloaded\": true, \"changed\": {\"plugins\": {\"loaded\": [\"crm-enrich\"], ...}}}
-  {\"reloaded\": false, \"error\": \"listen changed: that needs a restart\"}";
+  {\"reloaded\": false, \"error\": \"max_connections changed: that needs a restart\"}";
 
 const REPLAY_HELP: &str = "\
 Examples:

@@ -1,6 +1,8 @@
 //! HTTPS for a listener: a TLS acceptor around any [`Accept`] whose
 //! handshake runs on the connection's own task, under a deadline, and whose
-//! certificate ([`Certificates`]) can be replaced while it serves.
+//! certificate ([`Certificates`]) can be replaced while it serves. What the
+//! listener speaks (TLS with which settings, or plain) is itself swappable
+//! ([`TlsSwitch`]), so a reload can change it without re-binding.
 //!
 //! The accept loop only takes the TCP connection; the handshake happens in
 //! the stream's first reads ([`TlsStream`]), so a client that connects and
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use rustls::crypto::CryptoProvider;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -80,38 +83,108 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// A TLS listener: `inner`'s connections, each wrapped in a [`TlsStream`]
-/// whose handshake runs on first use.
-pub struct TlsListener<A> {
-    inner: A,
+/// How a listener's new connections are served: TLS with a rustls
+/// configuration and a handshake deadline.
+pub struct TlsAcceptor {
     acceptor: tokio_rustls::TlsAcceptor,
     handshake_timeout: Duration,
 }
 
-impl<A> TlsListener<A> {
-    /// Serve TLS with `config` on `inner`'s connections; a handshake not
-    /// done within `handshake_timeout` ends its connection.
-    pub fn new(inner: A, config: Arc<ServerConfig>, handshake_timeout: Duration) -> Self {
-        TlsListener {
-            inner,
+impl TlsAcceptor {
+    /// Serve TLS with `config`; a handshake not done within
+    /// `handshake_timeout` ends its connection.
+    pub fn new(config: Arc<ServerConfig>, handshake_timeout: Duration) -> Self {
+        TlsAcceptor {
             acceptor: config.into(),
             handshake_timeout,
         }
     }
 }
 
+/// What a [`TlsListener`] speaks to its next connections: TLS, or plain
+/// HTTP when empty. Storing a new value changes what the next accepted
+/// connection must speak, on the same socket; open connections keep what
+/// they started with.
+pub type TlsSwitch = Arc<ArcSwapOption<TlsAcceptor>>;
+
+/// A listener whose connections speak TLS or not, as its [`TlsSwitch`]
+/// says when each is accepted; a TLS one is a [`TlsStream`] whose
+/// handshake runs on first use.
+pub struct TlsListener<A> {
+    inner: A,
+    switch: TlsSwitch,
+}
+
+impl<A> TlsListener<A> {
+    /// Serve `inner`'s connections as `switch` says.
+    pub fn new(inner: A, switch: TlsSwitch) -> Self {
+        TlsListener { inner, switch }
+    }
+}
+
 impl<A: Accept> Accept for TlsListener<A> {
-    type Stream = TlsStream<A::Stream>;
+    type Stream = MaybeTls<A::Stream>;
 
     async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
         let (stream, peer) = self.inner.accept().await?;
-        let stream = TlsStream {
-            state: State::Handshake(
-                Box::new(self.acceptor.accept(stream)),
-                Box::pin(tokio::time::sleep(self.handshake_timeout)),
-            ),
+        let stream = match self.switch.load_full() {
+            None => MaybeTls::Plain(stream),
+            Some(tls) => MaybeTls::Tls(TlsStream {
+                state: State::Handshake(
+                    Box::new(tls.acceptor.accept(stream)),
+                    Box::pin(tokio::time::sleep(tls.handshake_timeout)),
+                ),
+            }),
         };
         Ok((stream, peer))
+    }
+}
+
+/// A connection accepted by a [`TlsListener`]: plain, or TLS.
+pub enum MaybeTls<S> {
+    /// Plain HTTP (no `[tls]` when it was accepted).
+    Plain(S),
+    /// HTTPS.
+    Tls(TlsStream<S>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 }
 

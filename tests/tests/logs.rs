@@ -95,10 +95,8 @@ async fn record_logged(host: &Host, id: &str) {
 async fn issue_14_every_line_about_a_delivery_carries_its_id_and_route() {
     let host = Host::start_logging(enrichd_bin!(), "A", &config(), Some("json")).await;
     // Two at once: their plugin calls overlap (`counter` spins 400 ms).
-    let (a, b) = tokio::join!(
-        host.deliver(HOOK, &seed_with_id("delivery-a")),
-        host.deliver(HOOK, &seed_with_id("delivery-b"))
-    );
+    let (a, b) = (seed_with_id("delivery-a"), seed_with_id("delivery-b"));
+    let (a, b) = tokio::join!(host.deliver(HOOK, &a), host.deliver(HOOK, &b));
     assert_eq!((a.status, b.status), (200, 200), "{a:?} {b:?}");
     record_logged(&host, "delivery-a").await;
     record_logged(&host, "delivery-b").await;
@@ -177,7 +175,7 @@ async fn issue_14_secrets_and_app_keys_never_appear_in_the_log() {
     assert_eq!(event["span"]["seq"], event["fields"]["seq"], "{event}");
     let counted = json_lines(&host)
         .into_iter()
-        .find(|l| l["fields"]["plugin"] == "event-counter")
+        .find(|l| l["target"] == "enrichd::guest" && l["fields"]["plugin"] == "event-counter")
         .expect("the event plugin's line");
     assert_eq!(counted["span"]["seq"], event["fields"]["seq"], "{counted}");
     let refusals = host.log_lines("refused: 401");

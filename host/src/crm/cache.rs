@@ -286,7 +286,12 @@ impl CrmSource {
             Claim::Leader(leader) => {
                 let slot = leader.slot();
                 let call = self.backend_call(key);
-                tokio::spawn(async move { leader.finish(call.await) });
+                // In the caller's span: the call's lines are about the
+                // delivery that asked (it runs on even if that one stops
+                // waiting).
+                tokio::spawn(tracing::Instrument::in_current_span(async move {
+                    leader.finish(call.await)
+                }));
                 slot
             }
         };

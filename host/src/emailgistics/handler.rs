@@ -20,6 +20,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use tracing::Instrument;
 
 use super::auth::Secret;
 use super::chain::{self, ChainEntry, Envelope, Verdict};
@@ -63,8 +64,29 @@ pub struct DeliveryState {
 }
 
 /// Answer one request to `route` that arrived at `arrived` (its budget
-/// counts from then).
+/// counts from then), inside its `delivery` span: every line logged while
+/// it is handled (plugin calls, their guest lines, the delivery record)
+/// carries the route and, once the payload is parsed, the delivery id.
 pub async fn handle(
+    state: &DeliveryState,
+    route: &Route,
+    req: Request<Incoming>,
+    arrived: Instant,
+) -> Response<Body> {
+    // At ERROR level, so a filter that lets any line through keeps the
+    // span, and with it the line's delivery id (a span's level only says
+    // when it is recorded; it marks nothing as an error).
+    let span = tracing::error_span!(
+        "delivery",
+        route = %route.path,
+        delivery = tracing::field::Empty
+    );
+    handle_in_span(state, route, req, arrived)
+        .instrument(span)
+        .await
+}
+
+async fn handle_in_span(
     state: &DeliveryState,
     route: &Route,
     req: Request<Incoming>,
@@ -94,7 +116,10 @@ async fn deliver(
     arrived: Instant,
 ) -> Response<Body> {
     let delivery = match payload::parse(body) {
-        Ok(Parsed::Received(d)) => d,
+        Ok(Parsed::Received(d)) => {
+            tracing::Span::current().record("delivery", d.id.as_str());
+            d
+        }
         Ok(Parsed::UnknownEvent(event)) => {
             tracing::info!(route = %route.path, %event, "unknown event ignored");
             return envelope(&Envelope::message_only("ignored"));

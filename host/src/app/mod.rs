@@ -40,6 +40,7 @@ use tokio::sync::{watch, Mutex, Notify};
 use crate::admin::{AdminState, Reload};
 use crate::clock::Clock;
 use crate::config::{Config, CrmBackendSpec, StorageSpec, DEFAULT_EVENT_LEASE};
+use crate::emailgistics::auth::Secret;
 use crate::emailgistics::DeliveryState;
 use crate::engagelab::{EventState, EventStats};
 use crate::http::{serve_capped, Accept, BodyLimits, ConnectionCap};
@@ -130,6 +131,7 @@ impl App {
             crm: services.crm.clone(),
             event_stats: event_stats.clone(),
             connections: connections.clone(),
+            token: config.admin_token.as_deref().map(Secret::new),
         };
         let events = EventState {
             routes: ArcSwap::new(event_routes.clone()),

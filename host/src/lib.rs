@@ -24,7 +24,8 @@
 //!   supervisor, swaps in a reloaded config ([`app::reload`]) and shuts
 //!   everything down in order.
 //! - [`config`]: the TOML config, validated into a resolved [`config::Config`].
-//! - [`admin`]: the admin listener (delivery log, stats), loopback by default.
+//! - [`admin`]: the admin listener (delivery log, stats, and the Admin view
+//!   of [`admin::view`]: HTML under `/ui`), loopback by default.
 //! - [`emailgistics`]: the Emailgistics contract: auth, payload, actions,
 //!   validation, conversion to and from the plugins' WIT types, the chain
 //!   and its envelope, the delivery record, and the delivery handler.

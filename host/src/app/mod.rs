@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, watch, Mutex, Notify};
 use crate::admin::{AdminState, Reload};
 use crate::clock::Clock;
 use crate::config::{Config, CrmBackendSpec, StorageSpec, DEFAULT_EVENT_LEASE};
+use crate::emailgistics::auth::Secret;
 use crate::emailgistics::DeliveryState;
 use crate::engagelab::{EventState, EventStats};
 use crate::http::tls::{TlsListener, TlsSwitch};
@@ -139,6 +140,7 @@ impl App {
             crm: services.crm.clone(),
             event_stats: event_stats.clone(),
             connections: connections.clone(),
+            token: config.admin_token.as_deref().map(Secret::new),
         };
         let events = EventState {
             routes: ArcSwap::new(event_routes.clone()),

@@ -15,7 +15,10 @@
 //! - `POST /reload`: read the config file again and swap to it (see
 //!   [`Reload`]); `200 {"reloaded": true, "changed": {…}}`, or `422
 //!   {"reloaded": false, "error": "…"}` with the running config kept.
+//! - `GET /metrics`: the Prometheus text exposition ([`metrics`]).
 //! - `GET /healthz`.
+
+mod metrics;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -71,6 +74,8 @@ pub struct AdminState {
     /// The routes' source-IP allowlists (refusals by route and reason), as
     /// of the last reload.
     pub sources: arc_swap::ArcSwap<Vec<Arc<SourceFilter>>>,
+    /// This enrichd's metrics registry, rendered at `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// What `POST /reload` runs: the composition root's reload. It answers
@@ -125,6 +130,9 @@ async fn handle(
             .map(|(_, v)| v.as_str())
     };
     let path = req.uri().path();
+    if path == "/metrics" {
+        return metrics::respond(state).await;
+    }
     let result = match path {
         "/healthz" => Ok(serde_json::json!({"status": "ok"})),
         "/stats" => stats(state).await,

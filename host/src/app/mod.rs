@@ -117,7 +117,9 @@ impl App {
         let connections = ConnectionCap::new(config.max_connections);
         let sources = Arc::new(source_filters(config));
         let event_routes = Arc::new(parts.event_routes);
+        let metrics = crate::metrics::Metrics::new();
         let admin = AdminState {
+            metrics: metrics.clone(),
             sources: ArcSwap::new(sources.clone()),
             backend: storage.backend,
             answers: storage.answers.clone(),
@@ -152,6 +154,7 @@ impl App {
             inflight,
             clock,
             services,
+            metrics,
         };
         App {
             deliveries: Arc::new(deliveries),
@@ -210,6 +213,10 @@ impl App {
     /// `POST /reload` gives: whether the config took, and the JSON.
     pub async fn reload_and_answer(&self) -> (bool, serde_json::Value) {
         let config = self.reload().await;
+        let result = if config.is_ok() { "ok" } else { "refused" };
+        self.admin.metrics.record(|| {
+            metrics::counter!("enrichd_reloads_total", "result" => result).increment(1);
+        });
         let certificate = match self.reload_tls() {
             Ok(true) => serde_json::json!("reloaded"),
             Ok(false) => serde_json::Value::Null,
@@ -317,6 +324,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let jobs = jobs::start(&app.storage, &app.events, &app.deliveries.services.crm);
+    let metrics = app.admin.metrics.clone();
+    jobs.spawn("metrics upkeep", move || {
+        metrics.clone().upkeep_periodically()
+    });
     // One signal for both listeners: the caller's, or the first listener to
     // end (an accept loop ends only on the signal today; if one ever ends
     // for another reason, the other must not serve on alone).

@@ -1,5 +1,7 @@
 // Drives Debian's Chromium through the Admin view, for tests/tests/admin_view.rs.
-// Usage: node admin-view.cjs <base url> <delivery id> <drop reason> <screenshot path>
+// Usage: node admin-view.cjs <base url> <delivery id> <drop reason> <screenshot dir>
+// Screenshots: admin-view-list.png (the list), admin-view.png (the delivery,
+// whole page), admin-view-dropped.png (its first table of dropped actions).
 // Env: PLAYWRIGHT_CORE (the playwright-core module directory), CHROMIUM (the browser).
 // Prints one JSON line: what it saw. Fails (exit 1) on any browser error.
 const { chromium } = require(process.env.PLAYWRIGHT_CORE);
@@ -15,7 +17,7 @@ const ARGS = [
 ];
 
 async function main() {
-  const [base, id, reason, screenshot] = process.argv.slice(2);
+  const [base, id, reason, shots] = process.argv.slice(2);
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM,
     headless: true,
@@ -23,17 +25,23 @@ async function main() {
     timeout: 60000,
   });
   try {
-    const page = await (await browser.newContext()).newPage();
+    const context = await browser.newContext({ viewport: { width: 1100, height: 420 } });
+    const page = await context.newPage();
     page.setDefaultTimeout(30000);
     await page.goto(`${base}/ui/`);
     const listed = await page.locator('#deliveries a.delivery').count();
+    await page.screenshot({ path: `${shots}/admin-view-list.png` });
     await page.locator('#deliveries a.delivery', { hasText: id }).first().click();
     await page.waitForURL(/\/ui\/deliveries\/[^?]+\?route=/);
     const reasons = await page.locator('td.reason').allTextContents();
     const reasonShown = reasons.some((r) => r.includes(reason));
     // The hostile subject carries <script>window.__pwned = 1</script>.
     const pwned = await page.evaluate(() => window.__pwned === 1);
-    await page.screenshot({ path: screenshot, fullPage: true });
+    await page.screenshot({ path: `${shots}/admin-view.png`, fullPage: true });
+    await page
+      .locator('table:has(td.reason)')
+      .first()
+      .screenshot({ path: `${shots}/admin-view-dropped.png` });
 
     const noJs = await (await browser.newContext({ javaScriptEnabled: false })).newPage();
     await noJs.goto(`${base}/ui/deliveries?mailbox=${encodeURIComponent(process.env.MAILBOX || '')}`);

@@ -6,8 +6,9 @@
 //! Plain HTTP checks escaping, the filters, a 404 and the admin token; then
 //! headless Chromium (Debian's `/usr/bin/chromium` driven by the pinned
 //! `playwright-core` of `tests/browser`, installed by `scripts/toolchains`)
-//! loads the list, clicks into the delivery, sees the drop reason, takes a
-//! screenshot to `target/admin-view.png`, and loads the list again with
+//! loads the list, clicks into the delivery, sees the drop reason, takes
+//! screenshots to `target/admin-view*.png` (the list, the delivery, its
+//! dropped actions: those in `docs/` are copies), and loads the list again with
 //! JavaScript off. Without Chromium or playwright-core that test prints why
 //! and skips, unless `ENRICHD_REQUIRE_TOOLCHAINS=1` (`scripts/check`).
 
@@ -169,6 +170,37 @@ async fn issue_14_the_view_lists_filters_and_opens_a_delivery_escaped() {
 }
 
 #[tokio::test]
+async fn issue_14_the_plugins_page_shows_failure_rates_and_latency_percentiles() {
+    let server = TestServer::start(&format!(
+        "{}{}[[route]]\npath = \"/hook\"\nsecrets = [{{ value = \"{SECRET}\" }}]\n\
+         chain = [{{ plugin = \"echo\" }}, {{ plugin = \"trap\" }}]\n",
+        plugin_toml("echo", &[], ""),
+        plugin_toml("trap", &[], ""),
+    ))
+    .await;
+    let page = html(&server.admin_get("/ui/plugins").await);
+    assert_eq!(page.matches("no call yet").count(), 2, "{page}");
+    for id in ["rate-1", "rate-2"] {
+        let res = server.deliver("/hook", &seed_with_id(id)).await;
+        assert_eq!(res.status, 200);
+    }
+    let page = html(&server.admin_get("/ui/plugins").await);
+    let section = |name: &str| {
+        let start = page.find(&format!("<h2>{name}</h2>")).expect(name);
+        page[start..].split("</section>").next().unwrap().to_owned()
+    };
+    let trap = section("trap");
+    assert!(trap.contains("trap: 2 (100.0% of 2)"), "{trap}");
+    let echo = section("echo");
+    assert!(echo.contains("<td>none</td>"), "{echo}");
+    assert!(
+        echo.contains("(last 2 calls)") && echo.contains("p99 "),
+        "{echo}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn issue_14_the_admin_token_guards_every_admin_page() {
     let server = server_with_deliveries("admin_token = { value = \"adm in/tok\" }").await;
     let admin = server.admin_addr;
@@ -247,14 +279,21 @@ async fn issue_14_headless_chromium_opens_a_delivery_and_sees_why_an_action_was_
     };
     let server = server_with_deliveries("").await;
     let reason = first_drop_reason(&server).await;
-    let screenshot = root().join("target/admin-view.png");
-    let _ = std::fs::remove_file(&screenshot);
+    let shots = [
+        "admin-view.png",
+        "admin-view-list.png",
+        "admin-view-dropped.png",
+    ]
+    .map(|name| root().join("target").join(name));
+    for shot in &shots {
+        let _ = std::fs::remove_file(shot);
+    }
     let base = format!("http://{}", server.admin_addr);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(root().join("tests/browser/admin-view.cjs"))
             .args([&base, "view-1", &reason])
-            .arg(root().join("target/admin-view.png"))
+            .arg(root().join("target"))
             .env("PLAYWRIGHT_CORE", module)
             .env("CHROMIUM", chromium)
             .env("MAILBOX", OTHER_MAILBOX)
@@ -274,11 +313,14 @@ async fn issue_14_headless_chromium_opens_a_delivery_and_sees_why_an_action_was_
     assert_eq!(seen["reasonShown"], true, "{seen}");
     assert_eq!(seen["pwned"], false, "the hostile subject ran: {seen}");
     assert_eq!(seen["listedNoJs"], 1, "{seen}");
-    let png = std::fs::read(&screenshot).expect("a screenshot");
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
-        "{}",
-        png.len()
-    );
+    for shot in &shots {
+        let png = std::fs::read(shot).expect("a screenshot");
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 5_000,
+            "{}: {} bytes",
+            shot.display(),
+            png.len()
+        );
+    }
     server.stop().await;
 }

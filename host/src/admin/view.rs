@@ -8,8 +8,9 @@
 //! - `/ui/deliveries/<id>?route=<path>`: the envelope answered and, per
 //!   plugin, its actions, drops and why, errors, timings, usage, host
 //!   calls, from the stored record (what `GET /deliveries/<id>` serves).
-//! - `/ui/plugins`: per plugin its limits, grants, sha256, calls and
-//!   circuit breaker.
+//! - `/ui/plugins`: per plugin its limits, grants, sha256, calls, failure
+//!   rates by kind, latency percentiles of recent calls
+//!   ([`crate::metrics::PluginSummary`]) and circuit breaker.
 //! - `/ui/engagelab`: the EngageLab counters and queue (what `/stats` has).
 //!
 //! Templates are minijinja, compiled into the binary (`include_str!`), with
@@ -279,10 +280,34 @@ async fn plugins(state: &AdminState) -> Page {
         .iter()
         .map(|p| {
             let info = p.info();
+            let tally = state.metrics.plugin_summary(&info.name);
+            // Turns in a chain: calls made, plus those refused unmade.
+            let not_called: u64 = ["quarantined", "busy"]
+                .iter()
+                .filter_map(|k| tally.failures.get(k))
+                .sum();
+            let turns = tally.calls + not_called;
+            let failures: Vec<serde_json::Value> = tally
+                .failures
+                .iter()
+                .map(|(kind, n)| {
+                    let pct = *n as f64 * 100.0 / turns.max(1) as f64;
+                    json!({ "kind": kind, "count": n, "percent": format!("{pct:.1}") })
+                })
+                .collect();
+            let ms = |us: Option<u64>| us.map(|us| format!("{:.2}", us as f64 / 1000.0));
             json!({
                 "name": info.name,
                 "sha256": hex::encode(p.sha256()),
                 "calls": p.calls(),
+                "failures": failures,
+                "turns": turns,
+                "latency": {
+                    "p50": ms(tally.p50_us),
+                    "p95": ms(tally.p95_us),
+                    "p99": ms(tally.p99_us),
+                    "window": tally.window,
+                },
                 "breaker": stats["plugins"][&info.name]["breaker"],
                 "timeout_ms": info.timeout.as_millis() as u64,
                 "limits": format!("{:?}", info.limits),

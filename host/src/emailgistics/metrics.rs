@@ -33,6 +33,17 @@ pub fn delivered(metrics: &Metrics, record: &DeliveryRecord) {
 /// fuel, peak memory, host calls and the actions validation dropped.
 pub fn plugins(metrics: &Metrics, plugins: &[PluginRecord]) {
     metrics.record(|| plugins.iter().for_each(plugin));
+    for p in plugins {
+        let called = !matches!(
+            (&p.outcome, &p.failure),
+            (Outcome::Skipped, _) | (_, Some(Failure::Quarantined(_) | Failure::Busy(_)))
+        );
+        let took_us = called.then_some(p.elapsed_us);
+        let failure = p.failure.as_ref().map(failure_kind);
+        if took_us.is_some() || failure.is_some() {
+            metrics.plugin_call(&p.plugin, took_us, failure);
+        }
+    }
 }
 
 /// Count a copy answered from the stored answer (no plugin ran).

@@ -373,6 +373,25 @@ pub async fn get(addr: SocketAddr, path: &str) -> Response {
     raw_request(addr, req.as_bytes()).await
 }
 
+/// POST `body` to the EngageLab route `path` on `addr`, signed with
+/// `app_key` and the current time (as EngageLab signs: hex HMAC-SHA256 of
+/// the timestamp).
+pub async fn signed_callback(addr: SocketAddr, path: &str, app_key: &str, body: &str) -> Response {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\nX-WebHook-Timestamp: {ts}\r\nX-WebHook-AppKey: email\r\n\
+         X-WebHook-Signature: {}\r\n\r\n{body}",
+        body.len(),
+        enrichd::engagelab::verify::sign(app_key, &ts)
+    );
+    raw_request(addr, req.as_bytes()).await
+}
+
 /// Send raw bytes to `addr` and read the response until the server closes.
 pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> Response {
     try_raw_request(addr, request)

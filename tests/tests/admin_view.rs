@@ -17,7 +17,9 @@ use std::process::Command;
 
 use enrichd_tests::polyglot::root;
 use enrichd_tests::sandwich::seed_with_id;
-use enrichd_tests::{get, plugin_toml, raw_request, start_error, TestServer, SECRET};
+use enrichd_tests::{
+    get, plugin_toml, raw_request, signed_callback, start_error, TestServer, SECRET,
+};
 use serde_json::Value;
 
 /// A subject that runs script if it is not escaped.
@@ -197,6 +199,49 @@ async fn issue_14_the_plugins_page_shows_failure_rates_and_latency_percentiles()
         echo.contains("(last 2 calls)") && echo.contains("p99 "),
         "{echo}"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn issue_14_the_engagelab_page_shows_recent_callbacks_and_their_outcome() {
+    const EVENTS: &str = "/engagelab";
+    const APP_KEY: &str = "view-app-key";
+    let server = TestServer::start(&format!(
+        "{}[[engagelab]]\npath = \"{EVENTS}\"\napp_keys = [{{ value = \"{APP_KEY}\" }}]\n\
+         chain = [{{ plugin = \"event-echo\" }}]\n",
+        plugin_toml("event-echo", &["kv"], ""),
+    ))
+    .await;
+    let body = std::fs::read_to_string(root().join("examples/engagelab/open.json")).unwrap();
+    for key in [APP_KEY, APP_KEY, "wrong-key"] {
+        signed_callback(server.addr, EVENTS, key, &body).await;
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let outcomes = loop {
+        let page = html(&server.admin_get("/ui/engagelab").await);
+        let outcomes: Vec<String> = page
+            .split("<td class=\"outcome\">")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</td>").map(|(o, _)| o.to_owned()))
+            .collect();
+        if outcomes.iter().any(|o| o.ends_with(" processed")) {
+            break outcomes;
+        }
+        assert!(std::time::Instant::now() < until, "{page}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // The worker may process the callback before or after the other two
+    // arrive: the order is only sure between queued and processed (newest
+    // first).
+    let id = escaped("1676618583015_104117_18546_8822.sc-10_43_7_16-inbound0$12345@hotmail.com");
+    let at = |text: &str| outcomes.iter().position(|o| o == text);
+    let queued = at(&format!("open {id} queued")).expect("queued");
+    let processed = at(&format!("open {id} processed")).expect("processed");
+    assert!(processed < queued, "{outcomes:?}");
+    assert!(at(&format!("open {id}: a duplicate, not queued again")).is_some());
+    let refused = "refused 401: X-WebHook-Signature does not match any configured app key";
+    assert!(at(refused).is_some(), "{outcomes:?}");
+    assert_eq!(outcomes.len(), 4, "{outcomes:?}");
     server.stop().await;
 }
 

@@ -6,10 +6,9 @@
 //! the Grafana dashboard queries is there.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use enrichd::engagelab::verify::sign;
-use enrichd_tests::{crm_sample, plugin_toml, raw_request, seed_payload, TestServer, SECRET};
+use enrichd_tests::{crm_sample, plugin_toml, seed_payload, signed_callback, TestServer, SECRET};
 use prometheus_parse::{Sample, Scrape, Value};
 
 const ROUTE: &str = "/emailgistics-webhook";
@@ -37,19 +36,9 @@ async fn callback(server: &TestServer) -> u16 {
         env!("CARGO_MANIFEST_DIR")
     ))
     .expect("fixture");
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    let req = format!(
-        "POST {EVENTS} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\nX-WebHook-Timestamp: {ts}\r\nX-WebHook-AppKey: email\r\n\
-         X-WebHook-Signature: {}\r\n\r\n{body}",
-        body.len(),
-        sign(APP_KEY, &ts)
-    );
-    raw_request(server.addr, req.as_bytes()).await.status
+    signed_callback(server.addr, EVENTS, APP_KEY, &body)
+        .await
+        .status
 }
 
 /// Scrape `/metrics`: the raw text and what the parser made of it.

@@ -11,7 +11,8 @@
 //! - `/ui/plugins`: per plugin its limits, grants, sha256, calls, failure
 //!   rates by kind, latency percentiles of recent calls
 //!   ([`crate::metrics::PluginSummary`]) and circuit breaker.
-//! - `/ui/engagelab`: the EngageLab counters and queue (what `/stats` has).
+//! - `/ui/engagelab`: the EngageLab counters and queue (what `/stats` has),
+//!   and what happened to the recent callbacks, newest first.
 //!
 //! Templates are minijinja, compiled into the binary (`include_str!`), with
 //! HTML auto-escaping: every value, plugin-made strings included, is
@@ -323,7 +324,9 @@ async fn plugins(state: &AdminState) -> Page {
 async fn engagelab(state: &AdminState) -> Page {
     let stats = stats(state).await?;
     let engagelab = Value::from_serialize(&stats["engagelab"]);
-    Ok(("engagelab.html", context! { engagelab }))
+    let recent = Value::from_serialize(state.event_stats.recent());
+    let keep = crate::engagelab::RECENT_OUTCOMES;
+    Ok(("engagelab.html", context! { engagelab, recent, keep }))
 }
 
 #[cfg(test)]

@@ -31,5 +31,5 @@ pub mod verify;
 mod worker;
 
 pub use receive::{receive, ANSWER_BUDGET};
-pub use state::{EventRoute, EventState, EventStats};
+pub use state::{EventRoute, EventState, EventStats, Outcome, RECENT_OUTCOMES};
 pub use worker::{wit_event, work, BUSY_RETRY, MAX_RETRY_BACKOFF, RETRY_BACKOFF};

@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::state::{EventRoute, EventState};
+use super::state::{EventRoute, EventState, Outcome};
 use super::{event, verify};
 use crate::http::{error, json, method_not_allowed, read_body, unauthorized, Body, Deadline};
 use crate::storage::{Enqueued, QueueError};
@@ -50,6 +50,15 @@ async fn receive_in_span(
     // The replay window against the system clock as it is now (see
     // `verify::wall_clock_ms`); the dedupe stamp below uses the queue's clock.
     let wall_now = verify::wall_clock_ms();
+    let note = |outcome: String| {
+        state.stats.note(Outcome {
+            at_ms: state.clock.now_ms(),
+            route: route.path.clone(),
+            seq: None,
+            attempt: None,
+            outcome,
+        })
+    };
     if let Err(e) = verify::verify(
         req.headers(),
         &route.app_keys,
@@ -58,6 +67,7 @@ async fn receive_in_span(
     ) {
         state.stats.refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(route = %route.path, reason = %e, "EngageLab callback refused: 401");
+        note(format!("refused 401: {e}"));
         return unauthorized(None);
     }
     // The body is read against EngageLab's answer budget, not the delivery
@@ -65,24 +75,33 @@ async fn receive_in_span(
     let deadline = Deadline::after(arrived, ANSWER_BUDGET, "EngageLab's answer budget");
     let body = match read_body(req, &state.body, &deadline).await {
         Ok(body) => body,
-        Err(res) => return res,
+        Err(res) => {
+            note(format!(
+                "refused {}: the body was not read",
+                res.status().as_u16()
+            ));
+            return res;
+        }
     };
     // Parsed only to refuse what could never be processed; the raw body is
     // what is queued, so fields this version does not know are kept.
-    let text = match event::parse(&body) {
+    let (text, label) = match event::parse(&body) {
         Ok(callback) => {
             if let Err(e) = callback.check_lengths() {
                 state.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(route = %route.path, error = %e, "EngageLab callback refused: 400");
+                note(format!("refused 400: {e}"));
                 return error(StatusCode::BAD_REQUEST, &format!("invalid callback: {e}"));
             }
             tracing::Span::current().record("message_id", callback.message_id.as_str());
             tracing::debug!(route = %route.path, kind = callback.kind.name(), message_id = %callback.message_id, "EngageLab callback");
-            String::from_utf8_lossy(&body).into_owned()
+            let label = format!("{} {}", callback.kind.name(), callback.message_id);
+            (String::from_utf8_lossy(&body).into_owned(), label)
         }
         Err(e) => {
             state.stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(route = %route.path, error = %e, "EngageLab callback refused: 400");
+            note(format!("refused 400: {e}"));
             return error(StatusCode::BAD_REQUEST, &format!("invalid callback: {e}"));
         }
     };
@@ -93,17 +112,20 @@ async fn receive_in_span(
     {
         Ok(Enqueued::New) => {
             state.stats.received.fetch_add(1, Ordering::Relaxed);
+            note(format!("{label} queued"));
             state.wakeup.notify_one();
             json(StatusCode::OK, r#"{"status":"accepted"}"#.into())
         }
         Ok(Enqueued::Duplicate) => {
             state.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            note(format!("{label}: a duplicate, not queued again"));
             json(StatusCode::OK, r#"{"status":"duplicate"}"#.into())
         }
         Err(e @ QueueError::Full(_)) => {
             // Not stored: EngageLab keeps it and sends it again later.
             state.stats.queue_full.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(route = %route.path, error = %e, "EngageLab callback refused: 503");
+            note(format!("{label} refused 503: {e}"));
             let mut res = error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
             res.headers_mut()
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("60"));
@@ -112,6 +134,7 @@ async fn receive_in_span(
         Err(e) => {
             // Not stored: EngageLab should send it again.
             tracing::error!(route = %route.path, error = %e, "cannot queue an EngageLab callback");
+            note(format!("{label} refused 503: cannot queue it: {e}"));
             error(StatusCode::SERVICE_UNAVAILABLE, "cannot queue the callback")
         }
     }

@@ -2,8 +2,9 @@
 //! queue port, the wake-up, the counters, the body limits and the services
 //! lent to event plugins.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -50,6 +51,35 @@ pub struct EventStats {
     /// Queued callbacks dropped because a reload (or a restart) removed
     /// their route: logged at warn with the route and sequence number.
     pub route_gone: AtomicU64,
+    /// The last [`RECENT_OUTCOMES`] things that happened to callbacks,
+    /// oldest first (this process only).
+    recent: Mutex<VecDeque<Outcome>>,
+}
+
+/// Callback outcomes kept for the Admin view: the last 200 (at most
+/// [`MAX_OUTCOME_CHARS`] each, so under 200 KiB), a few minutes of a busy
+/// route; older ones are in the log.
+pub const RECENT_OUTCOMES: usize = 200;
+
+/// Longest outcome text kept: a plugin's failure message can be long, and
+/// the log has it whole.
+pub const MAX_OUTCOME_CHARS: usize = 500;
+
+/// One thing that happened to a callback: received (queued, duplicate or
+/// refused) or processed (done, retried, postponed, dropped).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// When (Unix ms).
+    pub at_ms: u64,
+    /// The route path.
+    pub route: String,
+    /// The queue entry, once queued.
+    pub seq: Option<String>,
+    /// The processing attempt (1 = first), once taken from the queue.
+    pub attempt: Option<u32>,
+    /// What happened, e.g. `open 3f2a… processed`.
+    pub outcome: String,
 }
 
 impl EventStats {
@@ -69,6 +99,26 @@ impl EventStats {
             "queued": queued,
             "maxQueued": max_queued,
         })
+    }
+
+    /// Keep `outcome` as the newest; the oldest goes past
+    /// [`RECENT_OUTCOMES`].
+    pub fn note(&self, mut outcome: Outcome) {
+        if let Some((cut, _)) = outcome.outcome.char_indices().nth(MAX_OUTCOME_CHARS) {
+            outcome.outcome.truncate(cut);
+            outcome.outcome.push('…');
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == RECENT_OUTCOMES {
+            recent.pop_front();
+        }
+        recent.push_back(outcome);
+    }
+
+    /// The outcomes kept, newest first.
+    pub fn recent(&self) -> Vec<Outcome> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.iter().rev().cloned().collect()
     }
 }
 
@@ -102,5 +152,43 @@ impl EventState {
     /// The EngageLab routes now: one snapshot, kept while it is used.
     pub fn routes(&self) -> Arc<Vec<EventRoute>> {
         self.routes.load_full()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(n: usize, text: String) -> Outcome {
+        Outcome {
+            at_ms: n as u64,
+            route: "/ev".into(),
+            seq: None,
+            attempt: None,
+            outcome: text,
+        }
+    }
+
+    #[test]
+    fn issue_14_recent_outcomes_are_bounded_in_count_and_length() {
+        let stats = EventStats::default();
+        for n in 0..RECENT_OUTCOMES + 5 {
+            stats.note(outcome(n, "x".repeat(n * 3)));
+        }
+        let recent = stats.recent();
+        assert_eq!(recent.len(), RECENT_OUTCOMES);
+        assert_eq!(
+            recent[0].at_ms,
+            (RECENT_OUTCOMES + 4) as u64,
+            "newest first"
+        );
+        assert_eq!(recent.last().unwrap().at_ms, 5, "the oldest five are gone");
+        assert_eq!(recent[0].outcome.chars().count(), MAX_OUTCOME_CHARS + 1);
+        assert!(recent[0].outcome.ends_with('…'));
+        assert_eq!(
+            recent.last().unwrap().outcome.len(),
+            15,
+            "short ones are whole"
+        );
     }
 }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::event::{self, Callback, Kind};
-use super::state::EventState;
+use super::state::{EventState, Outcome};
 use crate::plugin::{CallLimit, Failure, OnError, WitEvent, WitEventKind};
 use crate::storage::{Next, QueuedEvent};
 
@@ -81,6 +81,7 @@ async fn process(state: &EventState, item: QueuedEvent) {
     let seq = item.id.as_str();
     let finish = |outcome: &str| {
         tracing::info!(target: "enrichd::event", route = %item.route, seq, attempts = item.attempts + 1, "{outcome}");
+        note(state, &item, outcome.to_owned());
     };
     let routes = state.routes();
     let Some(route) = routes.iter().find(|r| r.path == item.route) else {
@@ -88,6 +89,11 @@ async fn process(state: &EventState, item: QueuedEvent) {
         // fill the queue; dropped, it is at least counted and logged.
         state.stats.route_gone.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(target: "enrichd::event", route = %item.route, seq, attempts = item.attempts + 1, "dropped: the route is no longer configured");
+        note(
+            state,
+            &item,
+            "dropped: the route is no longer configured".into(),
+        );
         done(state, &item).await;
         return;
     };
@@ -161,12 +167,24 @@ async fn process(state: &EventState, item: QueuedEvent) {
     done(state, &item).await;
 }
 
+/// Keep what happened to `item` for the Admin view.
+fn note(state: &EventState, item: &QueuedEvent, outcome: String) {
+    state.stats.note(Outcome {
+        at_ms: state.clock.now_ms(),
+        route: item.route.clone(),
+        seq: Some(item.id.clone()),
+        attempt: Some(item.attempts + 1),
+        outcome,
+    });
+}
+
 /// Put `item` back to be tried after `wait`, without counting an attempt:
 /// `plugin` did not run (`why`). The rest of the chain runs on the next try
 /// too, so plugins before it may run twice: at least once.
 async fn postpone(state: &EventState, item: &QueuedEvent, plugin: &str, why: &str, wait: Duration) {
     tracing::info!(target: "enrichd::event", route = %item.route, seq = %item.id, attempts = item.attempts + 1, "postponed: plugin {plugin} {why}; not counted as an attempt");
     state.stats.postponed.fetch_add(1, Ordering::Relaxed);
+    note(state, item, format!("postponed: plugin {plugin} {why}"));
     let at = state.clock.now_ms() + wait.as_millis() as u64;
     if let Err(e) = state.queue.retry_at(item, item.attempts, at).await {
         tracing::error!(error = %e, seq = %item.id, "cannot requeue an EngageLab callback");

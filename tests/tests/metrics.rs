@@ -90,6 +90,8 @@ async fn issue_14_metrics_move_with_deliveries_and_labels_stay_bounded() {
     let copy = server.deliver(ROUTE, &payload).await;
     assert_eq!(copy.header("x-enrichd-replay"), Some("true"));
     assert_eq!(callback(&server).await, 200);
+    let forged = signed_callback(server.addr, EVENTS, "not-the-app-key", "{}").await;
+    assert_eq!(forged.status, 401);
     let until = tokio::time::Instant::now() + Duration::from_secs(30);
     while server.queued().await > 0 {
         assert!(
@@ -149,6 +151,15 @@ async fn issue_14_metrics_move_with_deliveries_and_labels_stay_bounded() {
             >= 1.0
     );
     assert_eq!(value(&scrape, "enrichd_engagelab_received_total", &[]), 1.0);
+    let refused = |reason| {
+        value(
+            &scrape,
+            "enrichd_engagelab_refused_total",
+            &[("reason", reason)],
+        )
+    };
+    assert_eq!(refused("unauthorized"), 1.0);
+    assert_eq!(refused("bad_request"), 0.0);
     assert_eq!(
         value(&scrape, "enrichd_engagelab_processed_total", &[]),
         1.0

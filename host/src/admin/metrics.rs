@@ -119,12 +119,16 @@ fn engagelab(stats: &EventStats, queued: usize, max_queued: usize) {
     for (name, value) in counters {
         counter!(name).absolute(value.load(Relaxed));
     }
+    let unauthorized = stats.unauthorized.load(Relaxed);
     for (reason, value) in [
-        ("bad_request", &stats.refused),
-        ("queue_full", &stats.queue_full),
+        ("unauthorized", unauthorized),
+        (
+            "bad_request",
+            stats.refused.load(Relaxed).saturating_sub(unauthorized),
+        ),
+        ("queue_full", stats.queue_full.load(Relaxed)),
     ] {
-        counter!("enrichd_engagelab_refused_total", "reason" => reason)
-            .absolute(value.load(Relaxed));
+        counter!("enrichd_engagelab_refused_total", "reason" => reason).absolute(value);
     }
 }
 

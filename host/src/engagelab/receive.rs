@@ -66,6 +66,7 @@ async fn receive_in_span(
         route.replay_window,
     ) {
         state.stats.refused.fetch_add(1, Ordering::Relaxed);
+        state.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(route = %route.path, reason = %e, "EngageLab callback refused: 401");
         note(format!("refused 401: {e}"));
         return unauthorized(None);

@@ -37,6 +37,8 @@ pub struct EventStats {
     pub duplicates: AtomicU64,
     /// Callbacks refused (401/400).
     pub refused: AtomicU64,
+    /// Of those, the ones refused 401 (signature, app key or timestamp).
+    pub unauthorized: AtomicU64,
     /// Callbacks processed by their chain.
     pub processed: AtomicU64,
     /// Plugin calls on events that failed.

@@ -104,7 +104,7 @@ impl Host {
         let (binary, config, log) = (self.binary.clone(), self.config.clone(), self.log.clone());
         let name = self.name.clone();
         let (child, addr, admin) =
-            tokio::task::spawn_blocking(move || spawn(&binary, &config, log))
+            tokio::task::spawn_blocking(move || spawn(&binary, &config, &[], log))
                 .await
                 .expect("spawn task")
                 .unwrap_or_else(|e| panic!("host {name} did not start: {e}"));
@@ -288,17 +288,31 @@ pub async fn open_storage(config: &Path) -> enrichd::storage::Storage {
         .unwrap_or_else(|e| panic!("cannot open the hosts' storage: {e}"))
 }
 
-/// Spawn `enrichd serve` and wait for its "listening" line; every stderr
-/// line goes to `log`. Returns the child and its public and admin addresses.
+/// A bare `enrichd serve` on `config` with `args` added (`--data-dir …`),
+/// listening: the child (the caller kills it) and its public and admin
+/// addresses. For tests of the command line itself; [`Host`] for the rest.
+pub fn serve(
+    binary: &Path,
+    config: &Path,
+    args: &[&std::ffi::OsStr],
+) -> Result<(Child, SocketAddr, SocketAddr), String> {
+    spawn(binary, config, args, Arc::default())
+}
+
+/// Spawn `enrichd serve` (with `args` added) and wait for its "listening"
+/// line; every stderr line goes to `log`. Returns the child and its public
+/// and admin addresses.
 fn spawn(
     binary: &Path,
     config: &Path,
+    args: &[&std::ffi::OsStr],
     log: Arc<Mutex<Vec<String>>>,
 ) -> Result<(Child, SocketAddr, SocketAddr), String> {
     let mut child = Command::new(binary)
         .args(["serve", "--config"])
         .arg(config)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(args)
         .env("RUST_LOG", "info")
         // A start error is one line, not a backtrace (panics keep theirs).
         .env("RUST_LIB_BACKTRACE", "0")

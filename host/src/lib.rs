@@ -12,7 +12,7 @@
 //! cycle between files or folders: `cli → app → {admin, emailgistics,
 //! engagelab} → {idempotency, plugin → crm} → storage` (`admin` reads the
 //! EngageLab counters, so it sits above `engagelab`); `http`, `source_ip`,
-//! `clock`, `text` and `singleflight` are leaves any layer may use. `config`
+//! `metrics`, `clock`, `text` and `singleflight` are leaves any layer may use. `config`
 //! resolves the file into the domain types: it depends on them, they not
 //! on it, and only `cli` and `app` name it. Only `app` sees the whole: each
 //! handler gets a narrow state of its own.
@@ -24,7 +24,8 @@
 //!   supervisor, swaps in a reloaded config ([`app::reload`]) and shuts
 //!   everything down in order.
 //! - [`config`]: the TOML config, validated into a resolved [`config::Config`].
-//! - [`admin`]: the admin listener (delivery log, stats), loopback by default.
+//! - [`admin`]: the admin listener (delivery log, stats, and the Admin view
+//!   of [`admin::view`]: HTML under `/ui`), loopback by default.
 //! - [`emailgistics`]: the Emailgistics contract: auth, payload, actions,
 //!   validation, conversion to and from the plugins' WIT types, the chain
 //!   and its envelope, the delivery record, and the delivery handler.
@@ -44,6 +45,8 @@
 //!   (`enrichd plugin new`); used by `cli` only.
 //! - [`source_ip`]: per-route source-IP allowlists behind trusted proxies
 //!   (a leaf beside `http`: it knows requests, not webhooks).
+//! - [`metrics`]: the Prometheus registry of one running enrichd (a leaf:
+//!   instrumentation points record through it, `admin` renders it).
 //! - [`singleflight`]: one caller works per key, concurrent callers wait for its result.
 //! - [`clock`]: wall-clock milliseconds on tokio's clock.
 //! - [`text`]: cutting untrusted text to a byte bound, marking the cut.
@@ -58,6 +61,7 @@ pub mod emailgistics;
 pub mod engagelab;
 pub mod http;
 pub mod idempotency;
+pub mod metrics;
 pub mod plugin;
 pub mod scaffold;
 pub mod singleflight;

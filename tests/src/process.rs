@@ -57,6 +57,8 @@ pub struct Host {
     pub admin_addr: SocketAddr,
     binary: PathBuf,
     config: PathBuf,
+    /// `--log-format`, when given.
+    log_format: Option<String>,
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
     // Holds the config and data; removed when the host is dropped.
@@ -71,6 +73,20 @@ impl Host {
     /// # Panics
     /// When the host does not start (its log is in the message).
     pub async fn start(binary: &Path, name: &str, config: &str) -> Host {
+        Self::start_logging(binary, name, config, Some("text")).await
+    }
+
+    /// [`Host::start`] with `--log-format log_format` (`None`: no flag, the
+    /// binary's default for a non-terminal stderr).
+    ///
+    /// # Panics
+    /// When the host does not start (its log is in the message).
+    pub async fn start_logging(
+        binary: &Path,
+        name: &str,
+        config: &str,
+        log_format: Option<&str>,
+    ) -> Host {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("enrichd.toml");
         let cache = if config.contains("cache_dir") {
@@ -85,6 +101,7 @@ impl Host {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             binary: binary.to_owned(),
             config: path,
+            log_format: log_format.map(str::to_owned),
             child: None,
             log: Arc::default(),
             _dir: dir,
@@ -102,12 +119,13 @@ impl Host {
         assert!(self.child.is_none(), "host {} is running", self.name);
         self.log_line(STARTED.to_owned());
         let (binary, config, log) = (self.binary.clone(), self.config.clone(), self.log.clone());
-        let name = self.name.clone();
-        let (child, addr, admin) =
-            tokio::task::spawn_blocking(move || spawn(&binary, &config, &[], log))
-                .await
-                .expect("spawn task")
-                .unwrap_or_else(|e| panic!("host {name} did not start: {e}"));
+        let (name, format) = (self.name.clone(), self.log_format.clone());
+        let (child, addr, admin) = tokio::task::spawn_blocking(move || {
+            spawn(&binary, &config, format.as_deref(), &[], log)
+        })
+        .await
+        .expect("spawn task")
+        .unwrap_or_else(|e| panic!("host {name} did not start: {e}"));
         (self.child, self.addr, self.admin_addr) = (Some(child), addr, admin);
         let deadline = Instant::now() + HEALTHZ_TIMEOUT;
         // The admin listener's /healthz: plain HTTP even when the public
@@ -289,26 +307,32 @@ pub async fn open_storage(config: &Path) -> enrichd::storage::Storage {
 }
 
 /// A bare `enrichd serve` on `config` with `args` added (`--data-dir …`),
-/// listening: the child (the caller kills it) and its public and admin
-/// addresses. For tests of the command line itself; [`Host`] for the rest.
+/// logging text, listening: the child (the caller kills it) and its public
+/// and admin addresses. For tests of the command line itself; [`Host`] for
+/// the rest.
 pub fn serve(
     binary: &Path,
     config: &Path,
     args: &[&std::ffi::OsStr],
 ) -> Result<(Child, SocketAddr, SocketAddr), String> {
-    spawn(binary, config, args, Arc::default())
+    spawn(binary, config, Some("text"), args, Arc::default())
 }
 
-/// Spawn `enrichd serve` (with `args` added) and wait for its "listening"
-/// line; every stderr line goes to `log`. Returns the child and its public
-/// and admin addresses.
+/// Spawn `enrichd serve` (with `--log-format log_format`, if any, and
+/// `args` added) and wait for its "listening" line; every stderr line goes
+/// to `log`. Returns the child and its public and admin addresses.
 fn spawn(
     binary: &Path,
     config: &Path,
+    log_format: Option<&str>,
     args: &[&std::ffi::OsStr],
     log: Arc<Mutex<Vec<String>>>,
 ) -> Result<(Child, SocketAddr, SocketAddr), String> {
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    if let Some(format) = log_format {
+        command.args(["--log-format", format]);
+    }
+    let mut child = command
         .args(["serve", "--config"])
         .arg(config)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
@@ -352,13 +376,19 @@ fn spawn(
             ));
         }
     };
+    // A text line says `addr=…`; a JSON line has the fields in `fields`.
+    let json: Option<serde_json::Value> = serde_json::from_str(&line).ok();
     let field = |name: &str| -> Result<SocketAddr, String> {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("no {name}<address> in {line:?}"))
+        match &json {
+            Some(json) => json["fields"][name].as_str(),
+            None => line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')),
+        }
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no {name}=<address> in {line:?}"))
     };
-    Ok((child, field("addr=")?, field("admin=")?))
+    Ok((child, field("addr")?, field("admin")?))
 }
 
 /// Poll `check` every 50 ms until it gives a value; `what` names the wait

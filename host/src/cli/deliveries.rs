@@ -164,8 +164,12 @@ async fn admin_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<ser
     Ok(value)
 }
 
-/// Send `method path` (no body) to the admin listener at `addr`, and read
-/// its JSON answer within `timeout`.
+/// The environment variable the admin commands read the admin token from.
+pub const ADMIN_TOKEN_ENV: &str = "ENRICHD_ADMIN_TOKEN";
+
+/// Send `method path` (no body) to the admin listener at `addr`, with the
+/// admin token of [`ADMIN_TOKEN_ENV`] if it is set, and read its JSON
+/// answer within `timeout`.
 pub(super) async fn admin_request(
     addr: std::net::SocketAddr,
     method: hyper::Method,
@@ -177,11 +181,15 @@ pub(super) async fn admin_request(
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = hyper::Request::builder()
+    let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())?;
+        .header(hyper::header::HOST, addr.to_string());
+    // A server with `admin_token` wants it; the token stays out of argv.
+    if let Ok(token) = std::env::var(ADMIN_TOKEN_ENV) {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req.body(Empty::<Bytes>::new())?;
     let res = tokio::time::timeout(timeout, sender.send_request(req)).await??;
     let status = res.status();
     let body = res.into_body().collect().await?.to_bytes();

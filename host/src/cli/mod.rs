@@ -9,6 +9,7 @@ mod check_config;
 mod crm;
 pub mod deliveries;
 mod guest_lines;
+pub mod logging;
 mod plugin;
 mod plugin_run;
 mod reload;
@@ -38,6 +39,11 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// How to write log lines to stderr: `json` (one object per line, the
+    /// delivery's `route` and `delivery` id on each line about it) or
+    /// `text`. Default: text when stderr is a terminal, JSON otherwise.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<logging::LogFormat>,
 }
 
 /// Subcommands.
@@ -285,43 +291,21 @@ pub enum DeliveriesCommand {
 }
 
 /// The `enrichd` binary's `main`: parse the arguments, log to stderr
-/// (`RUST_LOG`, default `info`), run the command. Also the `main` of the
-/// test suite's copy of the binary (`tests/src/bin/enrichd-under-test.rs`).
+/// (`--log-format`; `RUST_LOG`, default `info`), run the command. Also the
+/// `main` of the test suite's copy of the binary
+/// (`tests/src/bin/enrichd-under-test.rs`).
 pub fn main() -> anyhow::Result<()> {
     use clap::Parser;
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Colours only for people: piped into a file or a collector, plain.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let format = logging::LogFormat::or_default(cli.log_format);
     if !matches!(cli.command, Command::Plugin(PluginCommand::Run(_))) {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(ansi)
-            .init();
+        logging::init(format, None)?;
         return run(cli);
     }
     // `plugin run` reports the plugin's lines itself: kept at every level,
     // not logged.
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::Layer;
     let lines = guest_lines::GuestLines::default();
-    let kept = lines.clone().with_filter(
-        tracing_subscriber::filter::Targets::new()
-            .with_target(guest_lines::GUEST_TARGET, tracing::Level::TRACE),
-    );
-    let log = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_filter(filter)
-        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-            meta.target() != guest_lines::GUEST_TARGET
-        }));
-    // Not `init()`: it would also bridge the `log` crate at the most verbose
-    // level a layer wants (TRACE, for the guest's lines), and cranelift's
-    // `log::trace!` records then cost minutes per large component.
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(log).with(kept))?;
+    logging::init(format, Some(lines.clone()))?;
     run_with(cli, lines)
 }
 

@@ -113,6 +113,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener; `None`: off.
     pub admin_listen: Option<SocketAddr>,
+    /// The admin listener's token (`admin_token`): every admin request but
+    /// `/healthz` must carry it; required when the listener is not loopback.
+    pub admin_token: Option<String>,
     /// Delivery store settings.
     pub store: StoreSettings,
     /// sled's background flush interval, ms.

@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub listen: Option<String>,
     /// Admin listener address, or `off`.
     pub admin_listen: Option<String>,
+    /// The admin listener's token (required when it is not loopback).
+    pub admin_token: Option<RawSecret>,
     /// Data directory (sled), relative to the config file.
     pub data_dir: Option<PathBuf>,
     /// Largest accepted request body, in bytes.

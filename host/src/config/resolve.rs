@@ -341,10 +341,26 @@ impl RawConfig {
         let trusted_proxies = Cidrs::parse(&self.trusted_proxies)
             .map_err(|e| invalid(format!("trusted_proxies: {e}")))?;
         let tls = self.tls.map(|t| tls_settings(t, base)).transpose()?;
+        let admin_token = self
+            .admin_token
+            .as_ref()
+            .map(|t| resolve_secret(t, "admin_token", env))
+            .transpose()?;
+        // Off loopback, the delivery log (mail subjects, CRM answers) and
+        // `/reload` would be open to the network: a token is required.
+        if let (Some(addr), None) = (admin_listen, &admin_token) {
+            if !addr.ip().is_loopback() {
+                return Err(invalid(format!(
+                    "admin_listen = \"{addr}\" is not loopback: set admin_token \
+                     (admin_token = {{ env = \"ENRICHD_ADMIN_TOKEN\" }})"
+                )));
+            }
+        }
 
         Ok(Config {
             listen,
             admin_listen,
+            admin_token,
             store,
             flush_every_ms,
             data_dir,

@@ -77,8 +77,8 @@ impl fmt::Debug for HttpSettings {
             .map(|(name, _)| (name.as_str(), "<redacted>"))
             .collect();
         f.debug_struct("HttpSettings")
-            .field("email_url", &self.email_url)
-            .field("domain_url", &self.domain_url)
+            .field("email_url", &shown(&self.email_url))
+            .field("domain_url", &self.domain_url.as_deref().map(shown))
             .field("headers", &headers)
             .field("fields", &self.fields)
             .field("timeout", &self.timeout)
@@ -363,19 +363,38 @@ fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, Back
 fn check_template(template: &str, placeholder: &str) -> Result<(), BackendError> {
     if !template.contains(placeholder) {
         return Err(invalid(format!(
-            "URL template {template:?} has no {placeholder}"
+            "URL template {:?} has no {placeholder}",
+            shown(template)
         )));
     }
     let uri: Uri = template
         .replace(placeholder, "x")
         .parse()
-        .map_err(|e| invalid(format!("URL template {template:?}: {e}")))?;
+        .map_err(|e| invalid(format!("URL template {:?}: {e}", shown(template))))?;
     match uri.scheme_str() {
         Some("http" | "https") if uri.authority().is_some() => Ok(()),
         _ => Err(invalid(format!(
-            "URL template {template:?}: must be an http:// or https:// URL"
+            "URL template {:?}: must be an http:// or https:// URL",
+            shown(template)
         ))),
     }
+}
+
+/// A URL template as errors and `Debug` show it: the values of its query
+/// string (where CRMs often take their API key) redacted, all but the
+/// placeholders.
+fn shown(template: &str) -> String {
+    let Some((base, query)) = template.split_once('?') else {
+        return template.to_owned();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, value)) if !value.starts_with('{') => format!("{name}=<redacted>"),
+            _ => param.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 #[cfg(test)]
@@ -829,6 +848,40 @@ mod tests {
                 other => panic!("{shown}: {other:?}"),
             }
         }
-        assert!(HttpCrm::new(ok()).is_ok());
+    }
+
+    /// Issue 14: an API key in a URL template's query string appears in
+    /// neither the settings' `Debug` nor the refusal of a bad template.
+    #[test]
+    fn issue_14_query_string_keys_are_never_shown() {
+        let bad = [
+            "http://127.0.0.1:1/c?api_key=s3cr3t",
+            "ftp://127.0.0.1:1/c?email={email}&api_key=s3cr3t",
+            "/c?api_key=s3cr3t&email={email}",
+        ];
+        for template in bad {
+            let case = settings(template.into());
+            let debug = format!("{case:?}");
+            assert!(
+                !debug.contains("s3cr3t") && debug.contains("api_key"),
+                "{debug}"
+            );
+            match HttpCrm::new(case) {
+                Err(BackendError::Invalid(m)) => {
+                    assert!(
+                        !m.contains("s3cr3t") && m.contains("api_key=<redacted>"),
+                        "{m}"
+                    );
+                }
+                other => panic!("{template}: {other:?}"),
+            }
+        }
+        let mut ok = settings("http://127.0.0.1:1/c?email={email}&key=s3cr3t".into());
+        ok.domain_url = Some("http://127.0.0.1:1/d?key=s3cr3t&domain={domain}".into());
+        let debug = format!("{:?}", HttpCrm::new(ok).expect("valid"));
+        assert!(
+            !debug.contains("s3cr3t") && debug.contains("email={email}"),
+            "{debug}"
+        );
     }
 }

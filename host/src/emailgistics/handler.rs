@@ -20,6 +20,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use tracing::Instrument;
 
 use super::auth::Secret;
 use super::chain::{self, ChainEntry, Envelope, Verdict};
@@ -60,11 +61,34 @@ pub struct DeliveryState {
     pub clock: Clock,
     /// Services lent to plugins.
     pub services: Services,
+    /// Where deliveries are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Answer one request to `route` that arrived at `arrived` (its budget
-/// counts from then).
+/// counts from then), inside its `delivery` span: every line logged while
+/// it is handled (plugin calls, their guest lines, the delivery record)
+/// carries the route and, once the payload is parsed, the delivery id.
 pub async fn handle(
+    state: &DeliveryState,
+    route: &Route,
+    req: Request<Incoming>,
+    arrived: Instant,
+) -> Response<Body> {
+    // At ERROR level, so a filter that lets any line through keeps the
+    // span, and with it the line's delivery id (a span's level only says
+    // when it is recorded; it marks nothing as an error).
+    let span = tracing::error_span!(
+        "delivery",
+        route = %route.path,
+        delivery = tracing::field::Empty
+    );
+    handle_in_span(state, route, req, arrived)
+        .instrument(span)
+        .await
+}
+
+async fn handle_in_span(
     state: &DeliveryState,
     route: &Route,
     req: Request<Incoming>,
@@ -94,7 +118,10 @@ async fn deliver(
     arrived: Instant,
 ) -> Response<Body> {
     let delivery = match payload::parse(body) {
-        Ok(Parsed::Received(d)) => d,
+        Ok(Parsed::Received(d)) => {
+            tracing::Span::current().record("delivery", d.id.as_str());
+            d
+        }
         Ok(Parsed::UnknownEvent(event)) => {
             tracing::info!(route = %route.path, %event, "unknown event ignored");
             return envelope(&Envelope::message_only("ignored"));
@@ -117,7 +144,12 @@ async fn deliver(
     )
     .await;
     match answered {
-        Ok((answer, replayed)) => respond(&answer, replayed),
+        Ok((answer, replayed)) => {
+            if replayed {
+                super::metrics::replayed(&state.metrics, &route.path, answer.status);
+            }
+            respond(&answer, replayed)
+        }
         Err(e) => store_unavailable(route, &delivery.id, e),
     }
 }
@@ -165,19 +197,18 @@ async fn run_and_store(
     };
     let now = state.clock.now_ms();
     // One bounded record for both the log line and the store.
-    let record = DeliveryRecord::new(
-        &route.path,
-        delivery,
-        Answered {
-            verdict: &verdict,
-            http_status: status.as_u16(),
-            message: message.clone(),
-            at_ms: now,
-            elapsed_ms: arrived.elapsed().as_millis() as u64,
-        },
-        records,
-    )
-    .bounded(MAX_RECORD_BYTES);
+    let answered = Answered {
+        verdict: &verdict,
+        http_status: status.as_u16(),
+        message: message.clone(),
+        at_ms: now,
+        elapsed_ms: arrived.elapsed().as_millis() as u64,
+    };
+    // Counted before the record's bound cuts the plugins' host calls.
+    super::metrics::plugins(&state.metrics, &records);
+    let record = DeliveryRecord::new(&route.path, delivery, answered, records);
+    super::metrics::delivered(&state.metrics, &record);
+    let record = record.bounded(MAX_RECORD_BYTES);
     tracing::info!(target: "enrichd::delivery", route = %route.path, delivery = %delivery.id, record = %super::record::for_log(&record), "{message}");
     Ran {
         answer: Answer {

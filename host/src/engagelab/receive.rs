@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::state::{EventRoute, EventState};
 use super::{event, verify};
@@ -18,8 +19,26 @@ use crate::storage::{Enqueued, QueueError};
 /// must end within them (the rest of the path is a verify and a queue write).
 pub const ANSWER_BUDGET: Duration = Duration::from_secs(3);
 
-/// Answer one request to an EngageLab route that arrived at `arrived`.
+/// Answer one request to an EngageLab route that arrived at `arrived`,
+/// inside its `callback` span (the route, and the message id once parsed).
 pub async fn receive(
+    state: &EventState,
+    route: &EventRoute,
+    req: Request<Incoming>,
+    arrived: Instant,
+) -> Response<Body> {
+    // ERROR level: see `emailgistics::handler::handle`.
+    let span = tracing::error_span!(
+        "callback",
+        route = %route.path,
+        message_id = tracing::field::Empty
+    );
+    receive_in_span(state, route, req, arrived)
+        .instrument(span)
+        .await
+}
+
+async fn receive_in_span(
     state: &EventState,
     route: &EventRoute,
     req: Request<Incoming>,
@@ -57,6 +76,7 @@ pub async fn receive(
                 tracing::warn!(route = %route.path, error = %e, "EngageLab callback refused: 400");
                 return error(StatusCode::BAD_REQUEST, &format!("invalid callback: {e}"));
             }
+            tracing::Span::current().record("message_id", callback.message_id.as_str());
             tracing::debug!(route = %route.path, kind = callback.kind.name(), message_id = %callback.message_id, "EngageLab callback");
             String::from_utf8_lossy(&body).into_owned()
         }

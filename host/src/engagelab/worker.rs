@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::event::{self, Callback, Kind};
 use super::state::EventState;
@@ -39,7 +40,13 @@ pub async fn work(state: Arc<EventState>) {
     loop {
         let now = state.clock.now_ms();
         match state.queue.lease_next(now, state.lease).await {
-            Ok(Next::Leased(item)) => process(&state, item).await,
+            Ok(Next::Leased(item)) => {
+                // Every line about this callback (its plugins' included)
+                // carries its route and queue sequence number; ERROR level
+                // for the reason given in `emailgistics::handler::handle`.
+                let span = tracing::error_span!("event", route = %item.route, seq = %item.id);
+                process(&state, item).instrument(span).await
+            }
             Ok(Next::Idle(earliest)) => {
                 let wait = earliest.map_or(IDLE_POLL, |at| {
                     Duration::from_millis(at.saturating_sub(now)).min(IDLE_POLL)

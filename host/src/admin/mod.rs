@@ -15,7 +15,11 @@
 //! - `POST /reload`: read the config file again and swap to it (see
 //!   [`Reload`]); `200 {"reloaded": true, "changed": {…}}`, or `422
 //!   {"reloaded": false, "error": "…"}` with the running config kept.
+//! - `GET /metrics`: the Prometheus text exposition ([`metrics`]).
 //! - `GET /healthz`.
+//! - `GET /ui/…`: the Admin view, HTML ([`view`]).
+//!
+//! With `admin_token` set, every request but `/healthz` needs it ([`token`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,14 +29,19 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+mod metrics;
+pub mod token;
+pub mod view;
+
 use crate::crm::cache::CrmSource;
+use crate::emailgistics::auth::Secret;
 use crate::engagelab::EventStats;
 use crate::http::{error, json, Accept, Body, ConnectionCap};
 use crate::idempotency::Inflight;
 use crate::plugin::cache::ComponentCache;
 use crate::plugin::{AllocatorKind, Plugin};
 use crate::source_ip::SourceFilter;
-use crate::storage::{AnswerStore, EventQueue, Maintenance};
+use crate::storage::{AnswerStore, EventQueue, Maintenance, StoredDelivery};
 
 /// Default and largest page of `GET /deliveries`.
 pub const DEFAULT_LIST_LIMIT: usize = 50;
@@ -52,6 +61,8 @@ pub struct AdminState {
     pub answers: Arc<dyn AnswerStore>,
     /// The EngageLab queue (its length and cap).
     pub events: Arc<dyn EventQueue>,
+    /// The plugins' kv (the bytes each namespace holds, for `/metrics`).
+    pub kv: Arc<dyn crate::storage::kv::PluginKv>,
     /// The backend's size on disk.
     pub maintenance: Arc<dyn Maintenance>,
     /// Deliveries in flight on this host.
@@ -71,6 +82,12 @@ pub struct AdminState {
     /// The routes' source-IP allowlists (refusals by route and reason), as
     /// of the last reload.
     pub sources: arc_swap::ArcSwap<Vec<Arc<SourceFilter>>>,
+    /// `admin_token`, as read at start (a reload does not change it).
+    pub token: Option<Secret>,
+    /// This enrichd's metrics registry, rendered at `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// The host's clock (ages shown in `/metrics`).
+    pub clock: crate::clock::Clock,
 }
 
 /// What `POST /reload` runs: the composition root's reload. It answers
@@ -98,6 +115,9 @@ async fn handle(
     reload: Option<&Reload>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    if let Some(refused) = token::admit(state.token.as_ref(), &req) {
+        return refused;
+    }
     if let (RELOAD_PATH, Some(reload)) = (req.uri().path(), reload) {
         if *req.method() != Method::POST {
             return crate::http::method_not_allowed("POST");
@@ -125,6 +145,12 @@ async fn handle(
             .map(|(_, v)| v.as_str())
     };
     let path = req.uri().path();
+    if view::is_ui(path) {
+        return view::handle(state, path, &query).await;
+    }
+    if path == "/metrics" {
+        return metrics::respond(state).await;
+    }
     let result = match path {
         "/healthz" => Ok(serde_json::json!({"status": "ok"})),
         "/stats" => stats(state).await,
@@ -170,18 +196,31 @@ async fn list(state: &AdminState, since: Option<&str>, limit: Option<&str>) -> A
 }
 
 async fn show(state: &AdminState, raw_id: &str, route: Option<&str>) -> Answer {
-    let id = percent_encoding::percent_decode_str(raw_id)
+    let delivery = find_one(state, &decode_id(raw_id)?, route).await?;
+    serde_json::to_value(delivery).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// A delivery id from a URL path (percent-encoded).
+fn decode_id(raw_id: &str) -> Result<std::borrow::Cow<'_, str>, (StatusCode, String)> {
+    percent_encoding::percent_decode_str(raw_id)
         .decode_utf8()
-        .map_err(|_| (StatusCode::BAD_REQUEST, "the id is not UTF-8".to_owned()))?;
-    let found = state.answers.find(&id, route).await.map_err(store_failed)?;
-    match found.into_iter().next() {
-        Some(delivery) => serde_json::to_value(delivery)
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-        None => Err((
+        .map_err(|_| (StatusCode::BAD_REQUEST, "the id is not UTF-8".to_owned()))
+}
+
+/// The stored delivery `id` on `route`, or the newest of that id on any
+/// route; 404 if there is none.
+async fn find_one(
+    state: &AdminState,
+    id: &str,
+    route: Option<&str>,
+) -> Result<StoredDelivery, (StatusCode, String)> {
+    let found = state.answers.find(id, route).await.map_err(store_failed)?;
+    found.into_iter().next().ok_or_else(|| {
+        (
             StatusCode::NOT_FOUND,
             "no stored delivery with this id".to_owned(),
-        )),
-    }
+        )
+    })
 }
 
 async fn stats(state: &AdminState) -> Answer {

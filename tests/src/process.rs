@@ -120,11 +120,12 @@ impl Host {
         self.log_line(STARTED.to_owned());
         let (binary, config, log) = (self.binary.clone(), self.config.clone(), self.log.clone());
         let (name, format) = (self.name.clone(), self.log_format.clone());
-        let (child, addr, admin) =
-            tokio::task::spawn_blocking(move || spawn(&binary, &config, format.as_deref(), log))
-                .await
-                .expect("spawn task")
-                .unwrap_or_else(|e| panic!("host {name} did not start: {e}"));
+        let (child, addr, admin) = tokio::task::spawn_blocking(move || {
+            spawn(&binary, &config, format.as_deref(), &[], log)
+        })
+        .await
+        .expect("spawn task")
+        .unwrap_or_else(|e| panic!("host {name} did not start: {e}"));
         (self.child, self.addr, self.admin_addr) = (Some(child), addr, admin);
         let deadline = Instant::now() + HEALTHZ_TIMEOUT;
         // The admin listener's /healthz: plain HTTP even when the public
@@ -305,13 +306,26 @@ pub async fn open_storage(config: &Path) -> enrichd::storage::Storage {
         .unwrap_or_else(|e| panic!("cannot open the hosts' storage: {e}"))
 }
 
-/// Spawn `enrichd serve` (with `--log-format log_format`, if any) and wait
-/// for its "listening" line; every stderr line goes to `log`. Returns the
-/// child and its public and admin addresses.
+/// A bare `enrichd serve` on `config` with `args` added (`--data-dir …`),
+/// logging text, listening: the child (the caller kills it) and its public
+/// and admin addresses. For tests of the command line itself; [`Host`] for
+/// the rest.
+pub fn serve(
+    binary: &Path,
+    config: &Path,
+    args: &[&std::ffi::OsStr],
+) -> Result<(Child, SocketAddr, SocketAddr), String> {
+    spawn(binary, config, Some("text"), args, Arc::default())
+}
+
+/// Spawn `enrichd serve` (with `--log-format log_format`, if any, and
+/// `args` added) and wait for its "listening" line; every stderr line goes
+/// to `log`. Returns the child and its public and admin addresses.
 fn spawn(
     binary: &Path,
     config: &Path,
     log_format: Option<&str>,
+    args: &[&std::ffi::OsStr],
     log: Arc<Mutex<Vec<String>>>,
 ) -> Result<(Child, SocketAddr, SocketAddr), String> {
     let mut command = Command::new(binary);
@@ -322,6 +336,7 @@ fn spawn(
         .args(["serve", "--config"])
         .arg(config)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(args)
         .env("RUST_LOG", "info")
         // A start error is one line, not a backtrace (panics keep theirs).
         .env("RUST_LIB_BACKTRACE", "0")

@@ -4,10 +4,13 @@
 //! under `cache_max_bytes`, the least recently used builds going first;
 //! with no grace period only the build in use stays; servers sharing one
 //! cache directory survive each other's sweeps.
+//!
+//! Issue 15: the cache follows `--data-dir` as the rest of the data does.
 
 use std::path::Path;
 
-use enrichd_tests::{plugin_path, seed_payload, TestServer};
+use enrichd_tests::process::serve;
+use enrichd_tests::{enrichd_bin, plugin_path, seed_payload, TestServer};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -25,13 +28,14 @@ const BUILDS: [&str; 6] = [
 /// build; `hostile`'s 670 KB), not six.
 const CAP: u64 = 512 << 10;
 
-/// A server with one plugin, `plugin.wasm` beside its config, and its
-/// cache in `cache_dir`.
+/// One plugin, `plugin.wasm` beside the config, on `/hook`.
+const ONE_PLUGIN: &str = "[[plugin]]\nname = \"p\"\npath = \"plugin.wasm\"\ncapabilities = []\n\
+     [[route]]\npath = \"/hook\"\nchain = [{ plugin = \"p\" }]\n";
+
+/// A server with [`ONE_PLUGIN`] and its cache in `cache_dir`.
 fn config(cache_dir: &str, cap: u64, grace_hours: u64) -> String {
     format!(
-        "cache_dir = {cache_dir:?}\ncache_max_bytes = {cap}\ncache_grace_hours = {grace_hours}\n\
-         [[plugin]]\nname = \"p\"\npath = \"plugin.wasm\"\ncapabilities = []\n\
-         [[route]]\npath = \"/hook\"\nchain = [{{ plugin = \"p\" }}]\n"
+        "cache_dir = {cache_dir:?}\ncache_max_bytes = {cap}\ncache_grace_hours = {grace_hours}\n{ONE_PLUGIN}"
     )
 }
 
@@ -160,4 +164,49 @@ async fn issue_16_servers_sharing_a_cache_dir_survive_each_others_sweeps() {
     delivered(&b).await;
     a.stop().await;
     b.stop().await;
+}
+
+/// Issue 15: `--data-dir` moves everything the config's `data_dir` would,
+/// the compiled-component cache included. Two real `enrichd serve`
+/// processes on one config (no `cache_dir`, the default `data_dir`), each
+/// with its own `--data-dir`: each compiles into its own data directory,
+/// and nothing is written under the config's `data_dir`.
+#[test]
+fn issue_15_cache_follows_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let digest = build(dir.path(), "echo");
+    let config = dir.path().join("enrichd.toml");
+    std::fs::write(&config, ONE_PLUGIN).unwrap();
+    let data = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut servers = Servers(Vec::new());
+    for d in &data {
+        let args = [std::ffi::OsStr::new("--data-dir"), d.path().as_os_str()];
+        let (child, _, _) = serve(enrichd_bin!(), &config, &args).expect("serve starts");
+        servers.0.push(child);
+    }
+    for d in &data {
+        let cache = d.path().join("component-cache");
+        assert!(
+            cache.is_dir(),
+            "no cache under --data-dir {}",
+            d.path().display()
+        );
+        assert_eq!(digests(&entries(&cache)), vec![digest.as_str()]);
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "written under the config's data_dir despite --data-dir"
+    );
+}
+
+/// Child processes killed (and reaped) when the test ends, passed or not.
+struct Servers(Vec<std::process::Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

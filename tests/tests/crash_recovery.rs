@@ -2,7 +2,8 @@
 //! then a restart on the same data directory (issues 4, 6 and 10):
 //!
 //! - under load, every delivery answered before the kill is replayed byte
-//!   for byte after it;
+//!   for byte after it, its own answer (each names its delivery and its
+//!   run), not another's;
 //! - a delivery whose plugins were running at the kill runs again when the
 //!   sender retries, and is answered;
 //! - a callback being processed at the kill is processed after the restart.
@@ -33,14 +34,33 @@ fn counter(name: &str, ms: u64) -> String {
     )
 }
 
-/// POST a new delivery with this id to the plugin-less `/hook`: whether it
-/// was replayed, and the body; `None` when the host is gone.
+/// `/hook`: `echo` (the answer names the delivery) then a counter that
+/// does not spin (the answer names the run), so no two deliveries and no
+/// two runs are answered alike.
+fn hook() -> String {
+    format!(
+        "{}{}[[route]]\npath = \"/hook\"\nchain = [{{ plugin = \"echo\" }}, {{ plugin = \"counter\" }}]\n",
+        plugin_toml("echo", &[], ""),
+        counter("counter", 0)
+    )
+}
+
+/// POST a new delivery with this id to [`hook`]: whether it was replayed,
+/// and the body; `None` when the host is gone.
+///
+/// # Panics
+/// When the answer is not that delivery's (echo's `id`).
 async fn deliver(host: std::net::SocketAddr, id: &str) -> Option<(bool, Vec<u8>)> {
     let body = seed_with_id(id).to_string();
     let res = try_raw_request(host, &post_request(host, "/hook", &[], body.as_bytes()))
         .await
         .ok()?;
-    (res.status == 200).then(|| (res.header(REPLAY).is_some(), res.body))
+    if res.status != 200 {
+        return None;
+    }
+    let answer = res.json();
+    assert_eq!(answer["actions"][0]["value"]["id"], id, "{answer}");
+    Some((res.header(REPLAY).is_some(), res.body))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -49,8 +69,9 @@ async fn kill_9_under_load_then_every_answered_delivery_is_replayed() {
     const CLIENTS: usize = 8;
     // How long load runs before each kill.
     const LOAD_FOR: Duration = Duration::from_millis(400);
-    // No plugins: what is under test is the store.
-    let mut host = Host::start(enrichd_bin!(), "sled", "[[route]]\npath = \"/hook\"\n").await;
+    // The answers differ per delivery and per run: a replay that served
+    // another delivery's answer, or ran the chain again, shows.
+    let mut host = Host::start(enrichd_bin!(), "sled", &hook()).await;
     let mut answered: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for round in 0..=ROUNDS {
         if round > 0 {

@@ -8,6 +8,8 @@
 
 use std::time::{Duration, Instant};
 
+use enrichd::plugin::MAX_CAPTURED_BYTES;
+use enrichd_tests::resources::log_capture;
 use enrichd_tests::sandwich::{self, action_names, sandwich, GOOD_AFTER, GOOD_BEFORE};
 use enrichd_tests::{plugin_toml, plugin_toml_as, seed_payload, start_error, TestServer};
 use serde_json::{json, Value};
@@ -349,17 +351,59 @@ async fn files_env_args_and_sockets_are_out_of_reach() {
 
 #[tokio::test]
 async fn output_flooding_stdout_is_bounded_and_does_not_fail_the_plugin() {
+    const LINES: usize = 20_000;
+    let logs = log_capture();
+    // A log budget far above the capture, so what bounds the lines logged
+    // is the capture alone.
     let server = TestServer::start(&sandwich(
         "",
         &[(
             "chatty",
-            hostile("chatty", "print", "", "lines = \"20000\""),
+            hostile(
+                "chatty",
+                "print",
+                "max_log_lines = 1000\nmax_log_bytes = 65536",
+                &format!("lines = \"{LINES}\""),
+            ),
         )],
     ))
     .await;
     assert_eq!(
         obeyed(&server, "chatty").await[0]["value"]["tags"],
         json!(["printed"])
+    );
+    // What `print` writes to stdout: 100-digit line numbers. Exactly the
+    // capture's first MAX_CAPTURED_BYTES of it reach the log, the last line
+    // cut where the bound falls, and not a byte beyond.
+    let printed: String = (0..LINES).map(|i| format!("{i:0>100}\n")).collect();
+    let kept: Vec<&str> = printed[..MAX_CAPTURED_BYTES]
+        .split('\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let logged: Vec<String> = logs
+        .lines_matching("plugin=chatty")
+        .iter()
+        .filter(|l| l.contains("stdout"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.bytes().all(|b| b.is_ascii_digit()))
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(logged.len(), kept.len(), "stdout lines logged");
+    assert_eq!(logged, kept);
+    // The rest of both streams is counted in the one note of what was dropped.
+    let dropped = 2 * (printed.len() - MAX_CAPTURED_BYTES);
+    let notes = logs.lines_matching("plugin=chatty");
+    let notes: Vec<_> = notes
+        .iter()
+        .filter(|l| l.contains("guest log lines"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:#?}");
+    assert!(
+        notes[0].contains(&format!("0 guest log lines ({dropped} bytes) dropped")),
+        "{}",
+        notes[0]
     );
 }
 

@@ -237,7 +237,9 @@ pub struct Target {
     /// The config file (TOML).
     #[arg(long, short)]
     pub config: PathBuf,
-    /// Data directory instead of the config's `data_dir`.
+    /// Data directory instead of the config's `data_dir`: the store, the
+    /// kv, the CRM records and, unless the config sets `cache_dir`, the
+    /// compiled-component cache all move there.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 }
@@ -362,10 +364,12 @@ fn load(target: &Target) -> anyhow::Result<crate::config::Config> {
 }
 
 /// [`load`], with the config's own error (a reload reports it).
+/// `--data-dir` is taken from the working directory, and replaces the
+/// file's before anything is derived from it (the component cache).
 fn load_config(target: &Target) -> Result<crate::config::Config, crate::config::ConfigError> {
-    let mut config = crate::config::Config::load(&target.config)?;
-    if let Some(dir) = &target.data_dir {
-        config.data_dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
-    }
-    Ok(config)
+    let data_dir = target
+        .data_dir
+        .as_ref()
+        .map(|dir| std::path::absolute(dir).unwrap_or_else(|_| dir.clone()));
+    crate::config::Config::load_with_data_dir(&target.config, data_dir)
 }

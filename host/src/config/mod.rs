@@ -328,7 +328,19 @@ impl Config {
     /// Read and validate a config file, resolving secrets from the process
     /// environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let raw = read_raw(path)?;
+        Self::load_with_data_dir(path, None)
+    }
+
+    /// [`Config::load`] with `data_dir` (`--data-dir`) in place of the
+    /// file's: the data directory and everything derived from it.
+    pub fn load_with_data_dir(
+        path: &Path,
+        data_dir: Option<PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw = read_raw(path)?;
+        if let Some(dir) = data_dir {
+            raw = raw.with_data_dir(dir);
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
         raw.resolve(&base, &|name| std::env::var(name).ok())

@@ -2,7 +2,7 @@
 //! made absolute, secrets resolved, every cross-reference checked. No I/O:
 //! the file's directory and an environment lookup are passed in.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,17 @@ impl RawConfig {
                 .map(Some)
                 .map_err(|e| invalid(format!("admin_listen = {addr:?}: {e} (or \"off\")"))),
         }
+    }
+
+    /// `--data-dir`: `dir` takes the place of the file's `data_dir`. Set on
+    /// the raw file, before [`RawConfig::resolve`], so that everything
+    /// derived from the data directory (the component cache's default
+    /// place; sled, the kv and the CRM records live in `data_dir` itself)
+    /// moves with it. A relative `dir` is taken from `base`, as the file's
+    /// own; the command line makes it absolute first.
+    pub fn with_data_dir(mut self, dir: PathBuf) -> Self {
+        self.data_dir = Some(dir);
+        self
     }
 
     /// Validate into a [`Config`]. Relative paths are taken from `base`;

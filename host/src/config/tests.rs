@@ -86,6 +86,25 @@ fn inconsistent_configs_are_refused_with_a_reason() {
 }
 
 #[test]
+fn issue_15_data_dir_override_moves_the_component_cache_too() {
+    let over = |text: &str, dir: &str| {
+        let raw: RawConfig = toml::from_str(text).unwrap();
+        raw.with_data_dir(dir.into())
+            .resolve(Path::new("/etc/enrichd"), &|_| None)
+            .unwrap()
+    };
+    let c = over(&format!("data_dir = \"/srv/file\"\n{MINIMAL}"), "/srv/flag");
+    assert_eq!(c.data_dir, Path::new("/srv/flag"));
+    assert_eq!(c.cache_dir, Path::new("/srv/flag/component-cache"));
+    // Relative: from the config's directory, as the file's own.
+    let c = over(MINIMAL, "other");
+    assert_eq!(c.cache_dir, Path::new("/etc/enrichd/other/component-cache"));
+    // A cache_dir of its own stays where the file puts it.
+    let c = over(&format!("cache_dir = \"cache\"\n{MINIMAL}"), "/srv/flag");
+    assert_eq!(c.cache_dir, Path::new("/etc/enrichd/cache"));
+}
+
+#[test]
 fn sandbox_settings_have_defaults_and_are_checked() {
     let c = resolve(MINIMAL).unwrap();
     assert_eq!(c.delivery_budget, DEFAULT_DELIVERY_BUDGET);

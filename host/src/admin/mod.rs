@@ -17,6 +17,7 @@
 //!   {"reloaded": false, "error": "…"}` with the running config kept.
 //! - `GET /healthz`.
 //! - `GET /ui/…`: the Admin view, HTML ([`view`]).
+//! - `GET /openapi.json`: the OpenAPI document of every route ([`openapi`]).
 //!
 //! With `admin_token` set, every request but `/healthz` needs it ([`token`]).
 
@@ -28,6 +29,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+pub mod openapi;
 pub mod token;
 pub mod view;
 
@@ -142,6 +144,7 @@ async fn handle(
     }
     let result = match path {
         "/healthz" => Ok(serde_json::json!({"status": "ok"})),
+        openapi::OPENAPI_PATH => return openapi::serve(),
         "/stats" => stats(state).await,
         "/deliveries" => list(state, param("since"), param("limit")).await,
         _ => match path.strip_prefix("/deliveries/") {

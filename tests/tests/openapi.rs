@@ -143,6 +143,7 @@ fn schemathesis() -> Option<PathBuf> {
 fn run_schemathesis(st: &std::path::Path, base: &str, tag: &str, header: &str) {
     let report = tempfile::tempdir().expect("report dir");
     let out = Command::new(st)
+        .args(["--config-file", "tests/schemathesis/schemathesis.toml"])
         .args(["run", "openapi/enrichd.yaml", "--url", base])
         .args(["--include-tag", tag, "--header", header])
         .args(["--max-examples", MAX_EXAMPLES, "--seed", SEED])

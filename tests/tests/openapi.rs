@@ -99,12 +99,23 @@ async fn issue_15_every_route_is_in_the_document_and_every_documented_route_answ
             .collect::<Vec<_>>();
         let concrete = path.replace("{id}", "no-such-id");
         if tags.iter().any(|t| t == "public") {
-            assert!(public.contains(&path.as_str()), "{path}: not a public route");
+            assert!(
+                public.contains(&path.as_str()),
+                "{path}: not a public route"
+            );
             let res = get(server.addr, &concrete).await;
-            assert_ne!(res.status, 404, "public {path}: {}", String::from_utf8_lossy(&res.body));
+            assert_ne!(
+                res.status,
+                404,
+                "public {path}: {}",
+                String::from_utf8_lossy(&res.body)
+            );
         }
         if tags.iter().any(|t| t == "admin") {
-            assert!(ADMIN_PATHS.contains(&path.as_str()), "{path}: not in ADMIN_PATHS");
+            assert!(
+                ADMIN_PATHS.contains(&path.as_str()),
+                "{path}: not in ADMIN_PATHS"
+            );
             let res = admin_get(&server, &concrete).await;
             let body = String::from_utf8_lossy(&res.body);
             // `/deliveries/{id}` of an unknown id is a 404 with a reason, not
@@ -158,12 +169,20 @@ fn run_schemathesis(st: &std::path::Path, base: &str, tag: &str, header: &str) {
         // senders send outside their own docs (an unknown event, a number
         // where EngageLab documents a string), so "invalid" requests that
         // get a 200 are by design.
-        .args(["--checks", "all", "--exclude-checks", "negative_data_rejection"])
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "negative_data_rejection",
+        ])
         .args(["--request-timeout", "10", "--no-color"])
         .arg("--report-dir")
         .arg(report.path())
         .current_dir(root())
-        .env("SCHEMATHESIS_HOOKS", root().join("tests/schemathesis/hooks.py"))
+        .env(
+            "SCHEMATHESIS_HOOKS",
+            root().join("tests/schemathesis/hooks.py"),
+        )
         .env("ENRICHD_ENGAGELAB_APP_KEY", APP_KEY)
         .output()
         .expect("run schemathesis");

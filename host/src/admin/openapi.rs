@@ -63,7 +63,10 @@ pub fn serve() -> Response<Body> {
         Ok(bytes) => json(StatusCode::OK, bytes.clone()),
         Err(e) => {
             tracing::error!(error = %e, "admin: the compiled-in OpenAPI document does not parse");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "OpenAPI document unavailable")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "OpenAPI document unavailable",
+            )
         }
     }
 }

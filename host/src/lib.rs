@@ -12,7 +12,7 @@
 //! cycle between files or folders: `cli → app → {admin, emailgistics,
 //! engagelab} → {idempotency, plugin → crm} → storage` (`admin` reads the
 //! EngageLab counters, so it sits above `engagelab`); `http`, `source_ip`,
-//! `clock`, `text` and `singleflight` are leaves any layer may use. `config`
+//! `metrics`, `clock`, `text` and `singleflight` are leaves any layer may use. `config`
 //! resolves the file into the domain types: it depends on them, they not
 //! on it, and only `cli` and `app` name it. Only `app` sees the whole: each
 //! handler gets a narrow state of its own.
@@ -45,6 +45,8 @@
 //!   (`enrichd plugin new`); used by `cli` only.
 //! - [`source_ip`]: per-route source-IP allowlists behind trusted proxies
 //!   (a leaf beside `http`: it knows requests, not webhooks).
+//! - [`metrics`]: the Prometheus registry of one running enrichd (a leaf:
+//!   instrumentation points record through it, `admin` renders it).
 //! - [`singleflight`]: one caller works per key, concurrent callers wait for its result.
 //! - [`clock`]: wall-clock milliseconds on tokio's clock.
 //! - [`text`]: cutting untrusted text to a byte bound, marking the cut.
@@ -59,6 +61,7 @@ pub mod emailgistics;
 pub mod engagelab;
 pub mod http;
 pub mod idempotency;
+pub mod metrics;
 pub mod plugin;
 pub mod scaffold;
 pub mod singleflight;

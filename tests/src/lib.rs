@@ -70,8 +70,8 @@ pub const SHARED_CACHE: &str = concat!(
     "/../target/test-component-cache"
 );
 
-/// Why enrichd refuses to start with `config` (TOML, without `listen`), or
-/// `None` when it starts.
+/// Why enrichd refuses to start with `config` (TOML, without `listen`):
+/// the config's own error or the start's; `None` when it starts.
 pub async fn start_error(config: String) -> Option<String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("enrichd.toml");
@@ -80,7 +80,10 @@ pub async fn start_error(config: String) -> Option<String> {
         format!("listen = \"127.0.0.1:0\"\ncache_dir = {SHARED_CACHE:?}\n{config}"),
     )
     .unwrap();
-    let config = enrichd::config::Config::load(&path).unwrap();
+    let config = match enrichd::config::Config::load(&path) {
+        Ok(config) => config,
+        Err(e) => return Some(e.to_string()),
+    };
     enrichd::app::App::build(&config)
         .await
         .err()

@@ -175,7 +175,13 @@ async fn issue_14_the_admin_token_guards_every_admin_page() {
     let request = |path: &str, header: &str| {
         format!("GET {path} HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n{header}\r\n")
     };
-    for path in ["/ui/", "/deliveries", "/stats", "/ui/deliveries/view-1"] {
+    for path in [
+        "/ui/",
+        "/deliveries",
+        "/stats",
+        "/metrics",
+        "/ui/deliveries/view-1",
+    ] {
         assert_eq!(get(admin, path).await.status, 401, "{path}");
         let wrong = request(path, "authorization: Bearer adm in\r\n");
         assert_eq!(raw_request(admin, wrong.as_bytes()).await.status, 401);

@@ -15,6 +15,7 @@
 //! - `POST /reload`: read the config file again and swap to it (see
 //!   [`Reload`]); `200 {"reloaded": true, "changed": {…}}`, or `422
 //!   {"reloaded": false, "error": "…"}` with the running config kept.
+//! - `GET /metrics`: the Prometheus text exposition ([`metrics`]).
 //! - `GET /healthz`.
 //! - `GET /ui/…`: the Admin view, HTML ([`view`]).
 //! - `GET /openapi.json`: the OpenAPI document of every route ([`openapi`]).
@@ -29,6 +30,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+mod metrics;
 pub mod openapi;
 pub mod token;
 pub mod view;
@@ -61,6 +63,8 @@ pub struct AdminState {
     pub answers: Arc<dyn AnswerStore>,
     /// The EngageLab queue (its length and cap).
     pub events: Arc<dyn EventQueue>,
+    /// The plugins' kv (the bytes each namespace holds, for `/metrics`).
+    pub kv: Arc<dyn crate::storage::kv::PluginKv>,
     /// The backend's size on disk.
     pub maintenance: Arc<dyn Maintenance>,
     /// Deliveries in flight on this host.
@@ -82,6 +86,10 @@ pub struct AdminState {
     pub sources: arc_swap::ArcSwap<Vec<Arc<SourceFilter>>>,
     /// `admin_token`, as read at start (a reload does not change it).
     pub token: Option<Secret>,
+    /// This enrichd's metrics registry, rendered at `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// The host's clock (ages shown in `/metrics`).
+    pub clock: crate::clock::Clock,
 }
 
 /// What `POST /reload` runs: the composition root's reload. It answers
@@ -141,6 +149,9 @@ async fn handle(
     let path = req.uri().path();
     if view::is_ui(path) {
         return view::handle(state, path, &query).await;
+    }
+    if path == "/metrics" {
+        return metrics::respond(state).await;
     }
     let result = match path {
         "/healthz" => Ok(serde_json::json!({"status": "ok"})),

@@ -27,6 +27,7 @@ pub const ADMIN_PATHS: &[&str] = &[
     "/deliveries",
     "/deliveries/{id}",
     super::RELOAD_PATH,
+    "/metrics",
     OPENAPI_PATH,
     "/ui",
     "/ui/",

@@ -15,6 +15,7 @@ use crate::crm::{Backend, BackendError};
 use crate::emailgistics::chain::ChainEntry;
 use crate::emailgistics::Route;
 use crate::engagelab::EventRoute;
+use crate::metrics::Metrics;
 use crate::plugin::cache::{CachePolicy, ComponentCache};
 use crate::plugin::policy::PluginSpec;
 use crate::plugin::{EngineOptions, LoadError, Plugin, PluginEngine};
@@ -76,11 +77,15 @@ pub(super) fn parts(
     crm_db: Option<&CrmDb>,
     last_known: &Arc<dyn CrmLastKnown>,
     clock: Clock,
+    metrics: &Metrics,
 ) -> Result<Parts, StartError> {
     let crm = config
         .crm
         .iter()
-        .map(|spec| open_crm_source(spec, crm_db, last_known.clone(), clock).map(Arc::new))
+        .map(|spec| {
+            open_crm_source(spec, crm_db, last_known.clone(), clock)
+                .map(|source| Arc::new(source.with_metrics(metrics.clone())))
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let engine = PluginEngine::new(engine_options(config))?;

@@ -101,18 +101,26 @@ impl App {
         .await?;
         let owned = config.clone();
         let last_known = storage.crm.clone();
+        let metrics = crate::metrics::Metrics::new();
+        let crm_metrics = metrics.clone();
         let parts = tokio::task::spawn_blocking(move || {
-            assemble::parts(&owned, crm_db.as_ref(), &last_known, clock)
+            assemble::parts(&owned, crm_db.as_ref(), &last_known, clock, &crm_metrics)
         })
         .await
         .map_err(|e| StartError::Interrupted(e.to_string()))??;
-        let app = Self::compose(config, storage, parts, clock);
+        let app = Self::compose(config, storage, parts, clock, metrics);
         app.set_tls(tls);
         Ok(app)
     }
 
     /// Give each handler its state.
-    fn compose(config: &Config, storage: Storage, parts: Parts, clock: Clock) -> App {
+    fn compose(
+        config: &Config,
+        storage: Storage,
+        parts: Parts,
+        clock: Clock,
+        metrics: crate::metrics::Metrics,
+    ) -> App {
         let services = Services {
             crm: parts.crm,
             kv: Some(storage.kv.clone()),
@@ -128,10 +136,13 @@ impl App {
         let sources = Arc::new(source_filters(config));
         let event_routes = Arc::new(parts.event_routes);
         let admin = AdminState {
+            metrics: metrics.clone(),
             sources: ArcSwap::new(sources.clone()),
             backend: storage.backend,
             answers: storage.answers.clone(),
             events: storage.events.clone(),
+            kv: storage.kv.clone(),
+            clock,
             maintenance: storage.maintenance.clone(),
             inflight: inflight.clone(),
             allocator: parts.engine.allocator(),
@@ -163,6 +174,7 @@ impl App {
             inflight,
             clock,
             services,
+            metrics,
         };
         let (rebind, rebinds) = mpsc::unbounded_channel();
         App {
@@ -255,6 +267,10 @@ impl App {
     /// `POST /reload` gives: whether the config took, and the JSON.
     pub async fn reload_and_answer(&self) -> (bool, serde_json::Value) {
         let config = self.reload().await;
+        let result = if config.is_ok() { "ok" } else { "refused" };
+        self.admin.metrics.record(|| {
+            metrics::counter!("enrichd_reloads_total", "result" => result).increment(1);
+        });
         let certificate = match self.reload_tls() {
             Ok(true) => serde_json::json!("reloaded"),
             Ok(false) => serde_json::Value::Null,
@@ -365,6 +381,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let jobs = jobs::start(&app.storage, &app.events, &app.deliveries.services.crm);
+    let metrics = app.admin.metrics.clone();
+    jobs.spawn("metrics upkeep", move || {
+        metrics.clone().upkeep_periodically()
+    });
     // One signal for both listeners: the caller's, or the current listener
     // of either kind ending (an accept loop ends only on the signal today;
     // if one ever ends for another reason, the other must not serve on

@@ -61,6 +61,8 @@ pub struct DeliveryState {
     pub clock: Clock,
     /// Services lent to plugins.
     pub services: Services,
+    /// Where deliveries are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Answer one request to `route` that arrived at `arrived` (its budget
@@ -142,7 +144,12 @@ async fn deliver(
     )
     .await;
     match answered {
-        Ok((answer, replayed)) => respond(&answer, replayed),
+        Ok((answer, replayed)) => {
+            if replayed {
+                super::metrics::replayed(&state.metrics, &route.path, answer.status);
+            }
+            respond(&answer, replayed)
+        }
         Err(e) => store_unavailable(route, &delivery.id, e),
     }
 }
@@ -190,19 +197,18 @@ async fn run_and_store(
     };
     let now = state.clock.now_ms();
     // One bounded record for both the log line and the store.
-    let record = DeliveryRecord::new(
-        &route.path,
-        delivery,
-        Answered {
-            verdict: &verdict,
-            http_status: status.as_u16(),
-            message: message.clone(),
-            at_ms: now,
-            elapsed_ms: arrived.elapsed().as_millis() as u64,
-        },
-        records,
-    )
-    .bounded(MAX_RECORD_BYTES);
+    let answered = Answered {
+        verdict: &verdict,
+        http_status: status.as_u16(),
+        message: message.clone(),
+        at_ms: now,
+        elapsed_ms: arrived.elapsed().as_millis() as u64,
+    };
+    // Counted before the record's bound cuts the plugins' host calls.
+    super::metrics::plugins(&state.metrics, &records);
+    let record = DeliveryRecord::new(&route.path, delivery, answered, records);
+    super::metrics::delivered(&state.metrics, &record);
+    let record = record.bounded(MAX_RECORD_BYTES);
     tracing::info!(target: "enrichd::delivery", route = %route.path, delivery = %delivery.id, record = %super::record::for_log(&record), "{message}");
     Ran {
         answer: Answer {

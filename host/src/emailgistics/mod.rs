@@ -12,12 +12,14 @@
 //!   store.
 //! - [`handler`]: the delivery handler: auth, body, the idempotency
 //!   protocol, the answer and its replay.
+//! - [`metrics`]: what a delivery adds to the Prometheus metrics.
 
 pub mod actions;
 pub mod auth;
 pub mod chain;
 pub mod convert;
 pub mod handler;
+pub mod metrics;
 pub mod payload;
 pub mod record;
 pub mod validate;

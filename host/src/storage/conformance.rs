@@ -283,6 +283,37 @@ pub async fn lease_ack_and_retry(s: &Storage) {
     assert!(lease(t + 60_000).await.is_none());
 }
 
+/// The head of the line: the first callback queued, leased or not, until
+/// it is acknowledged or put back for a retry; a retry waiting for its time
+/// is the head once nothing else is queued.
+pub async fn queue_head_is_the_oldest_in_line(s: &Storage) {
+    let q = &s.events;
+    let t = now_ms();
+    assert_eq!(q.head_received_ms().await.unwrap(), None);
+    q.enqueue("/ev", "first", t).await.unwrap();
+    q.enqueue("/ev", "second", t + 10).await.unwrap();
+    assert_eq!(q.head_received_ms().await.unwrap(), Some(t));
+    let Next::Leased(first) = q.lease_next(t + 20, LONG).await.unwrap() else {
+        panic!("first is due");
+    };
+    assert_eq!(
+        q.head_received_ms().await.unwrap(),
+        Some(t),
+        "leased still waits"
+    );
+    q.retry_at(&first, 1, t + 60_000).await.unwrap();
+    assert_eq!(q.head_received_ms().await.unwrap(), Some(t + 10));
+    let Next::Leased(second) = q.lease_next(t + 20, LONG).await.unwrap() else {
+        panic!("second is due");
+    };
+    q.ack(&second).await.unwrap();
+    assert_eq!(
+        q.head_received_ms().await.unwrap(),
+        Some(t),
+        "the retry is next"
+    );
+}
+
 /// A callback whose lease ended unacknowledged is handed out again.
 pub async fn an_expired_event_lease_is_handed_out_again(s: &Storage) {
     let q = &s.events;
@@ -501,6 +532,7 @@ macro_rules! conformance_tests {
             case!(list_and_find);
             case!(lease_ack_and_retry);
             case!(an_expired_event_lease_is_handed_out_again);
+            case!(queue_head_is_the_oldest_in_line);
             case!(kv_quota_and_usage);
             case!(crm_last_known);
             case!(sweep_keeps_live_answers);

@@ -105,6 +105,13 @@ pub trait EventQueue: Send + Sync {
     /// The most callbacks queued at once (`[events] max_queued`).
     fn max_queued(&self) -> usize;
 
+    /// When the callback at the head of the queue arrived (Unix ms; `None`:
+    /// the queue is empty). The head is the next in line, leased or not; a
+    /// callback put back for a retry queues again at the tail, so this is
+    /// how long the line has been waiting, read in one step (`/metrics`
+    /// shows it as `enrichd_engagelab_queue_head_age_seconds`).
+    async fn head_received_ms(&self) -> Result<Option<u64>, StorageError>;
+
     /// Fingerprints held by the duplicate filter (for stats and tests).
     async fn seen_len(&self) -> Result<usize, StorageError>;
 }

@@ -363,6 +363,36 @@ impl EventQueue for RedisEvents {
         self.redis.limits.max_queued
     }
 
+    /// The stream's first entry; with the stream empty, the first retry
+    /// waiting to go back in (sled keeps both in one line). A corrupt head
+    /// is passed over: the next lease drops and logs it.
+    async fn head_received_ms(&self) -> Result<Option<u64>, StorageError> {
+        let (head, waiting): (Vec<(String, Vec<(String, String)>)>, Vec<String>) = self
+            .redis
+            .pipe(
+                redis::pipe()
+                    .cmd("XRANGE")
+                    .arg(&self.stream)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .cmd("ZRANGE")
+                    .arg(&self.delayed)
+                    .arg(0)
+                    .arg(0),
+            )
+            .await?;
+        let entry = head
+            .into_iter()
+            .flat_map(|(_, fields)| fields.into_iter().map(|(_, json)| json))
+            .chain(waiting)
+            .next();
+        Ok(entry
+            .and_then(|json| serde_json::from_str::<Entry>(&json).ok())
+            .map(|e| e.received_at_ms))
+    }
+
     async fn seen_len(&self) -> Result<usize, StorageError> {
         self.redis.query(redis::cmd("ZCARD").arg(&self.seen)).await
     }

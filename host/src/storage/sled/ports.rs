@@ -156,6 +156,11 @@ impl EventQueue for SledEvents {
         self.queue.max_queued()
     }
 
+    async fn head_received_ms(&self) -> Result<Option<u64>, StorageError> {
+        let q = self.queue.clone();
+        blocking(move || Ok(q.peek()?.map(|item| item.received_at_ms))).await
+    }
+
     async fn seen_len(&self) -> Result<usize, StorageError> {
         let q = self.queue.clone();
         blocking(move || Ok(q.seen_len())).await

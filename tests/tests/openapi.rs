@@ -138,7 +138,7 @@ fn schemathesis() -> Option<PathBuf> {
         return Some(path);
     }
     let why = format!(
-        "schemathesis is missing (ENRICHD_SCHEMATHESIS unset and no {}): \
+        "schemathesis is missing (no {}, from ENRICHD_SCHEMATHESIS or the default): \
          ./scripts/check installs it (scripts/toolchains)",
         path.display()
     );

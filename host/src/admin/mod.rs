@@ -18,6 +18,7 @@
 //! - `GET /metrics`: the Prometheus text exposition ([`metrics`]).
 //! - `GET /healthz`.
 //! - `GET /ui/…`: the Admin view, HTML ([`view`]).
+//! - `GET /openapi.json`: the OpenAPI document of every route ([`openapi`]).
 //!
 //! With `admin_token` set, every request but `/healthz` needs it ([`token`]).
 
@@ -30,6 +31,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 mod metrics;
+pub mod openapi;
 pub mod token;
 pub mod view;
 
@@ -153,6 +155,7 @@ async fn handle(
     }
     let result = match path {
         "/healthz" => Ok(serde_json::json!({"status": "ok"})),
+        openapi::OPENAPI_PATH => return openapi::serve(),
         "/stats" => stats(state).await,
         "/deliveries" => list(state, param("since"), param("limit")).await,
         _ => match path.strip_prefix("/deliveries/") {

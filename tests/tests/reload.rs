@@ -628,6 +628,28 @@ async fn issue_13_reload_moves_and_turns_off_the_admin_listener() {
     assert_eq!(server.deliver(ROUTE, &fresh()).await.status, 200);
 }
 
+/// A reload that sets `admin_token` (as moving the admin listener off
+/// loopback requires) is refused: the admin listener checks the token it
+/// started with, so taking it would serve the admin endpoints unguarded.
+#[tokio::test]
+async fn issue_14_a_reload_that_changes_admin_token_is_refused() {
+    let good = config(&router("Policy Desk"), &[SECRET]);
+    let server = TestServer::start(&good).await;
+    let open = format!("admin_listen = \"0.0.0.0:0\"\nadmin_token = {{ value = \"t0k\" }}\n{good}");
+    rewrite(&server, &open);
+    let (status, answer) = reload(&server).await;
+    assert_eq!(status, 422, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("admin_token changed: that needs a restart"),
+        "{answer}"
+    );
+    assert_eq!(
+        enrichd_tests::get(server.admin_addr, "/stats").await.status,
+        200
+    );
+}
+
 #[tokio::test]
 async fn issue_13_reload_turns_tls_on_then_follows_a_new_certificate_path() {
     use enrichd_tests::tls::{client, connect, https_request, one_route, presented, TestCert};

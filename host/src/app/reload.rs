@@ -151,6 +151,9 @@ pub fn fixed_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (running, new);
     [
         ("data_dir", a.data_dir == b.data_dir),
+        // The admin listener checks the token it started with: a reload
+        // must not open it on a new address with a token it never checks.
+        ("admin_token", a.admin_token == b.admin_token),
         ("[storage]", a.storage == b.storage),
         ("[store]", a.store == b.store),
         ("flush_every_ms", a.flush_every_ms == b.flush_every_ms),

@@ -62,6 +62,7 @@ pub struct Metrics {
 /// What [`Metrics::plugin_call`] adds up for one plugin.
 #[derive(Default)]
 struct Tally {
+    turns: u64,
     calls: u64,
     failures: BTreeMap<&'static str, u64>,
     recent_us: VecDeque<u64>,
@@ -70,6 +71,8 @@ struct Tally {
 /// One plugin's calls since start, for the Admin view.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct PluginSummary {
+    /// Turns in a chain: calls made, and those refused unmade.
+    pub turns: u64,
     /// Calls made (a quarantined or busy plugin is not called).
     pub calls: u64,
     /// Failures by kind (the `kind` label of
@@ -126,6 +129,7 @@ impl Metrics {
             Some(tally) => tally,
             None => plugins.entry(plugin.to_owned()).or_default(),
         };
+        tally.turns += 1;
         if let Some(us) = took_us {
             tally.calls += 1;
             if tally.recent_us.len() == RECENT_CALLS {
@@ -153,6 +157,7 @@ impl Metrics {
             (n > 0).then(|| sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
         };
         PluginSummary {
+            turns: tally.turns,
             calls: tally.calls,
             failures: tally.failures.clone(),
             p50_us: rank(0.50),
@@ -204,7 +209,7 @@ mod tests {
         m.plugin_call("p", Some(7), Some("trap"));
         m.plugin_call("p", None, Some("quarantined"));
         let s = m.plugin_summary("p");
-        assert_eq!(s.calls, 101);
+        assert_eq!((s.turns, s.calls), (102, 101));
         assert_eq!(
             s.failures,
             BTreeMap::from([("quarantined", 1), ("trap", 1)])

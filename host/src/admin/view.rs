@@ -282,12 +282,7 @@ async fn plugins(state: &AdminState) -> Page {
         .map(|p| {
             let info = p.info();
             let tally = state.metrics.plugin_summary(&info.name);
-            // Turns in a chain: calls made, plus those refused unmade.
-            let not_called: u64 = ["quarantined", "busy"]
-                .iter()
-                .filter_map(|k| tally.failures.get(k))
-                .sum();
-            let turns = tally.calls + not_called;
+            let turns = tally.turns;
             let failures: Vec<serde_json::Value> = tally
                 .failures
                 .iter()

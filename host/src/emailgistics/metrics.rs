@@ -32,18 +32,7 @@ pub fn delivered(metrics: &Metrics, record: &DeliveryRecord) {
 /// Count, per plugin of a delivery's chain, its call, failure, duration,
 /// fuel, peak memory, host calls and the actions validation dropped.
 pub fn plugins(metrics: &Metrics, plugins: &[PluginRecord]) {
-    metrics.record(|| plugins.iter().for_each(plugin));
-    for p in plugins {
-        let called = !matches!(
-            (&p.outcome, &p.failure),
-            (Outcome::Skipped, _) | (_, Some(Failure::Quarantined(_) | Failure::Busy(_)))
-        );
-        let took_us = called.then_some(p.elapsed_us);
-        let failure = p.failure.as_ref().map(failure_kind);
-        if took_us.is_some() || failure.is_some() {
-            metrics.plugin_call(&p.plugin, took_us, failure);
-        }
-    }
+    metrics.record(|| plugins.iter().for_each(|p| plugin(metrics, p)));
 }
 
 /// Count a copy answered from the stored answer (no plugin ran).
@@ -56,11 +45,15 @@ pub fn replayed(metrics: &Metrics, route: &str, http_status: u16) {
     });
 }
 
-fn plugin(p: &PluginRecord) {
+/// One plugin's turn, into the registry and the Admin view's tally
+/// ([`Metrics::plugin_call`]) alike.
+fn plugin(metrics: &Metrics, p: &PluginRecord) {
     let name = p.plugin.clone();
     // A quarantined or busy plugin was not called: a failure, not a call.
     if let Some(f @ (Failure::Quarantined(_) | Failure::Busy(_))) = &p.failure {
-        failed(&name, failure_kind(f));
+        let kind = failure_kind(f);
+        failed(&name, kind);
+        metrics.plugin_call(&name, None, Some(kind));
         return;
     }
     let outcome = match p.outcome {
@@ -71,9 +64,11 @@ fn plugin(p: &PluginRecord) {
     };
     counter!("enrichd_plugin_calls_total", "plugin" => name.clone(), "outcome" => outcome)
         .increment(1);
-    if let Some(failure) = &p.failure {
-        failed(&name, failure_kind(failure));
+    let kind = p.failure.as_ref().map(failure_kind);
+    if let Some(kind) = kind {
+        failed(&name, kind);
     }
+    metrics.plugin_call(&name, Some(p.elapsed_us), kind);
     histogram!("enrichd_plugin_call_duration_seconds", "plugin" => name.clone())
         .record(p.elapsed_us as f64 / 1e6);
     if let Some(usage) = &p.usage {

@@ -382,14 +382,13 @@ pub async fn signed_callback(addr: SocketAddr, path: &str, app_key: &str, body: 
         .unwrap()
         .as_secs()
         .to_string();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\nX-WebHook-Timestamp: {ts}\r\nX-WebHook-AppKey: email\r\n\
-         X-WebHook-Signature: {}\r\n\r\n{body}",
-        body.len(),
-        enrichd::engagelab::verify::sign(app_key, &ts)
-    );
-    raw_request(addr, req.as_bytes()).await
+    let signature = enrichd::engagelab::verify::sign(app_key, &ts);
+    let headers = [
+        ("X-WebHook-Timestamp", ts.as_str()),
+        ("X-WebHook-AppKey", "email"),
+        ("X-WebHook-Signature", signature.as_str()),
+    ];
+    post(addr, path, &headers, body.as_bytes()).await
 }
 
 /// Send raw bytes to `addr` and read the response until the server closes.

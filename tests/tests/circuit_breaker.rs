@@ -9,11 +9,10 @@
 //! keyword-router, whose actions must apply whatever the breaker does.
 //! Cool-downs are passed by moving tokio's clock (which the breaker follows).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use enrichd::engagelab::verify::sign;
 use enrichd_tests::sandwich::{action_names, sandwich, GOOD_AFTER, GOOD_BEFORE};
-use enrichd_tests::{plugin_toml_as, raw_request, resources, seed_payload, TestServer};
+use enrichd_tests::{plugin_toml_as, resources, seed_payload, signed_callback, TestServer};
 use serde_json::{json, Value};
 
 /// The breaker settings of every sick plugin here.
@@ -338,18 +337,9 @@ const APP_KEY: &str = "engagelab-test-app-key";
 
 /// POST a signed EngageLab callback.
 async fn send_event(server: &TestServer, body: &str) -> u16 {
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    let req = format!(
-        "POST {EVENT_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         X-WebHook-Timestamp: {ts}\r\nX-WebHook-AppKey: email\r\nX-WebHook-Signature: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len(),
-        sign(APP_KEY, &ts)
-    );
-    raw_request(server.addr, req.as_bytes()).await.status
+    signed_callback(server.addr, EVENT_PATH, APP_KEY, body)
+        .await
+        .status
 }
 
 /// Wait (bounded, real time) until `done` holds.

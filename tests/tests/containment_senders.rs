@@ -9,7 +9,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use enrichd::engagelab::verify::sign;
-use enrichd_tests::{plugin_toml, plugin_toml_as, raw_request, seed_payload, Response, TestServer};
+use enrichd_tests::{
+    plugin_toml, plugin_toml_as, raw_request, seed_payload, signed_callback, Response, TestServer,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -56,19 +58,7 @@ fn now_secs() -> u64 {
 
 /// POST a genuinely signed callback to `path`.
 async fn send_to(server: &TestServer, path: &str, body: &str) -> Response {
-    let ts = now_secs().to_string();
-    let sig = sign(APP_KEY, &ts);
-    server
-        .post(
-            path,
-            &[
-                ("X-WebHook-Timestamp", &ts),
-                ("X-WebHook-AppKey", "email"),
-                ("X-WebHook-Signature", &sig),
-            ],
-            body.as_bytes(),
-        )
-        .await
+    signed_callback(server.addr, path, APP_KEY, body).await
 }
 
 async fn send(server: &TestServer, body: &str) -> Response {

@@ -86,19 +86,11 @@ async fn receive_in_span(
     };
     // Parsed only to refuse what could never be processed; the raw body is
     // what is queued, so fields this version does not know are kept.
-    let (text, label) = match event::parse(&body) {
-        Ok(callback) => {
-            if let Err(e) = callback.check_lengths() {
-                state.stats.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(route = %route.path, error = %e, "EngageLab callback refused: 400");
-                note(format!("refused 400: {e}"));
-                return error(StatusCode::BAD_REQUEST, &format!("invalid callback: {e}"));
-            }
-            tracing::Span::current().record("message_id", callback.message_id.as_str());
-            tracing::debug!(route = %route.path, kind = callback.kind.name(), message_id = %callback.message_id, "EngageLab callback");
-            let label = format!("{} {}", callback.kind.name(), callback.message_id);
-            (String::from_utf8_lossy(&body).into_owned(), label)
-        }
+    let checked = event::parse(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|c| c.check_lengths().map(|()| c).map_err(|e| e.to_string()));
+    let callback = match checked {
+        Ok(callback) => callback,
         Err(e) => {
             state.stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(route = %route.path, error = %e, "EngageLab callback refused: 400");
@@ -106,6 +98,10 @@ async fn receive_in_span(
             return error(StatusCode::BAD_REQUEST, &format!("invalid callback: {e}"));
         }
     };
+    tracing::Span::current().record("message_id", callback.message_id.as_str());
+    tracing::debug!(route = %route.path, kind = callback.kind.name(), message_id = %callback.message_id, "EngageLab callback");
+    let label = format!("{} {}", callback.kind.name(), callback.message_id);
+    let text = String::from_utf8_lossy(&body).into_owned();
     match state
         .queue
         .enqueue(&route.path, &text, state.clock.now_ms())

@@ -150,11 +150,10 @@ async fn handle(
     if view::is_ui(path) {
         return view::handle(state, path, &query).await;
     }
-    if path == "/metrics" {
-        return metrics::respond(state).await;
-    }
     let result = match path {
         "/healthz" => Ok(serde_json::json!({"status": "ok"})),
+        // The two answers that are not JSON.
+        "/metrics" => return metrics::respond(state).await,
         openapi::OPENAPI_PATH => return openapi::serve(),
         "/stats" => stats(state).await,
         "/deliveries" => list(state, param("since"), param("limit")).await,

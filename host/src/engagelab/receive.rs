@@ -50,9 +50,11 @@ async fn receive_in_span(
     // The replay window against the system clock as it is now (see
     // `verify::wall_clock_ms`); the dedupe stamp below uses the queue's clock.
     let wall_now = verify::wall_clock_ms();
+    // Every note below is stamped with the arrival (see `Outcome::at_ms`).
+    let arrived_ms = state.clock.now_ms();
     let note = |outcome: String| {
         state.stats.note(Outcome {
-            at_ms: state.clock.now_ms(),
+            at_ms: arrived_ms,
             route: route.path.clone(),
             seq: None,
             attempt: None,

@@ -72,7 +72,9 @@ pub const MAX_OUTCOME_CHARS: usize = 500;
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
-    /// When (Unix ms).
+    /// When (Unix ms): the callback's arrival for what the receiver did
+    /// (the worker may finish it before the receiver's note is made), the
+    /// end of the attempt for what the worker did.
     pub at_ms: u64,
     /// The route path.
     pub route: String,
@@ -117,10 +119,16 @@ impl EventStats {
         recent.push_back(outcome);
     }
 
-    /// The outcomes kept, newest first.
+    /// The outcomes kept, newest first by [`Outcome::at_ms`]; in the same
+    /// millisecond, what the worker did after what the receiver did.
     pub fn recent(&self) -> Vec<Outcome> {
-        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        recent.iter().rev().cloned().collect()
+        let mut recent: Vec<Outcome> = {
+            let kept = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            kept.iter().rev().cloned().collect()
+        };
+        // Stable: equal keys stay newest noted first.
+        recent.sort_by_key(|o| std::cmp::Reverse((o.at_ms, o.attempt.is_some())));
+        recent
     }
 }
 
@@ -192,5 +200,20 @@ mod tests {
             15,
             "short ones are whole"
         );
+    }
+
+    /// The worker can finish a callback before the receiver notes that it
+    /// queued it: the list still shows it queued, then processed.
+    #[test]
+    fn issue_14_a_callback_processed_before_its_queued_note_still_lists_in_order() {
+        let stats = EventStats::default();
+        stats.note(Outcome {
+            attempt: Some(1),
+            ..outcome(7, "processed".into())
+        });
+        stats.note(outcome(7, "queued".into()));
+        stats.note(outcome(3, "earlier".into()));
+        let listed: Vec<String> = stats.recent().into_iter().map(|o| o.outcome).collect();
+        assert_eq!(listed, ["processed", "queued", "earlier"]);
     }
 }

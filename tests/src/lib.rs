@@ -260,6 +260,17 @@ impl TestServer {
         self.app.storage().events.len().await.expect("queue length")
     }
 
+    /// Wait (up to 30 s) until every queued callback is processed.
+    pub async fn drained(&self) {
+        let empty = || async { (self.queued().await == 0).then_some(()) };
+        process::eventually(
+            "the queue drained",
+            std::time::Duration::from_secs(30),
+            empty,
+        )
+        .await
+    }
+
     /// Fingerprints held by the EngageLab duplicate filter.
     pub async fn seen(&self) -> usize {
         self.app
@@ -377,17 +388,8 @@ pub async fn get(addr: SocketAddr, path: &str) -> Response {
 /// `app_key` and the current time (as EngageLab signs: hex HMAC-SHA256 of
 /// the timestamp).
 pub async fn signed_callback(addr: SocketAddr, path: &str, app_key: &str, body: &str) -> Response {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    let signature = enrichd::engagelab::verify::sign(app_key, &ts);
-    let headers = [
-        ("X-WebHook-Timestamp", ts.as_str()),
-        ("X-WebHook-AppKey", "email"),
-        ("X-WebHook-Signature", signature.as_str()),
-    ];
+    let headers = process::engagelab_headers(app_key);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     post(addr, path, &headers, body.as_bytes()).await
 }
 

@@ -14,8 +14,10 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use enrichd_tests::polyglot::root;
+use enrichd_tests::process::{engagelab_example, eventually};
 use enrichd_tests::sandwich::seed_with_id;
 use enrichd_tests::{
     get, plugin_toml, raw_request, signed_callback, start_error, TestServer, SECRET,
@@ -212,24 +214,27 @@ async fn issue_14_the_engagelab_page_shows_recent_callbacks_and_their_outcome() 
         plugin_toml("event-echo", &["kv"], ""),
     ))
     .await;
-    let body = std::fs::read_to_string(root().join("examples/engagelab/open.json")).unwrap();
+    let body = engagelab_example("open");
     for key in [APP_KEY, APP_KEY, "wrong-key"] {
         signed_callback(server.addr, EVENTS, key, &body).await;
     }
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let outcomes = loop {
-        let page = html(&server.admin_get("/ui/engagelab").await);
-        let outcomes: Vec<String> = page
-            .split("<td class=\"outcome\">")
-            .skip(1)
-            .filter_map(|rest| rest.split_once("</td>").map(|(o, _)| o.to_owned()))
-            .collect();
-        if outcomes.iter().any(|o| o.ends_with(" processed")) {
-            break outcomes;
-        }
-        assert!(std::time::Instant::now() < until, "{page}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let outcomes = eventually(
+        "the callback is processed",
+        Duration::from_secs(30),
+        || async {
+            let page = html(&server.admin_get("/ui/engagelab").await);
+            let outcomes: Vec<String> = page
+                .split("<td class=\"outcome\">")
+                .skip(1)
+                .filter_map(|rest| rest.split_once("</td>").map(|(o, _)| o.to_owned()))
+                .collect();
+            outcomes
+                .iter()
+                .any(|o| o.ends_with(" processed"))
+                .then_some(outcomes)
+        },
+    )
+    .await;
     // The worker may process the callback before or after the other two
     // arrive: the order is only sure between queued and processed (newest
     // first).
@@ -238,7 +243,8 @@ async fn issue_14_the_engagelab_page_shows_recent_callbacks_and_their_outcome() 
     let queued = at(&format!("open {id} queued")).expect("queued");
     let processed = at(&format!("open {id} processed")).expect("processed");
     assert!(processed < queued, "{outcomes:?}");
-    assert!(at(&format!("open {id}: a duplicate, not queued again")).is_some());
+    let duplicate = format!("open {id}: a duplicate, not queued again");
+    assert!(at(&duplicate).is_some(), "{outcomes:?}");
     let refused = "refused 401: X-WebHook-Signature does not match any configured app key";
     assert!(at(refused).is_some(), "{outcomes:?}");
     assert_eq!(outcomes.len(), 4, "{outcomes:?}");

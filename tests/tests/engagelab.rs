@@ -84,15 +84,6 @@ async fn send(server: &TestServer, body: &str) -> Response {
     post(server, body, &signed(&now_secs().to_string(), APP_KEY)).await
 }
 
-/// Wait until the queue is empty (bounded).
-async fn drained(server: &TestServer) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while server.queued().await > 0 {
-        assert!(Instant::now() < until, "the queue did not drain");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn kv(server: &TestServer, ns: &str, key: &str) -> Option<String> {
     server
         .app
@@ -113,7 +104,7 @@ async fn all_ten_documented_callbacks_are_accepted_and_recorded() {
         assert_eq!(res.status, 200, "{kind}");
         assert_eq!(res.json()["status"], "accepted", "{kind}");
     }
-    drained(&server).await;
+    server.drained().await;
     assert_eq!(
         kv(&server, "event-echo", "count").await.as_deref(),
         Some("10")
@@ -256,7 +247,7 @@ async fn bad_signatures_missing_headers_wrong_app_keys_and_stale_timestamps_get_
 
     // Only the three accepted ones reached the plugins: event-echo counted
     // three runs and never saw the refused `open`.
-    drained(&server).await;
+    server.drained().await;
     let stats = server.admin_get("/stats").await.json();
     assert_eq!(stats["engagelab"]["received"], 3, "{stats}");
     assert_eq!(stats["engagelab"]["processed"], 3, "{stats}");
@@ -287,7 +278,7 @@ async fn a_callback_is_answered_at_once_even_when_the_plugin_is_slow() {
         "EngageLab waits 3 s at most; took {took:?}"
     );
     // And it is processed, after the slow plugin.
-    drained(&server).await;
+    server.drained().await;
     assert_eq!(
         kv(&server, "event-echo", "count").await.as_deref(),
         Some("1")
@@ -305,7 +296,7 @@ async fn a_duplicate_callback_is_processed_once() {
         (second.status, second.json()["status"].clone()),
         (200, json!("duplicate"))
     );
-    drained(&server).await;
+    server.drained().await;
     assert_eq!(
         kv(&server, "event-echo", "count").await.as_deref(),
         Some("1")
@@ -322,7 +313,7 @@ async fn unknown_kinds_and_fields_are_accepted_and_kept() {
     })
     .to_string();
     assert_eq!(send(&server, &body).await.status, 200);
-    drained(&server).await;
+    server.drained().await;
     let seen: Value = serde_json::from_str(
         &kv(&server, "event-echo", "deferred:m-future")
             .await
@@ -352,7 +343,7 @@ async fn a_soft_bounce_and_an_unsubscribe_tag_the_next_delivery_from_that_addres
     for kind in ["soft_bounce", "unsubscribe"] {
         assert_eq!(send(&server, &fixture(kind)).await.status, 200);
     }
-    drained(&server).await;
+    server.drained().await;
     delivery["id"] = json!("after");
     let after = server
         .deliver("/emailgistics-webhook", &delivery)
@@ -372,7 +363,7 @@ async fn a_soft_bounce_and_an_unsubscribe_tag_the_next_delivery_from_that_addres
     // The documented open is for the hotmail recipient: its next delivery
     // carries the last engagement (itime 1676620370426).
     assert_eq!(send(&server, &fixture("open")).await.status, 200);
-    drained(&server).await;
+    server.drained().await;
     delivery["id"] = json!("from-hotmail");
     delivery["from"]["emailAddress"]["address"] = json!("12345@hotmail.com");
     delivery["sender"]["emailAddress"]["address"] = json!("12345@hotmail.com");

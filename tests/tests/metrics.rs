@@ -6,8 +6,8 @@
 //! the Grafana dashboard queries is there.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
+use enrichd_tests::process::engagelab_example;
 use enrichd_tests::{crm_sample, plugin_toml, seed_payload, signed_callback, TestServer, SECRET};
 use prometheus_parse::{Sample, Scrape, Value};
 
@@ -31,12 +31,7 @@ fn config() -> String {
 }
 
 async fn callback(server: &TestServer) -> u16 {
-    let body = std::fs::read_to_string(format!(
-        "{}/../examples/engagelab/open.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .expect("fixture");
-    signed_callback(server.addr, EVENTS, APP_KEY, &body)
+    signed_callback(server.addr, EVENTS, APP_KEY, &engagelab_example("open"))
         .await
         .status
 }
@@ -92,14 +87,7 @@ async fn issue_14_metrics_move_with_deliveries_and_labels_stay_bounded() {
     assert_eq!(callback(&server).await, 200);
     let forged = signed_callback(server.addr, EVENTS, "not-the-app-key", "{}").await;
     assert_eq!(forged.status, 401);
-    let until = tokio::time::Instant::now() + Duration::from_secs(30);
-    while server.queued().await > 0 {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "the queue did not drain"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.drained().await;
 
     let (text, scrape) = scrape(&server).await;
     let route = [("route", ROUTE)];
